@@ -1,0 +1,193 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// envPrefix prefixes the environment variable of every flag:
+// --negative-ttl is NIX_CACHE_PROXY_NEGATIVE_TTL.
+const envPrefix = "NIX_CACHE_PROXY_"
+
+const (
+	defaultUpstream = "https://cache.nixos.org"
+	defaultKey      = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY="
+)
+
+// serveConfig is everything `serve` is told, from flags, environment and
+// config file, in that order of precedence.
+type serveConfig struct {
+	listen              string
+	cacheDir            string
+	upstreams           stringList
+	keys                stringList
+	verifySignatures    bool
+	netrcFile           string
+	priority            int
+	negativeTTL         time.Duration
+	upstreamErrorStatus int
+	upstreamTimeout     time.Duration
+	shutdownTimeout     time.Duration
+	logLevel            string
+	logFormat           string
+}
+
+func newServeFlags(cfg *serveConfig) *flag.FlagSet {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.String("config", "", "TOML config `file`; keys are flag names (upstream = [\"...\"])")
+	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:5000", "`address` to serve on; 0.0.0.0:5000 for the LAN")
+	fs.StringVar(&cfg.cacheDir, "cache-dir", defaultCacheDir(), "`directory` for NAR files and the index")
+	cfg.upstreams = stringList{values: []string{defaultUpstream}}
+	fs.Var(&cfg.upstreams, "upstream", "upstream cache `URL`, repeatable, in priority order")
+	cfg.keys = stringList{values: []string{defaultKey}}
+	fs.Var(&cfg.keys, "trusted-public-key", "`NAME:BASE64` key whose signature makes an upstream narinfo trusted, repeatable")
+	fs.BoolVar(&cfg.verifySignatures, "verify-signatures", true, "refuse upstream narinfos not signed by a trusted key")
+	fs.StringVar(&cfg.netrcFile, "netrc-file", "", "netrc `file` with upstream credentials, as Nix's netrc-file")
+	fs.IntVar(&cfg.priority, "priority", 30, "`Priority` advertised in nix-cache-info (lower is preferred)")
+	fs.DurationVar(&cfg.negativeTTL, "negative-ttl", time.Minute, "how long a path no upstream has is remembered as missing (0 turns it off)")
+	fs.IntVar(&cfg.upstreamErrorStatus, "upstream-error-status", 404, "`status` for a lookup failed by upstream errors: 404 lets Nix move on, 502 shows the failure")
+	fs.DurationVar(&cfg.upstreamTimeout, "upstream-timeout", 10*time.Second, "bound for an upstream narinfo request or a NAR's response headers")
+	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for in-flight responses")
+	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&cfg.logFormat, "log-format", "text", "text or json")
+	return fs
+}
+
+func defaultCacheDir() string {
+	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
+		return filepath.Join(d, "nix-cache-proxy")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".cache", "nix-cache-proxy")
+	}
+	return "nix-cache-proxy"
+}
+
+// parseServeConfig fills a serveConfig from args, then the environment, then
+// the config file: a flag given on the command line beats its environment
+// variable, which beats the config file, which beats the default.
+func parseServeConfig(args []string, getenv func(string) string) (*serveConfig, *flag.FlagSet, error) {
+	cfg := &serveConfig{}
+	fs := newServeFlags(cfg)
+	if err := fs.Parse(args); err != nil {
+		return nil, fs, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fs, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	onCommandLine := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
+
+	fromEnv := map[string]bool{}
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		v := getenv(envName(f.Name))
+		if err != nil || v == "" || onCommandLine[f.Name] {
+			return
+		}
+		fromEnv[f.Name] = true
+		if l, ok := f.Value.(*stringList); ok {
+			err = l.setAll(strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' }))
+		} else {
+			err = f.Value.Set(v)
+		}
+		if err != nil {
+			err = fmt.Errorf("%s=%q: %w", envName(f.Name), v, err)
+		}
+	})
+	if err != nil {
+		return nil, fs, err
+	}
+	if path := fs.Lookup("config").Value.String(); path != "" {
+		if err := applyConfigFile(fs, path, func(name string) bool { return onCommandLine[name] || fromEnv[name] }); err != nil {
+			return nil, fs, err
+		}
+	}
+	return cfg, fs, nil
+}
+
+func envName(flagName string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// applyConfigFile sets every flag named in the TOML file at path that skip
+// does not claim. An unknown key is an error: a typo must not pass silently.
+func applyConfigFile(fs *flag.FlagSet, path string, skip func(string) bool) error {
+	var m map[string]any
+	if _, err := toml.DecodeFile(path, &m); err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		f := fs.Lookup(k)
+		if f == nil || k == "config" {
+			return fmt.Errorf("config file %s: unknown key %q", path, k)
+		}
+		if skip(k) {
+			continue
+		}
+		if err := setFromTOML(f, m[k]); err != nil {
+			return fmt.Errorf("config file %s: %s: %w", path, k, err)
+		}
+	}
+	return nil
+}
+
+func setFromTOML(f *flag.Flag, v any) error {
+	if list, ok := v.([]any); ok {
+		l, ok := f.Value.(*stringList)
+		if !ok {
+			return errors.New("takes one value, not a list")
+		}
+		vals := make([]string, len(list))
+		for i, e := range list {
+			vals[i] = fmt.Sprint(e)
+		}
+		return l.setAll(vals)
+	}
+	if l, ok := f.Value.(*stringList); ok {
+		return l.setAll([]string{fmt.Sprint(v)})
+	}
+	return f.Value.Set(fmt.Sprint(v))
+}
+
+// stringList is a repeatable flag whose first Set replaces the default.
+type stringList struct {
+	values []string
+	set    bool
+}
+
+func (l *stringList) String() string {
+	if l == nil {
+		return ""
+	}
+	return strings.Join(l.values, " ")
+}
+
+func (l *stringList) Set(v string) error {
+	if !l.set {
+		l.values, l.set = nil, true
+	}
+	l.values = append(l.values, v)
+	return nil
+}
+
+func (l *stringList) setAll(vs []string) error {
+	l.values, l.set = nil, true
+	l.values = append(l.values, vs...)
+	return nil
+}

@@ -1,0 +1,107 @@
+// Package cache is the pull-through logic: answer from the local store, else
+// ask the upstreams once (however many clients ask at the same moment), check
+// what they answer, keep it, and serve it.
+package cache
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
+	"golang.org/x/sync/singleflight"
+)
+
+// Sentinel errors of the cache.
+var (
+	// ErrNotFound means neither the store nor any upstream has it.
+	ErrNotFound = errors.New("cache: not found")
+	// ErrAborted means a response body was cut short after its headers were
+	// sent; the only honest thing left is to abort the connection.
+	ErrAborted = errors.New("cache: response aborted")
+)
+
+// Options configure a Cache. Zero values mean defaults.
+type Options struct {
+	Store     *store.Store
+	Upstreams *upstream.Group
+	// Keys are the trusted signing keys; a narinfo signed by none is refused.
+	Keys []narinfo.PublicKey
+	// SkipVerify accepts unsigned narinfos (--verify-signatures=false).
+	SkipVerify bool
+	// NegativeTTL is how long "not found anywhere" is remembered; default 1m.
+	NegativeTTL time.Duration
+	// FetchTimeout bounds one whole NAR download; default 6h.
+	FetchTimeout time.Duration
+	Logger       *slog.Logger
+}
+
+// Cache serves narinfos, NARs and auxiliary files from the store, filling
+// it from the upstreams on a miss.
+type Cache struct {
+	store     *store.Store
+	upstreams *upstream.Group
+	clients   map[string]*upstream.Client
+	keys      []narinfo.PublicKey
+	verify    bool
+	fetchTTL  time.Duration
+	log       *slog.Logger
+	negative  *negativeCache
+	lookups   singleflight.Group
+
+	// Downloads are detached from the requests that start them; ctx ends
+	// them at Close, wg waits for them.
+	ctx     context.Context
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	flights map[string]*flight
+}
+
+// New returns a Cache over opts.Store and opts.Upstreams.
+func New(opts Options) (*Cache, error) {
+	if opts.Store == nil || opts.Upstreams == nil {
+		return nil, errors.New("cache: Store and Upstreams are required")
+	}
+	if !opts.SkipVerify && len(opts.Keys) == 0 {
+		return nil, errors.New("cache: no trusted public key, and signature checks are on")
+	}
+	if opts.NegativeTTL == 0 {
+		opts.NegativeTTL = time.Minute
+	}
+	if opts.FetchTimeout == 0 {
+		opts.FetchTimeout = 6 * time.Hour
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	clients := make(map[string]*upstream.Client)
+	for _, c := range opts.Upstreams.Clients() {
+		clients[c.String()] = c
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	return &Cache{
+		store:     opts.Store,
+		upstreams: opts.Upstreams,
+		clients:   clients,
+		keys:      opts.Keys,
+		verify:    !opts.SkipVerify,
+		fetchTTL:  opts.FetchTimeout,
+		log:       opts.Logger,
+		negative:  newNegativeCache(opts.NegativeTTL),
+		ctx:       ctx,
+		stop:      stop,
+		flights:   make(map[string]*flight),
+	}, nil
+}
+
+// Close cancels the downloads in progress and waits for them to clean up.
+// Call it after the HTTP server has stopped, before closing the store.
+func (c *Cache) Close() {
+	c.stop()
+	c.wg.Wait()
+}

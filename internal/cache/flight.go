@@ -1,0 +1,76 @@
+package cache
+
+import (
+	"context"
+	"sync"
+)
+
+// flight is one NAR download in progress, shared by every client that asks
+// for that NAR meanwhile. The download lands in a temp file; each client
+// reads that file from the start through its own handle, then follows it as
+// bytes land, so a joiner never waits for the whole file and memory stays
+// constant however large the NAR or however many clients.
+type flight struct {
+	name string
+
+	// ready is closed once the upstream has answered with a body (tempPath
+	// and size are set) or the download has failed before that.
+	ready    chan struct{}
+	tempPath string
+	size     int64 // expected length; -1 when unknown
+
+	mu      sync.Mutex
+	written int64
+	done    bool
+	err     error
+	changed chan struct{} // closed and replaced on every change
+	clients int
+}
+
+func newFlight(name string) *flight {
+	return &flight{name: name, ready: make(chan struct{}), size: -1, changed: make(chan struct{})}
+}
+
+// progress publishes that n more bytes are in the temp file.
+func (f *flight) progress(n int64) {
+	f.mu.Lock()
+	f.written += n
+	f.signal()
+	f.mu.Unlock()
+}
+
+// finish records the outcome; err nil means the file is committed.
+func (f *flight) finish(err error) {
+	f.mu.Lock()
+	f.done, f.err = true, err
+	f.signal()
+	f.mu.Unlock()
+}
+
+func (f *flight) signal() {
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+// state is a snapshot for a follower, with the channel to wait on for the
+// next change.
+func (f *flight) state() (written int64, done bool, err error, changed <-chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.written, f.done, f.err, f.changed
+}
+
+// wait blocks until the download ends or ctx does.
+func (f *flight) wait(ctx context.Context) error {
+	for {
+		_, done, err, changed := f.state()
+		if done {
+			return err
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

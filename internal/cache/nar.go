@@ -1,0 +1,258 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
+)
+
+// ErrVerify means a downloaded NAR was not what its narinfo promised.
+var ErrVerify = errors.New("cache: NAR does not match its narinfo")
+
+const narContentType = "application/x-nix-nar"
+
+// ServeNAR answers GET and HEAD for the NAR file called name (already
+// validated). A file on disk is served with Range, ETag and sendfile; a NAR
+// known from a narinfo but not on disk is fetched once and streamed to every
+// client asking meanwhile. HEAD never starts a download. It returns
+// ErrNotFound, an error wrapping upstream.ErrUnavailable before any header
+// was written, or ErrAborted once the body has started and cannot be
+// completed.
+func (c *Cache) ServeNAR(w http.ResponseWriter, r *http.Request, name string) error {
+	ctx := r.Context()
+	f, err := c.store.OpenNAR(ctx, name)
+	if err == nil {
+		defer f.Close()
+		return serveFile(w, r, name, f)
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	src, err := c.store.NARSource(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	if r.Method == http.MethodHead {
+		w.Header().Set("Content-Type", narContentType)
+		if src.Size > 0 {
+			w.Header().Set("Content-Length", strconv.FormatInt(src.Size, 10))
+		}
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}
+	fl := c.join(name, src)
+	defer c.leave(fl)
+	return c.follow(ctx, w, fl)
+}
+
+func serveFile(w http.ResponseWriter, r *http.Request, name string, f *os.File) error {
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat NAR %s: %w", name, err)
+	}
+	h := w.Header()
+	h.Set("Content-Type", narContentType)
+	// The name is the file's own hash: it never changes.
+	h.Set("ETag", `"`+name+`"`)
+	h.Set("Cache-Control", "public, max-age=31536000, immutable")
+	http.ServeContent(w, r, name, st.ModTime(), f)
+	return nil
+}
+
+// join returns the flight for name, starting the download if none runs.
+func (c *Cache) join(name string, src store.NARSource) *flight {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fl, ok := c.flights[name]
+	if !ok {
+		fl = newFlight(name)
+		c.flights[name] = fl
+		c.wg.Add(1)
+		go c.download(fl, src)
+	}
+	fl.mu.Lock()
+	fl.clients++
+	fl.mu.Unlock()
+	return fl
+}
+
+func (c *Cache) leave(fl *flight) {
+	fl.mu.Lock()
+	fl.clients--
+	fl.mu.Unlock()
+}
+
+// follow streams fl's file to w: what has landed so far, then each new
+// chunk as it lands, until the download ends.
+func (c *Cache) follow(ctx context.Context, w http.ResponseWriter, fl *flight) error {
+	select {
+	case <-fl.ready:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if _, done, err, _ := fl.state(); done && err != nil {
+		return err // nothing written yet: the caller can still pick a status
+	}
+	f, err := os.Open(fl.tempPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Committed (renamed) or discarded between ready and now.
+		if err := fl.wait(ctx); err != nil {
+			return err
+		}
+		f, err = c.store.OpenNAR(ctx, fl.name)
+	}
+	if err != nil {
+		return fmt.Errorf("open NAR %s: %w", fl.name, err)
+	}
+	defer f.Close()
+
+	h := w.Header()
+	h.Set("Content-Type", narContentType)
+	if fl.size >= 0 {
+		h.Set("Content-Length", strconv.FormatInt(fl.size, 10))
+	}
+	w.WriteHeader(http.StatusOK)
+	var sent int64
+	for {
+		written, done, ferr, changed := fl.state()
+		if sent < written {
+			// io.CopyN over an *os.File lets net/http use sendfile.
+			n, err := io.CopyN(w, f, written-sent)
+			sent += n
+			if err != nil {
+				return fmt.Errorf("%w: %w", ErrAborted, err)
+			}
+			continue
+		}
+		if done {
+			if ferr != nil {
+				return fmt.Errorf("%w: %w", ErrAborted, ferr)
+			}
+			return nil
+		}
+		if fl, ok := w.(http.Flusher); ok {
+			fl.Flush()
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// download fetches fl's NAR from its upstream into the store. It runs
+// detached from the clients: the first one hanging up does not stop it.
+func (c *Cache) download(fl *flight, src store.NARSource) {
+	defer c.wg.Done()
+	ctx, cancel := context.WithTimeout(c.ctx, c.fetchTTL)
+	defer cancel()
+	start := time.Now()
+	n, err := c.fetchNAR(ctx, fl, src)
+	if err != nil {
+		c.log.Warn("NAR download failed", "nar", fl.name, "upstream", src.Upstream, "bytes", n, "err", err)
+	} else {
+		c.log.Info("NAR fetched", "nar", fl.name, "upstream", src.Upstream, "bytes", n,
+			"duration", time.Since(start).Round(time.Millisecond))
+	}
+	// Leave the map before finishing: a request arriving after this finds
+	// the committed file in the store, or starts a fresh download on error.
+	c.mu.Lock()
+	delete(c.flights, fl.name)
+	c.mu.Unlock()
+	select {
+	case <-fl.ready:
+	default:
+		close(fl.ready)
+	}
+	fl.finish(err)
+}
+
+func (c *Cache) fetchNAR(ctx context.Context, fl *flight, src store.NARSource) (int64, error) {
+	client, ok := c.clients[src.Upstream]
+	if !ok {
+		return 0, fmt.Errorf("%w: upstream %s is no longer configured", ErrNotFound, src.Upstream)
+	}
+	loc, err := url.Parse(src.URL)
+	if err != nil {
+		return 0, fmt.Errorf("NAR source URL: %w", err)
+	}
+	body, size, err := client.NAR(ctx, loc)
+	if errors.Is(err, upstream.ErrNotFound) {
+		return 0, fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer body.Close()
+	if src.Size > 0 {
+		if size >= 0 && size != src.Size {
+			return 0, fmt.Errorf("%w: upstream sends %d bytes, FileSize is %d", ErrVerify, size, src.Size)
+		}
+		size = src.Size
+	}
+	wr, err := c.store.CreateNAR(ctx, fl.name)
+	if err != nil {
+		return 0, err
+	}
+	defer wr.Cancel()
+	fl.tempPath, fl.size = wr.TempPath(), size
+	close(fl.ready)
+
+	sum := sha256.New()
+	buf := make([]byte, 256<<10)
+	var n int64
+	for {
+		k, rerr := body.Read(buf)
+		if k > 0 {
+			if size >= 0 && n+int64(k) > size {
+				return n, fmt.Errorf("%w: upstream sent more than %d bytes", ErrVerify, size)
+			}
+			if _, err := wr.Write(buf[:k]); err != nil {
+				return n, fmt.Errorf("write NAR: %w", err)
+			}
+			sum.Write(buf[:k])
+			n += int64(k)
+			fl.progress(int64(k))
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
+	if err := verifyNAR(src, size, n, sum.Sum(nil)); err != nil {
+		return n, err
+	}
+	return n, wr.Commit(ctx)
+}
+
+func verifyNAR(src store.NARSource, size, n int64, sum []byte) error {
+	if size >= 0 && n != size {
+		return fmt.Errorf("%w: got %d bytes, expected %d", ErrVerify, n, size)
+	}
+	want := src.SHA256
+	if want == nil {
+		want = src.NarHash
+	}
+	if want != nil && !bytes.Equal(sum, want) {
+		return fmt.Errorf("%w: sha256 mismatch", ErrVerify)
+	}
+	return nil
+}

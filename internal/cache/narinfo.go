@@ -1,0 +1,111 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
+	"github.com/nix-community/go-nix/pkg/nixhash"
+)
+
+// lookupTimeout bounds a narinfo lookup that runs on behalf of several
+// clients, detached from any one of them.
+const lookupTimeout = time.Minute
+
+// NarInfo returns the narinfo text to serve for hash: from the store, else
+// from the first upstream whose answer checks out. It returns ErrNotFound
+// when no upstream has it, and an error wrapping upstream.ErrUnavailable when
+// some upstream could not be asked (that is never remembered as not found).
+func (c *Cache) NarInfo(ctx context.Context, hash string) ([]byte, error) {
+	text, err := c.store.NarInfo(ctx, hash)
+	if !errors.Is(err, store.ErrNotFound) {
+		return text, err
+	}
+	if c.negative.has(hash) {
+		return nil, ErrNotFound
+	}
+	// One upstream lookup per hash however many clients ask; it runs
+	// detached so the first client hanging up does not fail the others.
+	ch := c.lookups.DoChan(hash, func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
+		defer cancel()
+		return c.fetchNarInfo(ctx, hash)
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.([]byte), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (c *Cache) fetchNarInfo(ctx context.Context, hash string) ([]byte, error) {
+	// Another flight may have stored it since this request missed.
+	if text, err := c.store.NarInfo(ctx, hash); !errors.Is(err, store.ErrNotFound) {
+		return text, err
+	}
+	ans, err := c.upstreams.NarInfo(ctx, hash, func(u *upstream.Client, body []byte) error {
+		_, _, _, err := c.admit(u, hash, body)
+		return err
+	})
+	switch {
+	case errors.Is(err, upstream.ErrUnavailable):
+		return nil, err
+	case err != nil:
+		c.negative.add(hash)
+		return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	text, name, src, err := c.admit(ans.Client, hash, ans.Body)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.store.PutNarInfo(ctx, hash, text, name, src); err != nil {
+		return nil, err
+	}
+	return text, nil
+}
+
+// admit checks an upstream's narinfo for hash and returns the text this proxy
+// serves for it (URL rewritten to the NAR's stable local name), that name,
+// and where the NAR is fetched from.
+func (c *Cache) admit(u *upstream.Client, hash string, body []byte) ([]byte, string, store.NARSource, error) {
+	var src store.NARSource
+	ni, err := narinfo.Parse(body)
+	if err != nil {
+		return nil, "", src, err
+	}
+	if got := narinfo.HashOfStorePath(ni.StorePath); got != hash {
+		return nil, "", src, fmt.Errorf("%w: asked for %s, got StorePath %s", narinfo.ErrInvalid, hash, ni.StorePath)
+	}
+	if c.verify {
+		if err := narinfo.Verify(ni, c.keys); err != nil {
+			return nil, "", src, err
+		}
+	}
+	name := narinfo.NARName(ni)
+	if name == "" {
+		return nil, "", src, fmt.Errorf("%w: no sha256 FileHash or NarHash", narinfo.ErrInvalid)
+	}
+	loc, err := u.ResolveNAR(ni.URL)
+	if err != nil {
+		return nil, "", src, err
+	}
+	src = store.NARSource{Upstream: u.String(), URL: loc.String(), Size: int64(ni.FileSize)}
+	if ni.FileHash != nil && ni.FileHash.Algo() == nixhash.SHA256 {
+		src.SHA256 = ni.FileHash.Digest()
+	} else if ni.Compression == "none" {
+		src.NarHash = ni.NarHash.Digest()
+		if src.Size == 0 {
+			src.Size = int64(ni.NarSize)
+		}
+	}
+	ni.URL = "nar/" + name
+	return narinfo.Marshal(ni), name, src, nil
+}

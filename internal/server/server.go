@@ -1,0 +1,130 @@
+// Package server maps the Nix binary-cache protocol's HTTP routes onto the
+// cache: it validates every name before anything else happens, and turns the
+// cache's errors into the status codes Nix clients act on.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
+)
+
+// Config configures a Server. Zero values mean defaults.
+type Config struct {
+	Cache *cache.Cache
+	// Priority is nix-cache-info's Priority; default 30, ahead of
+	// cache.nixos.org's 40.
+	Priority int
+	// UpstreamErrorStatus answers a lookup that failed only because the
+	// upstreams are down or erroring: 404 (default) lets Nix move on to its
+	// next substituter, 502 makes the failure visible.
+	UpstreamErrorStatus int
+	Logger              *slog.Logger
+}
+
+// Server is the HTTP front of the cache.
+type Server struct {
+	cache     *cache.Cache
+	log       *slog.Logger
+	errStatus int
+	cacheInfo []byte
+	handler   http.Handler
+}
+
+// ErrorHeader carries the one-line reason of an upstream failure.
+const ErrorHeader = "X-Nix-Cache-Proxy-Error"
+
+// New returns a Server for cfg.
+func New(cfg Config) (*Server, error) {
+	if cfg.Cache == nil {
+		return nil, errors.New("server: Cache is required")
+	}
+	if cfg.Priority == 0 {
+		cfg.Priority = 30
+	}
+	switch cfg.UpstreamErrorStatus {
+	case 0:
+		cfg.UpstreamErrorStatus = http.StatusNotFound
+	case http.StatusNotFound, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+	default:
+		return nil, fmt.Errorf("server: upstream error status %d is not one of 404, 502, 503, 504", cfg.UpstreamErrorStatus)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cache:     cfg.Cache,
+		log:       cfg.Logger,
+		errStatus: cfg.UpstreamErrorStatus,
+		cacheInfo: []byte("StoreDir: " + narinfo.StoreDir + "\nWantMassQuery: 1\nPriority: " + strconv.Itoa(cfg.Priority) + "\n"),
+	}
+	r := chi.NewRouter()
+	r.Get("/nix-cache-info", s.handle(s.serveCacheInfo))
+	r.Get("/nar/{file}", s.handle(s.serveNAR))
+	r.Head("/nar/{file}", s.handle(s.serveNAR))
+	r.Get("/log/{name}", s.handle(s.serveLog))
+	r.Get("/{file}", s.handle(s.serveTopLevel))
+	r.Head("/{file}", s.handle(s.serveTopLevel))
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "not found", http.StatusNotFound) })
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	})
+	s.handler = r
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// errBadName answers 400: the name can never exist, so it reaches neither
+// the disk nor an upstream.
+var errBadName = errors.New("invalid name")
+
+// handle adapts a handler that returns an error: every error is mapped to
+// a status here, once, and logged here, once.
+func (s *Server) handle(h func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		err := h(w, r)
+		switch {
+		case err == nil:
+		case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+			// The client left; there is no one to answer.
+		case errors.Is(err, cache.ErrAborted):
+			s.log.Warn("response aborted", "path", r.URL.Path, "err", err)
+			// The body is already partly sent with a 200: only cutting the
+			// connection tells the client it is incomplete.
+			panic(http.ErrAbortHandler)
+		case errors.Is(err, errBadName):
+			http.Error(w, "invalid name: "+r.URL.Path, http.StatusBadRequest)
+		case errors.Is(err, cache.ErrNotFound):
+			s.log.Debug("not found", "path", r.URL.Path, "reason", err)
+			http.Error(w, "not found", http.StatusNotFound)
+		case errors.Is(err, upstream.ErrUnavailable), errors.Is(err, cache.ErrVerify),
+			errors.Is(err, context.DeadlineExceeded):
+			reason := oneLine(err.Error())
+			s.log.Warn("upstream failure", "path", r.URL.Path, "err", reason)
+			w.Header().Set(ErrorHeader, reason)
+			http.Error(w, "upstream unavailable: "+reason, s.errStatus)
+		default:
+			s.log.Error("internal error", "path", r.URL.Path, "err", err)
+			http.Error(w, "internal error", http.StatusInternalServerError)
+		}
+	}
+}
+
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 400 {
+		s = s[:400] + "…"
+	}
+	return s
+}

@@ -1,0 +1,91 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// NARSource says where a NAR not yet on disk can be fetched, and what the
+// fetched file must be for it to be kept.
+type NARSource struct {
+	Upstream string `json:"upstream"`           // the upstream's identity (its base URL)
+	URL      string `json:"url"`                // absolute URL of the file there
+	Size     int64  `json:"size,omitempty"`     // FileSize; 0 when unknown
+	SHA256   []byte `json:"sha256,omitempty"`   // FileHash digest; nil when unknown
+	NarHash  []byte `json:"nar_hash,omitempty"` // NarHash digest, checked when the file is uncompressed and SHA256 is unknown
+}
+
+// NarInfo returns the narinfo text served for hash, or ErrNotFound.
+func (s *Store) NarInfo(ctx context.Context, hash string) ([]byte, error) {
+	return s.get(ctx, bucketNarInfo, hash)
+}
+
+// PutNarInfo records the narinfo text served for hash and, in the same
+// transaction, where its NAR (named narName) comes from.
+func (s *Store) PutNarInfo(ctx context.Context, hash string, text []byte, narName string, src NARSource) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	row, err := json.Marshal(src)
+	if err != nil {
+		return fmt.Errorf("encode NAR source: %w", err)
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketNarInfo).Put([]byte(hash), text); err != nil {
+			return fmt.Errorf("index narinfo %s: %w", hash, err)
+		}
+		if err := tx.Bucket(bucketNARSource).Put([]byte(narName), row); err != nil {
+			return fmt.Errorf("index NAR source %s: %w", narName, err)
+		}
+		return nil
+	})
+}
+
+// NARSource returns where the NAR named name comes from, or ErrNotFound.
+func (s *Store) NARSource(ctx context.Context, name string) (NARSource, error) {
+	var src NARSource
+	row, err := s.get(ctx, bucketNARSource, name)
+	if err != nil {
+		return src, err
+	}
+	if err := json.Unmarshal(row, &src); err != nil {
+		return src, fmt.Errorf("decode NAR source %s: %w", name, err)
+	}
+	return src, nil
+}
+
+// Aux returns a cached .ls listing or build log by its key ("<hash>.ls",
+// "log/<name>"), or ErrNotFound.
+func (s *Store) Aux(ctx context.Context, key string) ([]byte, error) {
+	return s.get(ctx, bucketAux, key)
+}
+
+// PutAux caches a .ls listing or build log.
+func (s *Store) PutAux(ctx context.Context, key string, body []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketAux).Put([]byte(key), body)
+	})
+}
+
+func (s *Store) get(ctx context.Context, bucket []byte, key string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var out []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucket).Get([]byte(key))
+		if v == nil {
+			return ErrNotFound
+		}
+		// bbolt's memory is only valid inside the transaction.
+		out = append([]byte(nil), v...)
+		return nil
+	})
+	return out, err
+}

@@ -1,0 +1,157 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// narRow is the index row of a NAR file present on disk.
+type narRow struct {
+	Size   int64     `json:"size"`
+	Stored time.Time `json:"stored"`
+}
+
+// narPath shards by the name's first two characters. Callers pass only names
+// the narinfo package validated, so no name can climb out of the directory.
+func (s *Store) narPath(name string) string {
+	return filepath.Join(s.dir, "nar", name[:2], name)
+}
+
+// OpenNAR opens the NAR file called name for reading, or returns ErrNotFound.
+// An index row whose file has vanished (deleted by hand, lost in a crash) is
+// dropped here, so the next request fetches the NAR again.
+func (s *Store) OpenNAR(ctx context.Context, name string) (*os.File, error) {
+	if _, err := s.get(ctx, bucketNAR, name); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(s.narPath(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		if derr := s.deleteRow(bucketNAR, name); derr != nil {
+			return nil, derr
+		}
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open NAR %s: %w", name, err)
+	}
+	return f, nil
+}
+
+// HasNAR reports whether the NAR called name is on disk, without opening it.
+func (s *Store) HasNAR(ctx context.Context, name string) (bool, error) {
+	_, err := s.get(ctx, bucketNAR, name)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (s *Store) deleteRow(bucket []byte, key string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucket).Delete([]byte(key))
+	})
+}
+
+// Writer receives a NAR file. Nothing it wrote is visible to OpenNAR until
+// Commit returns nil; Cancel (or a failed Commit) leaves no trace.
+type Writer struct {
+	s    *Store
+	name string
+	f    *os.File
+	done bool
+}
+
+// CreateNAR starts writing the NAR file called name into a temp file.
+func (s *Store) CreateNAR(ctx context.Context, name string) (*Writer, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), name+".*")
+	if err != nil {
+		return nil, fmt.Errorf("create temp file: %w", err)
+	}
+	return &Writer{s: s, name: name, f: f}, nil
+}
+
+// Write appends to the temp file.
+func (w *Writer) Write(p []byte) (int, error) { return w.f.Write(p) }
+
+// TempPath is the temp file being written, for readers that follow the
+// download while it is in progress. It stays readable through an open handle
+// after Commit renames it or Cancel removes it.
+func (w *Writer) TempPath() string { return w.f.Name() }
+
+// Commit makes the file durable (fsync, rename, fsync dir) and then indexes
+// it, in that order, so a crash never leaves an index row without its file.
+func (w *Writer) Commit(ctx context.Context) error {
+	if w.done {
+		return errors.New("store: writer already finished")
+	}
+	if err := ctx.Err(); err != nil {
+		w.Cancel()
+		return err
+	}
+	w.done = true
+	fail := func(step string, err error) error {
+		w.f.Close()
+		os.Remove(w.f.Name())
+		return fmt.Errorf("commit NAR %s: %s: %w", w.name, step, err)
+	}
+	if err := w.f.Sync(); err != nil {
+		return fail("fsync", err)
+	}
+	st, err := w.f.Stat()
+	if err != nil {
+		return fail("stat", err)
+	}
+	if err := w.f.Close(); err != nil {
+		return fail("close", err)
+	}
+	final := w.s.narPath(w.name)
+	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
+		return fail("mkdir", err)
+	}
+	if err := os.Rename(w.f.Name(), final); err != nil {
+		return fail("rename", err)
+	}
+	if err := syncDir(filepath.Dir(final)); err != nil {
+		return fmt.Errorf("commit NAR %s: fsync dir: %w", w.name, err)
+	}
+	row, err := json.Marshal(narRow{Size: st.Size(), Stored: time.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	return w.s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketNAR).Put([]byte(w.name), row)
+	})
+}
+
+// Cancel discards the temp file. It is a no-op after Commit or Cancel.
+func (w *Writer) Cancel() error {
+	if w.done {
+		return nil
+	}
+	w.done = true
+	w.f.Close()
+	if err := os.Remove(w.f.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove temp file: %w", err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,104 @@
+// Package store keeps what the proxy serves on local disk: NAR files under
+// nar/<2 chars>/<name>, and a bbolt index of narinfos, NAR sources and the
+// NAR files present. Files are written before the index rows that name them,
+// so after a crash at any point the index names no file that is missing for
+// long: a row whose file is gone is dropped when noticed.
+package store
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Sentinel errors of the store.
+var (
+	// ErrNotFound means the index has no such entry (or its file is gone).
+	ErrNotFound = errors.New("store: not found")
+	// ErrLocked means another process holds the index open.
+	ErrLocked = errors.New("store: index is in use by another process")
+	// ErrSchema means the index was written by an incompatible version.
+	ErrSchema = errors.New("store: unsupported index schema")
+)
+
+// schemaVersion is bumped whenever the meaning of a bucket's rows changes.
+const schemaVersion = "1"
+
+var (
+	bucketNarInfo   = []byte("narinfo")
+	bucketNARSource = []byte("narsrc")
+	bucketNAR       = []byte("nar")
+	bucketAux       = []byte("aux")
+	bucketMeta      = []byte("meta")
+	keySchema       = []byte("schema")
+)
+
+// Store is the on-disk cache. It is safe for concurrent use.
+type Store struct {
+	dir string
+	db  *bolt.DB
+}
+
+// Open opens (creating if needed) the cache in dir. It sweeps temp files a
+// previous process left behind and refuses an index another process holds.
+func Open(dir string) (*Store, error) {
+	for _, d := range []string{dir, filepath.Join(dir, "nar"), filepath.Join(dir, "tmp")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("create cache dir: %w", err)
+		}
+	}
+	if err := sweepTemp(filepath.Join(dir, "tmp")); err != nil {
+		return nil, err
+	}
+	db, err := bolt.Open(filepath.Join(dir, "index.db"), 0o644, &bolt.Options{Timeout: time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("open index %s: %w", filepath.Join(dir, "index.db"), ErrLocked)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open index: %w", err)
+	}
+	if err := db.Update(initBuckets); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &Store{dir: dir, db: db}, nil
+}
+
+func initBuckets(tx *bolt.Tx) error {
+	for _, b := range [][]byte{bucketNarInfo, bucketNARSource, bucketNAR, bucketAux, bucketMeta} {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return fmt.Errorf("create bucket %s: %w", b, err)
+		}
+	}
+	meta := tx.Bucket(bucketMeta)
+	switch v := meta.Get(keySchema); {
+	case v == nil:
+		return meta.Put(keySchema, []byte(schemaVersion))
+	case string(v) != schemaVersion:
+		return fmt.Errorf("%w: index has version %s, this binary reads %s", ErrSchema, v, schemaVersion)
+	}
+	return nil
+}
+
+func sweepTemp(tmp string) error {
+	entries, err := os.ReadDir(tmp)
+	if err != nil {
+		return fmt.Errorf("sweep temp dir: %w", err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(tmp, e.Name())); err != nil {
+			return fmt.Errorf("sweep temp dir: %w", err)
+		}
+	}
+	return nil
+}
+
+// Dir is the cache directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Close closes the index. Writers still open must be finished first.
+func (s *Store) Close() error { return s.db.Close() }

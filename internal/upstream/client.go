@@ -1,0 +1,228 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Defaults for the zero values of Options, and the fixed limits.
+const (
+	defaultTimeout      = 10 * time.Second
+	defaultStallTimeout = 60 * time.Second
+	defaultUserAgent    = "nix-cache-proxy"
+	// maxRedirects matches what Nix's curl follows.
+	maxRedirects = 10
+)
+
+// Options configures a Client. Zero values mean defaults.
+type Options struct {
+	// Timeout bounds a whole narinfo, .ls or log request, and the wait for
+	// the response headers of a NAR request. Default 10s.
+	Timeout time.Duration
+	// StallTimeout fails a NAR body Read that receives no byte for this long
+	// with ErrUnavailable. Default 60s.
+	StallTimeout time.Duration
+	// Netrc holds credentials; the entry for the upstream's host name is
+	// sent as HTTP Basic. May be nil.
+	Netrc *Netrc
+	// Transport carries the requests. Nil means a tuned clone of
+	// http.DefaultTransport. A custom *http.Transport must set
+	// DisableCompression: otherwise Go asks for gzip and transparently
+	// decompresses, and NAR bodies would no longer be the stored bytes.
+	Transport http.RoundTripper
+	// UserAgent is sent on every request. Default "nix-cache-proxy".
+	UserAgent string
+}
+
+// Client talks to one upstream cache. It is safe for concurrent use.
+type Client struct {
+	base     *url.URL // normalised: Path has no trailing slash
+	name     string   // base.String(), the upstream's identity
+	hc       *http.Client
+	timeout  time.Duration
+	stall    time.Duration
+	agent    string
+	login    string
+	password string
+	hasAuth  bool
+}
+
+// New returns a Client for the cache at base, an absolute http or https URL
+// without query, fragment or user info (credentials belong in Options.Netrc,
+// not in a URL that is stored as the upstream's identity). A trailing slash
+// is optional.
+func New(base string, opts Options) (*Client, error) {
+	u, err := parseBase(base)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{
+		base:    u,
+		name:    u.String(),
+		timeout: orDefault(opts.Timeout, defaultTimeout),
+		stall:   orDefault(opts.StallTimeout, defaultStallTimeout),
+		agent:   opts.UserAgent,
+	}
+	if c.agent == "" {
+		c.agent = defaultUserAgent
+	}
+	if opts.Netrc != nil {
+		// Nix (through curl) matches netrc by host name only, never port.
+		c.login, c.password, c.hasAuth = opts.Netrc.Credentials(u.Hostname())
+	}
+	rt := opts.Transport
+	if rt == nil {
+		rt = newTransport()
+	}
+	c.hc = &http.Client{Transport: rt, CheckRedirect: c.checkRedirect}
+	return c, nil
+}
+
+// String returns the base URL without trailing slash: the upstream's
+// identity as stored in the index.
+func (c *Client) String() string { return c.name }
+
+func parseBase(base string) (*url.URL, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return nil, fmt.Errorf("upstream: base URL %q: %w", base, err)
+	}
+	var problem string
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		problem = "scheme must be http or https"
+	case u.Opaque != "" || u.Host == "":
+		problem = "must be absolute, with a host"
+	case u.User != nil:
+		problem = "must not carry user info (use a netrc file)"
+	case u.RawQuery != "" || u.ForceQuery:
+		problem = "must not have a query"
+	case strings.Contains(base, "#"):
+		problem = "must not have a fragment"
+	}
+	if problem != "" {
+		return nil, fmt.Errorf("upstream: base URL %q: %s", base, problem)
+	}
+	u.Path = strings.TrimRight(u.Path, "/")
+	u.RawPath = strings.TrimRight(u.RawPath, "/")
+	return u, nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// newTransport clones the default transport so connection pooling and
+// HTTP/2 stay as Go tunes them, keeps more idle connections per host (a
+// client's closure fetch asks one upstream many times in parallel) and
+// disables compression so bodies arrive exactly as stored.
+func newTransport() *http.Transport {
+	var t *http.Transport
+	if dt, ok := http.DefaultTransport.(*http.Transport); ok {
+		t = dt.Clone()
+	} else {
+		t = &http.Transport{Proxy: http.ProxyFromEnvironment}
+	}
+	t.ForceAttemptHTTP2 = true
+	t.MaxIdleConns = 100
+	t.MaxIdleConnsPerHost = 16
+	t.IdleConnTimeout = 90 * time.Second
+	t.DisableCompression = true
+	return t
+}
+
+// newRequest builds a GET for u with our User-Agent and, when u is on the
+// upstream's own origin, its credentials.
+func (c *Client) newRequest(ctx context.Context, u *url.URL) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", c.name, err)
+	}
+	req.Header.Set("User-Agent", c.agent)
+	c.authorize(req)
+	return req, nil
+}
+
+// authorize sets or removes Authorization depending on where req goes.
+// Go's own redirect rule keeps the header for subdomains; we want an exact
+// origin match, and we want it back on a redirect that returns to the
+// upstream (Go drops it for good once stripped).
+func (c *Client) authorize(req *http.Request) {
+	req.Header.Del("Authorization")
+	if c.hasAuth && sameOrigin(req.URL, c.base) {
+		req.SetBasicAuth(c.login, c.password)
+	}
+}
+
+func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= maxRedirects {
+		return fmt.Errorf("stopped after %d redirects", maxRedirects)
+	}
+	c.authorize(req)
+	return nil
+}
+
+// sameOrigin reports whether a and b share scheme and host:port. The scheme
+// counts too, so credentials never travel over a downgrade to plain http.
+func sameOrigin(a, b *url.URL) bool {
+	return strings.EqualFold(a.Scheme, b.Scheme) && strings.EqualFold(hostPort(a), hostPort(b))
+}
+
+func hostPort(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		switch strings.ToLower(u.Scheme) {
+		case "http":
+			port = "80"
+		case "https":
+			port = "443"
+		}
+	}
+	return net.JoinHostPort(u.Hostname(), port)
+}
+
+// requestError turns an error from Do or from reading a body into our
+// vocabulary. parent is the caller's context, ctx the one carrying our own
+// deadline as its cause: the caller's cancellation is passed through as
+// is, our timeouts and network failures become ErrUnavailable.
+func (c *Client) requestError(parent, ctx context.Context, err error) error {
+	if perr := parent.Err(); perr != nil {
+		return fmt.Errorf("upstream %s: %w", c.name, perr)
+	}
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, errTimeout):
+		return &failure{c.name, fmt.Sprintf("timeout after %s", c.timeout), ErrUnavailable, err}
+	case errors.Is(cause, errStall):
+		return &failure{c.name, fmt.Sprintf("stalled: no data for %s", c.stall), ErrUnavailable, err}
+	}
+	reason := err.Error()
+	// url.Error repeats the method and full URL; the upstream is named
+	// already, so keep the message short.
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		reason = uerr.Err.Error()
+	}
+	return &failure{c.name, reason, ErrUnavailable, err}
+}
+
+// statusError maps a non-200 status: 404, 403 and 410 are misses as Nix
+// reads them; anything else means no usable answer.
+func (c *Client) statusError(resp *http.Response) error {
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return nil
+	case http.StatusNotFound, http.StatusForbidden, http.StatusGone:
+		return &failure{c.name, resp.Status, ErrNotFound, nil}
+	default:
+		return &failure{c.name, resp.Status, ErrUnavailable, nil}
+	}
+}

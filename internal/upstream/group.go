@@ -1,0 +1,165 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+const defaultHedge = 500 * time.Millisecond
+
+// Group asks several upstreams, in priority order, with hedging: a slow
+// first choice does not hold a lookup hostage while the next one could
+// answer.
+type Group struct {
+	clients []*Client
+	hedge   time.Duration
+}
+
+// NewGroup returns a Group over clients, highest priority first. hedge is
+// how long a request may go unanswered before the next upstream is asked
+// as well; 0 means 500ms.
+func NewGroup(clients []*Client, hedge time.Duration) *Group {
+	return &Group{clients: slices.Clone(clients), hedge: orDefault(hedge, defaultHedge)}
+}
+
+// Clients returns the group's clients in priority order.
+func (g *Group) Clients() []*Client { return slices.Clone(g.clients) }
+
+// Answer is an accepted narinfo and the upstream that gave it.
+type Answer struct {
+	// Client is the upstream that answered.
+	Client *Client
+	// Body is the narinfo as that upstream sent it.
+	Body []byte
+}
+
+// attempt is one upstream's outcome.
+type attempt struct {
+	i    int
+	body []byte
+	err  error
+}
+
+// NarInfo asks the clients in order for hash's narinfo. It moves on to the
+// next client when the current one reports not-found, fails, has its answer
+// refused by accept, or has not answered within the hedge delay (then both
+// are in flight). The first answer accept returns nil for wins, and the
+// other requests are cancelled. accept may be nil (accept all); it is called
+// from NarInfo's goroutine, one answer at a time.
+//
+// When no answer is accepted the error joins every upstream's reason
+// (including accept's errors) and wraps ErrUnavailable if any upstream was
+// unavailable, so an outage is never taken for a miss; else it wraps
+// ErrNotFound. Cancelling ctx returns ctx.Err() promptly.
+func (g *Group) NarInfo(ctx context.Context, hash string, accept func(*Client, []byte) error) (Answer, error) {
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // cancels the losers
+
+	// Buffered so late losers never block after we return.
+	results := make(chan attempt, len(g.clients))
+	next, inflight := 0, 0
+	hedge := time.NewTimer(g.hedge)
+	defer hedge.Stop()
+	startNext := func() {
+		if next == len(g.clients) {
+			return
+		}
+		i := next
+		next++
+		inflight++
+		go func() {
+			body, err := g.clients[i].NarInfo(ctx, hash)
+			results <- attempt{i, body, err}
+		}()
+		hedge.Reset(g.hedge)
+	}
+
+	reasons := make([]error, len(g.clients))
+	startNext()
+	for inflight > 0 {
+		select {
+		case <-parent.Done():
+			return Answer{}, parent.Err()
+		case <-hedge.C:
+			startNext()
+		case r := <-results:
+			inflight--
+			err := r.err
+			if err == nil && accept != nil {
+				if aerr := accept(g.clients[r.i], r.body); aerr != nil {
+					err = fmt.Errorf("upstream %s: refused: %w", g.clients[r.i], aerr)
+				}
+			}
+			if err == nil {
+				return Answer{Client: g.clients[r.i], Body: r.body}, nil
+			}
+			reasons[r.i] = err
+			startNext()
+		}
+	}
+	if err := parent.Err(); err != nil {
+		return Answer{}, err
+	}
+	return Answer{}, newGroupError(hash, reasons)
+}
+
+// groupError reports why no upstream gave an accepted answer.
+type groupError struct {
+	hash    string
+	kind    error // ErrUnavailable or ErrNotFound
+	reasons []error
+}
+
+func newGroupError(hash string, reasons []error) *groupError {
+	e := &groupError{hash: hash, kind: ErrNotFound}
+	for _, r := range reasons {
+		if r == nil {
+			continue
+		}
+		e.reasons = append(e.reasons, r)
+		if errors.Is(r, ErrUnavailable) {
+			e.kind = ErrUnavailable
+		}
+	}
+	return e
+}
+
+// Error names the outcome and what each upstream said, on one line.
+func (e *groupError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.kind.Error())
+	b.WriteString(": narinfo ")
+	b.WriteString(e.hash)
+	if len(e.reasons) == 0 {
+		b.WriteString(": no upstreams")
+	}
+	for i, r := range e.reasons {
+		if i == 0 {
+			b.WriteString(": ")
+		} else {
+			b.WriteString("; ")
+		}
+		b.WriteString(r.Error())
+	}
+	return b.String()
+}
+
+// Unwrap returns the outcome and the reasons. When the outcome is
+// ErrUnavailable, reasons that wrap ErrNotFound are left out, so
+// errors.Is(err, ErrNotFound) is false and a caller that checks for a miss
+// first still cannot mistake an outage for one. Their text stays in Error.
+func (e *groupError) Unwrap() []error {
+	out := []error{e.kind}
+	for _, r := range e.reasons {
+		if e.kind == ErrUnavailable && errors.Is(r, ErrNotFound) {
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
