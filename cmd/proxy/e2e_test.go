@@ -111,9 +111,9 @@ func copyThrough(t *testing.T, what, url, publicKey string, c nixtest.Closure) {
 type proxyProcess struct {
 	url    string
 	cmd    *exec.Cmd
-	output *lockedBuffer  // stdout and stderr
-	done   chan struct{}  // closed when the process has exited
-	err    error          // cmd.Wait's result, once done is closed
+	output *lockedBuffer // stdout and stderr
+	done   chan struct{} // closed when the process has exited
+	err    error         // cmd.Wait's result, once done is closed
 }
 
 // startProxy starts the proxy on a free loopback port and waits until it

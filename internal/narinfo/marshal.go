@@ -3,6 +3,7 @@ package narinfo
 import (
 	"bytes"
 	"strconv"
+	"strings"
 )
 
 // Marshal renders ni in the order Nix writes narinfo files. FileHash and
@@ -27,12 +28,9 @@ func Marshal(ni *Info) []byte {
 	}
 	line("NarHash", ni.NarHash.String())
 	line("NarSize", strconv.FormatUint(ni.NarSize, 10))
-	b.WriteString("References:")
-	for _, r := range ni.References {
-		b.WriteByte(' ')
-		b.WriteString(r)
-	}
-	b.WriteByte('\n')
+	// Nix writes "References: " even with none, and its parser needs the
+	// space: "References:" alone makes it read the next line as references.
+	line("References", strings.Join(ni.References, " "))
 	if ni.Deriver != "" {
 		line("Deriver", ni.Deriver)
 	}

@@ -2,9 +2,7 @@ package upstream
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -150,79 +148,4 @@ func (c *Client) newRequest(ctx context.Context, u *url.URL) (*http.Request, err
 	req.Header.Set("User-Agent", c.agent)
 	c.authorize(req)
 	return req, nil
-}
-
-// authorize sets or removes Authorization depending on where req goes.
-// Go's own redirect rule keeps the header for subdomains; we want an exact
-// origin match, and we want it back on a redirect that returns to the
-// upstream (Go drops it for good once stripped).
-func (c *Client) authorize(req *http.Request) {
-	req.Header.Del("Authorization")
-	if c.hasAuth && sameOrigin(req.URL, c.base) {
-		req.SetBasicAuth(c.login, c.password)
-	}
-}
-
-func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
-	if len(via) >= maxRedirects {
-		return fmt.Errorf("stopped after %d redirects", maxRedirects)
-	}
-	c.authorize(req)
-	return nil
-}
-
-// sameOrigin reports whether a and b share scheme and host:port. The scheme
-// counts too, so credentials never travel over a downgrade to plain http.
-func sameOrigin(a, b *url.URL) bool {
-	return strings.EqualFold(a.Scheme, b.Scheme) && strings.EqualFold(hostPort(a), hostPort(b))
-}
-
-func hostPort(u *url.URL) string {
-	port := u.Port()
-	if port == "" {
-		switch strings.ToLower(u.Scheme) {
-		case "http":
-			port = "80"
-		case "https":
-			port = "443"
-		}
-	}
-	return net.JoinHostPort(u.Hostname(), port)
-}
-
-// requestError turns an error from Do or from reading a body into our
-// vocabulary. parent is the caller's context, ctx the one carrying our own
-// deadline as its cause: the caller's cancellation is passed through as
-// is, our timeouts and network failures become ErrUnavailable.
-func (c *Client) requestError(parent, ctx context.Context, err error) error {
-	if perr := parent.Err(); perr != nil {
-		return fmt.Errorf("upstream %s: %w", c.name, perr)
-	}
-	switch cause := context.Cause(ctx); {
-	case errors.Is(cause, errTimeout):
-		return &failure{c.name, fmt.Sprintf("timeout after %s", c.timeout), ErrUnavailable, err}
-	case errors.Is(cause, errStall):
-		return &failure{c.name, fmt.Sprintf("stalled: no data for %s", c.stall), ErrUnavailable, err}
-	}
-	reason := err.Error()
-	// url.Error repeats the method and full URL; the upstream is named
-	// already, so keep the message short.
-	var uerr *url.Error
-	if errors.As(err, &uerr) {
-		reason = uerr.Err.Error()
-	}
-	return &failure{c.name, reason, ErrUnavailable, err}
-}
-
-// statusError maps a non-200 status: 404, 403 and 410 are misses as Nix
-// reads them; anything else means no usable answer.
-func (c *Client) statusError(resp *http.Response) error {
-	switch resp.StatusCode {
-	case http.StatusOK:
-		return nil
-	case http.StatusNotFound, http.StatusForbidden, http.StatusGone:
-		return &failure{c.name, resp.Status, ErrNotFound, nil}
-	default:
-		return &failure{c.name, resp.Status, ErrUnavailable, nil}
-	}
 }

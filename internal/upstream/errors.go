@@ -5,7 +5,13 @@
 // outage is never recorded as a miss.
 package upstream
 
-import "errors"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+)
 
 // Sentinel errors. Errors returned by this package wrap one of them; match
 // with errors.Is.
@@ -49,4 +55,41 @@ func (f *failure) Unwrap() []error {
 		return []error{f.kind}
 	}
 	return []error{f.kind, f.cause}
+}
+
+// requestError turns an error from Do or from reading a body into our
+// vocabulary. parent is the caller's context, ctx the one carrying our own
+// deadline as its cause: the caller's cancellation is passed through as
+// is, our timeouts and network failures become ErrUnavailable.
+func (c *Client) requestError(parent, ctx context.Context, err error) error {
+	if perr := parent.Err(); perr != nil {
+		return fmt.Errorf("upstream %s: %w", c.name, perr)
+	}
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, errTimeout):
+		return &failure{c.name, fmt.Sprintf("timeout after %s", c.timeout), ErrUnavailable, err}
+	case errors.Is(cause, errStall):
+		return &failure{c.name, fmt.Sprintf("stalled: no data for %s", c.stall), ErrUnavailable, err}
+	}
+	reason := err.Error()
+	// url.Error repeats the method and full URL; the upstream is named
+	// already, so keep the message short.
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		reason = uerr.Err.Error()
+	}
+	return &failure{c.name, reason, ErrUnavailable, err}
+}
+
+// statusError maps a non-200 status: 404, 403 and 410 are misses as Nix
+// reads them; anything else means no usable answer.
+func (c *Client) statusError(resp *http.Response) error {
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return nil
+	case http.StatusNotFound, http.StatusForbidden, http.StatusGone:
+		return &failure{c.name, resp.Status, ErrNotFound, nil}
+	default:
+		return &failure{c.name, resp.Status, ErrUnavailable, nil}
+	}
 }

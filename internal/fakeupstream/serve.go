@@ -1,0 +1,145 @@
+package fakeupstream
+
+import (
+	"net/http"
+	"reflect"
+	"strconv"
+	"time"
+)
+
+// Fault is how the upstream misbehaves for one URL path. Body faults apply
+// to whatever is served there, narinfo or NAR.
+type Fault struct {
+	// Status answers with this status and a short text body.
+	Status int
+	// Hang sends nothing until the client gives up or the server stops.
+	Hang bool
+	// Body replaces what is served (with status 200), so a path can
+	// answer with another path's narinfo, say.
+	Body []byte
+
+	// CutAt > 0 announces the full Content-Length, sends CutAt bytes and
+	// closes the connection.
+	CutAt int
+	// StallAt > 0 sends StallAt bytes, then hangs like Hang.
+	StallAt int
+	// Corrupt flips one byte in the middle: same length, wrong hash.
+	Corrupt bool
+	// Extra bytes are appended to the body (and to Content-Length).
+	Extra int
+	// Chunked omits Content-Length.
+	Chunked bool
+
+	// Chunk > 0 sends the body Chunk bytes at a time, flushing and
+	// sleeping Delay after each.
+	Chunk int
+	Delay time.Duration
+	// HoldAt > 0 calls Hold (on the handler's goroutine) once HoldAt bytes
+	// are sent and flushed; the body resumes when Hold returns. A test
+	// blocks in Hold to freeze a download mid-way.
+	HoldAt int
+	Hold   func()
+}
+
+func (f Fault) isZero() bool { return reflect.ValueOf(f).IsZero() }
+
+func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
+	u.mu.Lock()
+	u.counts[r.URL.Path]++
+	f := u.faults[r.URL.Path]
+	body, ok := u.files[r.URL.Path]
+	done := u.done
+	u.mu.Unlock()
+	if r.URL.Path == "/nix-cache-info" {
+		body, ok = u.info, true
+	}
+
+	hang := func() {
+		select {
+		case <-r.Context().Done():
+		case <-done:
+		}
+	}
+	switch {
+	case f.Status != 0:
+		http.Error(w, http.StatusText(f.Status), f.Status)
+		return
+	case f.Hang:
+		hang()
+		return
+	case f.Body != nil:
+		body, ok = f.Body, true
+	}
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	if f.Corrupt && len(body) > 0 {
+		body = append([]byte(nil), body...)
+		body[len(body)/2] ^= 0xff
+	}
+	if f.Extra > 0 {
+		body = append(append([]byte(nil), body...), make([]byte, f.Extra)...)
+	}
+	if !f.Chunked {
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	}
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return
+	}
+	u.writeBody(w, body, f, hang)
+}
+
+// writeBody sends body as f says, stopping early at CutAt or StallAt.
+func (u *Upstream) writeBody(w http.ResponseWriter, body []byte, f Fault, hang func()) {
+	end := len(body)
+	if f.CutAt > 0 && f.CutAt < end {
+		end = f.CutAt
+	}
+	if f.StallAt > 0 && f.StallAt < end {
+		end = f.StallAt
+	}
+	chunk := f.Chunk
+	if chunk <= 0 {
+		chunk = end
+	}
+	flush := func() {
+		if fl, ok := w.(http.Flusher); ok {
+			fl.Flush()
+		}
+	}
+	held := false
+	for sent := 0; sent < end; {
+		n := min(chunk, end-sent)
+		if f.HoldAt > 0 && !held && sent < f.HoldAt {
+			n = min(n, f.HoldAt-sent)
+		}
+		if _, err := w.Write(body[sent : sent+n]); err != nil {
+			return
+		}
+		sent += n
+		flush()
+		if f.HoldAt > 0 && !held && sent >= f.HoldAt {
+			held = true
+			if f.Hold != nil {
+				f.Hold()
+			}
+		}
+		if f.Delay > 0 && sent < end {
+			time.Sleep(f.Delay)
+		}
+	}
+	switch {
+	case f.CutAt > 0 && f.CutAt < len(body):
+		flush()
+		// Close the connection under net/http's feet: the client sees a
+		// body shorter than its Content-Length.
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+	case f.StallAt > 0 && f.StallAt < len(body):
+		flush()
+		hang()
+	}
+}
