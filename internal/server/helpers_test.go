@@ -1,0 +1,215 @@
+package server_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/fakeupstream"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/server"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
+)
+
+// config is what a test proxy differs in; zero values mean test defaults.
+type config struct {
+	ups  []*fakeupstream.Upstream
+	keys []narinfo.PublicKey // nil: trust every upstream's key
+	dir  string              // cache dir; default a fresh t.TempDir()
+	// timeout is each upstream client's Timeout (default 300ms); the
+	// StallTimeout is always 500ms.
+	timeout     time.Duration
+	hedge       time.Duration
+	negativeTTL time.Duration // default 1m; negative disables
+	errStatus   int
+	priority    int
+	// afterRequest, if set, runs when the proxy's handler for a request
+	// has returned (or panicked), so a test can wait for it.
+	afterRequest func(*http.Request)
+}
+
+// proxy is the real server.New handler over a real store and cache, on
+// httptest, asking fake upstreams.
+type proxy struct {
+	t       *testing.T
+	dir     string
+	store   *store.Store
+	cache   *cache.Cache
+	srv     *httptest.Server
+	client  *http.Client
+	stopped bool
+}
+
+func newProxy(t *testing.T, cfg config) *proxy {
+	t.Helper()
+	if cfg.dir == "" {
+		cfg.dir = t.TempDir()
+	}
+	if cfg.timeout == 0 {
+		cfg.timeout = 300 * time.Millisecond
+	}
+	opts := upstream.Options{Timeout: cfg.timeout, StallTimeout: 500 * time.Millisecond}
+	var clients []*upstream.Client
+	keys := cfg.keys
+	for _, u := range cfg.ups {
+		c, err := upstream.New(u.URL(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+		if cfg.keys == nil {
+			keys = append(keys, u.PublicKey())
+		}
+	}
+	st, err := store.Open(cfg.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cache.New(cache.Options{
+		Store:       st,
+		Upstreams:   upstream.NewGroup(clients, cfg.hedge),
+		Keys:        keys,
+		NegativeTTL: cfg.negativeTTL,
+	})
+	if err != nil {
+		st.Close()
+		t.Fatal(err)
+	}
+	h, err := server.New(server.Config{Cache: c, UpstreamErrorStatus: cfg.errStatus, Priority: cfg.priority})
+	if err != nil {
+		c.Close()
+		st.Close()
+		t.Fatal(err)
+	}
+	var handler http.Handler = h
+	if cfg.afterRequest != nil {
+		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer cfg.afterRequest(r)
+			h.ServeHTTP(w, r)
+		})
+	}
+	p := &proxy{t: t, dir: cfg.dir, store: st, cache: c, srv: httptest.NewServer(handler)}
+	p.client = p.srv.Client()
+	t.Cleanup(p.stop)
+	return p
+}
+
+// stop shuts the proxy down in the order serve does: HTTP server, cache
+// (waits for downloads), store. It is idempotent.
+func (p *proxy) stop() {
+	if p.stopped {
+		return
+	}
+	p.stopped = true
+	p.srv.Close()
+	p.cache.Close()
+	if err := p.store.Close(); err != nil {
+		p.t.Errorf("close store: %v", err)
+	}
+}
+
+// response is what a client got: the status, headers, the body it could
+// read and the error that stopped the read (nil for a clean body).
+type response struct {
+	status  int
+	header  http.Header
+	body    []byte
+	readErr error
+}
+
+// do sends method path with header pairs ("Range", "bytes=0-9", …).
+func (p *proxy) do(method, path string, header ...string) response {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, p.srv.URL+path, nil)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		p.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	body, rerr := io.ReadAll(resp.Body)
+	return response{status: resp.StatusCode, header: resp.Header, body: body, readErr: rerr}
+}
+
+func (p *proxy) get(path string, header ...string) response {
+	p.t.Helper()
+	return p.do(http.MethodGet, path, header...)
+}
+
+// narURL fetches hash's narinfo through the proxy and returns the NAR URL
+// path it names, "/nar/<name>".
+func (p *proxy) narURL(hash string) string {
+	p.t.Helper()
+	r := p.get("/" + hash + ".narinfo")
+	if r.status != http.StatusOK {
+		p.t.Fatalf("GET %s.narinfo: %d %s", hash, r.status, r.body)
+	}
+	ni, err := narinfo.Parse(r.body)
+	if err != nil {
+		p.t.Fatalf("served narinfo does not parse: %v\n%s", err, r.body)
+	}
+	return "/" + ni.URL
+}
+
+// tempFiles lists what is left in the store's temp dir.
+func (p *proxy) tempFiles() []string {
+	p.t.Helper()
+	entries, err := os.ReadDir(filepath.Join(p.dir, "tmp"))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// eventually polls cond every 20ms until it holds or 10s pass. It is for
+// effects on the far side of a TTL, not for synchronisation.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// within fails t if f takes longer than max (a generous bound).
+func within(t *testing.T, max time.Duration, f func()) {
+	t.Helper()
+	start := time.Now()
+	f()
+	if d := time.Since(start); d > max {
+		t.Errorf("took %v, want at most %v", d, max)
+	}
+}
+
+// waitFor receives from ch or fails after 10s.
+func waitFor[T any](t *testing.T, what string, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
+	}
+}
