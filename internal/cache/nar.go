@@ -130,6 +130,12 @@ func (c *Cache) follow(ctx context.Context, w http.ResponseWriter, fl *flight) e
 	var sent int64
 	for {
 		written, done, ferr, changed := fl.state()
+		if fl.size > 0 && (!done || ferr != nil) {
+			// Hold back the last byte until the download has checked out:
+			// with all Content-Length bytes sent, aborting the connection
+			// no longer tells the client the body is wrong.
+			written = min(written, fl.size-1)
+		}
 		if sent < written {
 			// io.CopyN over an *os.File lets net/http use sendfile.
 			n, err := io.CopyN(w, f, written-sent)

@@ -148,15 +148,18 @@ func TestNARBroken(t *testing.T) {
 // handler until release, and reached is closed the first time it does.
 type gate struct {
 	reached, released chan struct{}
-	once              sync.Once
+	reach, release    sync.Once
 }
 
 func newGate() *gate { return &gate{reached: make(chan struct{}), released: make(chan struct{})} }
 
 func (g *gate) hold() {
-	g.once.Do(func() { close(g.reached) })
+	g.reach.Do(func() { close(g.reached) })
 	<-g.released
 }
+
+// open lets the body go on; it is idempotent.
+func (g *gate) open() { g.release.Do(func() { close(g.released) }) }
 
 // TestNARConcurrent: 16 clients ask for one cold 8 MiB NAR that trickles
 // in. The upstream serves it once; 15 clients arrive while the download is
@@ -175,7 +178,7 @@ func TestNARConcurrent(t *testing.T) {
 	it := fu.Add(fakeupstream.Path{File: file, Compression: "xz"})
 	nar := p.narURL(it.Hash)
 	g := newGate()
-	defer close(g.released) // in case the test fails before releasing
+	defer g.open() // in case the test fails before opening it
 	fu.SetFault(it.NARPath, fakeupstream.Fault{Chunk: 64 << 10, Delay: 2 * time.Millisecond, HoldAt: 2 << 20, Hold: g.hold})
 
 	type result struct {
@@ -221,8 +224,7 @@ func TestNARConcurrent(t *testing.T) {
 	if n := fu.Count(it.NARPath); n != 1 {
 		t.Fatalf("upstream NAR requests while frozen: %d, want 1", n)
 	}
-	close(g.released)
-	g.released = make(chan struct{}) // for the deferred close
+	g.open()
 	for range clients {
 		r := waitFor(t, "a client to finish", results)
 		if r.err != nil || r.status != http.StatusOK || r.n != size || r.sum != want {
@@ -254,7 +256,7 @@ func TestNARClientLeaves(t *testing.T) {
 	it := fu.Add(fakeupstream.Path{File: file, Compression: "xz"})
 	nar := p.narURL(it.Hash)
 	g := newGate()
-	defer close(g.released)
+	defer g.open()
 	fu.SetFault(it.NARPath, fakeupstream.Fault{Chunk: 64 << 10, HoldAt: 1 << 20, Hold: g.hold})
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -287,8 +289,7 @@ func TestNARClientLeaves(t *testing.T) {
 		body, err := io.ReadAll(resp.Body)
 		done <- result{body, err}
 	}()
-	close(g.released)
-	g.released = make(chan struct{})
+	g.open()
 	r := waitFor(t, "the second client", done)
 	if r.err != nil || !bytes.Equal(r.body, file) {
 		t.Fatalf("second client: %d bytes, err %v", len(r.body), r.err)
