@@ -39,6 +39,12 @@ type serveConfig struct {
 	shutdownTimeout     time.Duration
 	logLevel            string
 	logFormat           string
+	adminToken          string
+	missLogMax          int
+	missRecheck         time.Duration
+	missRecheckMax      time.Duration
+	pins                stringList
+	prefetchConcurrency int
 }
 
 func newServeFlags(cfg *serveConfig) *flag.FlagSet {
@@ -60,6 +66,12 @@ func newServeFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for in-flight responses")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "text or json")
+	fs.StringVar(&cfg.adminToken, "admin-token", "", "bearer `token` for the admin API under /_/; without it only loopback clients may use it")
+	fs.IntVar(&cfg.missLogMax, "miss-log-max", 10000, "rows kept in the miss log; the least recently seen go first")
+	fs.DurationVar(&cfg.missRecheck, "miss-recheck", time.Minute, "first wait before re-asking upstreams about a path none had, doubling each time (0 turns it off)")
+	fs.DurationVar(&cfg.missRecheckMax, "miss-recheck-max", time.Hour, "longest wait between re-asks about a missing path")
+	fs.Var(&cfg.pins, "pin", "`STORE_PATH` kept forever with its closure and prefetched at start, repeatable")
+	fs.IntVar(&cfg.prefetchConcurrency, "prefetch-concurrency", 4, "NAR downloads one prefetch job runs at once")
 	return fs
 }
 

@@ -32,14 +32,18 @@ verify-signatures = false
 	}{
 		{
 			name: "defaults",
-			want: func(c *serveConfig) []any { return []any{c.listen, c.upstreams.values, c.negativeTTL, c.priority, c.verifySignatures} },
-			exp:  []any{"127.0.0.1:5000", []string{defaultUpstream}, time.Minute, 30, true},
+			want: func(c *serveConfig) []any {
+				return []any{c.listen, c.upstreams.values, c.negativeTTL, c.priority, c.verifySignatures}
+			},
+			exp: []any{"127.0.0.1:5000", []string{defaultUpstream}, time.Minute, 30, true},
 		},
 		{
 			name: "file",
 			args: []string{"--config", file},
-			want: func(c *serveConfig) []any { return []any{c.listen, c.upstreams.values, c.negativeTTL, c.priority, c.verifySignatures} },
-			exp:  []any{"0.0.0.0:6000", []string{"https://a.example", "https://b.example"}, 5 * time.Minute, 20, false},
+			want: func(c *serveConfig) []any {
+				return []any{c.listen, c.upstreams.values, c.negativeTTL, c.priority, c.verifySignatures}
+			},
+			exp: []any{"0.0.0.0:6000", []string{"https://a.example", "https://b.example"}, 5 * time.Minute, 20, false},
 		},
 		{
 			name: "env beats file, flag beats env",
@@ -49,8 +53,10 @@ verify-signatures = false
 				"NIX_CACHE_PROXY_UPSTREAM": "https://c.example, https://d.example",
 				"NIX_CACHE_PROXY_PRIORITY": "15",
 			},
-			want: func(c *serveConfig) []any { return []any{c.listen, c.upstreams.values, c.negativeTTL, c.priority, c.verifySignatures} },
-			exp:  []any{"127.0.0.1:7000", []string{"https://c.example", "https://d.example"}, 5 * time.Minute, 10, false},
+			want: func(c *serveConfig) []any {
+				return []any{c.listen, c.upstreams.values, c.negativeTTL, c.priority, c.verifySignatures}
+			},
+			exp: []any{"127.0.0.1:7000", []string{"https://c.example", "https://d.example"}, 5 * time.Minute, 10, false},
 		},
 		{
 			name: "config file from env",

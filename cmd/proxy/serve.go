@@ -13,11 +13,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
-	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/admin"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/server"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
-	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
 )
 
 // serve runs the cache until ctx ends (SIGINT/SIGTERM).
@@ -54,18 +53,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
-	group, err := newUpstreams(cfg)
-	if err != nil {
-		return err
-	}
-	var keys []narinfo.PublicKey
-	for _, k := range cfg.keys.values {
-		pk, err := narinfo.ParsePublicKey(k)
-		if err != nil {
-			return fmt.Errorf("--trusted-public-key %q: %w", k, err)
-		}
-		keys = append(keys, pk)
-	}
 	// Listen before opening the store so a port in use fails fast and
 	// leaves the cache dir untouched.
 	ln, err := net.Listen("tcp", cfg.listen)
@@ -73,29 +60,14 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 		return fmt.Errorf("--listen: %w", err)
 	}
 	defer ln.Close()
-	st, err := store.Open(cfg.cacheDir)
-	if err != nil {
-		return fmt.Errorf("--cache-dir %s: %w", cfg.cacheDir, err)
-	}
-	defer st.Close()
-	negTTL := cfg.negativeTTL
-	if negTTL == 0 {
-		negTTL = -1
-	}
-	c, err := cache.New(cache.Options{
-		Store:       st,
-		Upstreams:   group,
-		Keys:        keys,
-		SkipVerify:  !cfg.verifySignatures,
-		NegativeTTL: negTTL,
-		Logger:      log,
-	})
+	s, err := openStack(cfg, log)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer s.close()
 	h, err := server.New(server.Config{
-		Cache:               c,
+		Cache:               s.cache,
+		Admin:               admin.Handler(s.admin, admin.HandlerOptions{Token: cfg.adminToken, Logger: log}),
 		Priority:            cfg.priority,
 		UpstreamErrorStatus: cfg.upstreamErrorStatus,
 		Logger:              log,
@@ -111,12 +83,25 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 		// it takes; stalled clients are bounded by TCP keepalive.
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	upstreamNames := make([]string, len(group.Clients()))
-	for i, u := range group.Clients() {
+	upstreamNames := make([]string, len(s.upstreams.Clients()))
+	for i, u := range s.upstreams.Clients() {
 		upstreamNames[i] = u.String()
 	}
 	log.Info("serving", "listen", ln.Addr().String(), "cache_dir", cfg.cacheDir,
 		"upstreams", strings.Join(upstreamNames, " "), "verify_signatures", cfg.verifySignatures)
+
+	if err := prefetchPins(ctx, s, cfg.pins.values, log); err != nil {
+		return err
+	}
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		prefetch.NewWatcher(s.store, s.cache, s.prefetch, prefetch.WatchOptions{
+			Recheck: recheckOption(cfg.missRecheck), RecheckMax: cfg.missRecheckMax, Logger: log,
+		}).Run(watchCtx)
+	}()
+	defer func() { stopWatch(); <-watched }()
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -136,27 +121,38 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 	return nil
 }
 
-func newUpstreams(cfg *serveConfig) (*upstream.Group, error) {
-	opts := upstream.Options{Timeout: cfg.upstreamTimeout}
-	if cfg.netrcFile != "" {
-		n, err := upstream.LoadNetrc(cfg.netrcFile)
-		if err != nil {
-			return nil, fmt.Errorf("--netrc-file: %w", err)
+// prefetchPins records the --pin paths as pins and starts one prefetch job
+// for every pin and its closure, so pinned paths are on disk soon after
+// start whatever happened while the server was down.
+func prefetchPins(ctx context.Context, s *stack, extra []string, log *slog.Logger) error {
+	for _, p := range extra {
+		h, _ := prefetch.HashOf(p)
+		if err := s.store.PutPin(ctx, store.Pin{Hash: h, StorePath: p, Since: time.Now().UTC()}); err != nil {
+			return fmt.Errorf("--pin %s: %w", p, err)
 		}
-		opts.Netrc = n
 	}
-	if len(cfg.upstreams.values) == 0 {
-		return nil, errors.New("--upstream: at least one upstream is needed")
+	pins, err := s.store.Pins(ctx)
+	if err != nil || len(pins) == 0 {
+		return err
 	}
-	var clients []*upstream.Client
-	for _, u := range cfg.upstreams.values {
-		c, err := upstream.New(u, opts)
-		if err != nil {
-			return nil, fmt.Errorf("--upstream %q: %w", u, err)
-		}
-		clients = append(clients, c)
+	req := prefetch.Request{Closure: true}
+	for _, p := range pins {
+		req.Paths = append(req.Paths, p.Hash)
 	}
-	return upstream.NewGroup(clients, 0), nil
+	st, err := s.prefetch.Start(req)
+	if err != nil {
+		return err
+	}
+	log.Info("prefetching pinned paths", "pins", len(pins), "job", st.ID)
+	return nil
+}
+
+// recheckOption maps --miss-recheck 0 ("off") to the watcher's negative.
+func recheckOption(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {

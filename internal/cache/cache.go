@@ -37,8 +37,20 @@ type Options struct {
 	NegativeTTL time.Duration
 	// FetchTimeout bounds one whole NAR download; default 6h.
 	FetchTimeout time.Duration
-	Logger       *slog.Logger
+	// Misses records what was not answered from the store; may be nil.
+	Misses MissRecorder
+	Logger *slog.Logger
 }
+
+// MissRecorder is told about every lookup not answered from the store and
+// every NAR fetched. Record must not block on I/O.
+type MissRecorder interface {
+	Record(store.MissEvent)
+}
+
+type discardMisses struct{}
+
+func (discardMisses) Record(store.MissEvent) {}
 
 // Cache serves narinfos, NARs and auxiliary files from the store, filling
 // it from the upstreams on a miss.
@@ -51,6 +63,7 @@ type Cache struct {
 	fetchTTL  time.Duration
 	log       *slog.Logger
 	negative  *negativeCache
+	misses    MissRecorder
 	lookups   singleflight.Group
 
 	// Downloads are detached from the requests that start them; ctx ends
@@ -79,6 +92,9 @@ func New(opts Options) (*Cache, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.Misses == nil {
+		opts.Misses = discardMisses{}
+	}
 	clients := make(map[string]*upstream.Client)
 	for _, c := range opts.Upstreams.Clients() {
 		clients[c.String()] = c
@@ -93,6 +109,7 @@ func New(opts Options) (*Cache, error) {
 		fetchTTL:  opts.FetchTimeout,
 		log:       opts.Logger,
 		negative:  newNegativeCache(opts.NegativeTTL),
+		misses:    opts.Misses,
 		ctx:       ctx,
 		stop:      stop,
 		flights:   make(map[string]*flight),

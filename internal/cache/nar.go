@@ -57,7 +57,7 @@ func (c *Cache) ServeNAR(w http.ResponseWriter, r *http.Request, name string) er
 	}
 	fl := c.join(name, src)
 	defer c.leave(fl)
-	return c.follow(ctx, w, fl)
+	return c.follow(w, r, fl)
 }
 
 func serveFile(w http.ResponseWriter, r *http.Request, name string, f *os.File) error {
@@ -99,7 +99,8 @@ func (c *Cache) leave(fl *flight) {
 
 // follow streams fl's file to w: what has landed so far, then each new
 // chunk as it lands, until the download ends.
-func (c *Cache) follow(ctx context.Context, w http.ResponseWriter, fl *flight) error {
+func (c *Cache) follow(w http.ResponseWriter, r *http.Request, fl *flight) error {
+	ctx := r.Context()
 	select {
 	case <-fl.ready:
 	case <-ctx.Done():
@@ -110,11 +111,15 @@ func (c *Cache) follow(ctx context.Context, w http.ResponseWriter, fl *flight) e
 	}
 	f, err := os.Open(fl.tempPath)
 	if errors.Is(err, fs.ErrNotExist) {
-		// Committed (renamed) or discarded between ready and now.
+		// Committed (renamed) or discarded between ready and now, or
+		// found in the store by the flight itself.
 		if err := fl.wait(ctx); err != nil {
 			return err
 		}
-		f, err = c.store.OpenNAR(ctx, fl.name)
+		if f, err = c.store.OpenNAR(ctx, fl.name); err == nil {
+			defer f.Close()
+			return serveFile(w, r, fl.name, f)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("open NAR %s: %w", fl.name, err)
@@ -175,6 +180,10 @@ func (c *Cache) download(fl *flight, src store.NARSource) {
 	} else {
 		c.log.Info("NAR fetched", "nar", fl.name, "upstream", src.Upstream, "bytes", n,
 			"duration", time.Since(start).Round(time.Millisecond))
+		if src.Hash != "" && n > 0 {
+			c.misses.Record(store.MissEvent{Hash: src.Hash, Outcome: store.OutcomeFetched,
+				StorePath: src.StorePath, Upstream: src.Upstream, Bytes: n})
+		}
 	}
 	// Leave the map before finishing: a request arriving after this finds
 	// the committed file in the store, or starts a fresh download on error.
@@ -190,6 +199,13 @@ func (c *Cache) download(fl *flight, src store.NARSource) {
 }
 
 func (c *Cache) fetchNAR(ctx context.Context, fl *flight, src store.NARSource) (int64, error) {
+	// A request that missed the store just before the previous download
+	// of this NAR committed starts a flight of its own: no need to fetch.
+	if f, err := c.store.OpenNAR(ctx, fl.name); err == nil {
+		return 0, f.Close()
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return 0, err
+	}
 	client, ok := c.clients[src.Upstream]
 	if !ok {
 		return 0, fmt.Errorf("%w: upstream %s is no longer configured", ErrNotFound, src.Upstream)

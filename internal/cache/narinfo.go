@@ -20,13 +20,27 @@ const lookupTimeout = time.Minute
 // from the first upstream whose answer checks out. It returns ErrNotFound
 // when no upstream has it, and an error wrapping upstream.ErrUnavailable when
 // some upstream could not be asked (that is never remembered as not found).
+// Every answer not served from the store is recorded in the miss log.
 func (c *Cache) NarInfo(ctx context.Context, hash string) ([]byte, error) {
 	text, err := c.store.NarInfo(ctx, hash)
 	if !errors.Is(err, store.ErrNotFound) {
 		return text, err
 	}
+	got, err := c.lookup(ctx, hash)
+	c.record(hash, true, got, err)
+	return got.text, err
+}
+
+// lookedUp is what an upstream lookup found.
+type lookedUp struct {
+	text      []byte
+	storePath string
+	upstream  string // "" when another flight had already stored it
+}
+
+func (c *Cache) lookup(ctx context.Context, hash string) (lookedUp, error) {
 	if c.negative.has(hash) {
-		return nil, ErrNotFound
+		return lookedUp{}, ErrNotFound
 	}
 	// One upstream lookup per hash however many clients ask; it runs
 	// detached so the first client hanging up does not fail the others.
@@ -38,18 +52,35 @@ func (c *Cache) NarInfo(ctx context.Context, hash string) ([]byte, error) {
 	select {
 	case res := <-ch:
 		if res.Err != nil {
-			return nil, res.Err
+			return lookedUp{}, res.Err
 		}
-		return res.Val.([]byte), nil
+		return res.Val.(lookedUp), nil
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return lookedUp{}, ctx.Err()
 	}
 }
 
-func (c *Cache) fetchNarInfo(ctx context.Context, hash string) ([]byte, error) {
+// record tells the miss log what a lookup found; asked is false for the
+// proxy's own lookups, which must not count as demand.
+func (c *Cache) record(hash string, asked bool, got lookedUp, err error) {
+	e := store.MissEvent{Hash: hash, Asked: asked, StorePath: got.storePath, Upstream: got.upstream}
+	switch {
+	case err == nil:
+		e.Outcome = store.OutcomeFetched
+	case errors.Is(err, ErrNotFound):
+		e.Outcome = store.OutcomeNotFound
+	case errors.Is(err, context.Canceled):
+		return
+	default:
+		e.Outcome = store.OutcomeUpstreamError
+	}
+	c.misses.Record(e)
+}
+
+func (c *Cache) fetchNarInfo(ctx context.Context, hash string) (lookedUp, error) {
 	// Another flight may have stored it since this request missed.
 	if text, err := c.store.NarInfo(ctx, hash); !errors.Is(err, store.ErrNotFound) {
-		return text, err
+		return lookedUp{text: text}, err
 	}
 	ans, err := c.upstreams.NarInfo(ctx, hash, func(u *upstream.Client, body []byte) error {
 		_, _, _, err := c.admit(u, hash, body)
@@ -57,19 +88,22 @@ func (c *Cache) fetchNarInfo(ctx context.Context, hash string) ([]byte, error) {
 	})
 	switch {
 	case errors.Is(err, upstream.ErrUnavailable):
-		return nil, err
+		return lookedUp{}, err
+	case err != nil && ctx.Err() != nil:
+		// Out of time before every upstream answered: not a "not found".
+		return lookedUp{}, fmt.Errorf("%w: %w", upstream.ErrUnavailable, err)
 	case err != nil:
 		c.negative.add(hash)
-		return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
+		return lookedUp{}, fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
 	text, name, src, err := c.admit(ans.Client, hash, ans.Body)
 	if err != nil {
-		return nil, err
+		return lookedUp{}, err
 	}
 	if err := c.store.PutNarInfo(ctx, hash, text, name, src); err != nil {
-		return nil, err
+		return lookedUp{}, err
 	}
-	return text, nil
+	return lookedUp{text: text, storePath: src.StorePath, upstream: src.Upstream}, nil
 }
 
 // admit checks an upstream's narinfo for hash and returns the text this proxy
@@ -97,7 +131,7 @@ func (c *Cache) admit(u *upstream.Client, hash string, body []byte) ([]byte, str
 	if err != nil {
 		return nil, "", src, err
 	}
-	src = store.NARSource{Upstream: u.String(), URL: loc.String(), Size: int64(ni.FileSize)}
+	src = store.NARSource{Hash: hash, StorePath: ni.StorePath, Upstream: u.String(), URL: loc.String(), Size: int64(ni.FileSize)}
 	if ni.FileHash != nil && ni.FileHash.Algo() == nixhash.SHA256 {
 		src.SHA256 = ni.FileHash.Digest()
 	} else if ni.Compression == "none" {

@@ -68,7 +68,12 @@ func (u *Upstream) start(ln net.Listener) {
 	}
 	u.done = make(chan struct{})
 	srv.Start()
-	u.srv, u.addr, u.stopped = srv, srv.Listener.Addr().String(), false
+	// Restart listens on the same address, so addr is set once and read
+	// without the lock.
+	if u.addr == "" {
+		u.addr = srv.Listener.Addr().String()
+	}
+	u.srv, u.stopped = srv, false
 }
 
 // URL is the cache's base URL, "http://127.0.0.1:port".

@@ -84,7 +84,9 @@ func TestNARBroken(t *testing.T) {
 		name  string
 		fault fakeupstream.Fault
 		// status is the answer when the failure is known before the
-		// headers; 0 means a 200 whose body must end in a read error.
+		// headers; 0 means the upstream body is frozen a quarter of the
+		// way until the client has its 200, whose body must then end in
+		// a read error.
 		status int
 	}{
 		{name: "truncated", fault: fakeupstream.Fault{CutAt: size / 2}},
@@ -106,24 +108,33 @@ func TestNARBroken(t *testing.T) {
 			file := fakeupstream.RandomBytes(size)
 			it := fu.Add(fakeupstream.Path{File: file, Compression: "xz"})
 			nar := p.narURL(it.Hash)
+			g := newGate()
+			defer g.open()
+			if tt.status == 0 {
+				tt.fault.HoldAt, tt.fault.Hold = size/4, g.hold
+			}
 			fu.SetFault(it.NARPath, tt.fault)
 
-			var r response
-			within(t, 10*time.Second, func() { r = p.get(nar) })
+			resp, err := p.client.Get(p.srv.URL + nar)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g.open()
+			var body []byte
+			within(t, 10*time.Second, func() { body, err = io.ReadAll(resp.Body) })
+			resp.Body.Close()
 			switch {
 			case tt.status != 0:
-				if r.status != tt.status {
-					t.Errorf("status %d, want %d", r.status, tt.status)
+				if resp.StatusCode != tt.status {
+					t.Errorf("status %d, want %d", resp.StatusCode, tt.status)
 				}
-				if tt.status != http.StatusNotFound || tt.fault.Status != http.StatusNotFound {
-					if r.header.Get(server.ErrorHeader) == "" {
-						t.Errorf("no %s header", server.ErrorHeader)
-					}
+				if tt.fault.Status != http.StatusNotFound && resp.Header.Get(server.ErrorHeader) == "" {
+					t.Errorf("no %s header", server.ErrorHeader)
 				}
-			case r.status == http.StatusOK && r.readErr == nil:
-				t.Errorf("client got a clean 200 with %d bytes (equal to the file: %v)", len(r.body), bytes.Equal(r.body, file))
-			case r.status != http.StatusOK:
-				t.Errorf("status %d, want 200 and an aborted body", r.status)
+			case resp.StatusCode != http.StatusOK:
+				t.Errorf("status %d, want 200 and then an aborted body", resp.StatusCode)
+			case err == nil:
+				t.Errorf("client got a clean 200 with %d bytes (equal to the file: %v)", len(body), bytes.Equal(body, file))
 			}
 			if tmp := p.tempFiles(); len(tmp) != 0 {
 				t.Errorf("temp files left after the download ended: %q", tmp)

@@ -302,3 +302,54 @@ func TestNarInfoFailover(t *testing.T) {
 		})
 	}
 }
+
+// TestNarInfoConcurrent: clients asking for one path at once cost the
+// upstream one request, whether its answer is accepted or refused. The
+// upstream answer is frozen until the first request reached it, so the
+// others arrive while that lookup is in flight.
+func TestNarInfoConcurrent(t *testing.T) {
+	const clients = 8
+	fu := fakeupstream.New(t)
+	p := newProxy(t, config{ups: ups(fu), timeout: 10 * time.Second})
+	it := fu.Add(fakeupstream.Path{File: []byte("nar")})
+	bad := "/" + fakeupstream.RandomHash() + ".narinfo"
+	good, refused := newGate(), newGate()
+	defer good.open()
+	defer refused.open()
+	fu.SetFault(it.NarInfoPath, fakeupstream.Fault{HoldAt: 10, Hold: good.hold})
+	fu.SetFault(bad, fakeupstream.Fault{Body: []byte("not a narinfo"), HoldAt: 1, Hold: refused.hold})
+
+	for _, tt := range []struct {
+		path string
+		g    *gate
+		want int
+	}{
+		{it.NarInfoPath, good, http.StatusOK},
+		{bad, refused, http.StatusNotFound},
+	} {
+		statuses := make(chan int, clients)
+		get := func() {
+			resp, err := p.client.Get(p.srv.URL + tt.path)
+			if err != nil {
+				statuses <- 0
+				return
+			}
+			resp.Body.Close()
+			statuses <- resp.StatusCode
+		}
+		go get()
+		waitFor(t, "the upstream to be asked", tt.g.reached)
+		for range clients - 1 {
+			go get()
+		}
+		tt.g.open()
+		for range clients {
+			if s := waitFor(t, "a client", statuses); s != tt.want {
+				t.Errorf("%s: status %d, want %d", tt.path, s, tt.want)
+			}
+		}
+		if n := fu.Count(tt.path); n != 1 {
+			t.Errorf("%s: upstream asked %d times, want 1", tt.path, n)
+		}
+	}
+}

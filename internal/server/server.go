@@ -21,6 +21,8 @@ import (
 // Config configures a Server. Zero values mean defaults.
 type Config struct {
 	Cache *cache.Cache
+	// Admin, if not nil, is mounted under /_/ (see package admin).
+	Admin http.Handler
 	// Priority is nix-cache-info's Priority; default 30, ahead of
 	// cache.nixos.org's 40.
 	Priority int
@@ -69,6 +71,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	r := chi.NewRouter()
 	r.Get("/nix-cache-info", s.handle(s.serveCacheInfo))
+	if cfg.Admin != nil {
+		r.Mount("/_", cfg.Admin)
+	}
 	r.Get("/nar/{file}", s.handle(s.serveNAR))
 	r.Head("/nar/{file}", s.handle(s.serveNAR))
 	r.Get("/log/{name}", s.handle(s.serveLog))

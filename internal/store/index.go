@@ -11,11 +11,13 @@ import (
 // NARSource says where a NAR not yet on disk can be fetched, and what the
 // fetched file must be for it to be kept.
 type NARSource struct {
-	Upstream string `json:"upstream"`           // the upstream's identity (its base URL)
-	URL      string `json:"url"`                // absolute URL of the file there
-	Size     int64  `json:"size,omitempty"`     // FileSize; 0 when unknown
-	SHA256   []byte `json:"sha256,omitempty"`   // FileHash digest; nil when unknown
-	NarHash  []byte `json:"nar_hash,omitempty"` // NarHash digest, checked when the file is uncompressed and SHA256 is unknown
+	Hash      string `json:"hash,omitempty"`       // store path hash of the narinfo that named it
+	StorePath string `json:"store_path,omitempty"` // and its store path
+	Upstream  string `json:"upstream"`             // the upstream's identity (its base URL)
+	URL       string `json:"url"`                  // absolute URL of the file there
+	Size      int64  `json:"size,omitempty"`       // FileSize; 0 when unknown
+	SHA256    []byte `json:"sha256,omitempty"`     // FileHash digest; nil when unknown
+	NarHash   []byte `json:"nar_hash,omitempty"`   // NarHash digest, checked when the file is uncompressed and SHA256 is unknown
 }
 
 // NarInfo returns the narinfo text served for hash, or ErrNotFound.

@@ -45,13 +45,22 @@ func (s *Store) OpenNAR(ctx context.Context, name string) (*os.File, error) {
 	return f, nil
 }
 
-// HasNAR reports whether the NAR called name is on disk, without opening it.
+// HasNAR reports whether the NAR called name is on disk. Like OpenNAR it
+// drops an index row whose file has vanished.
 func (s *Store) HasNAR(ctx context.Context, name string) (bool, error) {
-	_, err := s.get(ctx, bucketNAR, name)
-	if errors.Is(err, ErrNotFound) {
+	if _, err := s.get(ctx, bucketNAR, name); errors.Is(err, ErrNotFound) {
 		return false, nil
+	} else if err != nil {
+		return false, err
 	}
-	return err == nil, err
+	_, err := os.Stat(s.narPath(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, s.deleteRow(bucketNAR, name)
+	}
+	if err != nil {
+		return false, fmt.Errorf("stat NAR %s: %w", name, err)
+	}
+	return true, nil
 }
 
 func (s *Store) deleteRow(bucket []byte, key string) error {

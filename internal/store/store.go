@@ -69,7 +69,7 @@ func Open(dir string) (*Store, error) {
 }
 
 func initBuckets(tx *bolt.Tx) error {
-	for _, b := range [][]byte{bucketNarInfo, bucketNARSource, bucketNAR, bucketAux, bucketMeta} {
+	for _, b := range [][]byte{bucketNarInfo, bucketNARSource, bucketNAR, bucketAux, bucketMisses, bucketPins, bucketMeta} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return fmt.Errorf("create bucket %s: %w", b, err)
 		}

@@ -1,0 +1,524 @@
+#!/usr/bin/env bash
+# Benchmarks nix-cache-proxy against nginx proxy_cache and against the
+# upstream served directly, in one run, over the same signed binary cache.
+#
+# It builds, with the real Nix client, a closure of small paths (zstd) and
+# one large random "image" path (compression none), signs it into a file://
+# binary cache, and serves three things on 127.0.0.1:
+#
+#   ref    the upstream directory served by nginx as static files: the
+#          physical reference, and the upstream of the two caches below;
+#   nginx  nginx with proxy_cache in front of ref, configured the way people
+#          do it for Nix (proxy_cache_lock on, long proxy_cache_valid 200);
+#   proxy  nix-cache-proxy in front of ref (built from this tree).
+#
+# Then, REPS times and in turn for each server, it measures: cold fetch of
+# the image NAR by 1 and by 8 clients (TTFB, total, bytes the upstream
+# served), the same for 8 clients against a slow upstream (each connection
+# limited so that one fetch takes ~8 s), `nix copy` of the closure cold and
+# warm, narinfo hits (wrk, 64 connections) and NAR hits (1 and 8 clients),
+# and peak RSS (VmHWM; nginx master + all its children). It prints one table:
+# median, min–max over the runs, and the ratio of each median to ref's.
+#
+#   bench/run.sh [--quick] [--reps N] [--image-mib N] [--small N] [--wrk-secs N]
+#                [--proxy BINARY] [--keep]
+#
+# --quick: 128 MiB image, 2 runs, 3 s of wrk: a few minutes, for iteration.
+# Default: 1 GiB image, 3 runs, 10 s of wrk: about 10-15 minutes on 2 cores.
+# --proxy: benchmark that binary instead of building ./cmd/proxy of this tree.
+# Installs nginx, wrk, curl and nix-bin with apt-get when missing (as root).
+# Everything lives in one mktemp dir, removed at exit with every process it
+# started (--keep keeps the dir, for a look at the logs).
+set -euo pipefail
+
+image_mib=1024 reps=3 wrk_secs=10 small=49 keep=0 proxy_bin=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) image_mib=128 reps=2 wrk_secs=3 ;;
+    --reps) reps=$2; shift ;;
+    --image-mib) image_mib=$2; shift ;;
+    --small) small=$2; shift ;;
+    --wrk-secs) wrk_secs=$2; shift ;;
+    --keep) keep=1 ;;
+    --proxy) proxy_bin=$(realpath "$2"); shift ;;
+    -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+image_bytes=$((image_mib << 20))
+servers=(ref nginx proxy)
+root=$(cd "$(dirname "$0")/.." && pwd)
+log() { printf '== %s\n' "$*" >&2; }
+die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
+
+# --- tools -----------------------------------------------------------------
+need=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v wrk >/dev/null || need+=(wrk)
+command -v curl >/dev/null || need+=(curl)
+command -v nix >/dev/null || need+=(nix-bin)
+if [ ${#need[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || die "missing ${need[*]}: run as root, or apt-get install -y ${need[*]}"
+  log "installing ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+PATH=$PATH:/usr/sbin
+[ -n "$proxy_bin" ] || command -v go >/dev/null || die "needs the Go toolchain to build the proxy"
+
+# --- processes and cleanup -------------------------------------------------
+work=$(mktemp -d "${TMPDIR:-/tmp}/nix-cache-bench.XXXXXX")
+mkdir -p "$work/run" "$work/logs"
+declare -A pid=() peak=()
+
+# children PID prints PID and every descendant of it.
+children() {
+  local p=$1 c
+  echo "$p"
+  for c in $(cat "/proc/$p/task/"*/children 2>/dev/null); do children "$c"; done
+}
+# hwm PID sums VmHWM (kB) over PID and its descendants.
+hwm() {
+  local sum=0 p k
+  for p in $(children "$1"); do
+    k=$(awk '/^VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
+    sum=$((sum + ${k:-0}))
+  done
+  echo "$sum"
+}
+# stop NAME stops a server started by start_bg, keeping its peak RSS.
+stop() {
+  local name=$1 p=${pid[$1]:-}
+  [ -n "$p" ] || return 0
+  local k
+  k=$(hwm "$p")
+  [ "$k" -gt "${peak[$name]:-0}" ] && peak[$name]=$k
+  kill -TERM "$p" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+  kill -KILL "$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+  unset "pid[$name]"
+}
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  for name in "${!pid[@]}"; do stop "$name"; done
+  if [ "$keep" = 1 ]; then
+    echo "kept $work" >&2
+  else
+    chmod -R u+w "$work" 2>/dev/null || true
+    rm -rf "$work"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start_bg NAME CMD... runs CMD in the background, logs in $work/logs.
+start_bg() {
+  local name=$1; shift
+  "$@" >"$work/logs/$name.out" 2>>"$work/logs/$name.err" &
+  pid[$name]=$!
+}
+used_ports=" "
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 40000))
+    case $used_ports in *" $p "*) continue ;; esac
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      used_ports+="$p "
+      echo "$p"
+      return
+    fi
+  done
+}
+wait_http() {
+  for _ in $(seq 200); do curl -fs -o /dev/null "$1" && return 0; sleep 0.05; done
+  tail -20 "$work"/logs/*.err >&2 || true
+  die "no answer from $1"
+}
+
+# --- the binary cache ----------------------------------------------------------
+export XDG_CACHE_HOME=$work/xdg
+nixconf=$'experimental-features = nix-command\nsandbox = false\nbuild-users-group =\nsubstituters =\nextra-sandbox-paths = /bin /usr /lib? /lib64?\nnarinfo-cache-positive-ttl = 0\nnarinfo-cache-negative-ttl = 0\n'
+export NIX_CONFIG=$nixconf
+
+log "building a signed binary cache: $small small paths + root (zstd), one ${image_mib} MiB image (none)"
+nix key generate-secret --key-name bench-1 >"$work/sk"
+nix key convert-secret-to-public <"$work/sk" >"$work/pk"
+pk=$(cat "$work/pk")
+cat >"$work/closure.nix" <<'EOF'
+{ nonce, n, imageBytes }:
+let
+  mk = name: script: builtins.derivation {
+    name = "bench-${name}";
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" script ];
+    PATH = "/usr/bin:/bin";
+    inherit nonce;
+  };
+  # 1 to 128 KiB of random bytes, base64: a spread of small package sizes.
+  size = i: 1024 * (1 + (i * 37) - 128 * ((i * 37) / 128));
+  # Each small path refers to the one before it and to the one at half its
+  # index: a DAG whose closure from the last one is all of them.
+  deps = i: if i == 0 then "" else "${builtins.elemAt smalls (i - 1)} ${builtins.elemAt smalls (i / 2)}";
+  smalls = builtins.genList (i:
+    mk "small-${toString i}" "{ echo ${deps i}; head -c ${toString (size i)} /dev/urandom | base64; } > $out") n;
+in rec {
+  image = mk "image" "mkdir $out && head -c ${toString imageBytes} /dev/urandom > $out/disk.img";
+  root = mk "root" "echo ${builtins.elemAt smalls (n - 1)} ${image} > $out";
+}
+EOF
+t0=$EPOCHREALTIME
+out=$(nix build 2>>"$work/logs/build.err" --store "$work/store" --no-link --json --max-jobs 2 -f "$work/closure.nix" \
+  --argstr nonce "$RANDOM$RANDOM$$" --arg n "$small" --arg imageBytes "$image_bytes" root image)
+paths=$(grep -o '"out":"[^"]*"' <<<"$out" | cut -d'"' -f4)
+rootpath=$(grep -- '-bench-root$' <<<"$paths")
+imagepath=$(grep -- '-bench-image$' <<<"$paths")
+nix copy --store "$work/store" --to "file://$work/up?compression=none&secret-key=$work/sk" "$imagepath" 2>>"$work/logs/build.err"
+nix copy --store "$work/store" --to "file://$work/up?compression=zstd&secret-key=$work/sk" "$rootpath" 2>>"$work/logs/build.err"
+nix path-info --store "$work/store" -r "$rootpath" >"$work/closure.paths"
+chmod -R u+w "$work/store" && rm -rf "$work/store"
+npaths=$(wc -l <"$work/closure.paths")
+image_hash=$(basename "$imagepath" | cut -c1-32)
+sed 's|^/nix/store/\(.\{32\}\).*|/\1.narinfo|' "$work/closure.paths" >"$work/narinfo.paths"
+image_file_size=$(sed -n 's/^FileSize: //p' "$work/up/$image_hash.narinfo")
+log "cache of $npaths paths, image NAR $image_file_size bytes, built in $(awk "BEGIN {printf \"%.0f\", $EPOCHREALTIME - $t0}") s"
+
+# --- servers -------------------------------------------------------------------
+port_ref=$(free_port) port_slow=$(free_port) port_nginx=$(free_port) port_proxy=$(free_port)
+declare -A url=([ref]=http://127.0.0.1:$port_ref [nginx]=http://127.0.0.1:$port_nginx [proxy]=http://127.0.0.1:$port_proxy)
+user_line=""
+[ "$(id -u)" = 0 ] && user_line="user root;"
+# The slow upstream limits each connection so one fetch of the image takes ~8 s
+# (1 GiB: 128 MiB/s, about a 1 Gbit/s WAN link).
+slow_rate=$((image_bytes / 8))
+
+# nginx_common DIR prints the main-context lines every nginx here shares.
+nginx_common() {
+  cat <<EOF
+$user_line
+daemon off;
+worker_processes auto;
+pid $1/nginx.pid;
+error_log stderr warn;
+events { worker_connections 4096; }
+EOF
+}
+nginx_temp() {
+  cat <<EOF
+  client_body_temp_path $1/tmp/body;
+  proxy_temp_path $1/tmp/proxy;
+  fastcgi_temp_path $1/tmp/fastcgi;
+  uwsgi_temp_path $1/tmp/uwsgi;
+  scgi_temp_path $1/tmp/scgi;
+EOF
+}
+
+# ref: the upstream directory as static files. NAR requests are logged with
+# their byte counts: that is how many bytes "the upstream" served.
+mkdir -p "$work/ref/tmp"
+{
+  nginx_common "$work/ref"
+  cat <<EOF
+http {
+$(nginx_temp "$work/ref")
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  types { text/x-nix-narinfo narinfo; }
+  default_type application/octet-stream;
+  log_format bytes '\$request_uri \$status \$body_bytes_sent';
+  server {
+    listen 127.0.0.1:$port_ref;
+    root $work/up;
+    location /nar/ { access_log $work/ref/nar.log bytes; }
+  }
+  server {
+    listen 127.0.0.1:$port_slow;
+    root $work/up;
+    location /nar/ { access_log $work/ref/nar.log bytes; limit_rate $slow_rate; }
+  }
+}
+EOF
+} >"$work/ref/nginx.conf"
+touch "$work/ref/nar.log"
+
+start_ref() {
+  start_bg ref nginx -e stderr -p "$work/ref/" -c "$work/ref/nginx.conf"
+  wait_http "${url[ref]}/nix-cache-info"
+}
+
+# nginx proxy_cache, as the NixOS wiki and blog posts set it up in front of
+# cache.nixos.org or cachix.
+write_nginx_conf() {
+  local up=$1
+  mkdir -p "$work/nginx/tmp"
+  {
+    nginx_common "$work/nginx"
+    cat <<EOF
+http {
+$(nginx_temp "$work/nginx")
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  proxy_cache_path $work/nginx/cache levels=1:2 keys_zone=nix:16m max_size=50g inactive=365d use_temp_path=off;
+  upstream nixcache {
+    server 127.0.0.1:$up;
+    keepalive 16;
+  }
+  server {
+    listen 127.0.0.1:$port_nginx;
+    location / {
+      proxy_pass http://nixcache;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache nix;
+      proxy_cache_lock on;
+      proxy_cache_valid 200 365d;
+      proxy_cache_valid 404 1m;
+      proxy_cache_use_stale error timeout updating http_500 http_502 http_503 http_504;
+    }
+  }
+}
+EOF
+  } >"$work/nginx/nginx.conf"
+}
+# start_cache NAME [UPSTREAM_PORT]: a cache (nginx or proxy) on an empty
+# cache dir, in front of ref (or the slow port).
+start_cache() {
+  local name=$1 up=${2:-$port_ref}
+  stop "$name"
+  case $name in
+    nginx)
+      rm -rf "$work/nginx/cache"
+      write_nginx_conf "$up"
+      start_bg nginx nginx -e stderr -p "$work/nginx/" -c "$work/nginx/nginx.conf"
+      ;;
+    proxy)
+      rm -rf "$work/proxy-cache"
+      start_bg proxy "$work/nix-cache-proxy" serve --listen "127.0.0.1:$port_proxy" \
+        --cache-dir "$work/proxy-cache" --upstream "http://127.0.0.1:$up" \
+        --trusted-public-key "$pk" --shutdown-timeout 1s --log-level warn
+      ;;
+  esac
+  wait_http "${url[$name]}/nix-cache-info"
+}
+reset() { [ "$1" = ref ] || start_cache "$@"; }
+
+if [ -n "$proxy_bin" ]; then
+  cp "$proxy_bin" "$work/nix-cache-proxy"
+else
+  log "building the proxy"
+  (cd "$root" && CGO_ENABLED=0 go build -o "$work/nix-cache-proxy" ./cmd/proxy)
+fi
+start_ref
+start_cache nginx
+start_cache proxy
+
+# --- measurements ------------------------------------------------------------
+results=$work/results.tsv
+: >"$results"
+rec() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$results"; }
+fdiv() { awk "BEGIN {printf \"%.6f\", $1 / $2}"; }
+upstream_bytes() { awk '{s += $3} END {printf "%d", s}' "$work/ref/nar.log"; }
+# nar_path NAME prints the image NAR's URL path as NAME's narinfo names it
+# (the proxy rewrites it), fetching the narinfo through NAME.
+nar_path() {
+  local u
+  u=$(curl -fsS "${url[$1]}/$image_hash.narinfo" | sed -n 's/^URL: //p')
+  [ -n "$u" ] || die "$1: no narinfo for the image"
+  echo "/$u"
+}
+
+# fetch_many NAME N PATH: N clients GET PATH at once. Sets wall (s) and
+# ttfb_max, ttfb_med (s); checks every client got 200 and the whole file.
+fetch_many() {
+  local name=$1 n=$2 path=$3 i t0 clients=()
+  t0=$EPOCHREALTIME
+  for i in $(seq "$n"); do
+    curl -s -o /dev/null -w '%{http_code} %{size_download} %{time_starttransfer}\n' \
+      "${url[$name]}$path" >"$work/client.$i" &
+    clients+=($!)
+  done
+  wait "${clients[@]}" || true
+  wall=$(awk "BEGIN {printf \"%.6f\", $EPOCHREALTIME - $t0}")
+  for i in $(seq "$n"); do
+    read -r code size _ <"$work/client.$i"
+    [ "$code" = 200 ] && [ "$size" = "$image_file_size" ] ||
+      die "$name: client $i got $code with $size bytes of $path, want 200 with $image_file_size"
+  done
+  ttfb_max=$(cat "$work"/client.* | awk '$3 > m {m = $3} END {print m}')
+  ttfb_med=$(cat "$work"/client.* | awk '{print $3}' | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}')
+  rm -f "$work"/client.*
+}
+
+cold() { # cold SUFFIX CLIENTS [UPSTREAM_PORT]
+  local suffix=$1 n=$2 up=${3:-$port_ref} s path before
+  for s in "${servers[@]}"; do
+    reset "$s" "$up"
+    path=$(nar_path "$s")
+    [ "$s" = ref ] && [ "$up" = "$port_slow" ] && url[ref]=http://127.0.0.1:$port_slow
+    before=$(upstream_bytes)
+    fetch_many "$s" "$n" "$path"
+    url[ref]=http://127.0.0.1:$port_ref
+    rec "cold$suffix.ttfb" "$s" "$ttfb_max"
+    rec "cold$suffix.total" "$s" "$wall"
+    rec "cold$suffix.upstream" "$s" "$(fdiv "$(($(upstream_bytes) - before))" "$image_file_size")"
+  done
+}
+
+nix_copy() { # nix_copy MODE (cold: every cache emptied first)
+  local mode=$1 s t0 dst
+  for s in "${servers[@]}"; do
+    [ "$mode" = cold ] && reset "$s"
+    dst=$work/dst
+    rm -rf "$dst" "$work/xdg-copy"
+    t0=$EPOCHREALTIME
+    if ! XDG_CACHE_HOME=$work/xdg-copy NIX_CONFIG="$nixconf"$'trusted-public-keys = '"$pk"$'\nrequire-sigs = true\n' \
+      nix copy --from "${url[$s]}" --to "$dst" "$rootpath" 2>"$work/logs/nix-copy.err"; then
+      cat "$work/logs/nix-copy.err" >&2
+      die "nix copy from $s failed"
+    fi
+    rec "copy.$mode" "$s" "$(awk "BEGIN {printf \"%.6f\", $EPOCHREALTIME - $t0}")"
+    chmod -R u+w "$dst" && rm -rf "$dst"
+  done
+}
+
+cat >"$work/narinfo.lua" <<'EOF'
+-- Cycles through every narinfo of the closure, one request per call.
+local reqs, i = {}, 0
+function init(args)
+  for line in io.lines(args[1]) do reqs[#reqs + 1] = wrk.format("GET", line) end
+end
+function request()
+  i = i % #reqs + 1
+  return reqs[i]
+end
+EOF
+narinfo_hits() {
+  local s out
+  for s in "${servers[@]}"; do
+    while read -r p; do curl -fsS -o /dev/null "${url[$s]}$p"; done <"$work/narinfo.paths"
+    out=$(wrk -t2 -c64 -d"${wrk_secs}s" --latency -s "$work/narinfo.lua" "${url[$s]}" -- "$work/narinfo.paths")
+    echo "$out" >>"$work/logs/wrk.$s.txt"
+    grep -q 'Non-2xx' <<<"$out" && { echo "$out" >&2; die "$s: wrk saw errors"; }
+    rec narinfo.rps "$s" "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
+    rec narinfo.p99 "$s" "$(awk '$1 == "99%" {v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
+      print (u == "us" ? v / 1000 : u == "s" ? v * 1000 : v)}' <<<"$out")"
+  done
+}
+
+nar_hits() {
+  local s path n
+  for s in "${servers[@]}"; do
+    path=$(nar_path "$s")
+    curl -fsS -o /dev/null "${url[$s]}$path" # make sure it is a hit
+    for n in 1 8; do
+      fetch_many "$s" "$n" "$path"
+      rec "hit$n.mibs" "$s" "$(fdiv "$((n * image_file_size))" "$(awk "BEGIN {print $wall * 1048576}")")"
+    done
+  done
+}
+
+for r in $(seq "$reps"); do
+  log "run $r/$reps: cold image fetch, 1 and 8 clients"
+  cold 1 1
+  cold 8 8
+  log "run $r/$reps: cold image fetch, 8 clients, slow upstream"
+  cold 8slow 8 "$port_slow"
+  log "run $r/$reps: nix copy, cold and warm"
+  nix_copy cold
+  nix_copy warm
+  log "run $r/$reps: narinfo hits (wrk, ${wrk_secs}s)"
+  narinfo_hits
+  log "run $r/$reps: NAR hits, 1 and 8 clients"
+  nar_hits
+done
+for s in "${servers[@]}"; do stop "$s"; done
+for s in "${servers[@]}"; do rec rss "$s" "$(fdiv "${peak[$s]}" 1024)"; done
+
+# --- report -------------------------------------------------------------------
+cat >"$work/metrics" <<EOF
+narinfo.rps	narinfo hits, requests/s (wrk -c64)	req/s	high
+narinfo.p99	narinfo hits, p99 latency	ms	low
+hit1.mibs	NAR hit, 1 client	MiB/s	high
+hit8.mibs	NAR hit, 8 clients (aggregate)	MiB/s	high
+cold1.ttfb	cold image, 1 client: time to first byte	s	low
+cold1.total	cold image, 1 client: total	s	low
+cold1.upstream	cold image, 1 client: upstream bytes	× image	low
+cold8.ttfb	cold image, 8 clients: slowest first byte	s	low
+cold8.total	cold image, 8 clients: until the last is done	s	low
+cold8.upstream	cold image, 8 clients: upstream bytes	× image	low
+cold8slow.ttfb	slow upstream, 8 clients: slowest first byte	s	low
+cold8slow.total	slow upstream, 8 clients: until the last is done	s	low
+cold8slow.upstream	slow upstream, 8 clients: upstream bytes	× image	low
+copy.cold	nix copy of the closure, cold	s	low
+copy.warm	nix copy of the closure, warm	s	low
+rss	peak RSS over the run (VmHWM)	MiB	low
+EOF
+echo
+echo "nix-cache-proxy vs nginx proxy_cache vs the upstream served directly (ref)"
+echo "$(date -u +%F), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $reps runs; $npaths paths, image ${image_mib} MiB; cells: median (min–max) and ×ref = median / ref's median"
+echo
+awk -F'\t' -v servers="${servers[*]}" '
+  function fmt(v) { return v >= 100 ? sprintf("%.0f", v) : v >= 10 ? sprintf("%.1f", v) : v >= 0.1 ? sprintf("%.2f", v) : sprintf("%.3f", v) }
+  function median(key,   n, a, i, j, t) {
+    n = split(vals[key], a, " ")
+    for (i = 2; i <= n; i++) { t = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+    lo[key] = a[1]; hi[key] = a[n]
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  FNR == NR { vals[$1 SUBSEP $2] = vals[$1 SUBSEP $2] " " $3; next }
+  {
+    key = $1; label[key] = $2; unit[key] = $3; order[++nm] = key
+  }
+  END {
+    ns = split(servers, sv, " ")
+    printf "| %s | unit | ref | nginx | ×ref | proxy | ×ref | proxy/nginx |\n", "measure"
+    print "|---|---|---|---|---|---|---|---|"
+    for (m = 1; m <= nm; m++) {
+      key = order[m]
+      line = sprintf("| %s | %s |", label[key], unit[key])
+      for (s = 1; s <= ns; s++) {
+        k = key SUBSEP sv[s]
+        if (!(k in vals)) { line = line " – |"; if (s > 1) line = line " – |"; continue }
+        med[s] = median(k)
+        cell = fmt(med[s])
+        if (lo[k] != hi[k]) cell = cell " (" fmt(lo[k]) "–" fmt(hi[k]) ")"
+        line = line " " cell " |"
+        if (s > 1) line = line " " (med[1] > 0 ? sprintf("%.2f", med[s] / med[1]) : "–") " |"
+      }
+      line = line " " (med[2] > 0 ? sprintf("%.2f", med[3] / med[2]) : "–") " |"
+      print line
+    }
+  }' "$results" "$work/metrics"
+
+echo
+awk -F'\t' '
+  { v[$1 "," $2] = v[$1 "," $2] " " $3 }
+  function med(k,   n, a, i, j, t) {
+    n = split(v[k], a, " ")
+    for (i = 2; i <= n; i++) { t = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+    mx[k] = a[n]
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  function target(ok, what) { printf "%s  %s\n", ok ? "met   " : "MISSED", what }
+  END {
+    r = med("narinfo.rps,proxy") / med("narinfo.rps,nginx")
+    target(r >= 1.0, sprintf("narinfo hits >= 1.0x nginx requests/s: %.2fx", r))
+    r = med("hit1.mibs,proxy") / med("hit1.mibs,nginx")
+    target(r >= 0.9, sprintf("NAR hit throughput, 1 client, >= 0.9x nginx: %.2fx", r))
+    r = med("hit8.mibs,proxy") / med("hit8.mibs,nginx")
+    target(r >= 0.9, sprintf("NAR hit throughput, 8 clients, >= 0.9x nginx: %.2fx", r))
+    med("cold8.upstream,proxy"); med("cold8slow.upstream,proxy")
+    m = mx["cold8.upstream,proxy"] > mx["cold8slow.upstream,proxy"] ? mx["cold8.upstream,proxy"] : mx["cold8slow.upstream,proxy"]
+    target(m > 0.999 && m < 1.001, sprintf("8 cold clients cost the upstream 1x the image: at most %.3fx in every run", m))
+    r = med("rss,proxy")
+    target(r < 100, sprintf("proxy peak RSS < 100 MB: %.1f MiB", r))
+  }' "$results"

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/admin"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/misslog"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
+)
+
+// stack is an open cache with everything that works on it: what `serve`
+// puts behind HTTP, and what the admin subcommands use directly when no
+// server runs.
+type stack struct {
+	upstreams *upstream.Group
+	store     *store.Store
+	misses    *misslog.Log
+	cache     *cache.Cache
+	prefetch  *prefetch.Manager
+	admin     *admin.Service
+}
+
+// openStack checks cfg and opens the cache dir. Close it with close.
+func openStack(cfg *serveConfig, log *slog.Logger) (*stack, error) {
+	group, err := newUpstreams(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var keys []narinfo.PublicKey
+	for _, k := range cfg.keys.values {
+		pk, err := narinfo.ParsePublicKey(k)
+		if err != nil {
+			return nil, fmt.Errorf("--trusted-public-key %q: %w", k, err)
+		}
+		keys = append(keys, pk)
+	}
+	for _, p := range cfg.pins.values {
+		if _, err := prefetch.HashOf(p); err != nil {
+			return nil, fmt.Errorf("--pin: %w", err)
+		}
+	}
+	st, err := store.Open(cfg.cacheDir)
+	if err != nil {
+		return nil, fmt.Errorf("--cache-dir %s: %w", cfg.cacheDir, err)
+	}
+	s := &stack{upstreams: group, store: st}
+	s.misses = misslog.New(st, misslog.Options{Max: cfg.missLogMax, Logger: log})
+	negTTL := cfg.negativeTTL
+	if negTTL == 0 {
+		negTTL = -1
+	}
+	s.cache, err = cache.New(cache.Options{
+		Store:       st,
+		Upstreams:   group,
+		Keys:        keys,
+		SkipVerify:  !cfg.verifySignatures,
+		NegativeTTL: negTTL,
+		Misses:      s.misses,
+		Logger:      log,
+	})
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	s.prefetch = prefetch.NewManager(s.cache, prefetch.Options{Concurrency: cfg.prefetchConcurrency, Logger: log})
+	s.admin = admin.NewService(st, s.cache, s.prefetch)
+	return s, nil
+}
+
+// close stops everything in dependency order: jobs and downloads first,
+// then the miss log's last flush, then the index.
+func (s *stack) close() error {
+	if s.prefetch != nil {
+		s.prefetch.Close()
+	}
+	if s.cache != nil {
+		s.cache.Close()
+	}
+	var errs []error
+	if s.misses != nil {
+		errs = append(errs, s.misses.Close())
+	}
+	errs = append(errs, s.store.Close())
+	return errors.Join(errs...)
+}
+
+func newUpstreams(cfg *serveConfig) (*upstream.Group, error) {
+	opts := upstream.Options{Timeout: cfg.upstreamTimeout}
+	if cfg.netrcFile != "" {
+		n, err := upstream.LoadNetrc(cfg.netrcFile)
+		if err != nil {
+			return nil, fmt.Errorf("--netrc-file: %w", err)
+		}
+		opts.Netrc = n
+	}
+	if len(cfg.upstreams.values) == 0 {
+		return nil, errors.New("--upstream: at least one upstream is needed")
+	}
+	var clients []*upstream.Client
+	for _, u := range cfg.upstreams.values {
+		c, err := upstream.New(u, opts)
+		if err != nil {
+			return nil, fmt.Errorf("--upstream %q: %w", u, err)
+		}
+		clients = append(clients, c)
+	}
+	return upstream.NewGroup(clients, 0), nil
+}

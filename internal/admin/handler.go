@@ -1,0 +1,188 @@
+package admin
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+)
+
+// Prefix is where the admin API lives. "_" is not in Nix base32 and no
+// protocol path starts with it, so it cannot collide with the cache.
+const Prefix = "/_"
+
+// HandlerOptions configure the admin API.
+type HandlerOptions struct {
+	// Token, when set, is required as "Authorization: Bearer <token>" and
+	// lets any client in; when empty only loopback clients are answered.
+	Token  string
+	Logger *slog.Logger
+}
+
+// Handler returns the admin API for s, to be mounted at Prefix.
+func Handler(s *Service, opts HandlerOptions) http.Handler {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	h := &handler{svc: s, log: opts.Logger}
+	r := chi.NewRouter()
+	r.Use(authorize(opts.Token))
+	r.Get("/misses", h.json(h.misses))
+	r.Get("/prefetch", h.json(func(r *http.Request) (any, error) { return s.Jobs(r.Context()) }))
+	r.Post("/prefetch", h.json(h.startPrefetch))
+	r.Get("/prefetch/{id}", h.json(func(r *http.Request) (any, error) { return s.Job(r.Context(), chi.URLParam(r, "id")) }))
+	r.Get("/pins", h.json(func(r *http.Request) (any, error) { return s.Pins(r.Context()) }))
+	r.Post("/pins", h.json(h.pin))
+	r.Delete("/pins", h.json(h.unpin))
+	r.Post("/check", h.json(h.check))
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such admin endpoint: "+r.Method+" "+r.URL.Path)
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, "method not allowed: "+r.Method+" "+r.URL.Path)
+	})
+	return r
+}
+
+type handler struct {
+	svc *Service
+	log *slog.Logger
+}
+
+// PathsRequest is the body of pin and unpin.
+type PathsRequest struct {
+	Paths []string `json:"paths"`
+}
+
+func (h *handler) misses(r *http.Request) (any, error) {
+	var f MissFilter
+	if v := r.URL.Query().Get("since"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return nil, fmt.Errorf("%w: since: %w", ErrBadRequest, err)
+		}
+		f.Since = d
+	}
+	f.Outcome = r.URL.Query().Get("outcome")
+	return h.svc.Misses(r.Context(), f)
+}
+
+func (h *handler) startPrefetch(r *http.Request) (any, error) {
+	var req PrefetchRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	return h.svc.Prefetch(r.Context(), req)
+}
+
+func (h *handler) pin(r *http.Request) (any, error) {
+	var req PathsRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	return h.svc.Pin(r.Context(), req.Paths)
+}
+
+func (h *handler) unpin(r *http.Request) (any, error) {
+	var req PathsRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	return struct{}{}, h.svc.Unpin(r.Context(), req.Paths)
+}
+
+func (h *handler) check(r *http.Request) (any, error) {
+	var req CheckRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	return h.svc.Check(r.Context(), req)
+}
+
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: request body: %w", ErrBadRequest, err)
+	}
+	return nil
+}
+
+// json adapts a function returning a value or an error to JSON responses,
+// mapping errors to statuses in one place.
+func (h *handler) json(fn func(*http.Request) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		v, err := fn(r)
+		switch {
+		case err == nil:
+			w.Header().Set("Content-Type", "application/json")
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			enc.Encode(v)
+		case errors.Is(err, context.Canceled):
+		case errors.Is(err, ErrBadRequest):
+			writeError(w, http.StatusBadRequest, err.Error())
+		case errors.Is(err, ErrNotFound):
+			writeError(w, http.StatusNotFound, err.Error())
+		default:
+			h.log.Error("admin request failed", "path", r.URL.Path, "err", err)
+			writeError(w, http.StatusInternalServerError, err.Error())
+		}
+	}
+}
+
+// apiError is the body of every admin error response.
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(apiError{Error: msg})
+}
+
+func authorize(token string) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if token != "" {
+				got, ok := bearer(r)
+				if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+					w.Header().Set("WWW-Authenticate", `Bearer realm="nix-cache-proxy admin"`)
+					writeError(w, http.StatusUnauthorized, "admin API: missing or wrong bearer token")
+					return
+				}
+			} else if !fromLoopback(r) {
+				writeError(w, http.StatusForbidden, "admin API answers loopback clients only; set --admin-token to allow others")
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+func bearer(r *http.Request) (string, bool) {
+	const p = "Bearer "
+	a := r.Header.Get("Authorization")
+	if len(a) <= len(p) || a[:len(p)] != p {
+		return "", false
+	}
+	return a[len(p):], true
+}
+
+func fromLoopback(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,155 @@
+// Package admin is the operator's side of the proxy: the miss log, prefetch
+// jobs, pins and cache checks, as a Service that works on an open cache, a
+// JSON HTTP API for it under /_/, and a Client for that API. The CLI talks
+// to a running server through Client, or, when none runs, to a Service of
+// its own: both satisfy the same method set.
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+)
+
+// Store is what the Service needs of the store.
+type Store interface {
+	Misses(ctx context.Context) ([]store.Miss, error)
+	PutPin(ctx context.Context, p store.Pin) error
+	DeletePin(ctx context.Context, hash string) error
+	Pins(ctx context.Context) ([]store.Pin, error)
+}
+
+// Cache is what the Service needs of the cache.
+type Cache interface {
+	LocalEntry(ctx context.Context, hash string) (cache.Entry, error)
+	HasNAR(ctx context.Context, name string) (bool, error)
+	AskUpstreams(ctx context.Context, hash string) (string, *narinfo.Info, error)
+}
+
+// Service carries out admin requests on an open cache.
+type Service struct {
+	store    Store
+	cache    Cache
+	prefetch *prefetch.Manager
+}
+
+// NewService returns a Service.
+func NewService(st Store, c Cache, m *prefetch.Manager) *Service {
+	return &Service{store: st, cache: c, prefetch: m}
+}
+
+// MissFilter selects miss log rows; zero values select everything.
+type MissFilter struct {
+	Since   time.Duration `json:"since,omitempty"`   // last seen within this long
+	Outcome string        `json:"outcome,omitempty"` // fetched, not-found, upstream-error
+}
+
+// Misses lists the miss log, most recently seen first.
+func (s *Service) Misses(ctx context.Context, f MissFilter) ([]store.Miss, error) {
+	switch f.Outcome {
+	case "", store.OutcomeFetched, store.OutcomeNotFound, store.OutcomeUpstreamError:
+	default:
+		return nil, fmt.Errorf("%w: outcome %q is not fetched, not-found or upstream-error", ErrBadRequest, f.Outcome)
+	}
+	all, err := s.store.Misses(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cutoff := time.Now().Add(-f.Since)
+	return slices.DeleteFunc(all, func(m store.Miss) bool {
+		return (f.Outcome != "" && m.Outcome != f.Outcome) || (f.Since > 0 && m.LastSeen.Before(cutoff))
+	}), nil
+}
+
+// PrefetchRequest asks for a prefetch job; Misses adds every path in the
+// miss log to Paths.
+type PrefetchRequest struct {
+	prefetch.Request
+	Misses bool `json:"misses"`
+}
+
+// Prefetch starts a prefetch job.
+func (s *Service) Prefetch(ctx context.Context, req PrefetchRequest) (prefetch.Status, error) {
+	if req.Misses {
+		misses, err := s.store.Misses(ctx)
+		if err != nil {
+			return prefetch.Status{}, err
+		}
+		for _, m := range misses {
+			req.Paths = append(req.Paths, m.Hash)
+		}
+		if len(req.Paths) == 0 {
+			return prefetch.Status{}, fmt.Errorf("%w: no paths given and the miss log is empty", ErrBadRequest)
+		}
+	}
+	st, err := s.prefetch.Start(req.Request)
+	if errors.Is(err, prefetch.ErrBadPath) {
+		err = fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	return st, err
+}
+
+// Job returns a prefetch job's status.
+func (s *Service) Job(ctx context.Context, id string) (prefetch.Status, error) {
+	st, err := s.prefetch.Status(id)
+	if errors.Is(err, prefetch.ErrNoJob) {
+		err = fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	return st, err
+}
+
+// Jobs lists the prefetch jobs, oldest first.
+func (s *Service) Jobs(ctx context.Context) ([]prefetch.Status, error) {
+	return s.prefetch.List(), nil
+}
+
+// Pin pins paths and starts prefetching them with their closures.
+func (s *Service) Pin(ctx context.Context, paths []string) (prefetch.Status, error) {
+	if len(paths) == 0 {
+		return prefetch.Status{}, fmt.Errorf("%w: no paths given", ErrBadRequest)
+	}
+	pins := make([]store.Pin, len(paths))
+	for i, p := range paths {
+		h, err := prefetch.HashOf(p)
+		if err != nil {
+			return prefetch.Status{}, fmt.Errorf("%w: %w", ErrBadRequest, err)
+		}
+		pins[i] = store.Pin{Hash: h, StorePath: p, Since: time.Now().UTC()}
+	}
+	for _, p := range pins {
+		if err := s.store.PutPin(ctx, p); err != nil {
+			return prefetch.Status{}, err
+		}
+	}
+	return s.prefetch.Start(prefetch.Request{Paths: paths, Closure: true})
+}
+
+// Unpin unpins paths; a path that was not pinned is an error, reported
+// after the others are unpinned.
+func (s *Service) Unpin(ctx context.Context, paths []string) error {
+	var errs []error
+	for _, p := range paths {
+		h, err := prefetch.HashOf(p)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrBadRequest, err)
+		}
+		if err := s.store.DeletePin(ctx, h); errors.Is(err, store.ErrNotFound) {
+			errs = append(errs, fmt.Errorf("%w: %s is not pinned", ErrNotFound, p))
+		} else if err != nil {
+			return err
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Pins lists the pinned paths.
+func (s *Service) Pins(ctx context.Context) ([]store.Pin, error) {
+	return s.store.Pins(ctx)
+}

@@ -1,0 +1,127 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
+)
+
+// Entry is a narinfo this cache serves, with the facts prefetch and check
+// need about it.
+type Entry struct {
+	Info    *narinfo.Info
+	NARName string // the NAR's local name, from the served URL
+}
+
+// Lookup returns hash's entry, asking the upstreams on a miss like NarInfo.
+// It is for the proxy's own work (prefetch), so it does not count as a
+// client asking in the miss log, though what it finds is recorded.
+func (c *Cache) Lookup(ctx context.Context, hash string) (Entry, error) {
+	text, err := c.store.NarInfo(ctx, hash)
+	if errors.Is(err, store.ErrNotFound) {
+		var got lookedUp
+		got, err = c.lookup(ctx, hash)
+		c.record(hash, false, got, err)
+		text = got.text
+	}
+	if err != nil {
+		return Entry{}, err
+	}
+	return parseEntry(text)
+}
+
+// LocalEntry returns hash's entry from the store alone, or ErrNotFound.
+func (c *Cache) LocalEntry(ctx context.Context, hash string) (Entry, error) {
+	text, err := c.store.NarInfo(ctx, hash)
+	if errors.Is(err, store.ErrNotFound) {
+		return Entry{}, ErrNotFound
+	}
+	if err != nil {
+		return Entry{}, err
+	}
+	return parseEntry(text)
+}
+
+func parseEntry(text []byte) (Entry, error) {
+	ni, err := narinfo.Parse(text)
+	if err != nil {
+		return Entry{}, fmt.Errorf("stored narinfo: %w", err)
+	}
+	name, ok := strings.CutPrefix(ni.URL, "nar/")
+	if !ok || !narinfo.ValidNARName(name) {
+		return Entry{}, fmt.Errorf("stored narinfo has URL %q, not one of ours", ni.URL)
+	}
+	return Entry{Info: ni, NARName: name}, nil
+}
+
+// HasNAR reports whether the NAR called name is on disk.
+func (c *Cache) HasNAR(ctx context.Context, name string) (bool, error) {
+	return c.store.HasNAR(ctx, name)
+}
+
+// EnsureNAR brings the NAR called name onto disk, joining the download in
+// progress if there is one. progress, if not nil, is called as bytes land
+// with the bytes so far and the expected total (-1 when unknown). It
+// returns ErrNotFound when no narinfo names this NAR.
+func (c *Cache) EnsureNAR(ctx context.Context, name string, progress func(done, total int64)) error {
+	if ok, err := c.store.HasNAR(ctx, name); err != nil || ok {
+		return err
+	}
+	src, err := c.store.NARSource(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	fl := c.join(name, src)
+	defer c.leave(fl)
+	select {
+	case <-fl.ready:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	for {
+		written, done, ferr, changed := fl.state()
+		if progress != nil {
+			progress(written, fl.size)
+		}
+		if done {
+			return ferr
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// AskUpstreams reports which upstream has hash with a narinfo this cache
+// would accept, and that narinfo, without keeping anything. Errors are as
+// for NarInfo.
+func (c *Cache) AskUpstreams(ctx context.Context, hash string) (string, *narinfo.Info, error) {
+	ans, err := c.upstreams.NarInfo(ctx, hash, func(u *upstream.Client, body []byte) error {
+		_, _, _, err := c.admit(u, hash, body)
+		return err
+	})
+	if err != nil {
+		if errors.Is(err, upstream.ErrNotFound) {
+			return "", nil, fmt.Errorf("%w: %w", ErrNotFound, err)
+		}
+		return "", nil, err
+	}
+	ni, err := narinfo.Parse(ans.Body)
+	return ans.Client.String(), ni, err
+}
+
+// Forget drops the remembered "not found" for hash, so the next lookup asks
+// the upstreams again.
+func (c *Cache) Forget(hash string) {
+	c.negative.forget(hash)
+}

@@ -1,0 +1,104 @@
+// Package misslog records which store paths the cache could not answer from
+// its own disk, so they can be prefetched. Requests must not wait for the
+// index's fsync, so events are buffered and merged into the store in one
+// transaction per flush interval (and at Close).
+package misslog
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+)
+
+// Options configure a Log. Zero values mean defaults.
+type Options struct {
+	// Max bounds the rows kept; the least recently seen go first. Default
+	// 10000.
+	Max int
+	// FlushInterval is how often buffered events are written. Default 1s.
+	FlushInterval time.Duration
+	Logger        *slog.Logger
+}
+
+// Log buffers miss events and writes them to the store.
+type Log struct {
+	store *store.Store
+	max   int
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	pending []store.MissEvent
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// maxPending bounds memory if the store cannot keep up; events past it are
+// dropped (and logged at the next flush).
+const maxPending = 100_000
+
+// New starts a Log writing to st.
+func New(st *store.Store, opts Options) *Log {
+	if opts.Max == 0 {
+		opts.Max = 10_000
+	}
+	if opts.FlushInterval == 0 {
+		opts.FlushInterval = time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	l := &Log{store: st, max: opts.Max, log: opts.Logger, stop: make(chan struct{}), done: make(chan struct{})}
+	go l.run(opts.FlushInterval)
+	return l
+}
+
+// Record buffers e; it never blocks on I/O.
+func (l *Log) Record(e store.MissEvent) {
+	if e.At.IsZero() {
+		e.At = time.Now().UTC()
+	}
+	l.mu.Lock()
+	if len(l.pending) < maxPending {
+		l.pending = append(l.pending, e)
+	}
+	l.mu.Unlock()
+}
+
+// Flush writes the buffered events now.
+func (l *Log) Flush(ctx context.Context) error {
+	l.mu.Lock()
+	events := l.pending
+	l.pending = nil
+	l.mu.Unlock()
+	if len(events) == 0 {
+		return nil
+	}
+	return l.store.RecordMisses(ctx, events, l.max)
+}
+
+func (l *Log) run(every time.Duration) {
+	defer close(l.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			if err := l.Flush(context.Background()); err != nil {
+				l.log.Warn("write miss log", "err", err)
+			}
+		case <-l.stop:
+			return
+		}
+	}
+}
+
+// Close writes what is buffered and stops. Call it before closing the store.
+func (l *Log) Close() error {
+	close(l.stop)
+	<-l.done
+	return l.Flush(context.Background())
+}

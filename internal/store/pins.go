@@ -1,0 +1,82 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var bucketPins = []byte("pins")
+
+// Pin is a store path kept forever, with its closure.
+type Pin struct {
+	Hash      string    `json:"hash"`
+	StorePath string    `json:"store_path"` // as given: a full path, or just the hash
+	Since     time.Time `json:"since"`
+}
+
+// PutPin pins a path; pinning it again keeps the first Since.
+func (s *Store) PutPin(ctx context.Context, p Pin) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketPins)
+		if err != nil {
+			return err
+		}
+		if old := b.Get([]byte(p.Hash)); old != nil {
+			var prev Pin
+			if json.Unmarshal(old, &prev) == nil && len(p.StorePath) <= len(prev.StorePath) {
+				return nil
+			}
+		}
+		row, err := json.Marshal(p)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(p.Hash), row)
+	})
+}
+
+// DeletePin unpins a path; unpinning a path not pinned is ErrNotFound.
+func (s *Store) DeletePin(ctx context.Context, hash string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketPins)
+		if b == nil || b.Get([]byte(hash)) == nil {
+			return ErrNotFound
+		}
+		return b.Delete([]byte(hash))
+	})
+}
+
+// Pins lists the pinned paths, oldest first.
+func (s *Store) Pins(ctx context.Context) ([]Pin, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var out []Pin
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketPins)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var p Pin
+			if err := json.Unmarshal(v, &p); err != nil {
+				return fmt.Errorf("decode pin %s: %w", k, err)
+			}
+			out = append(out, p)
+			return nil
+		})
+	})
+	slices.SortFunc(out, func(a, b Pin) int { return a.Since.Compare(b.Since) })
+	return out, err
+}
