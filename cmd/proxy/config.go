@@ -47,8 +47,8 @@ type serveConfig struct {
 	prefetchConcurrency int
 }
 
-func newServeFlags(cfg *serveConfig) *flag.FlagSet {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.String("config", "", "TOML config `file`; keys are flag names (upstream = [\"...\"])")
 	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:5000", "`address` to serve on; 0.0.0.0:5000 for the LAN")
@@ -90,12 +90,23 @@ func defaultCacheDir() string {
 // variable, which beats the config file, which beats the default.
 func parseServeConfig(args []string, getenv func(string) string) (*serveConfig, *flag.FlagSet, error) {
 	cfg := &serveConfig{}
-	fs := newServeFlags(cfg)
-	if err := fs.Parse(args); err != nil {
+	fs := newServeFlags("serve", cfg)
+	if err := parseConfig(fs, args, getenv, nil); err != nil {
 		return nil, fs, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fs, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return cfg, fs, nil
+}
+
+// parseConfig parses args into fs, then fills the flags not given from the
+// environment and the config file. Flags named in own are the command's own
+// and come from the command line only: the config file and environment are
+// shared by every command.
+func parseConfig(fs *flag.FlagSet, args []string, getenv func(string) string, own map[string]bool) error {
+	if err := fs.Parse(args); err != nil {
+		return err
 	}
 	onCommandLine := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
@@ -104,11 +115,11 @@ func parseServeConfig(args []string, getenv func(string) string) (*serveConfig, 
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
 		v := getenv(envName(f.Name))
-		if err != nil || v == "" || onCommandLine[f.Name] {
+		if err != nil || v == "" || onCommandLine[f.Name] || own[f.Name] {
 			return
 		}
 		fromEnv[f.Name] = true
-		if l, ok := f.Value.(*stringList); ok {
+		if l, ok := f.Value.(listValue); ok {
 			err = l.setAll(strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' }))
 		} else {
 			err = f.Value.Set(v)
@@ -118,14 +129,12 @@ func parseServeConfig(args []string, getenv func(string) string) (*serveConfig, 
 		}
 	})
 	if err != nil {
-		return nil, fs, err
+		return err
 	}
 	if path := fs.Lookup("config").Value.String(); path != "" {
-		if err := applyConfigFile(fs, path, func(name string) bool { return onCommandLine[name] || fromEnv[name] }); err != nil {
-			return nil, fs, err
-		}
+		return applyConfigFile(fs, path, own, func(name string) bool { return onCommandLine[name] || fromEnv[name] })
 	}
-	return cfg, fs, nil
+	return nil
 }
 
 func envName(flagName string) string {
@@ -134,7 +143,7 @@ func envName(flagName string) string {
 
 // applyConfigFile sets every flag named in the TOML file at path that skip
 // does not claim. An unknown key is an error: a typo must not pass silently.
-func applyConfigFile(fs *flag.FlagSet, path string, skip func(string) bool) error {
+func applyConfigFile(fs *flag.FlagSet, path string, own map[string]bool, skip func(string) bool) error {
 	var m map[string]any
 	if _, err := toml.DecodeFile(path, &m); err != nil {
 		return fmt.Errorf("config file: %w", err)
@@ -146,7 +155,7 @@ func applyConfigFile(fs *flag.FlagSet, path string, skip func(string) bool) erro
 	slices.Sort(keys)
 	for _, k := range keys {
 		f := fs.Lookup(k)
-		if f == nil || k == "config" {
+		if f == nil || k == "config" || own[k] {
 			return fmt.Errorf("config file %s: unknown key %q", path, k)
 		}
 		if skip(k) {
@@ -161,7 +170,7 @@ func applyConfigFile(fs *flag.FlagSet, path string, skip func(string) bool) erro
 
 func setFromTOML(f *flag.Flag, v any) error {
 	if list, ok := v.([]any); ok {
-		l, ok := f.Value.(*stringList)
+		l, ok := f.Value.(listValue)
 		if !ok {
 			return errors.New("takes one value, not a list")
 		}
@@ -171,10 +180,15 @@ func setFromTOML(f *flag.Flag, v any) error {
 		}
 		return l.setAll(vals)
 	}
-	if l, ok := f.Value.(*stringList); ok {
+	if l, ok := f.Value.(listValue); ok {
 		return l.setAll([]string{fmt.Sprint(v)})
 	}
 	return f.Value.Set(fmt.Sprint(v))
+}
+
+// listValue is a flag that takes a list from the environment or config file.
+type listValue interface {
+	setAll([]string) error
 }
 
 // stringList is a repeatable flag whose first Set replaces the default.

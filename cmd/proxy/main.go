@@ -14,10 +14,18 @@ import (
 const usage = `nix-cache-proxy: a LAN binary cache for Nix.
 
 Usage:
-  nix-cache-proxy [serve] [flags]   run the cache (the default command)
-  nix-cache-proxy help              show this text
+  nix-cache-proxy [serve] [flags]                  run the cache (the default command)
+  nix-cache-proxy misses [--since 24h] [--json]    list paths the cache could not serve from disk
+  nix-cache-proxy prefetch [--closure] [--misses] PATH...
+                                                   bring paths (and closures) into the cache
+  nix-cache-proxy pin PATH... / unpin PATH...      keep paths and their closures forever
+  nix-cache-proxy check [--closure] [--upstream] PATH...
+                                                   exit 0 iff every path is cached (or upstream)
+  nix-cache-proxy help                             show this text
 
-Run 'nix-cache-proxy serve -h' for the flags.
+PATH is a store path (/nix/store/<hash>-name) or its hash. The admin commands
+talk to the running server (--server, default the --listen address) or, when
+none runs, open --cache-dir themselves. 'nix-cache-proxy COMMAND -h' for flags.
 `
 
 func main() {
@@ -35,7 +43,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "serve":
 		return serve(ctx, args, stdout, stderr)
-	case "help":
+	case "misses":
+		return missesCommand(ctx, args, stdout, stderr)
+	case "prefetch":
+		return prefetchCommand(ctx, args, stdout, stderr)
+	case "pin":
+		return pinCommand(ctx, args, stdout, stderr)
+	case "unpin":
+		return unpinCommand(ctx, args, stdout, stderr)
+	case "check":
+		return checkCommand(ctx, args, stdout, stderr)
+	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
 	default:

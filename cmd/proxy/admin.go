@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/admin"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+)
+
+// adminBackend is what the admin subcommands need: the admin API of a
+// running server (*admin.Client) or, when none runs, the same operations on
+// the cache dir opened here (*admin.Service).
+type adminBackend interface {
+	Misses(ctx context.Context, f admin.MissFilter) ([]store.Miss, error)
+	Prefetch(ctx context.Context, req admin.PrefetchRequest) (prefetch.Status, error)
+	Job(ctx context.Context, id string) (prefetch.Status, error)
+	Pin(ctx context.Context, paths []string) (prefetch.Status, error)
+	Unpin(ctx context.Context, paths []string) error
+	Check(ctx context.Context, req admin.CheckRequest) (admin.CheckResult, error)
+}
+
+var (
+	_ adminBackend = (*admin.Client)(nil)
+	_ adminBackend = (*admin.Service)(nil)
+)
+
+// adminCommand is the shared part of every admin subcommand: the serve
+// configuration (for the cache dir, upstreams and keys when it works
+// locally) plus --server.
+type adminCommand struct {
+	name   string
+	cfg    serveConfig
+	fs     *flag.FlagSet
+	own    map[string]bool
+	help   map[string]bool // flags listed in -h: own ones and a few shared
+	server string
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func newAdminCommand(name string, stdout, stderr io.Writer) *adminCommand {
+	c := &adminCommand{name: name, stdout: stdout, stderr: stderr}
+	c.fs = newServeFlags(name, &c.cfg)
+	c.fs.StringVar(&c.server, "server", "", "`URL` of the running server (default: http:// and the --listen address)")
+	c.own = map[string]bool{"server": true}
+	c.help = map[string]bool{"server": true}
+	return c
+}
+
+// ownFlag marks flags the caller defines after newAdminCommand as the
+// command's own (command line only).
+func (c *adminCommand) ownFlag(names ...string) {
+	for _, n := range names {
+		c.own[n], c.help[n] = true, true
+	}
+}
+
+// parse parses args; it returns an exit code when the command must stop.
+func (c *adminCommand) parse(args []string, usage string) (int, bool) {
+	err := parseConfig(c.fs, args, os.Getenv, c.own)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintf(c.stdout, "Usage: nix-cache-proxy %s\n\nFlags of its own:\n", usage)
+		c.fs.SetOutput(c.stdout)
+		c.fs.VisitAll(func(f *flag.Flag) {
+			if c.help[f.Name] {
+				name, u := flag.UnquoteUsage(f)
+				fmt.Fprintf(c.stdout, "  --%s %s\n    \t%s\n", f.Name, name, u)
+			}
+		})
+		fmt.Fprintf(c.stdout, "\nIt also reads every 'serve' flag (--config, --cache-dir, --upstream, --admin-token, ...)\nto work on the cache dir itself when no server answers at --server.\n")
+		return 0, true
+	}
+	if err != nil {
+		fmt.Fprintf(c.stderr, "nix-cache-proxy %s: %v (see 'nix-cache-proxy %s -h')\n", c.name, err, c.name)
+		return 1, true
+	}
+	if c.server == "" {
+		c.server = "http://" + dialable(c.cfg.listen)
+	}
+	return 0, false
+}
+
+// dialable turns a listen address into one a client can dial: a wildcard
+// host becomes loopback.
+func dialable(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// backend asks the server at --server, or opens the cache dir when nothing
+// listens there. The returned func releases a cache opened here.
+func (c *adminCommand) backend(ctx context.Context) (adminBackend, func(), error) {
+	client, err := admin.NewClient(c.server, c.cfg.adminToken)
+	if err != nil {
+		return nil, nil, err
+	}
+	_, err = client.Jobs(ctx)
+	if err == nil {
+		return client, func() {}, nil
+	}
+	if !errors.Is(err, admin.ErrNoServer) {
+		return nil, nil, fmt.Errorf("server %s: %w", c.server, err)
+	}
+	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	s, err := openStack(&c.cfg, log)
+	if errors.Is(err, store.ErrLocked) {
+		return nil, nil, fmt.Errorf("no server answers at %s, and the cache dir %s is held by another process: pass that server's --server URL", c.server, c.cfg.cacheDir)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return s.admin, func() { s.close() }, nil
+}
+
+// fail prints a one-line error and returns exit code 1.
+func (c *adminCommand) fail(err error) int {
+	fmt.Fprintf(c.stderr, "nix-cache-proxy %s: %s\n", c.name, strings.TrimPrefix(err.Error(), "admin: "))
+	return 1
+}
