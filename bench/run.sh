@@ -228,7 +228,6 @@ http {
 $(nginx_temp "$work/ref")
   access_log off;
   sendfile on;
-  tcp_nopush on;
   keepalive_requests 1000000;
   types { text/x-nix-narinfo narinfo; }
   default_type application/octet-stream;
@@ -237,6 +236,7 @@ $(nginx_temp "$work/ref")
     listen 127.0.0.1:$port_ref;
     root $work/up;
     location /nar/ { access_log $work/ref/nar.log bytes; }
+    location = /_status { stub_status; }
   }
   server {
     listen 127.0.0.1:$port_slow;
@@ -264,8 +264,10 @@ write_nginx_conf() {
 http {
 $(nginx_temp "$work/nginx")
   access_log off;
+  # Debian's nginx.conf also sets tcp_nopush on: with sendfile, that stalls
+  # proxy_cache hits of mid-size files ~40 ms each for Nix's libcurl
+  # (BENCHMARKS.md). It is left off here, to measure nginx at its best.
   sendfile on;
-  tcp_nopush on;
   keepalive_requests 1000000;
   proxy_cache_path $work/nginx/cache levels=1:2 keys_zone=nix:16m max_size=50g inactive=365d use_temp_path=off;
   upstream nixcache {
@@ -326,7 +328,16 @@ results=$work/results.tsv
 : >"$results"
 rec() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$results"; }
 fdiv() { awk "BEGIN {printf \"%.6f\", $1 / $2}"; }
-upstream_bytes() { awk '{s += $3} END {printf "%d", s}' "$work/ref/nar.log"; }
+# upstream_bytes waits until ref has no response in progress (a request is
+# logged when it ends, and with limit_rate that is after its client has
+# every byte), then sums the NAR bytes it has served.
+upstream_bytes() {
+  for _ in $(seq 300); do
+    [ "$(curl -fsS "http://127.0.0.1:$port_ref/_status" | awk '/^Reading/ {print $4}')" = 1 ] && break
+    sleep 0.1
+  done
+  awk '{s += $3} END {printf "%d", s}' "$work/ref/nar.log"
+}
 # nar_path NAME prints the image NAR's URL path as NAME's narinfo names it
 # (the proxy rewrites it), fetching the narinfo through NAME.
 nar_path() {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/admin"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
@@ -22,7 +23,7 @@ import (
 type adminBackend interface {
 	Misses(ctx context.Context, f admin.MissFilter) ([]store.Miss, error)
 	Prefetch(ctx context.Context, req admin.PrefetchRequest) (prefetch.Status, error)
-	Job(ctx context.Context, id string) (prefetch.Status, error)
+	WaitJob(ctx context.Context, id string, wait time.Duration) (prefetch.Status, error)
 	Pin(ctx context.Context, paths []string) (prefetch.Status, error)
 	Unpin(ctx context.Context, paths []string) error
 	Check(ctx context.Context, req admin.CheckRequest) (admin.CheckResult, error)

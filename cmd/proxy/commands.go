@@ -191,18 +191,14 @@ func printCheck(w io.Writer, res admin.CheckResult, upstream bool) {
 // exit 0 only when every path is cached.
 func (c *adminCommand) follow(ctx context.Context, b adminBackend, st prefetch.Status) int {
 	p := newProgress(c.stderr, isTerminal(c.stderr))
-	t := time.NewTicker(250 * time.Millisecond)
-	defer t.Stop()
 	for st.State == prefetch.StateRunning {
 		p.update(st)
-		select {
-		case <-ctx.Done():
+		next, err := b.WaitJob(ctx, st.ID, 250*time.Millisecond)
+		if ctx.Err() != nil {
 			p.finish(st)
 			fmt.Fprintf(c.stderr, "interrupted; job %s goes on in the server if there is one\n", st.ID)
 			return 1
-		case <-t.C:
 		}
-		next, err := b.Job(ctx, st.ID)
 		if err != nil {
 			return c.fail(err)
 		}

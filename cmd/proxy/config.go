@@ -105,7 +105,7 @@ func parseServeConfig(args []string, getenv func(string) string) (*serveConfig, 
 // and come from the command line only: the config file and environment are
 // shared by every command.
 func parseConfig(fs *flag.FlagSet, args []string, getenv func(string) string, own map[string]bool) error {
-	if err := fs.Parse(args); err != nil {
+	if err := parseInterspersed(fs, args); err != nil {
 		return err
 	}
 	onCommandLine := map[string]bool{}
@@ -135,6 +135,30 @@ func parseConfig(fs *flag.FlagSet, args []string, getenv func(string) string, ow
 		return applyConfigFile(fs, path, own, func(name string) bool { return onCommandLine[name] || fromEnv[name] })
 	}
 	return nil
+}
+
+// parseInterspersed is fs.Parse that also takes flags after arguments, as
+// in `check /nix/store/...-x --server URL`; plain fs.Parse would stop at the
+// first argument and take every later flag for a path. "--" still ends the
+// flags. fs.Args() returns the arguments afterwards.
+func parseInterspersed(fs *flag.FlagSet, args []string) error {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			positional = append(positional, rest...)
+			break
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+	return fs.Parse(append([]string{"--"}, positional...))
 }
 
 func envName(flagName string) string {

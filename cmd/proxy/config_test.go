@@ -112,3 +112,19 @@ func TestParseServeConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestParseInterspersedFlags(t *testing.T) {
+	cfg := &serveConfig{}
+	fs := newServeFlags("check", cfg)
+	closure := fs.Bool("closure", false, "")
+	args := []string{"--closure", "/nix/store/a-x", "--cache-dir", "/tmp/c", "b", "--", "--listen", "-x"}
+	if err := parseInterspersed(fs, args); err != nil {
+		t.Fatal(err)
+	}
+	if !*closure || cfg.cacheDir != "/tmp/c" || cfg.listen != "127.0.0.1:5000" {
+		t.Errorf("closure %v, cache-dir %q, listen %q", *closure, cfg.cacheDir, cfg.listen)
+	}
+	if diff := cmp.Diff([]string{"/nix/store/a-x", "b", "--listen", "-x"}, fs.Args()); diff != "" {
+		t.Errorf("args (-want +got):\n%s", diff)
+	}
+}

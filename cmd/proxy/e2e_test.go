@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -121,12 +122,19 @@ type proxyProcess struct {
 // output logged if t failed.
 func startProxy(t *testing.T, bin, cacheDir, publicKey string, upstreams ...string) *proxyProcess {
 	t.Helper()
+	return startProxyArgs(t, bin, cacheDir, publicKey, upstreams)
+}
+
+// startProxyArgs is startProxy with extra serve flags after the usual ones.
+func startProxyArgs(t *testing.T, bin, cacheDir, publicKey string, upstreams []string, extra ...string) *proxyProcess {
+	t.Helper()
 	addr := freeAddr(t)
 	args := []string{"serve", "--listen", addr, "--cache-dir", cacheDir,
 		"--trusted-public-key", publicKey, "--log-level", "debug"}
 	for _, u := range upstreams {
 		args = append(args, "--upstream", u)
 	}
+	args = append(args, extra...)
 	p := &proxyProcess{
 		url:    "http://" + addr,
 		cmd:    exec.Command(bin, args...),
@@ -134,6 +142,7 @@ func startProxy(t *testing.T, bin, cacheDir, publicKey string, upstreams ...stri
 		done:   make(chan struct{}),
 	}
 	p.cmd.Stdout, p.cmd.Stderr = p.output, p.output
+	p.cmd.Env = childEnv()
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -167,6 +176,13 @@ func startProxy(t *testing.T, bin, cacheDir, publicKey string, upstreams ...stri
 			t.Fatalf("proxy not ready after 20 s (last: %v)", err)
 		}
 	}
+}
+
+// childEnv is the environment for the proxy processes the tests start. A
+// race-enabled binary sleeps atexit_sleep_ms (1 s by default) before every
+// exit with status 0; that is a second per admin command and per shutdown.
+func childEnv() []string {
+	return append(os.Environ(), "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 }
 
 // terminate sends SIGTERM and expects a clean exit within 10 s.

@@ -63,6 +63,13 @@ func (c *Client) Job(ctx context.Context, id string) (prefetch.Status, error) {
 	return out, c.call(ctx, http.MethodGet, "/prefetch/"+url.PathEscape(id), nil, &out)
 }
 
+// WaitJob returns a prefetch job's status once it has finished or after at
+// most wait.
+func (c *Client) WaitJob(ctx context.Context, id string, wait time.Duration) (prefetch.Status, error) {
+	var out prefetch.Status
+	return out, c.call(ctx, http.MethodGet, "/prefetch/"+url.PathEscape(id)+"?wait="+wait.String(), nil, &out)
+}
+
 // Jobs lists the prefetch jobs.
 func (c *Client) Jobs(ctx context.Context) ([]prefetch.Status, error) {
 	var out []prefetch.Status

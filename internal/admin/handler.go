@@ -38,7 +38,7 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 	r.Get("/misses", h.json(h.misses))
 	r.Get("/prefetch", h.json(func(r *http.Request) (any, error) { return s.Jobs(r.Context()) }))
 	r.Post("/prefetch", h.json(h.startPrefetch))
-	r.Get("/prefetch/{id}", h.json(func(r *http.Request) (any, error) { return s.Job(r.Context(), chi.URLParam(r, "id")) }))
+	r.Get("/prefetch/{id}", h.json(h.job))
 	r.Get("/pins", h.json(func(r *http.Request) (any, error) { return s.Pins(r.Context()) }))
 	r.Post("/pins", h.json(h.pin))
 	r.Delete("/pins", h.json(h.unpin))
@@ -73,6 +73,21 @@ func (h *handler) misses(r *http.Request) (any, error) {
 	}
 	f.Outcome = r.URL.Query().Get("outcome")
 	return h.svc.Misses(r.Context(), f)
+}
+
+// job answers GET /_/prefetch/{id}; with ?wait=DURATION it answers when
+// the job finishes or that long has passed.
+func (h *handler) job(r *http.Request) (any, error) {
+	id := chi.URLParam(r, "id")
+	v := r.URL.Query().Get("wait")
+	if v == "" {
+		return h.svc.Job(r.Context(), id)
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return nil, fmt.Errorf("%w: wait: %w", ErrBadRequest, err)
+	}
+	return h.svc.WaitJob(r.Context(), id, d)
 }
 
 func (h *handler) startPrefetch(r *http.Request) (any, error) {

@@ -105,6 +105,19 @@ func (s *Service) Job(ctx context.Context, id string) (prefetch.Status, error) {
 	return st, err
 }
 
+// WaitJob returns a prefetch job's status once it has finished or after
+// at most wait, whichever is first.
+func (s *Service) WaitJob(ctx context.Context, id string, wait time.Duration) (prefetch.Status, error) {
+	st, err := s.prefetch.Wait(ctx, id, min(wait, maxWait))
+	if errors.Is(err, prefetch.ErrNoJob) {
+		err = fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	return st, err
+}
+
+// maxWait bounds a long poll, well inside HTTP clients' timeouts.
+const maxWait = 30 * time.Second
+
 // Jobs lists the prefetch jobs, oldest first.
 func (s *Service) Jobs(ctx context.Context) ([]prefetch.Status, error) {
 	return s.prefetch.List(), nil

@@ -3,7 +3,6 @@ package cache
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -236,10 +235,11 @@ func (c *Cache) fetchNAR(ctx context.Context, fl *flight, src store.NARSource) (
 	fl.tempPath, fl.size = wr.TempPath(), size
 	close(fl.ready)
 
-	sum := sha256.New()
-	buf := make([]byte, 256<<10)
+	h := newHasher()
+	defer h.stop()
 	var n int64
 	for {
+		buf := h.buffer()
 		k, rerr := body.Read(buf)
 		if k > 0 {
 			if size >= 0 && n+int64(k) > size {
@@ -248,9 +248,11 @@ func (c *Cache) fetchNAR(ctx context.Context, fl *flight, src store.NARSource) (
 			if _, err := wr.Write(buf[:k]); err != nil {
 				return n, fmt.Errorf("write NAR: %w", err)
 			}
-			sum.Write(buf[:k])
+			h.write(buf[:k])
 			n += int64(k)
 			fl.progress(int64(k))
+		} else {
+			h.release(buf)
 		}
 		if rerr == io.EOF {
 			break
@@ -259,7 +261,8 @@ func (c *Cache) fetchNAR(ctx context.Context, fl *flight, src store.NARSource) (
 			return n, rerr
 		}
 	}
-	if err := verifyNAR(src, size, n, sum.Sum(nil)); err != nil {
+	sum := h.sum()
+	if err := verifyNAR(src, size, n, sum); err != nil {
 		return n, err
 	}
 	return n, wr.Commit(ctx)

@@ -31,6 +31,13 @@ type Log struct {
 
 	mu      sync.Mutex
 	pending []store.MissEvent
+	dropped int // events not buffered since the last flush
+
+	// flushMu makes flushes one at a time, in order: Flush returns only
+	// once everything recorded before it is written (not while the
+	// background flush still writes an earlier batch), and a later batch
+	// never lands before an earlier one (its outcome would be overwritten).
+	flushMu sync.Mutex
 
 	stop chan struct{}
 	done chan struct{}
@@ -64,16 +71,23 @@ func (l *Log) Record(e store.MissEvent) {
 	l.mu.Lock()
 	if len(l.pending) < maxPending {
 		l.pending = append(l.pending, e)
+	} else {
+		l.dropped++
 	}
 	l.mu.Unlock()
 }
 
 // Flush writes the buffered events now.
 func (l *Log) Flush(ctx context.Context) error {
+	l.flushMu.Lock()
+	defer l.flushMu.Unlock()
 	l.mu.Lock()
-	events := l.pending
-	l.pending = nil
+	events, dropped := l.pending, l.dropped
+	l.pending, l.dropped = nil, 0
 	l.mu.Unlock()
+	if dropped > 0 {
+		l.log.Warn("miss log fell behind; events dropped", "dropped", dropped)
+	}
 	if len(events) == 0 {
 		return nil
 	}

@@ -74,6 +74,7 @@ type job struct {
 	mu     sync.Mutex
 	status Status
 	bytes  map[string]int64 // per NAR name: bytes landed
+	done   chan struct{}    // closed when the job has finished
 }
 
 func (j *job) snapshot() Status {

@@ -74,7 +74,7 @@ func (m *Manager) Start(req Request) (Status, error) {
 		hashes[i] = h
 	}
 	j := &job{status: Status{ID: newID(), Request: req, State: StateRunning, Started: time.Now().UTC()},
-		bytes: make(map[string]int64)}
+		bytes: make(map[string]int64), done: make(chan struct{})}
 	m.mu.Lock()
 	m.jobs[j.status.ID] = j
 	m.order = append(m.order, j.status.ID)
@@ -94,20 +94,15 @@ func (m *Manager) Run(ctx context.Context, req Request, progress func(Status)) (
 	if err != nil {
 		return st, err
 	}
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
 	for {
-		st, _ = m.Status(st.ID)
+		if st, err = m.Wait(ctx, st.ID, 200*time.Millisecond); err != nil {
+			return st, err
+		}
 		if progress != nil {
 			progress(st)
 		}
 		if st.State != StateRunning {
 			return st, nil
-		}
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return st, ctx.Err()
 		}
 	}
 }
@@ -119,6 +114,27 @@ func (m *Manager) Status(id string) (Status, error) {
 	m.mu.Unlock()
 	if !ok {
 		return Status{}, ErrNoJob
+	}
+	return j.snapshot(), nil
+}
+
+// Wait returns the job's state once it has finished, or after at most d,
+// whichever comes first: a long poll that lets a watcher see the end at
+// once without asking often.
+func (m *Manager) Wait(ctx context.Context, id string, d time.Duration) (Status, error) {
+	m.mu.Lock()
+	j, ok := m.jobs[id]
+	m.mu.Unlock()
+	if !ok {
+		return Status{}, ErrNoJob
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-j.done:
+	case <-t.C:
+	case <-ctx.Done():
+		return Status{}, ctx.Err()
 	}
 	return j.snapshot(), nil
 }
@@ -209,6 +225,7 @@ func (m *Manager) run(j *job, hashes []string, closure bool) {
 			s.State = StateFailed
 		}
 	})
+	close(j.done)
 	st := j.snapshot()
 	m.log.Info("prefetch finished", "job", st.ID, "state", st.State, "paths", st.Paths,
 		"cached", st.Cached, "skipped", st.Skipped, "failed", len(st.Failed), "bytes", st.BytesDone,

@@ -103,7 +103,9 @@ func (s *Store) RecordMisses(ctx context.Context, events []MissEvent, max int) e
 				return err
 			}
 		}
-		if max > 0 && b.Stats().KeyN > max {
+		// Stats counts only the rows committed before this transaction, so
+		// add the events (each at most one new row) for an upper bound.
+		if max > 0 && b.Stats().KeyN+len(events) > max {
 			return pruneMisses(b, max)
 		}
 		return nil
@@ -157,6 +159,9 @@ func pruneMisses(b *bolt.Bucket, max int) error {
 	})
 	if err != nil {
 		return err
+	}
+	if len(all) <= max {
+		return nil
 	}
 	slices.SortFunc(all, func(a, b seen) int { return a.last.Compare(b.last) })
 	for _, s := range all[:len(all)-max] {

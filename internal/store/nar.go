@@ -76,7 +76,16 @@ type Writer struct {
 	name string
 	f    *os.File
 	done bool
+
+	// A background fsync every syncEvery bytes overlaps the disk's
+	// writeback with the download, so Commit's final fsync of a multi-GB
+	// file is short instead of a pause as long as the disk is slow.
+	unsynced int64
+	syncReq  chan struct{}
+	syncDone chan struct{}
 }
+
+const syncEvery = 64 << 20
 
 // CreateNAR starts writing the NAR file called name into a temp file.
 func (s *Store) CreateNAR(ctx context.Context, name string) (*Writer, error) {
@@ -87,11 +96,38 @@ func (s *Store) CreateNAR(ctx context.Context, name string) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create temp file: %w", err)
 	}
-	return &Writer{s: s, name: name, f: f}, nil
+	w := &Writer{s: s, name: name, f: f, syncReq: make(chan struct{}, 1), syncDone: make(chan struct{})}
+	go w.syncLoop()
+	return w, nil
+}
+
+func (w *Writer) syncLoop() {
+	defer close(w.syncDone)
+	for range w.syncReq {
+		// An error here shows up again in Commit's own fsync.
+		w.f.Sync()
+	}
+}
+
+// stopSync ends the background fsyncs; it is called once, at finish.
+func (w *Writer) stopSync() {
+	close(w.syncReq)
+	<-w.syncDone
 }
 
 // Write appends to the temp file.
-func (w *Writer) Write(p []byte) (int, error) { return w.f.Write(p) }
+func (w *Writer) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.unsynced += int64(n)
+	if w.unsynced >= syncEvery {
+		w.unsynced = 0
+		select {
+		case w.syncReq <- struct{}{}:
+		default: // one is running: the next request covers these bytes
+		}
+	}
+	return n, err
+}
 
 // TempPath is the temp file being written, for readers that follow the
 // download while it is in progress. It stays readable through an open handle
@@ -109,6 +145,7 @@ func (w *Writer) Commit(ctx context.Context) error {
 		return err
 	}
 	w.done = true
+	w.stopSync()
 	fail := func(step string, err error) error {
 		w.f.Close()
 		os.Remove(w.f.Name())
@@ -149,6 +186,7 @@ func (w *Writer) Cancel() error {
 		return nil
 	}
 	w.done = true
+	w.stopSync()
 	w.f.Close()
 	if err := os.Remove(w.f.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove temp file: %w", err)

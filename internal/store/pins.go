@@ -31,8 +31,12 @@ func (s *Store) PutPin(ctx context.Context, p Pin) error {
 		}
 		if old := b.Get([]byte(p.Hash)); old != nil {
 			var prev Pin
-			if json.Unmarshal(old, &prev) == nil && len(p.StorePath) <= len(prev.StorePath) {
-				return nil
+			if json.Unmarshal(old, &prev) == nil {
+				if len(p.StorePath) <= len(prev.StorePath) {
+					return nil
+				}
+				// A full path replaces a bare hash; the pin is as old as before.
+				p.Since = prev.Since
 			}
 		}
 		row, err := json.Marshal(p)

@@ -1,0 +1,145 @@
+package admin_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/admin"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/fakeupstream"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/misslog"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/server"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
+)
+
+// env is the proxy as serve wires it: a real store, miss log, cache,
+// prefetch manager and admin service, behind server.New with the admin API
+// mounted, on httptest, over one fake upstream.
+type env struct {
+	dir     string
+	st      *store.Store
+	up      *fakeupstream.Upstream
+	log     *misslog.Log
+	cache   *cache.Cache
+	mgr     *prefetch.Manager
+	svc     *admin.Service
+	handler http.Handler // the whole server's
+	srv     *httptest.Server
+	client  *admin.Client
+}
+
+func newEnv(t *testing.T, token string) *env {
+	t.Helper()
+	up := fakeupstream.New(t)
+	uc, err := upstream.New(up.URL(), upstream.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	st, err := store.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := misslog.New(st, misslog.Options{FlushInterval: time.Hour})
+	c, err := cache.New(cache.Options{
+		Store:     st,
+		Upstreams: upstream.NewGroup([]*upstream.Client{uc}, 0),
+		Keys:      []narinfo.PublicKey{up.PublicKey()},
+		Misses:    log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgr := prefetch.NewManager(c, prefetch.Options{})
+	svc := admin.NewService(st, c, mgr)
+	h, err := server.New(server.Config{Cache: c, Admin: admin.Handler(svc, admin.HandlerOptions{Token: token})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	client, err := admin.NewClient(srv.URL, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		srv.Close()
+		mgr.Close()
+		c.Close()
+		if err := log.Close(); err != nil {
+			t.Errorf("close miss log: %v", err)
+		}
+		if err := st.Close(); err != nil {
+			t.Errorf("close store: %v", err)
+		}
+	})
+	return &env{dir: dir, st: st, up: up, log: log, cache: c, mgr: mgr, svc: svc, handler: h, srv: srv, client: client}
+}
+
+// flush writes the miss log now.
+func (e *env) flush(t *testing.T) {
+	t.Helper()
+	if err := e.log.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitJob polls the job through the client until it has finished.
+func (e *env) waitJob(t *testing.T, id string) prefetch.Status {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := e.client.Job(context.Background(), id)
+		if err != nil {
+			t.Fatalf("Job(%s): %v", id, err)
+		}
+		if st.State != prefetch.StateRunning {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s still running: %+v", id, st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// baseName is a store path's name without the store directory, as
+// References lists it.
+func baseName(it *fakeupstream.Item) string {
+	return strings.TrimPrefix(it.StorePath, narinfo.StoreDir+"/")
+}
+
+// chain adds top → mid → leaf to the upstream and returns them in that order.
+func chain(u *fakeupstream.Upstream) []*fakeupstream.Item {
+	leaf := u.Add(fakeupstream.Path{Name: "leaf", File: fakeupstream.RandomBytes(3000), Compression: "xz"})
+	mid := u.Add(fakeupstream.Path{Name: "mid", File: fakeupstream.RandomBytes(3000), Compression: "xz",
+		References: []string{baseName(leaf)}})
+	top := u.Add(fakeupstream.Path{Name: "top", File: fakeupstream.RandomBytes(3000), Compression: "xz",
+		References: []string{baseName(mid)}})
+	return []*fakeupstream.Item{top, mid, leaf}
+}
+
+// do sends a request straight to the server's handler, from remote, and
+// returns the recorded response.
+func (e *env) do(method, path, body, remote, auth string) *httptest.ResponseRecorder {
+	var r *http.Request
+	if body != "" {
+		r = httptest.NewRequest(method, path, strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+	} else {
+		r = httptest.NewRequest(method, path, nil)
+	}
+	r.RemoteAddr = remote
+	if auth != "" {
+		r.Header.Set("Authorization", auth)
+	}
+	w := httptest.NewRecorder()
+	e.handler.ServeHTTP(w, r)
+	return w
+}

@@ -1,0 +1,297 @@
+package misslog_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/fakeupstream"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/misslog"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
+)
+
+// env is a real store, miss log and cache asking one fake upstream.
+type env struct {
+	st    *store.Store
+	up    *fakeupstream.Upstream
+	log   *misslog.Log
+	cache *cache.Cache
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	up := fakeupstream.New(t)
+	client, err := upstream.New(up.URL(), upstream.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An hour between automatic flushes: the tests flush when they mean to.
+	log := misslog.New(st, misslog.Options{FlushInterval: time.Hour})
+	c, err := cache.New(cache.Options{
+		Store:     st,
+		Upstreams: upstream.NewGroup([]*upstream.Client{client}, 0),
+		Keys:      []narinfo.PublicKey{up.PublicKey()},
+		Misses:    log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Close()
+		if err := log.Close(); err != nil {
+			t.Errorf("close miss log: %v", err)
+		}
+		if err := st.Close(); err != nil {
+			t.Errorf("close store: %v", err)
+		}
+	})
+	return &env{st: st, up: up, log: log, cache: c}
+}
+
+// rows flushes the miss log and returns its rows by hash.
+func (e *env) rows(t *testing.T) map[string]store.Miss {
+	t.Helper()
+	ctx := context.Background()
+	if err := e.log.Flush(ctx); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	misses, err := e.st.Misses(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[string]store.Miss)
+	for _, m := range misses {
+		out[m.Hash] = m
+	}
+	return out
+}
+
+// ignoreTimes leaves the wall-clock fields out of a comparison.
+var ignoreTimes = cmpopts.IgnoreFields(store.Miss{}, "FirstSeen", "LastSeen")
+
+func TestOutcomes(t *testing.T) {
+	tests := []struct {
+		name string
+		// setup prepares the upstream and returns the hash to ask for and
+		// the row expected afterwards (Hash is filled in).
+		setup   func(u *fakeupstream.Upstream) (string, store.Miss)
+		asks    int
+		wantErr error
+		// upstreamAsks is how often the upstream is asked for the narinfo.
+		upstreamAsks int
+	}{
+		{
+			name: "upstream has it",
+			setup: func(u *fakeupstream.Upstream) (string, store.Miss) {
+				it := u.Add(fakeupstream.Path{File: fakeupstream.RandomBytes(100), Compression: "none"})
+				return it.Hash, store.Miss{StorePath: it.StorePath, Count: 1, Outcome: store.OutcomeFetched, Upstream: u.URL()}
+			},
+			asks:         1,
+			upstreamAsks: 1,
+		},
+		{
+			name: "asked again it is answered from the store and not counted",
+			setup: func(u *fakeupstream.Upstream) (string, store.Miss) {
+				it := u.Add(fakeupstream.Path{File: fakeupstream.RandomBytes(100), Compression: "none"})
+				return it.Hash, store.Miss{StorePath: it.StorePath, Count: 1, Outcome: store.OutcomeFetched, Upstream: u.URL()}
+			},
+			asks:         3,
+			upstreamAsks: 1,
+		},
+		{
+			name: "no upstream has it; negative-cache hits count too",
+			setup: func(u *fakeupstream.Upstream) (string, store.Miss) {
+				return fakeupstream.RandomHash(), store.Miss{Count: 3, Outcome: store.OutcomeNotFound}
+			},
+			asks:         3,
+			wantErr:      cache.ErrNotFound,
+			upstreamAsks: 1,
+		},
+		{
+			name: "upstream fails",
+			setup: func(u *fakeupstream.Upstream) (string, store.Miss) {
+				h := fakeupstream.RandomHash()
+				u.SetFault("/"+h+".narinfo", fakeupstream.Fault{Status: http.StatusInternalServerError})
+				return h, store.Miss{Count: 2, Outcome: store.OutcomeUpstreamError}
+			},
+			asks:         2,
+			wantErr:      upstream.ErrUnavailable,
+			upstreamAsks: 2, // an outage is never remembered
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			hash, want := tt.setup(e.up)
+			want.Hash = hash
+			for range tt.asks {
+				_, err := e.cache.NarInfo(context.Background(), hash)
+				if tt.wantErr == nil && err != nil || !errors.Is(err, tt.wantErr) {
+					t.Fatalf("NarInfo: %v, want %v", err, tt.wantErr)
+				}
+			}
+			if n := e.up.Count("/" + hash + ".narinfo"); n != tt.upstreamAsks {
+				t.Errorf("upstream asked %d times, want %d", n, tt.upstreamAsks)
+			}
+			rows := e.rows(t)
+			if len(rows) != 1 {
+				t.Fatalf("miss log has %d rows, want 1: %v", len(rows), rows)
+			}
+			got := rows[hash]
+			if diff := cmp.Diff(want, got, ignoreTimes); diff != "" {
+				t.Errorf("miss row (-want +got):\n%s", diff)
+			}
+			if got.FirstSeen.IsZero() || got.LastSeen.Before(got.FirstSeen) {
+				t.Errorf("FirstSeen %v, LastSeen %v", got.FirstSeen, got.LastSeen)
+			}
+		})
+	}
+}
+
+func TestNARDownloadRecordsBytes(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	file := fakeupstream.RandomBytes(64 << 10)
+	it := e.up.Add(fakeupstream.Path{File: file, Compression: "xz"})
+	if _, err := e.cache.NarInfo(ctx, it.Hash); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.rows(t)[it.Hash]; got.Bytes != 0 {
+		t.Errorf("Bytes before the NAR download: %d", got.Bytes)
+	}
+	ent, err := e.cache.LocalEntry(ctx, it.Hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.cache.EnsureNAR(ctx, ent.NARName, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := store.Miss{Hash: it.Hash, StorePath: it.StorePath, Count: 1, Outcome: store.OutcomeFetched,
+		Upstream: e.up.URL(), Bytes: int64(len(file))}
+	if diff := cmp.Diff(want, e.rows(t)[it.Hash], ignoreTimes); diff != "" {
+		t.Errorf("miss row after the NAR download (-want +got):\n%s", diff)
+	}
+}
+
+func TestLookupDoesNotCount(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	it := e.up.Add(fakeupstream.Path{File: []byte("nar"), Compression: "none"})
+	if _, err := e.cache.Lookup(ctx, it.Hash); err != nil {
+		t.Fatal(err)
+	}
+	missing := fakeupstream.RandomHash()
+	if _, err := e.cache.Lookup(ctx, missing); !errors.Is(err, cache.ErrNotFound) {
+		t.Fatalf("Lookup of a missing path: %v", err)
+	}
+	rows := e.rows(t)
+	want := map[string]store.Miss{
+		it.Hash: {Hash: it.Hash, StorePath: it.StorePath, Outcome: store.OutcomeFetched, Upstream: e.up.URL()},
+		missing: {Hash: missing, Outcome: store.OutcomeNotFound},
+	}
+	if diff := cmp.Diff(want, rows, ignoreTimes); diff != "" {
+		t.Errorf("miss rows (-want +got):\n%s", diff)
+	}
+}
+
+func TestCloseFlushes(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	l := misslog.New(st, misslog.Options{FlushInterval: time.Hour})
+	h := fakeupstream.RandomHash()
+	l.Record(store.MissEvent{Hash: h, Asked: true, Outcome: store.OutcomeNotFound})
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := st.Misses(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1 || rows[0].Hash != h || rows[0].Count != 1 || rows[0].LastSeen.IsZero() {
+		t.Errorf("after Close: %+v", rows)
+	}
+}
+
+// TestFlushWaitsForBackgroundFlush checks that what was recorded before
+// Flush is in the store when Flush returns, even while the background
+// flush runs at the same moment.
+func TestFlushWaitsForBackgroundFlush(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	l := misslog.New(st, misslog.Options{FlushInterval: time.Millisecond})
+	defer l.Close()
+	for i := range 100 {
+		h := fakeupstream.RandomHash()
+		l.Record(store.MissEvent{Hash: h, Asked: true, Outcome: store.OutcomeNotFound})
+		if err := l.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		rows, err := st.Misses(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !containsHash(rows, h) {
+			t.Fatalf("round %d: row recorded before Flush is missing after it", i)
+		}
+	}
+}
+
+func containsHash(rows []store.Miss, h string) bool {
+	for _, m := range rows {
+		if m.Hash == h {
+			return true
+		}
+	}
+	return false
+}
+
+func TestMaxPrunes(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	l := misslog.New(st, misslog.Options{Max: 2, FlushInterval: time.Hour})
+	defer l.Close()
+	t0 := time.Now().UTC()
+	var hashes []string
+	for i := range 5 {
+		h := fakeupstream.RandomHash()
+		hashes = append(hashes, h)
+		l.Record(store.MissEvent{Hash: h, At: t0.Add(time.Duration(i) * time.Second), Asked: true, Outcome: store.OutcomeNotFound})
+	}
+	if err := l.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := st.Misses(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range rows {
+		got = append(got, m.Hash)
+	}
+	if diff := cmp.Diff([]string{hashes[4], hashes[3]}, got); diff != "" {
+		t.Errorf("rows kept (-want +got):\n%s", diff)
+	}
+}
