@@ -45,6 +45,8 @@ type serveConfig struct {
 	missRecheckMax      time.Duration
 	pins                stringList
 	prefetchConcurrency int
+	metricsListen       string
+	minFree             int64
 }
 
 func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
@@ -72,6 +74,8 @@ func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
 	fs.DurationVar(&cfg.missRecheckMax, "miss-recheck-max", time.Hour, "longest wait between re-asks about a missing path")
 	fs.Var(&cfg.pins, "pin", "`STORE_PATH` kept forever with its closure and prefetched at start, repeatable")
 	fs.IntVar(&cfg.prefetchConcurrency, "prefetch-concurrency", 4, "NAR downloads one prefetch job runs at once")
+	fs.StringVar(&cfg.metricsListen, "metrics-listen", "", "also serve /metrics on this `address` (it is always on the main listener too)")
+	fs.Int64Var(&cfg.minFree, "min-free", 1<<30, "`bytes` of free disk below which /readyz answers 503")
 	return fs
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/server"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // serve runs the cache until ctx ends (SIGINT/SIGTERM).
@@ -65,8 +66,12 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 		return err
 	}
 	defer s.close()
+	metricsHandler := promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)})
 	h, err := server.New(server.Config{
 		Cache:               s.cache,
+		Metrics:             s.metrics,
+		MetricsHandler:      metricsHandler,
+		Ready:               func(ctx context.Context) error { return s.store.Ready(ctx, cfg.minFree) },
 		Admin:               admin.Handler(s.admin, admin.HandlerOptions{Token: cfg.adminToken, Logger: log}),
 		Priority:            cfg.priority,
 		UpstreamErrorStatus: cfg.upstreamErrorStatus,
@@ -103,8 +108,19 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 	}()
 	defer func() { stopWatch(); <-watched }()
 
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	if cfg.metricsListen != "" {
+		msrv := &http.Server{Handler: metricsOnly(metricsHandler), ReadHeaderTimeout: 10 * time.Second}
+		mln, err := net.Listen("tcp", cfg.metricsListen)
+		if err != nil {
+			srv.Close()
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+		go func() { errc <- msrv.Serve(mln) }()
+		defer msrv.Close()
+		log.Info("serving metrics", "listen", mln.Addr().String())
+	}
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
@@ -119,6 +135,13 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// metricsOnly serves /metrics and nothing else, for --metrics-listen.
+func metricsOnly(h http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", h)
+	return mux
 }
 
 // prefetchPins records the --pin paths as pins and starts one prefetch job

@@ -7,17 +7,21 @@ import (
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/admin"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/misslog"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // stack is an open cache with everything that works on it: what `serve`
 // puts behind HTTP, and what the admin subcommands use directly when no
 // server runs.
 type stack struct {
+	registry  *prometheus.Registry
+	metrics   *metrics.Metrics
 	upstreams *upstream.Group
 	store     *store.Store
 	misses    *misslog.Log
@@ -28,7 +32,9 @@ type stack struct {
 
 // openStack checks cfg and opens the cache dir. Close it with close.
 func openStack(cfg *serveConfig, log *slog.Logger) (*stack, error) {
-	group, err := newUpstreams(cfg)
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	group, err := newUpstreams(cfg, m)
 	if err != nil {
 		return nil, err
 	}
@@ -49,7 +55,8 @@ func openStack(cfg *serveConfig, log *slog.Logger) (*stack, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--cache-dir %s: %w", cfg.cacheDir, err)
 	}
-	s := &stack{upstreams: group, store: st}
+	metrics.RegisterStore(reg, st)
+	s := &stack{registry: reg, metrics: m, upstreams: group, store: st}
 	s.misses = misslog.New(st, misslog.Options{Max: cfg.missLogMax, Logger: log})
 	negTTL := cfg.negativeTTL
 	if negTTL == 0 {
@@ -62,6 +69,7 @@ func openStack(cfg *serveConfig, log *slog.Logger) (*stack, error) {
 		SkipVerify:  !cfg.verifySignatures,
 		NegativeTTL: negTTL,
 		Misses:      s.misses,
+		Metrics:     m,
 		Logger:      log,
 	})
 	if err != nil {
@@ -90,8 +98,8 @@ func (s *stack) close() error {
 	return errors.Join(errs...)
 }
 
-func newUpstreams(cfg *serveConfig) (*upstream.Group, error) {
-	opts := upstream.Options{Timeout: cfg.upstreamTimeout}
+func newUpstreams(cfg *serveConfig, obs upstream.Observer) (*upstream.Group, error) {
+	opts := upstream.Options{Timeout: cfg.upstreamTimeout, Observer: obs}
 	if cfg.netrcFile != "" {
 		n, err := upstream.LoadNetrc(cfg.netrcFile)
 		if err != nil {

@@ -63,9 +63,18 @@ func (s *Service) Misses(ctx context.Context, f MissFilter) ([]store.Miss, error
 		return nil, err
 	}
 	cutoff := time.Now().Add(-f.Since)
-	return slices.DeleteFunc(all, func(m store.Miss) bool {
+	all = slices.DeleteFunc(all, func(m store.Miss) bool {
 		return (f.Outcome != "" && m.Outcome != f.Outcome) || (f.Since > 0 && m.LastSeen.Before(cutoff))
-	}), nil
+	})
+	// An empty list is [] in JSON, not null.
+	return nonNil(all), nil
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }
 
 // PrefetchRequest asks for a prefetch job; Misses adds every path in the
@@ -147,13 +156,18 @@ func (s *Service) Pin(ctx context.Context, paths []string) (prefetch.Status, err
 // Unpin unpins paths; a path that was not pinned is an error, reported
 // after the others are unpinned.
 func (s *Service) Unpin(ctx context.Context, paths []string) error {
-	var errs []error
-	for _, p := range paths {
+	// Check every path first: a bad request changes nothing.
+	hashes := make([]string, len(paths))
+	for i, p := range paths {
 		h, err := prefetch.HashOf(p)
 		if err != nil {
 			return fmt.Errorf("%w: %w", ErrBadRequest, err)
 		}
-		if err := s.store.DeletePin(ctx, h); errors.Is(err, store.ErrNotFound) {
+		hashes[i] = h
+	}
+	var errs []error
+	for i, p := range paths {
+		if err := s.store.DeletePin(ctx, hashes[i]); errors.Is(err, store.ErrNotFound) {
 			errs = append(errs, fmt.Errorf("%w: %s is not pinned", ErrNotFound, p))
 		} else if err != nil {
 			return err
@@ -164,5 +178,6 @@ func (s *Service) Unpin(ctx context.Context, paths []string) error {
 
 // Pins lists the pinned paths.
 func (s *Service) Pins(ctx context.Context) ([]store.Pin, error) {
-	return s.store.Pins(ctx)
+	pins, err := s.store.Pins(ctx)
+	return nonNil(pins), err
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
@@ -39,7 +40,9 @@ type Options struct {
 	FetchTimeout time.Duration
 	// Misses records what was not answered from the store; may be nil.
 	Misses MissRecorder
-	Logger *slog.Logger
+	// Metrics, if nil, are kept but not exported.
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
 }
 
 // MissRecorder is told about every lookup not answered from the store and
@@ -64,6 +67,7 @@ type Cache struct {
 	log       *slog.Logger
 	negative  *negativeCache
 	misses    MissRecorder
+	metrics   *metrics.Metrics
 	lookups   singleflight.Group
 
 	// Downloads are detached from the requests that start them; ctx ends
@@ -95,6 +99,9 @@ func New(opts Options) (*Cache, error) {
 	if opts.Misses == nil {
 		opts.Misses = discardMisses{}
 	}
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.Discard()
+	}
 	clients := make(map[string]*upstream.Client)
 	for _, c := range opts.Upstreams.Clients() {
 		clients[c.String()] = c
@@ -110,6 +117,7 @@ func New(opts Options) (*Cache, error) {
 		log:       opts.Logger,
 		negative:  newNegativeCache(opts.NegativeTTL),
 		misses:    opts.Misses,
+		metrics:   opts.Metrics,
 		ctx:       ctx,
 		stop:      stop,
 		flights:   make(map[string]*flight),

@@ -20,6 +20,19 @@ import (
 // ErrVerify means a downloaded NAR was not what its narinfo promised.
 var ErrVerify = errors.New("cache: NAR does not match its narinfo")
 
+// verifyError is an ErrVerify that says which check failed (size, hash).
+type verifyError struct {
+	check string
+	msg   string
+}
+
+func (e *verifyError) Error() string { return ErrVerify.Error() + ": " + e.msg }
+func (e *verifyError) Unwrap() error { return ErrVerify }
+
+func verifyFailed(check, format string, args ...any) error {
+	return &verifyError{check: check, msg: fmt.Sprintf(format, args...)}
+}
+
 const narContentType = "application/x-nix-nar"
 
 // ServeNAR answers GET and HEAD for the NAR file called name (already
@@ -34,11 +47,13 @@ func (c *Cache) ServeNAR(w http.ResponseWriter, r *http.Request, name string) er
 	f, err := c.store.OpenNAR(ctx, name)
 	if err == nil {
 		defer f.Close()
-		return serveFile(w, r, name, f)
+		c.metrics.Lookups.WithLabelValues("nar", "hit").Inc()
+		return c.serveFile(w, r, name, f)
 	}
 	if !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
+	c.metrics.Lookups.WithLabelValues("nar", "miss").Inc()
 	src, err := c.store.NARSource(ctx, name)
 	if errors.Is(err, store.ErrNotFound) {
 		return ErrNotFound
@@ -59,7 +74,7 @@ func (c *Cache) ServeNAR(w http.ResponseWriter, r *http.Request, name string) er
 	return c.follow(w, r, fl)
 }
 
-func serveFile(w http.ResponseWriter, r *http.Request, name string, f *os.File) error {
+func (c *Cache) serveFile(w http.ResponseWriter, r *http.Request, name string, f *os.File) error {
 	st, err := f.Stat()
 	if err != nil {
 		return fmt.Errorf("stat NAR %s: %w", name, err)
@@ -69,7 +84,9 @@ func serveFile(w http.ResponseWriter, r *http.Request, name string, f *os.File) 
 	// The name is the file's own hash: it never changes.
 	h.Set("ETag", `"`+name+`"`)
 	h.Set("Cache-Control", "public, max-age=31536000, immutable")
-	http.ServeContent(w, r, name, st.ModTime(), f)
+	cw := &countingWriter{ResponseWriter: w}
+	http.ServeContent(cw, r, name, st.ModTime(), f)
+	c.metrics.ServedBytes.WithLabelValues("cache").Add(float64(cw.n))
 	return nil
 }
 
@@ -81,12 +98,14 @@ func (c *Cache) join(name string, src store.NARSource) *flight {
 	if !ok {
 		fl = newFlight(name)
 		c.flights[name] = fl
+		c.metrics.Downloads.Inc()
 		c.wg.Add(1)
 		go c.download(fl, src)
 	}
 	fl.mu.Lock()
 	fl.clients++
 	fl.mu.Unlock()
+	c.metrics.DownloadClients.Inc()
 	return fl
 }
 
@@ -94,6 +113,7 @@ func (c *Cache) leave(fl *flight) {
 	fl.mu.Lock()
 	fl.clients--
 	fl.mu.Unlock()
+	c.metrics.DownloadClients.Dec()
 }
 
 // follow streams fl's file to w: what has landed so far, then each new
@@ -117,7 +137,7 @@ func (c *Cache) follow(w http.ResponseWriter, r *http.Request, fl *flight) error
 		}
 		if f, err = c.store.OpenNAR(ctx, fl.name); err == nil {
 			defer f.Close()
-			return serveFile(w, r, fl.name, f)
+			return c.serveFile(w, r, fl.name, f)
 		}
 	}
 	if err != nil {
@@ -132,6 +152,7 @@ func (c *Cache) follow(w http.ResponseWriter, r *http.Request, fl *flight) error
 	}
 	w.WriteHeader(http.StatusOK)
 	var sent int64
+	defer func() { c.metrics.ServedBytes.WithLabelValues("upstream").Add(float64(sent)) }()
 	for {
 		written, done, ferr, changed := fl.state()
 		if fl.size > 0 && (!done || ferr != nil) {
@@ -175,7 +196,12 @@ func (c *Cache) download(fl *flight, src store.NARSource) {
 	start := time.Now()
 	n, err := c.fetchNAR(ctx, fl, src)
 	if err != nil {
-		c.log.Warn("NAR download failed", "nar", fl.name, "upstream", src.Upstream, "bytes", n, "err", err)
+		c.log.Warn("NAR download failed", "nar", fl.name, "upstream", src.Upstream, "bytes", n,
+			"duration", time.Since(start).Round(time.Millisecond), "err", err)
+		var verr *verifyError
+		if errors.As(err, &verr) {
+			c.metrics.VerifyFailures.WithLabelValues(verr.check).Inc()
+		}
 	} else {
 		c.log.Info("NAR fetched", "nar", fl.name, "upstream", src.Upstream, "bytes", n,
 			"duration", time.Since(start).Round(time.Millisecond))
@@ -189,6 +215,7 @@ func (c *Cache) download(fl *flight, src store.NARSource) {
 	c.mu.Lock()
 	delete(c.flights, fl.name)
 	c.mu.Unlock()
+	c.metrics.Downloads.Dec()
 	select {
 	case <-fl.ready:
 	default:
@@ -223,7 +250,7 @@ func (c *Cache) fetchNAR(ctx context.Context, fl *flight, src store.NARSource) (
 	defer body.Close()
 	if src.Size > 0 {
 		if size >= 0 && size != src.Size {
-			return 0, fmt.Errorf("%w: upstream sends %d bytes, FileSize is %d", ErrVerify, size, src.Size)
+			return 0, verifyFailed("size", "upstream sends %d bytes, FileSize is %d", size, src.Size)
 		}
 		size = src.Size
 	}
@@ -243,7 +270,7 @@ func (c *Cache) fetchNAR(ctx context.Context, fl *flight, src store.NARSource) (
 		k, rerr := body.Read(buf)
 		if k > 0 {
 			if size >= 0 && n+int64(k) > size {
-				return n, fmt.Errorf("%w: upstream sent more than %d bytes", ErrVerify, size)
+				return n, verifyFailed("size", "upstream sent more than %d bytes", size)
 			}
 			if _, err := wr.Write(buf[:k]); err != nil {
 				return n, fmt.Errorf("write NAR: %w", err)
@@ -270,14 +297,14 @@ func (c *Cache) fetchNAR(ctx context.Context, fl *flight, src store.NARSource) (
 
 func verifyNAR(src store.NARSource, size, n int64, sum []byte) error {
 	if size >= 0 && n != size {
-		return fmt.Errorf("%w: got %d bytes, expected %d", ErrVerify, n, size)
+		return verifyFailed("size", "got %d bytes, expected %d", n, size)
 	}
 	want := src.SHA256
 	if want == nil {
 		want = src.NarHash
 	}
 	if want != nil && !bytes.Equal(sum, want) {
-		return fmt.Errorf("%w: sha256 mismatch", ErrVerify)
+		return verifyFailed("hash", "sha256 mismatch")
 	}
 	return nil
 }

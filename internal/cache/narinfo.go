@@ -24,9 +24,18 @@ const lookupTimeout = time.Minute
 func (c *Cache) NarInfo(ctx context.Context, hash string) ([]byte, error) {
 	text, err := c.store.NarInfo(ctx, hash)
 	if !errors.Is(err, store.ErrNotFound) {
+		if err == nil {
+			c.metrics.Lookups.WithLabelValues("narinfo", "hit").Inc()
+		}
 		return text, err
 	}
-	got, err := c.lookup(ctx, hash)
+	c.metrics.Lookups.WithLabelValues("narinfo", "miss").Inc()
+	var got lookedUp
+	if c.negative.has(hash) {
+		err = ErrNotFound
+	} else {
+		got, err = c.lookup(ctx, hash)
+	}
 	c.record(hash, true, got, err)
 	return got.text, err
 }
@@ -38,10 +47,9 @@ type lookedUp struct {
 	upstream  string // "" when another flight had already stored it
 }
 
+// lookup asks the upstreams, once however many callers ask at the same
+// moment. It ignores the negative cache: that is for clients' requests.
 func (c *Cache) lookup(ctx context.Context, hash string) (lookedUp, error) {
-	if c.negative.has(hash) {
-		return lookedUp{}, ErrNotFound
-	}
 	// One upstream lookup per hash however many clients ask; it runs
 	// detached so the first client hanging up does not fail the others.
 	ch := c.lookups.DoChan(hash, func() (any, error) {
@@ -74,6 +82,7 @@ func (c *Cache) record(hash string, asked bool, got lookedUp, err error) {
 	default:
 		e.Outcome = store.OutcomeUpstreamError
 	}
+	c.metrics.MissesRecorded.WithLabelValues(e.Outcome).Inc()
 	c.misses.Record(e)
 }
 
@@ -82,10 +91,18 @@ func (c *Cache) fetchNarInfo(ctx context.Context, hash string) (lookedUp, error)
 	if text, err := c.store.NarInfo(ctx, hash); !errors.Is(err, store.ErrNotFound) {
 		return lookedUp{text: text}, err
 	}
+	start := time.Now()
 	ans, err := c.upstreams.NarInfo(ctx, hash, func(u *upstream.Client, body []byte) error {
 		_, _, _, err := c.admit(u, hash, body)
+		if errors.Is(err, narinfo.ErrUntrusted) {
+			c.metrics.VerifyFailures.WithLabelValues("signature").Inc()
+			c.log.Warn("narinfo refused: no trusted signature", "hash", hash, "upstream", u.String(), "err", err)
+		} else if err != nil {
+			c.log.Warn("narinfo refused", "hash", hash, "upstream", u.String(), "err", err)
+		}
 		return err
 	})
+	c.logLookup(hash, ans, err, time.Since(start))
 	switch {
 	case errors.Is(err, upstream.ErrUnavailable):
 		return lookedUp{}, err
@@ -142,4 +159,19 @@ func (c *Cache) admit(u *upstream.Client, hash string, body []byte) ([]byte, str
 	}
 	ni.URL = "nar/" + name
 	return narinfo.Marshal(ni), name, src, nil
+}
+
+// logLookup logs one upstream narinfo lookup: found at info, not found at
+// debug (mass queries ask for many paths no one has), failures at warn.
+func (c *Cache) logLookup(hash string, ans upstream.Answer, err error, d time.Duration) {
+	d = d.Round(time.Millisecond)
+	switch {
+	case err == nil:
+		c.log.Info("upstream narinfo", "hash", hash, "upstream", ans.Client.String(), "bytes", len(ans.Body),
+			"duration", d, "outcome", "found")
+	case errors.Is(err, upstream.ErrUnavailable):
+		c.log.Warn("upstream narinfo", "hash", hash, "duration", d, "outcome", "error", "err", err)
+	default:
+		c.log.Debug("upstream narinfo", "hash", hash, "duration", d, "outcome", "not-found")
+	}
 }

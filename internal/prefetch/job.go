@@ -73,8 +73,7 @@ type Failure struct {
 type job struct {
 	mu     sync.Mutex
 	status Status
-	bytes  map[string]int64 // per NAR name: bytes landed
-	done   chan struct{}    // closed when the job has finished
+	done   chan struct{} // closed when the job has finished
 }
 
 func (j *job) snapshot() Status {

@@ -74,7 +74,7 @@ func (m *Manager) Start(req Request) (Status, error) {
 		hashes[i] = h
 	}
 	j := &job{status: Status{ID: newID(), Request: req, State: StateRunning, Started: time.Now().UTC()},
-		bytes: make(map[string]int64), done: make(chan struct{})}
+		done: make(chan struct{})}
 	m.mu.Lock()
 	m.jobs[j.status.ID] = j
 	m.order = append(m.order, j.status.ID)
@@ -194,10 +194,14 @@ func (m *Manager) run(j *job, hashes []string, closure bool) {
 	for _, e := range entries {
 		g.Go(func() error {
 			j.update(func(s *Status) { s.Fetching++ })
+			// Bytes counted for this entry so far, under j.mu. Per entry,
+			// not per NAR name: two paths with identical NAR files share a
+			// name, and each counted its size in BytesTotal.
+			var landed int64
 			err := m.cache.EnsureNAR(gctx, e.name, func(done, _ int64) {
 				j.update(func(s *Status) {
-					s.BytesDone += done - j.bytes[e.name]
-					j.bytes[e.name] = done
+					s.BytesDone += done - landed
+					landed = done
 				})
 			})
 			j.update(func(s *Status) {
@@ -207,8 +211,8 @@ func (m *Manager) run(j *job, hashes []string, closure bool) {
 				}
 				if err == nil && e.size > 0 {
 					// Make the total exact whatever the progress calls saw.
-					s.BytesDone += e.size - j.bytes[e.name]
-					j.bytes[e.name] = e.size
+					s.BytesDone += e.size - landed
+					landed = e.size
 				}
 			})
 			if err != nil {

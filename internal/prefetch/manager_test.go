@@ -1,6 +1,7 @@
 package prefetch_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"sync"
@@ -237,5 +238,71 @@ func TestCloseCancelsJobs(t *testing.T) {
 	got, err := e.mgr.Status(st.ID)
 	if err != nil || got.State != prefetch.StateFailed {
 		t.Errorf("after Close: %+v, %v; want failed", got, err)
+	}
+}
+
+// TestSharedNAR prefetches two store paths whose NAR files are the same
+// bytes (so the same local NAR name): one download, and the byte counters
+// still agree.
+func TestSharedNAR(t *testing.T) {
+	e := newEnv(t, prefetch.Options{})
+	file := fakeupstream.RandomBytes(20 << 10)
+	one := e.up.Add(fakeupstream.Path{Name: "one", File: file, Compression: "xz"})
+	two := e.up.Add(fakeupstream.Path{Name: "two", File: file, Compression: "xz"})
+	if one.NARPath != two.NARPath {
+		t.Fatalf("NAR paths differ: %s, %s", one.NARPath, two.NARPath)
+	}
+	st := e.run(t, prefetch.Request{Paths: []string{one.Hash, two.Hash}})
+	if st.State != prefetch.StateDone || st.Cached != 2 {
+		t.Errorf("status %+v, want done with 2 cached", st)
+	}
+	if st.BytesDone != st.BytesTotal {
+		t.Errorf("%d of %d bytes done when the job is done", st.BytesDone, st.BytesTotal)
+	}
+	if n := e.up.Count(one.NARPath); n != 1 {
+		t.Errorf("NAR downloaded %d times, want 1", n)
+	}
+}
+
+func TestWait(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, prefetch.Options{})
+	if _, err := e.mgr.Wait(ctx, "nope", time.Second); !errors.Is(err, prefetch.ErrNoJob) {
+		t.Errorf("Wait for an unknown job: %v, want ErrNoJob", err)
+	}
+	it := e.up.Add(fakeupstream.Path{File: fakeupstream.RandomBytes(10 << 10), Compression: "xz"})
+	release := make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free) // runs before the upstream closes, even on failure
+	e.up.SetFault(it.NARPath, fakeupstream.Fault{HoldAt: 1 << 10, Hold: func() { <-release }})
+	st, err := e.mgr.Start(prefetch.Request{Paths: []string{it.Hash}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// While the download is held, a short wait ends with the job running.
+	got, err := e.mgr.Wait(ctx, st.ID, 50*time.Millisecond)
+	if err != nil || got.State != prefetch.StateRunning {
+		t.Errorf("short Wait on a held job: %+v, %v; want running", got, err)
+	}
+	// A cancelled wait returns the context's error.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := e.mgr.Wait(cctx, st.ID, time.Minute); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled Wait: %v", err)
+	}
+	// A long wait returns as soon as the job ends, not after the minute.
+	free()
+	start := time.Now()
+	got, err = e.mgr.Wait(ctx, st.ID, time.Minute)
+	if err != nil || got.State != prefetch.StateDone {
+		t.Errorf("Wait: %+v, %v; want done", got, err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("Wait took %v after the job could finish", d)
+	}
+	// Waiting on a finished job answers at once.
+	if got, err := e.mgr.Wait(ctx, st.ID, time.Minute); err != nil || got.State != prefetch.StateDone {
+		t.Errorf("Wait on a finished job: %+v, %v", got, err)
 	}
 }

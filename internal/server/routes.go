@@ -30,11 +30,13 @@ func (s *Server) serveTopLevel(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	if hash, ok := strings.CutSuffix(file, ".ls"); ok && r.Method == http.MethodGet {
+		setRoute(w, "ls")
 		if !narinfo.ValidHash(hash) {
 			return errBadName
 		}
 		return s.serveAux(w, r, file, "application/json")
 	}
+	setRoute(w, "other")
 	return cache.ErrNotFound
 }
 

@@ -11,9 +11,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
 )
@@ -23,6 +25,14 @@ type Config struct {
 	Cache *cache.Cache
 	// Admin, if not nil, is mounted under /_/ (see package admin).
 	Admin http.Handler
+	// Metrics are updated per request; nil keeps them unexported.
+	Metrics *metrics.Metrics
+	// MetricsHandler, if not nil, answers GET /metrics.
+	MetricsHandler http.Handler
+	// Ready, if not nil, answers GET /readyz: nil means ready.
+	Ready func(context.Context) error
+	// StatusPage, if not nil, answers GET /.
+	StatusPage http.Handler
 	// Priority is nix-cache-info's Priority; default 30, ahead of
 	// cache.nixos.org's 40.
 	Priority int
@@ -40,6 +50,8 @@ type Server struct {
 	errStatus int
 	cacheInfo []byte
 	handler   http.Handler
+	metrics   *metrics.Metrics
+	ids       requestIDs
 }
 
 // ErrorHeader carries the one-line reason of an upstream failure.
@@ -63,23 +75,48 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.Discard()
+	}
 	s := &Server{
 		cache:     cfg.Cache,
 		log:       cfg.Logger,
 		errStatus: cfg.UpstreamErrorStatus,
+		metrics:   cfg.Metrics,
 		cacheInfo: []byte("StoreDir: " + narinfo.StoreDir + "\nWantMassQuery: 1\nPriority: " + strconv.Itoa(cfg.Priority) + "\n"),
 	}
 	r := chi.NewRouter()
-	r.Get("/nix-cache-info", s.handle(s.serveCacheInfo))
+	r.Get("/nix-cache-info", s.handle("nix-cache-info", s.serveCacheInfo))
 	if cfg.Admin != nil {
 		r.Mount("/_", cfg.Admin)
 	}
-	r.Get("/nar/{file}", s.handle(s.serveNAR))
-	r.Head("/nar/{file}", s.handle(s.serveNAR))
-	r.Get("/log/{name}", s.handle(s.serveLog))
-	r.Get("/{file}", s.handle(s.serveTopLevel))
-	r.Head("/{file}", s.handle(s.serveTopLevel))
-	r.NotFound(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "not found", http.StatusNotFound) })
+	if cfg.MetricsHandler != nil {
+		r.Method(http.MethodGet, "/metrics", cfg.MetricsHandler)
+	}
+	if cfg.StatusPage != nil {
+		r.Method(http.MethodGet, "/", cfg.StatusPage)
+	}
+	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte("ok\n"))
+	})
+	r.Get("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if cfg.Ready != nil {
+			if err := cfg.Ready(r.Context()); err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				w.Write([]byte("not ready: " + oneLine(err.Error()) + "\n"))
+				return
+			}
+		}
+		w.Write([]byte("ready\n"))
+	})
+	r.Get("/nar/{file}", s.handle("nar", s.serveNAR))
+	r.Head("/nar/{file}", s.handle("nar", s.serveNAR))
+	r.Get("/log/{name}", s.handle("log", s.serveLog))
+	r.Get("/{file}", s.handle("narinfo", s.serveTopLevel))
+	r.Head("/{file}", s.handle("narinfo", s.serveTopLevel))
+	r.NotFound(s.handle("other", func(http.ResponseWriter, *http.Request) error { return cache.ErrNotFound }))
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 	})
@@ -95,33 +132,39 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 var errBadName = errors.New("invalid name")
 
 // handle adapts a handler that returns an error: every error is mapped to
-// a status here, once, and logged here, once.
-func (s *Server) handle(h func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
+// a status here, once, and logged here, once, with the request's id; and
+// every request is counted under route.
+func (s *Server) handle(route string, h func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		err := h(w, r)
+		start := time.Now()
+		id := s.ids.next()
+		rec := &recorder{ResponseWriter: w, route: route}
+		defer s.observe(r, rec, id, start)
+		err := h(rec, r)
 		switch {
 		case err == nil:
 		case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 			// The client left; there is no one to answer.
 		case errors.Is(err, cache.ErrAborted):
-			s.log.Warn("response aborted", "path", r.URL.Path, "err", err)
+			s.log.Warn("response aborted", "request_id", id, "path", r.URL.Path, "err", err)
+			rec.aborted = true
 			// The body is already partly sent with a 200: only cutting the
 			// connection tells the client it is incomplete.
 			panic(http.ErrAbortHandler)
 		case errors.Is(err, errBadName):
-			http.Error(w, "invalid name: "+r.URL.Path, http.StatusBadRequest)
+			http.Error(rec, "invalid name: "+r.URL.Path, http.StatusBadRequest)
 		case errors.Is(err, cache.ErrNotFound):
-			s.log.Debug("not found", "path", r.URL.Path, "reason", err)
-			http.Error(w, "not found", http.StatusNotFound)
+			s.log.Debug("not found", "request_id", id, "path", r.URL.Path, "reason", err)
+			http.Error(rec, "not found", http.StatusNotFound)
 		case errors.Is(err, upstream.ErrUnavailable), errors.Is(err, cache.ErrVerify),
 			errors.Is(err, context.DeadlineExceeded):
 			reason := oneLine(err.Error())
-			s.log.Warn("upstream failure", "path", r.URL.Path, "err", reason)
-			w.Header().Set(ErrorHeader, reason)
-			http.Error(w, "upstream unavailable: "+reason, s.errStatus)
+			s.log.Warn("upstream failure", "request_id", id, "path", r.URL.Path, "err", reason)
+			rec.Header().Set(ErrorHeader, reason)
+			http.Error(rec, "upstream unavailable: "+reason, s.errStatus)
 		default:
-			s.log.Error("internal error", "path", r.URL.Path, "err", err)
-			http.Error(w, "internal error", http.StatusInternalServerError)
+			s.log.Error("internal error", "request_id", id, "path", r.URL.Path, "err", err)
+			http.Error(rec, "internal error", http.StatusInternalServerError)
 		}
 	}
 }

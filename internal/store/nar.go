@@ -34,7 +34,7 @@ func (s *Store) OpenNAR(ctx context.Context, name string) (*os.File, error) {
 	}
 	f, err := os.Open(s.narPath(name))
 	if errors.Is(err, fs.ErrNotExist) {
-		if derr := s.deleteRow(bucketNAR, name); derr != nil {
+		if derr := s.dropNAR(name); derr != nil {
 			return nil, derr
 		}
 		return nil, ErrNotFound
@@ -55,7 +55,7 @@ func (s *Store) HasNAR(ctx context.Context, name string) (bool, error) {
 	}
 	_, err := os.Stat(s.narPath(name))
 	if errors.Is(err, fs.ErrNotExist) {
-		return false, s.deleteRow(bucketNAR, name)
+		return false, s.dropNAR(name)
 	}
 	if err != nil {
 		return false, fmt.Errorf("stat NAR %s: %w", name, err)
@@ -63,9 +63,36 @@ func (s *Store) HasNAR(ctx context.Context, name string) (bool, error) {
 	return true, nil
 }
 
-func (s *Store) deleteRow(bucket []byte, key string) error {
+// dropNAR deletes the index row of a NAR file, keeping the totals right.
+func (s *Store) dropNAR(name string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucket).Delete([]byte(key))
+		b := tx.Bucket(bucketNAR)
+		if old := b.Get([]byte(name)); old != nil {
+			var r narRow
+			if json.Unmarshal(old, &r) == nil {
+				tx.OnCommit(func() { s.counted(-1, -r.Size) })
+			}
+		}
+		return b.Delete([]byte(name))
+	})
+}
+
+func (s *Store) counted(files, bytes int64) {
+	s.narCount.Add(files)
+	s.narBytes.Add(bytes)
+}
+
+// countNARs sets the totals from the index, once, at Open.
+func (s *Store) countNARs() error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketNAR).ForEach(func(k, v []byte) error {
+			var r narRow
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("decode NAR row %s: %w", k, err)
+			}
+			s.counted(1, r.Size)
+			return nil
+		})
 	})
 }
 
@@ -176,7 +203,20 @@ func (w *Writer) Commit(ctx context.Context) error {
 		return err
 	}
 	return w.s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketNAR).Put([]byte(w.name), row)
+		b := tx.Bucket(bucketNAR)
+		files, bytes := int64(1), st.Size()
+		if old := b.Get([]byte(w.name)); old != nil {
+			var r narRow
+			if json.Unmarshal(old, &r) == nil {
+				files, bytes = 0, bytes-r.Size
+			}
+		}
+		if err := b.Put([]byte(w.name), row); err != nil {
+			return err
+		}
+		// Counted once the transaction has committed.
+		tx.OnCommit(func() { w.s.counted(files, bytes) })
+		return nil
 	})
 }
 

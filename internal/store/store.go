@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -41,6 +42,11 @@ var (
 type Store struct {
 	dir string
 	db  *bolt.DB
+
+	// Totals of the NAR files indexed, kept in memory so a metrics scrape
+	// does not walk the index.
+	narCount atomic.Int64
+	narBytes atomic.Int64
 }
 
 // Open opens (creating if needed) the cache in dir. It sweeps temp files a
@@ -65,7 +71,12 @@ func Open(dir string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	return &Store{dir: dir, db: db}, nil
+	s := &Store{dir: dir, db: db}
+	if err := s.countNARs(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
 func initBuckets(tx *bolt.Tx) error {

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -36,6 +37,36 @@ type Options struct {
 	Transport http.RoundTripper
 	// UserAgent is sent on every request. Default "nix-cache-proxy".
 	UserAgent string
+	// Observer is told about every request and NAR byte; may be nil.
+	Observer Observer
+}
+
+// Observer watches upstream traffic (for metrics). kind is "narinfo",
+// "nar" or "other"; outcome is "ok", "not_found" or "error".
+type Observer interface {
+	UpstreamRequest(upstream, kind, outcome string, d time.Duration)
+	UpstreamFetched(upstream string, n int64)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) UpstreamRequest(string, string, string, time.Duration) {}
+func (nopObserver) UpstreamFetched(string, int64)                         {}
+
+// observe reports a finished request; a caller's own cancellation is not
+// the upstream's doing and is not counted.
+func (c *Client) observe(parent context.Context, kind string, start time.Time, err error) {
+	outcome := "ok"
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrNotFound):
+		outcome = "not_found"
+	case parent.Err() != nil:
+		return
+	default:
+		outcome = "error"
+	}
+	c.obs.UpstreamRequest(c.name, kind, outcome, time.Since(start))
 }
 
 // Client talks to one upstream cache. It is safe for concurrent use.
@@ -49,6 +80,7 @@ type Client struct {
 	login    string
 	password string
 	hasAuth  bool
+	obs      Observer
 }
 
 // New returns a Client for the cache at base, an absolute http or https URL
@@ -66,6 +98,10 @@ func New(base string, opts Options) (*Client, error) {
 		timeout: orDefault(opts.Timeout, defaultTimeout),
 		stall:   orDefault(opts.StallTimeout, defaultStallTimeout),
 		agent:   opts.UserAgent,
+		obs:     opts.Observer,
+	}
+	if c.obs == nil {
+		c.obs = nopObserver{}
 	}
 	if c.agent == "" {
 		c.agent = defaultUserAgent

@@ -7,6 +7,7 @@ import (
 
 	"net/url"
 	"strings"
+	"time"
 )
 
 // Body caps: a narinfo is a few hundred bytes, listings and logs can be
@@ -63,7 +64,12 @@ func (c *Client) join(rel string) *url.URL {
 
 // fetch GETs base/<rel> within the client's timeout and reads the whole body,
 // failing with ErrUnavailable if it exceeds limit.
-func (c *Client) fetch(parent context.Context, rel string, limit int64) ([]byte, error) {
+func (c *Client) fetch(parent context.Context, rel string, limit int64) (body []byte, err error) {
+	kind := "other"
+	if strings.HasSuffix(rel, ".narinfo") {
+		kind = "narinfo"
+	}
+	defer func(start time.Time) { c.observe(parent, kind, start, err) }(time.Now())
 	ctx, cancel := context.WithTimeoutCause(parent, c.timeout, errTimeout)
 	defer cancel()
 	req, err := c.newRequest(ctx, c.join(rel))
@@ -83,7 +89,7 @@ func (c *Client) fetch(parent context.Context, rel string, limit int64) ([]byte,
 	if resp.ContentLength > limit {
 		return nil, tooLarge
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	body, err = io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, c.requestError(parent, ctx, err)
 	}

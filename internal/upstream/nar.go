@@ -52,6 +52,7 @@ func (c *Client) NAR(ctx context.Context, u *url.URL) (body io.ReadCloser, size 
 	if u == nil {
 		return nil, -1, fmt.Errorf("upstream %s: nil NAR URL", c.name)
 	}
+	defer func(start time.Time) { c.observe(ctx, "nar", start, err) }(time.Now())
 	reqCtx, cancel := context.WithCancelCause(ctx)
 	// Timeout bounds only the wait for headers here: a large NAR may
 	// legitimately take far longer, which the stall timer polices instead.

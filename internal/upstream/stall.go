@@ -37,6 +37,9 @@ func (b *stallBody) Read(p []byte) (int, error) {
 	b.timer.Reset(b.c.stall)
 	n, err := b.body.Read(p)
 	b.timer.Stop()
+	if n > 0 {
+		b.c.obs.UpstreamFetched(b.c.name, int64(n))
+	}
 	if err == nil || err == io.EOF {
 		// io.EOF must stay unwrapped: readers compare it with ==.
 		return n, err

@@ -1,0 +1,129 @@
+// Package metrics defines the proxy's Prometheus metrics in one place, so
+// their names, labels and meaning are listed once (README's table mirrors
+// this file). Components get the *Metrics and update its fields; nothing is
+// registered globally. Label values are drawn from small fixed sets or the
+// configured upstreams: never a store hash or a client address.
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+const namespace = "nix_cache_proxy"
+
+// Metrics are the proxy's own metrics.
+type Metrics struct {
+	// HTTP side.
+	Requests        *prometheus.CounterVec   // route, code
+	RequestDuration *prometheus.HistogramVec // route
+
+	// Cache.
+	Lookups          *prometheus.CounterVec   // kind (narinfo, nar), result (hit, miss)
+	ServedBytes      *prometheus.CounterVec   // source (cache, upstream)
+	Downloads        prometheus.Gauge         // NAR downloads in flight
+	DownloadClients  prometheus.Gauge         // clients following those downloads
+	VerifyFailures   *prometheus.CounterVec   // check (signature, size, hash)
+	MissesRecorded   *prometheus.CounterVec   // outcome
+	PrefetchPending  prometheus.Gauge         // paths queued or downloading in prefetch jobs
+	PrefetchBytes    prometheus.Counter       // NAR bytes brought in by prefetch jobs
+	UpstreamRequests *prometheus.CounterVec   // upstream, kind (narinfo, nar, other), outcome (ok, not_found, error)
+	UpstreamDuration *prometheus.HistogramVec // upstream, kind
+	UpstreamBytes    *prometheus.CounterVec   // upstream
+}
+
+// New creates the metrics and registers them, with Go and process
+// collectors, on reg.
+func New(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "http_requests_total",
+			Help: "HTTP requests answered, by route and status code.",
+		}, []string{"route", "code"}),
+		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "http_request_duration_seconds",
+			Help:    "Time to answer an HTTP request (for NARs: to send the whole body), by route.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}, []string{"route"}),
+		Lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "cache_lookups_total",
+			Help: "Narinfo and NAR requests, by whether the local cache had them (hit) or not (miss).",
+		}, []string{"kind", "result"}),
+		ServedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "served_bytes_total",
+			Help: "NAR bytes sent to clients, by source: from disk (cache) or streamed while fetched (upstream).",
+		}, []string{"source"}),
+		Downloads: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "downloads_in_flight",
+			Help: "NAR downloads from upstreams in progress.",
+		}),
+		DownloadClients: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "download_clients",
+			Help: "Clients (and prefetch jobs) following in-flight NAR downloads.",
+		}),
+		VerifyFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "verification_failures_total",
+			Help: "Upstream answers refused: narinfo signature (signature) or downloaded NAR size or sha256 (size, hash).",
+		}, []string{"check"}),
+		MissesRecorded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "misses_recorded_total",
+			Help: "Narinfo lookups not answered from the local cache, by outcome (fetched, not-found, upstream-error).",
+		}, []string{"outcome"}),
+		PrefetchPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "prefetch_pending_paths",
+			Help: "Paths that running prefetch jobs have yet to cache.",
+		}),
+		PrefetchBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "prefetch_bytes_total",
+			Help: "NAR bytes brought into the cache by prefetch jobs.",
+		}),
+		UpstreamRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "upstream_requests_total",
+			Help: "Requests to upstream caches, by upstream, kind (narinfo, nar, other) and outcome (ok, not_found, error).",
+		}, []string{"upstream", "kind", "outcome"}),
+		UpstreamDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "upstream_request_duration_seconds",
+			Help:    "Time to an upstream's answer (for NARs: to the response headers), by upstream and kind.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"upstream", "kind"}),
+		UpstreamBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "upstream_fetched_bytes_total",
+			Help: "NAR bytes downloaded from each upstream.",
+		}, []string{"upstream"}),
+	}
+	reg.MustRegister(m.Requests, m.RequestDuration, m.Lookups, m.ServedBytes, m.Downloads,
+		m.DownloadClients, m.VerifyFailures, m.MissesRecorded, m.PrefetchPending, m.PrefetchBytes,
+		m.UpstreamRequests, m.UpstreamDuration, m.UpstreamBytes,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Pre-create the series alerts and the status page read, so they are 0
+	// rather than absent before the first event.
+	for _, kind := range []string{"narinfo", "nar"} {
+		for _, result := range []string{"hit", "miss"} {
+			m.Lookups.WithLabelValues(kind, result)
+		}
+	}
+	for _, source := range []string{"cache", "upstream"} {
+		m.ServedBytes.WithLabelValues(source)
+	}
+	for _, check := range []string{"signature", "size", "hash"} {
+		m.VerifyFailures.WithLabelValues(check)
+	}
+	return m
+}
+
+// Discard returns metrics registered nowhere, for components used without
+// a registry (tests, the admin subcommands).
+func Discard() *Metrics { return New(prometheus.NewRegistry()) }
+
+// UpstreamRequest records one upstream request.
+func (m *Metrics) UpstreamRequest(upstream, kind, outcome string, d time.Duration) {
+	m.UpstreamRequests.WithLabelValues(upstream, kind, outcome).Inc()
+	m.UpstreamDuration.WithLabelValues(upstream, kind).Observe(d.Seconds())
+}
+
+// UpstreamFetched records NAR bytes received from an upstream.
+func (m *Metrics) UpstreamFetched(upstream string, n int64) {
+	m.UpstreamBytes.WithLabelValues(upstream).Add(float64(n))
+}

@@ -1,0 +1,61 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Stats are the store's size.
+type Stats struct {
+	NarInfos int   // narinfos indexed
+	NARs     int64 // NAR files on disk
+	NARBytes int64 // their total size
+}
+
+// Stats returns the store's size. NAR totals are kept in memory; the
+// narinfo count walks the index's pages, not its rows.
+func (s *Store) Stats(ctx context.Context) (Stats, error) {
+	st := Stats{NARs: s.narCount.Load(), NARBytes: s.narBytes.Load()}
+	if err := ctx.Err(); err != nil {
+		return st, err
+	}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		st.NarInfos = tx.Bucket(bucketNarInfo).Stats().KeyN
+		return nil
+	})
+	return st, err
+}
+
+// ErrLowDisk means the cache dir's file system has less free space than
+// asked for.
+var ErrLowDisk = errors.New("store: low on disk space")
+
+// Ready reports whether the store can serve and fill: the index answers,
+// the temp dir takes a new file, and at least minFree bytes are free.
+func (s *Store) Ready(ctx context.Context, minFree int64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := s.db.View(func(tx *bolt.Tx) error { return nil }); err != nil {
+		return fmt.Errorf("index: %w", err)
+	}
+	f, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "ready-*")
+	if err != nil {
+		return fmt.Errorf("cache dir not writable: %w", err)
+	}
+	f.Close()
+	os.Remove(f.Name())
+	free, _, err := s.Disk()
+	if err != nil {
+		return err
+	}
+	if int64(free) < minFree {
+		return fmt.Errorf("%w: %d bytes free, want %d", ErrLowDisk, free, minFree)
+	}
+	return nil
+}
