@@ -76,7 +76,8 @@ func openStack(cfg *serveConfig, log *slog.Logger) (*stack, error) {
 		s.close()
 		return nil, err
 	}
-	s.prefetch = prefetch.NewManager(s.cache, prefetch.Options{Concurrency: cfg.prefetchConcurrency, Logger: log})
+	s.prefetch = prefetch.NewManager(s.cache, prefetch.Options{Concurrency: cfg.prefetchConcurrency, Metrics: m, Logger: log})
+	metrics.RegisterPrefetch(reg, s.prefetch.Pending)
 	s.admin = admin.NewService(st, s.cache, s.prefetch)
 	return s, nil
 }

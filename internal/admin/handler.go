@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -187,7 +188,8 @@ func authorize(token string) func(http.Handler) http.Handler {
 func bearer(r *http.Request) (string, bool) {
 	const p = "Bearer "
 	a := r.Header.Get("Authorization")
-	if len(a) <= len(p) || a[:len(p)] != p {
+	// The scheme is case-insensitive (RFC 9110); the token is not.
+	if len(a) <= len(p) || !strings.EqualFold(a[:len(p)], p) {
 		return "", false
 	}
 	return a[len(p):], true

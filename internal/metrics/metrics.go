@@ -71,10 +71,6 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "misses_recorded_total",
 			Help: "Narinfo lookups not answered from the local cache, by outcome (fetched, not-found, upstream-error).",
 		}, []string{"outcome"}),
-		PrefetchPending: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "prefetch_pending_paths",
-			Help: "Paths that running prefetch jobs have yet to cache.",
-		}),
 		PrefetchBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "prefetch_bytes_total",
 			Help: "NAR bytes brought into the cache by prefetch jobs.",
@@ -94,7 +90,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"upstream"}),
 	}
 	reg.MustRegister(m.Requests, m.RequestDuration, m.Lookups, m.ServedBytes, m.Downloads,
-		m.DownloadClients, m.VerifyFailures, m.MissesRecorded, m.PrefetchPending, m.PrefetchBytes,
+		m.DownloadClients, m.VerifyFailures, m.MissesRecorded, m.PrefetchBytes,
 		m.UpstreamRequests, m.UpstreamDuration, m.UpstreamBytes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Pre-create the series alerts and the status page read, so they are 0
@@ -116,6 +112,15 @@ func New(reg prometheus.Registerer) *Metrics {
 // Discard returns metrics registered nowhere, for components used without
 // a registry (tests, the admin subcommands).
 func Discard() *Metrics { return New(prometheus.NewRegistry()) }
+
+// RegisterPrefetch adds the gauge of paths that running prefetch jobs have
+// yet to cache, read from pending at scrape time.
+func RegisterPrefetch(reg prometheus.Registerer, pending func() int) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "prefetch_pending_paths",
+		Help: "Paths that running prefetch jobs have found and yet to cache.",
+	}, func() float64 { return float64(pending()) }))
+}
 
 // UpstreamRequest records one upstream request.
 func (m *Metrics) UpstreamRequest(upstream, kind, outcome string, d time.Duration) {

@@ -39,8 +39,9 @@ type Log struct {
 	// never lands before an earlier one (its outcome would be overwritten).
 	flushMu sync.Mutex
 
-	stop chan struct{}
-	done chan struct{}
+	stop      chan struct{}
+	closeOnce sync.Once
+	done      chan struct{}
 }
 
 // maxPending bounds memory if the store cannot keep up; events past it are
@@ -112,7 +113,7 @@ func (l *Log) run(every time.Duration) {
 
 // Close writes what is buffered and stops. Call it before closing the store.
 func (l *Log) Close() error {
-	close(l.stop)
+	l.closeOnce.Do(func() { close(l.stop) })
 	<-l.done
 	return l.Flush(context.Background())
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"golang.org/x/sync/errgroup"
 )
@@ -25,15 +26,18 @@ type Options struct {
 	Concurrency int
 	// KeepFinished is how many finished jobs stay listed; default 100.
 	KeepFinished int
-	Logger       *slog.Logger
+	// Metrics count the bytes jobs bring in; nil keeps them unexported.
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
 }
 
 // Manager runs prefetch jobs.
 type Manager struct {
-	cache Cache
-	conc  int
-	keep  int
-	log   *slog.Logger
+	metrics *metrics.Metrics
+	cache   Cache
+	conc    int
+	keep    int
+	log     *slog.Logger
 
 	ctx  context.Context
 	stop context.CancelFunc
@@ -55,8 +59,11 @@ func NewManager(c Cache, opts Options) *Manager {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.Discard()
+	}
 	ctx, stop := context.WithCancel(context.Background())
-	return &Manager{cache: c, conc: opts.Concurrency, keep: opts.KeepFinished, log: opts.Logger,
+	return &Manager{metrics: opts.Metrics, cache: c, conc: opts.Concurrency, keep: opts.KeepFinished, log: opts.Logger,
 		ctx: ctx, stop: stop, jobs: make(map[string]*job)}
 }
 
@@ -154,6 +161,17 @@ func (m *Manager) List() []Status {
 	return out
 }
 
+// Pending is the number of paths running jobs have found and yet to cache.
+func (m *Manager) Pending() int {
+	n := 0
+	for _, st := range m.List() {
+		if st.State == StateRunning {
+			n += st.Paths - st.Cached - len(st.Failed)
+		}
+	}
+	return n
+}
+
 // Close cancels running jobs and waits for them.
 func (m *Manager) Close() {
 	m.stop()
@@ -201,6 +219,7 @@ func (m *Manager) run(j *job, hashes []string, closure bool) {
 			err := m.cache.EnsureNAR(gctx, e.name, func(done, _ int64) {
 				j.update(func(s *Status) {
 					s.BytesDone += done - landed
+					m.metrics.PrefetchBytes.Add(float64(done - landed))
 					landed = done
 				})
 			})

@@ -102,8 +102,9 @@ func (w *Watcher) CheckDue(ctx context.Context, now time.Time) {
 		w.log.Warn("watch: read miss log", "err", err)
 		return
 	}
+	asked := 0
 	for _, m := range misses {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || asked >= maxChecksPerPass {
 			return
 		}
 		if m.Outcome != store.OutcomeNotFound {
@@ -120,8 +121,14 @@ func (w *Watcher) CheckDue(ctx context.Context, now time.Time) {
 			continue
 		}
 		w.check(ctx, m, interval, now)
+		asked++
 	}
 }
+
+// maxChecksPerPass spreads a backlog (say, every row due at once after a
+// restart) over several ticks instead of asking upstreams thousands of
+// times in one burst.
+const maxChecksPerPass = 50
 
 func (w *Watcher) check(ctx context.Context, m store.Miss, interval time.Duration, now time.Time) {
 	up, ni, err := w.asker.AskUpstreams(ctx, m.Hash)
