@@ -11,7 +11,8 @@ import (
 // bytes land, so a joiner never waits for the whole file and memory stays
 // constant however large the NAR or however many clients.
 type flight struct {
-	name string
+	name     string
+	upstream string
 
 	// ready is closed once the upstream has answered with a body (tempPath
 	// and size are set) or the download has failed before that.
@@ -73,4 +74,13 @@ func (f *flight) wait(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// Download is a NAR download in progress, as the status page shows it.
+type Download struct {
+	NAR      string `json:"nar"`
+	Upstream string `json:"upstream"`
+	Bytes    int64  `json:"bytes"`
+	Size     int64  `json:"size"` // -1 when unknown
+	Clients  int    `json:"clients"`
 }

@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
@@ -90,6 +92,31 @@ func (c *Cache) serveFile(w http.ResponseWriter, r *http.Request, name string, f
 	return nil
 }
 
+// Downloads lists the NAR downloads in progress.
+func (c *Cache) Downloads() []Download {
+	c.mu.Lock()
+	flights := make([]*flight, 0, len(c.flights))
+	for _, fl := range c.flights {
+		flights = append(flights, fl)
+	}
+	c.mu.Unlock()
+	out := make([]Download, 0, len(flights))
+	for _, fl := range flights {
+		d := Download{NAR: fl.name, Upstream: fl.upstream, Size: -1}
+		select {
+		case <-fl.ready:
+			d.Size = fl.size
+		default:
+		}
+		fl.mu.Lock()
+		d.Bytes, d.Clients = fl.written, fl.clients
+		fl.mu.Unlock()
+		out = append(out, d)
+	}
+	slices.SortFunc(out, func(a, b Download) int { return strings.Compare(a.NAR, b.NAR) })
+	return out
+}
+
 // join returns the flight for name, starting the download if none runs.
 func (c *Cache) join(name string, src store.NARSource) *flight {
 	c.mu.Lock()
@@ -97,6 +124,7 @@ func (c *Cache) join(name string, src store.NARSource) *flight {
 	fl, ok := c.flights[name]
 	if !ok {
 		fl = newFlight(name)
+		fl.upstream = src.Upstream
 		c.flights[name] = fl
 		c.metrics.Downloads.Inc()
 		c.wg.Add(1)
