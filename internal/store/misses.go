@@ -174,24 +174,27 @@ func pruneMisses(b *bolt.Bucket, max int) error {
 
 // Misses returns every row of the miss log, most recently seen first.
 func (s *Store) Misses(ctx context.Context) ([]Miss, error) {
+	out, err := listRows[Miss](ctx, s, bucketMisses)
+	slices.SortFunc(out, func(a, b Miss) int { return b.LastSeen.Compare(a.LastSeen) })
+	return out, err
+}
+
+// listRows decodes every JSON row of bucket. It never returns nil on
+// success, so an empty list encodes as [] rather than null.
+func listRows[T any](ctx context.Context, s *Store, bucket []byte) ([]T, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	var out []Miss
+	out := []T{}
 	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketMisses)
-		if b == nil {
-			return nil
-		}
-		return b.ForEach(func(k, v []byte) error {
-			var m Miss
-			if err := json.Unmarshal(v, &m); err != nil {
-				return fmt.Errorf("decode miss %s: %w", k, err)
+		return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
+			var row T
+			if err := json.Unmarshal(v, &row); err != nil {
+				return fmt.Errorf("decode %s row %s: %w", bucket, k, err)
 			}
-			out = append(out, m)
+			out = append(out, row)
 			return nil
 		})
 	})
-	slices.SortFunc(out, func(a, b Miss) int { return b.LastSeen.Compare(a.LastSeen) })
 	return out, err
 }

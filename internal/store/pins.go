@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"slices"
 	"time"
 
@@ -63,24 +62,7 @@ func (s *Store) DeletePin(ctx context.Context, hash string) error {
 
 // Pins lists the pinned paths, oldest first.
 func (s *Store) Pins(ctx context.Context) ([]Pin, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	var out []Pin
-	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketPins)
-		if b == nil {
-			return nil
-		}
-		return b.ForEach(func(k, v []byte) error {
-			var p Pin
-			if err := json.Unmarshal(v, &p); err != nil {
-				return fmt.Errorf("decode pin %s: %w", k, err)
-			}
-			out = append(out, p)
-			return nil
-		})
-	})
+	out, err := listRows[Pin](ctx, s, bucketPins)
 	slices.SortFunc(out, func(a, b Pin) int { return a.Since.Compare(b.Since) })
 	return out, err
 }
