@@ -73,6 +73,7 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 		MetricsHandler:      metricsHandler,
 		Ready:               func(ctx context.Context) error { return s.store.Ready(ctx, cfg.minFree) },
 		Admin:               admin.Handler(s.admin, admin.HandlerOptions{Token: cfg.adminToken, Logger: log}),
+		StatusPage:          s.statusPage(log),
 		Priority:            cfg.priority,
 		UpstreamErrorStatus: cfg.upstreamErrorStatus,
 		Logger:              log,

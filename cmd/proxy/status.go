@@ -1,0 +1,25 @@
+package main
+
+import (
+	"log/slog"
+	"net/http"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/statuspage"
+)
+
+// statusPage is the page at GET /: what the cache holds, serves and
+// fetches, read from the stack's parts at each view.
+func (s *stack) statusPage(log *slog.Logger) http.Handler {
+	var names []string
+	for _, u := range s.upstreams.Clients() {
+		names = append(names, u.String())
+	}
+	src := statuspage.NewCollector(statuspage.Config{
+		Index:     s.store,
+		Downloads: s.cache,
+		Jobs:      s.prefetch,
+		Metrics:   s.metrics,
+		Upstreams: names,
+	})
+	return statuspage.Handler(src, statuspage.Options{Logger: log})
+}

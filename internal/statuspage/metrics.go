@@ -1,0 +1,174 @@
+package statuspage
+
+import (
+	"slices"
+	"time"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// healthWindow is how far back an upstream's health looks.
+const healthWindow = 5 * time.Minute
+
+// upstreamCounts are one upstream's counters, summed over request kinds.
+type upstreamCounts struct {
+	ok, notFound, errors int64
+	latencySum           float64
+	latencyCount         uint64
+	fetched              int64
+}
+
+// sample is the upstreams' request and error counts at one moment.
+type sample struct {
+	at         time.Time
+	reqs, errs map[string]int64
+}
+
+// readCounters fills s's counters from m and returns the upstreams'. The
+// metric vectors are read directly (not through a registry gather): the
+// page costs a few hundred label lookups, not a /metrics scrape.
+func readCounters(m *metrics.Metrics, s *Snapshot) map[string]*upstreamCounts {
+	each(m.Lookups, func(l map[string]string, d *dto.Metric) {
+		n := int64(d.GetCounter().GetValue())
+		switch l["kind"] + "/" + l["result"] {
+		case "narinfo/hit":
+			s.Lookups.NarInfoHits += n
+		case "narinfo/miss":
+			s.Lookups.NarInfoMisses += n
+		case "nar/hit":
+			s.Lookups.NARHits += n
+		case "nar/miss":
+			s.Lookups.NARMisses += n
+		}
+	})
+	each(m.ServedBytes, func(l map[string]string, d *dto.Metric) {
+		n := int64(d.GetCounter().GetValue())
+		switch l["source"] {
+		case "cache":
+			s.Served.CacheBytes += n
+		case "upstream":
+			s.Served.UpstreamBytes += n
+		}
+	})
+	each(m.VerifyFailures, func(l map[string]string, d *dto.Metric) {
+		s.VerifyFailures[l["check"]] += int64(d.GetCounter().GetValue())
+	})
+	ups := map[string]*upstreamCounts{}
+	get := func(name string) *upstreamCounts {
+		if ups[name] == nil {
+			ups[name] = &upstreamCounts{}
+		}
+		return ups[name]
+	}
+	each(m.UpstreamRequests, func(l map[string]string, d *dto.Metric) {
+		u, n := get(l["upstream"]), int64(d.GetCounter().GetValue())
+		switch l["outcome"] {
+		case "ok":
+			u.ok += n
+		case "not_found":
+			u.notFound += n
+		default:
+			u.errors += n
+		}
+	})
+	each(m.UpstreamDuration, func(l map[string]string, d *dto.Metric) {
+		u := get(l["upstream"])
+		u.latencySum += d.GetHistogram().GetSampleSum()
+		u.latencyCount += d.GetHistogram().GetSampleCount()
+	})
+	each(m.UpstreamBytes, func(l map[string]string, d *dto.Metric) {
+		get(l["upstream"]).fetched += int64(d.GetCounter().GetValue())
+	})
+	return ups
+}
+
+// each calls fn with the labels and value of every series c collects.
+func each(c prometheus.Collector, fn func(labels map[string]string, d *dto.Metric)) {
+	ch := make(chan prometheus.Metric)
+	go func() { c.Collect(ch); close(ch) }()
+	for m := range ch {
+		var d dto.Metric
+		if m.Write(&d) != nil {
+			continue
+		}
+		labels := make(map[string]string, len(d.GetLabel()))
+		for _, lp := range d.GetLabel() {
+			labels[lp.GetName()] = lp.GetValue()
+		}
+		fn(labels, &d)
+	}
+}
+
+// upstreams lists the configured upstreams in priority order, then any
+// other the metrics name, with their counters and health.
+func (c *Collector) upstreams(now time.Time, counts map[string]*upstreamCounts) []Upstream {
+	names := slices.Clone(c.cfg.Upstreams)
+	var extra []string
+	for name := range counts {
+		if !slices.Contains(names, name) {
+			extra = append(extra, name)
+		}
+	}
+	slices.Sort(extra)
+	names = append(names, extra...)
+
+	cur := sample{at: now, reqs: map[string]int64{}, errs: map[string]int64{}}
+	for name, u := range counts {
+		cur.reqs[name], cur.errs[name] = u.ok+u.notFound+u.errors, u.errors
+	}
+	base := c.baseline(cur)
+
+	out := make([]Upstream, 0, len(names))
+	for _, name := range names {
+		u := Upstream{Name: name}
+		if uc := counts[name]; uc != nil {
+			u.OK, u.NotFound, u.Errors, u.FetchedBytes = uc.ok, uc.notFound, uc.errors, uc.fetched
+			if uc.latencyCount > 0 {
+				u.MeanLatencySeconds = uc.latencySum / float64(uc.latencyCount)
+			}
+		}
+		u.RecentRequests = max(0, cur.reqs[name]-base.reqs[name])
+		u.RecentErrors = max(0, cur.errs[name]-base.errs[name])
+		u.Health = health(u.RecentRequests, u.RecentErrors)
+		out = append(out, u)
+	}
+	return out
+}
+
+// baseline records cur and returns the counts to subtract from it for the
+// recent window: those of the oldest sample within healthWindow, or zero
+// (since start) when the process is younger than the window or the page
+// has not been looked at within it.
+func (c *Collector) baseline(cur sample) sample {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cutoff := cur.at.Add(-healthWindow)
+	i := 0
+	for i < len(c.samples) && c.samples[i].at.Before(cutoff) {
+		i++
+	}
+	c.samples = c.samples[i:]
+	var base sample
+	if !c.cfg.Started.After(cutoff) && len(c.samples) > 0 && cur.at.Sub(c.samples[0].at) >= 30*time.Second {
+		base = c.samples[0]
+	}
+	if n := len(c.samples); n == 0 || cur.at.Sub(c.samples[n-1].at) >= 10*time.Second {
+		c.samples = append(c.samples, cur)
+	}
+	return base
+}
+
+func health(reqs, errs int64) string {
+	switch {
+	case reqs == 0:
+		return HealthIdle
+	case errs == 0:
+		return HealthOK
+	case errs*2 >= reqs:
+		return HealthDown
+	default:
+		return HealthDegraded
+	}
+}

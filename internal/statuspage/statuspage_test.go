@@ -1,0 +1,342 @@
+package statuspage
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+)
+
+const (
+	upA = "https://mycache.cachix.org"
+	upB = "https://cache.nixos.org"
+	// evilPath is a store path as a hostile upstream might name it.
+	evilPath = "/nix/store/0c9m0k6d5bs8qvkkjcqj6yf4h8fvhq7c-<script>alert(1)</script>"
+)
+
+var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// fakeIndex is an Index with fixed answers.
+type fakeIndex struct {
+	stats       store.Stats
+	free, total uint64
+	pins        []store.Pin
+	misses      []store.Miss
+	missErr     error
+}
+
+func (f *fakeIndex) Stats(context.Context) (store.Stats, error) { return f.stats, nil }
+func (f *fakeIndex) Disk() (uint64, uint64, error)              { return f.free, f.total, nil }
+func (f *fakeIndex) Pins(context.Context) ([]store.Pin, error)  { return f.pins, nil }
+func (f *fakeIndex) Misses(context.Context) ([]store.Miss, error) {
+	return append([]store.Miss(nil), f.misses...), f.missErr
+}
+
+type fakeDownloads []cache.Download
+
+func (f fakeDownloads) Downloads() []cache.Download { return f }
+
+type fakeJobs []prefetch.Status
+
+func (f fakeJobs) List() []prefetch.Status { return f }
+
+// emptyConfig is a fresh cache that has served nothing.
+func emptyConfig() Config {
+	return Config{
+		Index:     &fakeIndex{free: 400 << 30, total: 500 << 30},
+		Downloads: fakeDownloads(nil),
+		Jobs:      fakeJobs(nil),
+		Metrics:   metrics.Discard(),
+		Upstreams: []string{upA, upB},
+		Started:   t0.Add(-time.Minute),
+		Version:   &Version{Module: "github.com/nix-cache-proxy/nix-cache-proxy", Version: "v1.2.3"},
+		Now:       func() time.Time { return t0 },
+	}
+}
+
+// busyConfig has traffic, downloads, pins, misses and jobs.
+func busyConfig() Config {
+	cfg := emptyConfig()
+	cfg.Started = t0.Add(-3*time.Hour - 12*time.Minute)
+	m := cfg.Metrics
+	m.Lookups.WithLabelValues("nar", "hit").Add(140)
+	m.Lookups.WithLabelValues("nar", "miss").Add(20)
+	m.Lookups.WithLabelValues("narinfo", "hit").Add(1200)
+	m.Lookups.WithLabelValues("narinfo", "miss").Add(34)
+	m.ServedBytes.WithLabelValues("cache").Add(7 << 30)
+	m.ServedBytes.WithLabelValues("upstream").Add(1 << 30)
+	for range 30 {
+		m.UpstreamRequest(upA, "narinfo", "ok", 40*time.Millisecond)
+	}
+	for range 4 {
+		m.UpstreamRequest(upA, "narinfo", "not_found", 20*time.Millisecond)
+	}
+	m.UpstreamRequest(upB, "narinfo", "ok", 120*time.Millisecond)
+	m.UpstreamFetched(upA, 1<<30)
+	m.VerifyFailures.WithLabelValues("signature").Inc()
+	cfg.Index = &fakeIndex{
+		stats: store.Stats{NarInfos: 1234, NARs: 456, NARBytes: 42 << 30},
+		free:  120 << 30, total: 500 << 30,
+		pins: []store.Pin{
+			{Hash: "0c9m0k6d5bs8qvkkjcqj6yf4h8fvhq7c", StorePath: "/nix/store/0c9m0k6d5bs8qvkkjcqj6yf4h8fvhq7c-nixos-rosetta-builder.img", Since: t0.Add(-48 * time.Hour)},
+		},
+		misses: []store.Miss{
+			{Hash: "1c9m0k6d5bs8qvkkjcqj6yf4h8fvhq7c", Count: 3, Outcome: store.OutcomeNotFound, LastSeen: t0.Add(-time.Minute)},
+			{Hash: "0c9m0k6d5bs8qvkkjcqj6yf4h8fvhq7c", StorePath: evilPath, Count: 17, Outcome: store.OutcomeFetched, Upstream: upA, LastSeen: t0.Add(-3 * time.Minute)},
+			{Hash: "2c9m0k6d5bs8qvkkjcqj6yf4h8fvhq7c", StorePath: "/nix/store/2c9m0k6d5bs8qvkkjcqj6yf4h8fvhq7c-hello-2.12", Count: 5, Outcome: store.OutcomeUpstreamError, LastSeen: t0.Add(-time.Hour)},
+		},
+	}
+	cfg.Downloads = fakeDownloads{
+		{NAR: "1w1fff338fvdw53sqgamddn1b2xgds473pv6y13gizdbqjv4i5p3.nar.xz", Upstream: upA, Bytes: 600 << 20, Size: 2 << 30, Clients: 3},
+		{NAR: "0w1fff338fvdw53sqgamddn1b2xgds473pv6y13gizdbqjv4i5p3.nar.zst", Upstream: upB, Bytes: 5 << 20, Size: -1, Clients: 1},
+	}
+	cfg.Jobs = fakeJobs{
+		{ID: "j1", State: prefetch.StateDone, Started: t0.Add(-time.Hour), Paths: 10, Cached: 10},
+		{ID: "j2", State: prefetch.StateRunning, Started: t0.Add(-time.Minute), Paths: 40, Cached: 12, Fetching: 4,
+			BytesTotal: 3 << 30, BytesDone: 1 << 30, Request: prefetch.Request{Paths: []string{evilPath}, Closure: true}},
+	}
+	return cfg
+}
+
+// downConfig has its first upstream failing every request.
+func downConfig() Config {
+	cfg := emptyConfig()
+	for range 12 {
+		cfg.Metrics.UpstreamRequest(upA, "narinfo", "error", 2*time.Second)
+	}
+	cfg.Metrics.UpstreamRequest(upB, "narinfo", "ok", 50*time.Millisecond)
+	cfg.Index.(*fakeIndex).missErr = errors.New("index <closed>")
+	return cfg
+}
+
+func get(t *testing.T, h http.Handler, method, target string) *http.Response {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(method, target, nil))
+	return rec.Result()
+}
+
+func TestPage(t *testing.T) {
+	tests := []struct {
+		name   string
+		cfg    Config
+		want   []string
+		absent []string
+	}{{
+		name: "empty cache",
+		cfg:  emptyConfig(),
+		want: []string{
+			"<title>nix-cache-proxy · – hits</title>",
+			`<meta http-equiv="refresh" content="10">`,
+			"Nothing is being downloaded right now.", "Nothing pinned.", "No misses recorded",
+			"No prefetch jobs since start.", upA, upB, "idle", "400 GiB</b> free of 500 GiB", "v1.2.3",
+			"up 1 min",
+		},
+		absent: []string{"healthy", `role="alert"`},
+	}, {
+		name: "busy cache",
+		cfg:  busyConfig(),
+		want: []string{
+			"<title>nix-cache-proxy · 87.5 % hits</title>",
+			"<b>140</b> of 160 NAR requests from disk", "narinfo: <b>97.2 %</b> of 1,234",
+			"7.0 GiB<small>from disk</small>", "<b>87.5 %</b> of 8.0 GiB served came from disk", "upstream 1.0 GiB",
+			"42.0 GiB<small>cached</small>", "1,234<small>narinfos</small>",
+			"healthy", "38 ms", "120 ms", "bad signature: 1",
+			"600 MiB of 2.0 GiB · 29.2 %", "size not known yet",
+			"-nixos-rosetta-builder.img", "2 d ago",
+			"&lt;script&gt;alert(1)&lt;/script&gt;", "top 3 of 3", "upstream error",
+			"running", "12 / 40", "1.0 GiB of 3.0 GiB", "up 3 h 12 min",
+		},
+		absent: []string{"<script>", "alert(1)</script>"},
+	}, {
+		name:   "upstream down",
+		cfg:    downConfig(),
+		want:   []string{`<span class="badge bad">down</span>`, "100 %", "2.00 s", "miss log: index &lt;closed&gt;", "healthy"},
+		absent: []string{"index <closed>"},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := get(t, Handler(NewCollector(tt.cfg), Options{}), http.MethodGet, "/")
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d: %s", resp.StatusCode, body)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "text/html; charset=utf-8" {
+				t.Errorf("Content-Type %q", ct)
+			}
+			page := string(body)
+			for _, w := range tt.want {
+				if !strings.Contains(page, w) {
+					t.Errorf("page lacks %q", w)
+				}
+			}
+			for _, a := range tt.absent {
+				if strings.Contains(page, a) {
+					t.Errorf("page has %q", a)
+				}
+			}
+		})
+	}
+}
+
+func TestTopMissesOrder(t *testing.T) {
+	s, err := NewCollector(busyConfig()).Snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int64
+	for _, m := range s.TopMisses {
+		got = append(got, m.Count)
+	}
+	if diff := cmp.Diff([]int64{17, 5, 3}, got); diff != "" {
+		t.Errorf("top miss counts (-want +got):\n%s", diff)
+	}
+	cfg := busyConfig()
+	cfg.TopMisses = 1
+	s, _ = NewCollector(cfg).Snapshot(context.Background())
+	if len(s.TopMisses) != 1 || s.MissRows != 3 {
+		t.Errorf("TopMisses 1: got %d rows of %d", len(s.TopMisses), s.MissRows)
+	}
+}
+
+func TestJSON(t *testing.T) {
+	resp := get(t, Handler(NewCollector(busyConfig()), Options{}), http.MethodGet, "/?format=json")
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("status %d, Content-Type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	var s Snapshot
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		t.Fatal(err)
+	}
+	want := Lookups{NarInfoHits: 1200, NarInfoMisses: 34, NARHits: 140, NARMisses: 20}
+	if diff := cmp.Diff(want, s.Lookups); diff != "" {
+		t.Errorf("lookups (-want +got):\n%s", diff)
+	}
+	if len(s.Upstreams) != 2 || s.Upstreams[0].Name != upA || s.Upstreams[0].OK != 30 || s.Upstreams[0].NotFound != 4 {
+		t.Errorf("upstreams: %+v", s.Upstreams)
+	}
+	if s.Served.CacheBytes != 7<<30 || len(s.Downloads) != 2 || len(s.Pins) != 1 || s.VerifyFailures["signature"] != 1 {
+		t.Errorf("snapshot: %+v", s)
+	}
+	if s.Jobs[0].ID != "j2" {
+		t.Errorf("running job not first: %+v", s.Jobs)
+	}
+}
+
+func TestHandlerRequests(t *testing.T) {
+	h := Handler(NewCollector(emptyConfig()), Options{})
+	tests := []struct {
+		method, target string
+		status         int
+		bodyHas        string
+	}{
+		{http.MethodHead, "/", http.StatusOK, ""},
+		{http.MethodGet, "/?refresh=0", http.StatusOK, `href="?refresh=10">auto-refresh`},
+		{http.MethodGet, "/?refresh=30", http.StatusOK, `content="30"`},
+		{http.MethodGet, "/?refresh=-1", http.StatusBadRequest, ""},
+		{http.MethodGet, "/?refresh=soon", http.StatusBadRequest, ""},
+		{http.MethodGet, "/?format=xml", http.StatusBadRequest, ""},
+		{http.MethodPost, "/", http.StatusMethodNotAllowed, ""},
+	}
+	for _, tt := range tests {
+		resp := get(t, h, tt.method, tt.target)
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != tt.status {
+			t.Errorf("%s %s: status %d, want %d", tt.method, tt.target, resp.StatusCode, tt.status)
+		}
+		if !strings.Contains(string(body), tt.bodyHas) {
+			t.Errorf("%s %s: body lacks %q", tt.method, tt.target, tt.bodyHas)
+		}
+		if tt.method == http.MethodHead && (len(body) != 0 || resp.Header.Get("Content-Length") == "" || resp.Header.Get("Content-Type") != "text/html; charset=utf-8") {
+			t.Errorf("HEAD: body %d bytes, headers %v", len(body), resp.Header)
+		}
+	}
+	if resp := get(t, h, http.MethodGet, "/?refresh=0"); strings.Contains(readAll(resp), "http-equiv") {
+		t.Error("refresh=0 still refreshes")
+	}
+}
+
+func readAll(resp *http.Response) string {
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// TestHealthWindow checks that health follows recent answers: errors
+// before the window are forgotten once the upstream answers well again.
+func TestHealthWindow(t *testing.T) {
+	now := t0
+	cfg := emptyConfig()
+	cfg.Started = t0.Add(-time.Hour)
+	cfg.Now = func() time.Time { return now }
+	c := NewCollector(cfg)
+	healthOf := func() string {
+		s, _ := c.Snapshot(context.Background())
+		return s.Upstreams[0].Health
+	}
+	for range 5 {
+		cfg.Metrics.UpstreamRequest(upA, "narinfo", "error", time.Second)
+	}
+	// First view, no history: judged since start.
+	if h := healthOf(); h != HealthDown {
+		t.Errorf("after errors: %s, want down", h)
+	}
+	now = now.Add(time.Minute)
+	cfg.Metrics.UpstreamRequest(upA, "narinfo", "ok", time.Millisecond)
+	if h := healthOf(); h != HealthOK {
+		t.Errorf("after recovery: %s, want ok", h)
+	}
+	now = now.Add(time.Minute)
+	if h := healthOf(); h != HealthOK {
+		t.Errorf("quiet after recovery, within window: %s, want ok", h)
+	}
+	now = now.Add(10 * time.Minute)
+	healthOf()
+	now = now.Add(time.Minute)
+	if h := healthOf(); h != HealthIdle {
+		t.Errorf("no requests in window: %s, want idle", h)
+	}
+}
+
+func TestFormat(t *testing.T) {
+	tests := []struct{ got, want string }{
+		{formatBytes(int64(0)), "0 B"},
+		{formatBytes(int64(1023)), "1023 B"},
+		{formatBytes(int64(1536)), "1.5 KiB"},
+		{formatBytes(int64(1288490188)), "1.2 GiB"},
+		{formatBytes(int64(500 << 30)), "500 GiB"},
+		{formatNum(int64(1234567)), "1,234,567"},
+		{formatNum(12), "12"},
+		{formatPct(0.875), "87.5 %"},
+		{formatPct(0.99999), "99.9 %"},
+		{formatPct(1), "100 %"},
+		{formatPct(0), "0.0 %"},
+		{formatPct(-1), "–"},
+		{latency(0.0364), "36 ms"},
+		{uptime(90), "1 min"},
+		{uptime(3*3600 + 12*60), "3 h 12 min"},
+		{uptime(72 * 3600), "3 d"},
+		{ago(t0, t0.Add(-2*time.Second)), "just now"},
+		{ago(t0, time.Time{}), "–"},
+		{string(width(1.5)), "width:100.00%"},
+		{string(width(-1)), "width:0.00%"},
+	}
+	for i, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("%d: got %q, want %q", i, tt.got, tt.want)
+		}
+	}
+	if diff := cmp.Diff(pathParts{Dir: "/nix/store/", Hash: "0c9m0k6d5bs8qvkkjcqj6yf4h8fvhq7c", Name: "-hello"}, splitPath("/nix/store/0c9m0k6d5bs8qvkkjcqj6yf4h8fvhq7c-hello")); diff != "" {
+		t.Error(diff)
+	}
+}
