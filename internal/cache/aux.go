@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/reqid"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
 )
@@ -22,9 +24,12 @@ func (c *Cache) Aux(ctx context.Context, key string) ([]byte, error) {
 	}
 	var unavailable []error
 	for _, u := range c.upstreams.Clients() {
+		start := time.Now()
 		body, err := u.Get(ctx, key)
 		switch {
 		case err == nil:
+			c.log.Info("upstream file", reqid.Attr(reqid.From(ctx)), "path", key, "upstream", u.String(),
+				"bytes", len(body), "duration", time.Since(start).Round(time.Millisecond), "outcome", "found")
 			if err := c.store.PutAux(ctx, key, body); err != nil {
 				return nil, err
 			}

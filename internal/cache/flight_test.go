@@ -72,7 +72,7 @@ func TestFlightFindsStoredNAR(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	fl := c.join(name, store.NARSource{Upstream: "http://gone.invalid", Size: int64(len(body))})
+	fl := c.join(t.Context(), name, store.NARSource{Upstream: "http://gone.invalid", Size: int64(len(body))})
 	defer c.leave(fl)
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest(http.MethodGet, "/nar/"+name, nil)

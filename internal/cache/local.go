@@ -79,7 +79,7 @@ func (c *Cache) EnsureNAR(ctx context.Context, name string, progress func(done, 
 	if err != nil {
 		return err
 	}
-	fl := c.join(name, src)
+	fl := c.join(ctx, name, src)
 	defer c.leave(fl)
 	select {
 	case <-fl.ready:

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/reqid"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
 )
@@ -71,7 +72,7 @@ func (c *Cache) ServeNAR(w http.ResponseWriter, r *http.Request, name string) er
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}
-	fl := c.join(name, src)
+	fl := c.join(ctx, name, src)
 	defer c.leave(fl)
 	return c.follow(w, r, fl)
 }
@@ -117,8 +118,9 @@ func (c *Cache) Downloads() []Download {
 	return out
 }
 
-// join returns the flight for name, starting the download if none runs.
-func (c *Cache) join(name string, src store.NARSource) *flight {
+// join returns the flight for name, starting the download if none runs;
+// the download logs under ctx's request id.
+func (c *Cache) join(ctx context.Context, name string, src store.NARSource) *flight {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	fl, ok := c.flights[name]
@@ -128,7 +130,7 @@ func (c *Cache) join(name string, src store.NARSource) *flight {
 		c.flights[name] = fl
 		c.metrics.Downloads.Inc()
 		c.wg.Add(1)
-		go c.download(fl, src)
+		go c.download(fl, src, reqid.From(ctx))
 	}
 	fl.mu.Lock()
 	fl.clients++
@@ -217,23 +219,34 @@ func (c *Cache) follow(w http.ResponseWriter, r *http.Request, fl *flight) error
 
 // download fetches fl's NAR from its upstream into the store. It runs
 // detached from the clients: the first one hanging up does not stop it.
-func (c *Cache) download(fl *flight, src store.NARSource) {
+// id is the request that started it (0 for prefetch), for the log.
+func (c *Cache) download(fl *flight, src store.NARSource, id uint64) {
 	defer c.wg.Done()
 	ctx, cancel := context.WithTimeout(c.ctx, c.fetchTTL)
 	defer cancel()
 	start := time.Now()
 	n, err := c.fetchNAR(ctx, fl, src)
+	// path is the URL path asked of the upstream (never its query).
+	path := src.URL
+	if u, perr := url.Parse(src.URL); perr == nil {
+		path = u.Path
+	}
+	attrs := []any{reqid.Attr(id), "path", path, "store_path", src.StorePath, "upstream", src.Upstream,
+		"bytes", n, "duration", time.Since(start).Round(time.Millisecond)}
 	if err != nil {
-		c.log.Warn("NAR download failed", "nar", fl.name, "upstream", src.Upstream, "bytes", n,
-			"duration", time.Since(start).Round(time.Millisecond), "err", err)
 		var verr *verifyError
-		if errors.As(err, &verr) {
+		outcome := "error"
+		switch {
+		case errors.As(err, &verr):
+			outcome = "verify-failed"
 			c.metrics.VerifyFailures.WithLabelValues(verr.check).Inc()
+		case errors.Is(err, ErrNotFound):
+			outcome = "not-found"
 		}
-	} else {
-		c.log.Info("NAR fetched", "nar", fl.name, "upstream", src.Upstream, "bytes", n,
-			"duration", time.Since(start).Round(time.Millisecond))
-		if src.Hash != "" && n > 0 {
+		c.log.Warn("upstream NAR", append(attrs, "outcome", outcome, "err", err)...)
+	} else if n > 0 { // 0: the flight found it stored, nothing was fetched
+		c.log.Info("upstream NAR", append(attrs, "outcome", "fetched")...)
+		if src.Hash != "" {
 			c.misses.Record(store.MissEvent{Hash: src.Hash, Outcome: store.OutcomeFetched,
 				StorePath: src.StorePath, Upstream: src.Upstream, Bytes: n})
 		}

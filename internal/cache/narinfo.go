@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/reqid"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
 	"github.com/nix-community/go-nix/pkg/nixhash"
@@ -91,18 +93,20 @@ func (c *Cache) fetchNarInfo(ctx context.Context, hash string) (lookedUp, error)
 	if text, err := c.store.NarInfo(ctx, hash); !errors.Is(err, store.ErrNotFound) {
 		return lookedUp{text: text}, err
 	}
+	// The request that started this lookup, for the log.
+	id := reqid.Attr(reqid.From(ctx))
 	start := time.Now()
 	ans, err := c.upstreams.NarInfo(ctx, hash, func(u *upstream.Client, body []byte) error {
 		_, _, _, err := c.admit(u, hash, body)
 		if errors.Is(err, narinfo.ErrUntrusted) {
 			c.metrics.VerifyFailures.WithLabelValues("signature").Inc()
-			c.log.Warn("narinfo refused: no trusted signature", "hash", hash, "upstream", u.String(), "err", err)
+			c.log.Warn("narinfo refused: no trusted signature", id, "hash", hash, "upstream", u.String(), "err", err)
 		} else if err != nil {
-			c.log.Warn("narinfo refused", "hash", hash, "upstream", u.String(), "err", err)
+			c.log.Warn("narinfo refused", id, "hash", hash, "upstream", u.String(), "err", err)
 		}
 		return err
 	})
-	c.logLookup(hash, ans, err, time.Since(start))
+	c.logLookup(id, hash, ans, err, time.Since(start))
 	switch {
 	case errors.Is(err, upstream.ErrUnavailable):
 		return lookedUp{}, err
@@ -163,15 +167,16 @@ func (c *Cache) admit(u *upstream.Client, hash string, body []byte) ([]byte, str
 
 // logLookup logs one upstream narinfo lookup: found at info, not found at
 // debug (mass queries ask for many paths no one has), failures at warn.
-func (c *Cache) logLookup(hash string, ans upstream.Answer, err error, d time.Duration) {
+func (c *Cache) logLookup(id slog.Attr, hash string, ans upstream.Answer, err error, d time.Duration) {
 	d = d.Round(time.Millisecond)
+	path := hash + ".narinfo"
 	switch {
 	case err == nil:
-		c.log.Info("upstream narinfo", "hash", hash, "upstream", ans.Client.String(), "bytes", len(ans.Body),
+		c.log.Info("upstream narinfo", id, "path", path, "upstream", ans.Client.String(), "bytes", len(ans.Body),
 			"duration", d, "outcome", "found")
 	case errors.Is(err, upstream.ErrUnavailable):
-		c.log.Warn("upstream narinfo", "hash", hash, "duration", d, "outcome", "error", "err", err)
+		c.log.Warn("upstream narinfo", id, "path", path, "duration", d, "outcome", "error", "err", err)
 	default:
-		c.log.Debug("upstream narinfo", "hash", hash, "duration", d, "outcome", "not-found")
+		c.log.Debug("upstream narinfo", id, "path", path, "duration", d, "outcome", "not-found")
 	}
 }

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -12,10 +13,13 @@ import (
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/fakeupstream"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/server"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // config is what a test proxy differs in; zero values mean test defaults.
@@ -33,6 +37,13 @@ type config struct {
 	// afterRequest, if set, runs when the proxy's handler for a request
 	// has returned (or panicked), so a test can wait for it.
 	afterRequest func(*http.Request)
+	// reg, if set, gets the proxy's metrics (wired as serve wires them,
+	// with the store gauges) and GET /metrics serves it.
+	reg *prometheus.Registry
+	// minFree is the free disk /readyz asks for.
+	minFree int64
+	// log, if set, is the cache's and server's logger.
+	log *slog.Logger
 }
 
 // proxy is the real server.New handler over a real store and cache, on
@@ -42,6 +53,7 @@ type proxy struct {
 	dir     string
 	store   *store.Store
 	cache   *cache.Cache
+	metrics *metrics.Metrics // nil unless config.reg was set
 	srv     *httptest.Server
 	client  *http.Client
 	stopped bool
@@ -56,6 +68,11 @@ func newProxy(t *testing.T, cfg config) *proxy {
 		cfg.timeout = 300 * time.Millisecond
 	}
 	opts := upstream.Options{Timeout: cfg.timeout, StallTimeout: 500 * time.Millisecond}
+	var m *metrics.Metrics
+	if cfg.reg != nil {
+		m = metrics.New(cfg.reg)
+		opts.Observer = m
+	}
 	var clients []*upstream.Client
 	keys := cfg.keys
 	for _, u := range cfg.ups {
@@ -77,12 +94,20 @@ func newProxy(t *testing.T, cfg config) *proxy {
 		Upstreams:   upstream.NewGroup(clients, cfg.hedge),
 		Keys:        keys,
 		NegativeTTL: cfg.negativeTTL,
+		Metrics:     m,
+		Logger:      cfg.log,
 	})
 	if err != nil {
 		st.Close()
 		t.Fatal(err)
 	}
-	h, err := server.New(server.Config{Cache: c, UpstreamErrorStatus: cfg.errStatus, Priority: cfg.priority})
+	scfg := server.Config{Cache: c, UpstreamErrorStatus: cfg.errStatus, Priority: cfg.priority, Metrics: m, Logger: cfg.log,
+		Ready: func(ctx context.Context) error { return st.Ready(ctx, cfg.minFree) }}
+	if cfg.reg != nil {
+		metrics.RegisterStore(cfg.reg, st)
+		scfg.MetricsHandler = promhttp.HandlerFor(cfg.reg, promhttp.HandlerOpts{})
+	}
+	h, err := server.New(scfg)
 	if err != nil {
 		c.Close()
 		st.Close()
@@ -95,7 +120,7 @@ func newProxy(t *testing.T, cfg config) *proxy {
 			h.ServeHTTP(w, r)
 		})
 	}
-	p := &proxy{t: t, dir: cfg.dir, store: st, cache: c, srv: httptest.NewServer(handler)}
+	p := &proxy{t: t, dir: cfg.dir, store: st, cache: c, metrics: m, srv: httptest.NewServer(handler)}
 	p.client = p.srv.Client()
 	t.Cleanup(p.stop)
 	return p

@@ -17,6 +17,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/reqid"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
 )
 
@@ -31,7 +32,7 @@ type Config struct {
 	MetricsHandler http.Handler
 	// Ready, if not nil, answers GET /readyz: nil means ready.
 	Ready func(context.Context) error
-	// StatusPage, if not nil, answers GET /.
+	// StatusPage, if not nil, answers GET and HEAD /.
 	StatusPage http.Handler
 	// Priority is nix-cache-info's Priority; default 30, ahead of
 	// cache.nixos.org's 40.
@@ -95,6 +96,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.StatusPage != nil {
 		r.Method(http.MethodGet, "/", cfg.StatusPage)
+		r.Method(http.MethodHead, "/", cfg.StatusPage)
 	}
 	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -139,6 +141,8 @@ func (s *Server) handle(route string, h func(http.ResponseWriter, *http.Request)
 		start := time.Now()
 		id := s.ids.next()
 		rec := &recorder{ResponseWriter: w, route: route}
+		// The cache logs its upstream work for this request under the id.
+		r = r.WithContext(reqid.With(r.Context(), id))
 		defer s.observe(r, rec, id, start)
 		err := h(rec, r)
 		switch {

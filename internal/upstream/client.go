@@ -56,6 +56,11 @@ func (nopObserver) UpstreamFetched(string, int64)                         {}
 // observe reports a finished request; a caller's own cancellation is not
 // the upstream's doing and is not counted.
 func (c *Client) observe(parent context.Context, kind string, start time.Time, err error) {
+	c.observeAfter(parent, kind, time.Since(start), err)
+}
+
+// observeAfter is observe with the duration measured by the caller.
+func (c *Client) observeAfter(parent context.Context, kind string, d time.Duration, err error) {
 	outcome := "ok"
 	switch {
 	case err == nil:
@@ -66,7 +71,7 @@ func (c *Client) observe(parent context.Context, kind string, start time.Time, e
 	default:
 		outcome = "error"
 	}
-	c.obs.UpstreamRequest(c.name, kind, outcome, time.Since(start))
+	c.obs.UpstreamRequest(c.name, kind, outcome, d)
 }
 
 // Client talks to one upstream cache. It is safe for concurrent use.

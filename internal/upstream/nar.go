@@ -52,7 +52,13 @@ func (c *Client) NAR(ctx context.Context, u *url.URL) (body io.ReadCloser, size 
 	if u == nil {
 		return nil, -1, fmt.Errorf("upstream %s: nil NAR URL", c.name)
 	}
-	defer func(start time.Time) { c.observe(ctx, "nar", start, err) }(time.Now())
+	start := time.Now()
+	defer func() {
+		// A body's outcome is reported when it ends (see stallBody).
+		if err != nil {
+			c.observe(ctx, "nar", start, err)
+		}
+	}()
 	reqCtx, cancel := context.WithCancelCause(ctx)
 	// Timeout bounds only the wait for headers here: a large NAR may
 	// legitimately take far longer, which the stall timer polices instead.
@@ -82,5 +88,5 @@ func (c *Client) NAR(ctx context.Context, u *url.URL) (body io.ReadCloser, size 
 		cancel(nil)
 		return nil, -1, err
 	}
-	return newStallBody(c, ctx, reqCtx, cancel, resp.Body), resp.ContentLength, nil
+	return newStallBody(c, ctx, reqCtx, cancel, resp.Body, time.Since(start)), resp.ContentLength, nil
 }
