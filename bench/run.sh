@@ -336,7 +336,7 @@ upstream_bytes() {
     [ "$(curl -fsS "http://127.0.0.1:$port_ref/_status" | awk '/^Reading/ {print $4}')" = 1 ] && break
     sleep 0.1
   done
-  awk '{s += $3} END {printf "%d", s}' "$work/ref/nar.log"
+  awk '{s += $3} END {printf "%.0f", s}' "$work/ref/nar.log"
 }
 # nar_path NAME prints the image NAR's URL path as NAME's narinfo names it
 # (the proxy rewrites it), fetching the narinfo through NAME.
@@ -412,13 +412,28 @@ function request()
   return reqs[i]
 end
 EOF
+# cpu_ticks PID sums user+system CPU ticks of PID and its descendants.
+cpu_ticks() {
+  local sum=0 p t
+  for p in $(children "$1"); do
+    t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || true)
+    sum=$((sum + ${t:-0}))
+  done
+  echo "$sum"
+}
+clk_tck=$(getconf CLK_TCK)
 narinfo_hits() {
-  local s out
+  local s out c0 c1 n
   for s in "${servers[@]}"; do
     while read -r p; do curl -fsS -o /dev/null "${url[$s]}$p"; done <"$work/narinfo.paths"
+    c0=$(cpu_ticks "${pid[$s]}")
     out=$(wrk -t2 -c64 -d"${wrk_secs}s" --latency -s "$work/narinfo.lua" "${url[$s]}" -- "$work/narinfo.paths")
+    c1=$(cpu_ticks "${pid[$s]}")
     echo "$out" >>"$work/logs/wrk.$s.txt"
     grep -q 'Non-2xx' <<<"$out" && { echo "$out" >&2; die "$s: wrk saw errors"; }
+    # Server CPU per request does not depend on what else the machine runs.
+    n=$(awk '/requests in/ {print $1}' <<<"$out")
+    rec narinfo.cpu "$s" "$(fdiv "$(((c1 - c0) * 1000000))" "$((n * clk_tck))")"
     rec narinfo.rps "$s" "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
     rec narinfo.p99 "$s" "$(awk '$1 == "99%" {v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
       print (u == "us" ? v / 1000 : u == "s" ? v * 1000 : v)}' <<<"$out")"
@@ -458,6 +473,7 @@ for s in "${servers[@]}"; do rec rss "$s" "$(fdiv "${peak[$s]}" 1024)"; done
 cat >"$work/metrics" <<EOF
 narinfo.rps	narinfo hits, requests/s (wrk -c64)	req/s	high
 narinfo.p99	narinfo hits, p99 latency	ms	low
+narinfo.cpu	narinfo hits, server CPU per request	µs	low
 hit1.mibs	NAR hit, 1 client	MiB/s	high
 hit8.mibs	NAR hit, 8 clients (aggregate)	MiB/s	high
 cold1.ttfb	cold image, 1 client: time to first byte	s	low
@@ -523,6 +539,7 @@ awk -F'\t' '
   END {
     r = med("narinfo.rps,proxy") / med("narinfo.rps,nginx")
     target(r >= 1.0, sprintf("narinfo hits >= 1.0x nginx requests/s: %.2fx", r))
+    printf "        (server CPU per narinfo hit: proxy %.1f µs, nginx %.1f µs)\n", med("narinfo.cpu,proxy"), med("narinfo.cpu,nginx")
     r = med("hit1.mibs,proxy") / med("hit1.mibs,nginx")
     target(r >= 0.9, sprintf("NAR hit throughput, 1 client, >= 0.9x nginx: %.2fx", r))
     r = med("hit8.mibs,proxy") / med("hit8.mibs,nginx")

@@ -182,7 +182,9 @@ func (c *Cache) follow(w http.ResponseWriter, r *http.Request, fl *flight) error
 	}
 	w.WriteHeader(http.StatusOK)
 	var sent int64
-	defer func() { c.metrics.ServedBytes.WithLabelValues("upstream").Add(float64(sent)) }()
+	// Counted as it goes, so a long download shows on dashboards while it
+	// streams rather than all at once at its end.
+	served := c.metrics.ServedBytes.WithLabelValues("upstream")
 	for {
 		written, done, ferr, changed := fl.state()
 		if fl.size > 0 && (!done || ferr != nil) {
@@ -195,6 +197,7 @@ func (c *Cache) follow(w http.ResponseWriter, r *http.Request, fl *flight) error
 			// io.CopyN over an *os.File lets net/http use sendfile.
 			n, err := io.CopyN(w, f, written-sent)
 			sent += n
+			served.Add(float64(n))
 			if err != nil {
 				return fmt.Errorf("%w: %w", ErrAborted, err)
 			}
