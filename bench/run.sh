@@ -24,7 +24,7 @@
 #                [--proxy BINARY] [--keep]
 #
 # --quick: 128 MiB image, 2 runs, 3 s of wrk: a few minutes, for iteration.
-# Default: 1 GiB image, 3 runs, 10 s of wrk: about 10-15 minutes on 2 cores.
+# Default: 1 GiB image, 3 runs, 10 s of wrk: about 6 minutes on 2 cores.
 # --proxy: benchmark that binary instead of building ./cmd/proxy of this tree.
 # Installs nginx, wrk, curl and nix-bin with apt-get when missing (as root).
 # Everything lives in one mktemp dir, removed at exit with every process it
