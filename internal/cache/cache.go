@@ -14,6 +14,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -68,6 +69,7 @@ type Cache struct {
 	negative  *negativeCache
 	misses    MissRecorder
 	metrics   *metrics.Metrics
+	hits      prometheus.Counter // narinfo hits: resolved once, not per request
 	lookups   singleflight.Group
 
 	// Downloads are detached from the requests that start them; ctx ends
@@ -118,6 +120,7 @@ func New(opts Options) (*Cache, error) {
 		negative:  newNegativeCache(opts.NegativeTTL),
 		misses:    opts.Misses,
 		metrics:   opts.Metrics,
+		hits:      opts.Metrics.Lookups.WithLabelValues("narinfo", "hit"),
 		ctx:       ctx,
 		stop:      stop,
 		flights:   make(map[string]*flight),

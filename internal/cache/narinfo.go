@@ -27,7 +27,7 @@ func (c *Cache) NarInfo(ctx context.Context, hash string) ([]byte, error) {
 	text, err := c.store.NarInfo(ctx, hash)
 	if !errors.Is(err, store.ErrNotFound) {
 		if err == nil {
-			c.metrics.Lookups.WithLabelValues("narinfo", "hit").Inc()
+			c.hits.Inc()
 		}
 		return text, err
 	}
@@ -178,5 +178,21 @@ func (c *Cache) logLookup(id slog.Attr, hash string, ans upstream.Answer, err er
 		c.log.Warn("upstream narinfo", id, "path", path, "duration", d, "outcome", "error", "err", err)
 	default:
 		c.log.Debug("upstream narinfo", id, "path", path, "duration", d, "outcome", "not-found")
+	}
+}
+
+// StoredNarInfo returns the narinfo text for hash from the store alone, or
+// ErrNotFound without asking anyone: the hit path, which needs no request
+// id and no upstream. The text is shared and must not be modified.
+func (c *Cache) StoredNarInfo(ctx context.Context, hash string) ([]byte, error) {
+	text, err := c.store.NarInfo(ctx, hash)
+	switch {
+	case err == nil:
+		c.hits.Inc()
+		return text, nil
+	case errors.Is(err, store.ErrNotFound):
+		return nil, ErrNotFound
+	default:
+		return nil, err
 	}
 }

@@ -40,14 +40,9 @@ func ValidNARName(name string) bool {
 	if len(name) < 56 || !isNixBase32(name[:52]) || name[52:56] != ".nar" {
 		return false
 	}
-	ext := name[56:]
-	if ext == "" {
+	switch name[56:] {
+	case "", ".xz", ".bz2", ".zst", ".lzip", ".lz4", ".br", ".lzma", ".gz":
 		return true
-	}
-	for _, e := range narExtensions {
-		if e == ext {
-			return true
-		}
 	}
 	return false
 }

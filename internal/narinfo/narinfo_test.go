@@ -256,3 +256,14 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestNARExtensionsValid keeps ValidNARName's suffix list and the
+// Compression table in step: every name this proxy hands out must pass.
+func TestNARExtensionsValid(t *testing.T) {
+	n := "0a1mnkg1cmhd6rh7nlv5yb8m3b1ajb9y6w4q0vcdrqgfdx7kh2b4.nar"
+	for c, ext := range narExtensions {
+		if !ValidNARName(n + ext) {
+			t.Errorf("Compression %s: %q is not a valid NAR name", c, n+ext)
+		}
+	}
+}

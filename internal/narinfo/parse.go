@@ -33,7 +33,7 @@ func Parse(data []byte) (*Info, error) {
 	}
 	ni := &Info{}
 	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 64<<10), maxSize)
+	sc.Buffer(make([]byte, 0, 4<<10), maxSize) // grows for long References lines
 	var seenNarSize bool
 	for n := 1; sc.Scan(); n++ {
 		line := sc.Text()

@@ -7,12 +7,15 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/reqid"
 )
 
 // recorder captures what a handler did, for metrics and the access log. It
 // keeps ReadFrom (sendfile) and Flush of the writer it wraps.
 type recorder struct {
 	http.ResponseWriter
+	id      uint64
 	route   string
 	status  int
 	bytes   int64
@@ -65,6 +68,16 @@ func setRoute(w http.ResponseWriter, route string) {
 	if rec, ok := w.(*recorder); ok {
 		rec.route = route
 	}
+}
+
+// withRequestID returns r with its id in the context, for the cache to log
+// its upstream work under. Only the paths that may reach an upstream pay
+// for the context.
+func withRequestID(w http.ResponseWriter, r *http.Request) *http.Request {
+	if rec, ok := w.(*recorder); ok {
+		return r.WithContext(reqid.With(r.Context(), rec.id))
+	}
+	return r
 }
 
 // requestIDs numbers requests for the logs; a counter costs nothing on the

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -11,30 +12,42 @@ import (
 )
 
 func (s *Server) serveCacheInfo(w http.ResponseWriter, r *http.Request) error {
-	writeBody(w, r, "text/x-nix-cache-info", s.cacheInfo)
+	writeBody(w, r, cacheInfoType, s.cacheInfo)
 	return nil
 }
 
-// serveTopLevel answers /<hash>.narinfo and /<hash>.ls.
+// serveNarInfo answers /<hash>.narinfo. A hit costs a map lookup and a
+// write; only a miss attaches the request id and asks the upstreams.
+func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request) error {
+	hash, ok := strings.CutSuffix(r.URL.Path[1:], ".narinfo")
+	if !ok || !narinfo.ValidHash(hash) {
+		return errBadName
+	}
+	text, err := s.cache.StoredNarInfo(r.Context(), hash)
+	if errors.Is(err, cache.ErrNotFound) {
+		r = withRequestID(w, r)
+		text, err = s.cache.NarInfo(r.Context(), hash)
+	}
+	if err != nil {
+		return err
+	}
+	writeBody(w, r, narInfoType, text)
+	return nil
+}
+
+// serveTopLevel answers the other /<file> names: /<hash>.ls, and the
+// narinfo names the fast path in ServeHTTP did not take (malformed ones).
 func (s *Server) serveTopLevel(w http.ResponseWriter, r *http.Request) error {
 	file := chi.URLParam(r, "file")
-	if hash, ok := strings.CutSuffix(file, ".narinfo"); ok {
-		if !narinfo.ValidHash(hash) {
-			return errBadName
-		}
-		text, err := s.cache.NarInfo(r.Context(), hash)
-		if err != nil {
-			return err
-		}
-		writeBody(w, r, "text/x-nix-narinfo", text)
-		return nil
+	if strings.HasSuffix(file, ".narinfo") {
+		return errBadName
 	}
 	if hash, ok := strings.CutSuffix(file, ".ls"); ok && r.Method == http.MethodGet {
 		setRoute(w, "ls")
 		if !narinfo.ValidHash(hash) {
 			return errBadName
 		}
-		return s.serveAux(w, r, file, "application/json")
+		return s.serveAux(w, r, file, listingType)
 	}
 	setRoute(w, "other")
 	return cache.ErrNotFound
@@ -45,7 +58,7 @@ func (s *Server) serveNAR(w http.ResponseWriter, r *http.Request) error {
 	if !narinfo.ValidNARName(file) {
 		return errBadName
 	}
-	return s.cache.ServeNAR(w, r, file)
+	return s.cache.ServeNAR(w, withRequestID(w, r), file)
 }
 
 func (s *Server) serveLog(w http.ResponseWriter, r *http.Request) error {
@@ -53,11 +66,11 @@ func (s *Server) serveLog(w http.ResponseWriter, r *http.Request) error {
 	if !narinfo.ValidStorePathName(name) {
 		return errBadName
 	}
-	return s.serveAux(w, r, "log/"+name, "text/plain; charset=utf-8")
+	return s.serveAux(w, r, "log/"+name, logType)
 }
 
-func (s *Server) serveAux(w http.ResponseWriter, r *http.Request, key, contentType string) error {
-	body, err := s.cache.Aux(r.Context(), key)
+func (s *Server) serveAux(w http.ResponseWriter, r *http.Request, key string, contentType []string) error {
+	body, err := s.cache.Aux(withRequestID(w, r).Context(), key)
 	if err != nil {
 		return err
 	}
@@ -65,10 +78,20 @@ func (s *Server) serveAux(w http.ResponseWriter, r *http.Request, key, contentTy
 	return nil
 }
 
-func writeBody(w http.ResponseWriter, r *http.Request, contentType string, body []byte) {
+// Header values shared by every response: net/http only reads them, so
+// assigning them costs no allocation, unlike Header.Set.
+var (
+	narInfoType   = []string{"text/x-nix-narinfo"}
+	cacheInfoType = []string{"text/x-nix-cache-info"}
+	listingType   = []string{"application/json"}
+	logType       = []string{"text/plain; charset=utf-8"}
+)
+
+func writeBody(w http.ResponseWriter, r *http.Request, contentType []string, body []byte) {
 	h := w.Header()
-	h.Set("Content-Type", contentType)
-	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h["Content-Type"] = contentType
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	h["Date"] = httpDate()
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
 		w.Write(body)

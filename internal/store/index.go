@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -21,8 +22,16 @@ type NARSource struct {
 }
 
 // NarInfo returns the narinfo text served for hash, or ErrNotFound.
+// The text is shared: callers must not modify it.
 func (s *Store) NarInfo(ctx context.Context, hash string) ([]byte, error) {
-	return s.get(ctx, bucketNarInfo, hash)
+	if text, ok := s.hot.get(hash); ok {
+		return text, nil
+	}
+	text, err := s.get(ctx, bucketNarInfo, hash)
+	if err == nil {
+		s.hot.put(hash, text)
+	}
+	return text, err
 }
 
 // PutNarInfo records the narinfo text served for hash and, in the same
@@ -35,10 +44,12 @@ func (s *Store) PutNarInfo(ctx context.Context, hash string, text []byte, narNam
 	if err != nil {
 		return fmt.Errorf("encode NAR source: %w", err)
 	}
+	text = slices.Clone(text) // the hot set shares it with readers
 	return s.db.Update(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketNarInfo).Put([]byte(hash), text); err != nil {
 			return fmt.Errorf("index narinfo %s: %w", hash, err)
 		}
+		tx.OnCommit(func() { s.hot.put(hash, text) })
 		if err := tx.Bucket(bucketNARSource).Put([]byte(narName), row); err != nil {
 			return fmt.Errorf("index NAR source %s: %w", narName, err)
 		}

@@ -42,6 +42,7 @@ var (
 type Store struct {
 	dir string
 	db  *bolt.DB
+	hot *hotNarInfos
 
 	// Totals of the NAR files indexed, kept in memory so a metrics scrape
 	// does not walk the index.
@@ -71,7 +72,7 @@ func Open(dir string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	s := &Store{dir: dir, db: db}
+	s := &Store{dir: dir, db: db, hot: newHotNarInfos(hotNarInfoBytes)}
 	if err := s.countNARs(); err != nil {
 		db.Close()
 		return nil, err
