@@ -16,7 +16,8 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-command -v nix >/dev/null || { echo "needs nix (apt-get install nix-bin)" >&2; exit 1; }
+command -v nix >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq nix-bin >/dev/null; } \
+  || { echo "needs nix (apt-get install nix-bin)" >&2; exit 1; }
 export NIX_CONFIG=$'experimental-features = nix-command\nsandbox = false\nbuild-users-group =\nsubstituters =\n'
 export XDG_CACHE_HOME=$work/xdg
 
