@@ -46,6 +46,7 @@ type serveConfig struct {
 	pins                stringList
 	prefetchConcurrency int
 	metricsListen       string
+	pprofListen         string
 	minFree             int64
 }
 
@@ -75,6 +76,7 @@ func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
 	fs.Var(&cfg.pins, "pin", "`STORE_PATH` kept forever with its closure and prefetched at start, repeatable")
 	fs.IntVar(&cfg.prefetchConcurrency, "prefetch-concurrency", 4, "NAR downloads one prefetch job runs at once")
 	fs.StringVar(&cfg.metricsListen, "metrics-listen", "", "also serve /metrics on this `address` (it is always on the main listener too)")
+	fs.StringVar(&cfg.pprofListen, "pprof-listen", "", "serve Go's profiles (/debug/pprof/) on this `address`, e.g. 127.0.0.1:6060; off by default")
 	fs.Int64Var(&cfg.minFree, "min-free", 1<<30, "`bytes` of free disk below which /readyz answers 503")
 	return fs
 }

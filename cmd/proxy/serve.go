@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"time"
@@ -109,18 +110,25 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 	}()
 	defer func() { stopWatch(); <-watched }()
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- srv.Serve(ln) }()
-	if cfg.metricsListen != "" {
-		msrv := &http.Server{Handler: metricsOnly(metricsHandler), ReadHeaderTimeout: 10 * time.Second}
-		mln, err := net.Listen("tcp", cfg.metricsListen)
+	for _, side := range []struct {
+		flag, addr string
+		h          http.Handler
+	}{
+		{"--metrics-listen", cfg.metricsListen, metricsOnly(metricsHandler)},
+		{"--pprof-listen", cfg.pprofListen, pprofOnly()},
+	} {
+		if side.addr == "" {
+			continue
+		}
+		closeSide, err := serveSide(side.addr, side.h, errc)
 		if err != nil {
 			srv.Close()
-			return fmt.Errorf("--metrics-listen: %w", err)
+			return fmt.Errorf("%s: %w", side.flag, err)
 		}
-		go func() { errc <- msrv.Serve(mln) }()
-		defer msrv.Close()
-		log.Info("serving metrics", "listen", mln.Addr().String())
+		defer closeSide()
+		log.Info("serving "+strings.TrimPrefix(side.flag, "--"), "listen", side.addr)
 	}
 	select {
 	case err := <-errc:
@@ -136,6 +144,29 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// serveSide serves h on its own listener at addr, for the optional
+// metrics and profiling listeners; its Serve error goes to errc.
+func serveSide(addr string, h http.Handler, errc chan<- error) (func() error, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { errc <- srv.Serve(ln) }()
+	return srv.Close, nil
+}
+
+// pprofOnly serves Go's profiles under /debug/pprof/, for --pprof-listen:
+// never on the main listener, where the LAN could reach them.
+func pprofOnly() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	return mux
 }
 
 // metricsOnly serves /metrics and nothing else, for --metrics-listen.

@@ -19,6 +19,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config configures a Server. Zero values mean defaults.
@@ -55,6 +56,9 @@ type Server struct {
 	ids       requestIDs
 	recorders sync.Pool // of *recorder, one per request in flight
 	narinfo   http.HandlerFunc
+
+	narinfoOK       prometheus.Counter
+	narinfoDuration prometheus.Observer
 }
 
 // ErrorHeader carries the one-line reason of an upstream failure.
@@ -126,6 +130,8 @@ func New(cfg Config) (*Server, error) {
 	})
 	s.handler = r
 	s.narinfo = s.handle("narinfo", s.serveNarInfo)
+	s.narinfoOK = s.metrics.Requests.WithLabelValues("narinfo", "200")
+	s.narinfoDuration = s.metrics.RequestDuration.WithLabelValues("narinfo")
 	s.recorders.New = func() any { return new(recorder) }
 	return s, nil
 }
