@@ -10,13 +10,13 @@ import (
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/admin"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cachetest"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/fakeupstream"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/misslog"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/server"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
-	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
 )
 
 // env is the proxy as serve wires it: a real store, miss log, cache,
@@ -37,49 +37,20 @@ type env struct {
 
 func newEnv(t *testing.T, token string) *env {
 	t.Helper()
-	up := fakeupstream.New(t)
-	uc, err := upstream.New(up.URL(), upstream.Options{Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	st, err := store.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := misslog.New(st, misslog.Options{FlushInterval: time.Hour})
-	c, err := cache.New(cache.Options{
-		Store:     st,
-		Upstreams: upstream.NewGroup([]*upstream.Client{uc}, 0),
-		Keys:      []narinfo.PublicKey{up.PublicKey()},
-		Misses:    log,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mgr := prefetch.NewManager(c, prefetch.Options{})
-	svc := admin.NewService(st, c, mgr)
-	h, err := server.New(server.Config{Cache: c, Admin: admin.Handler(svc, admin.HandlerOptions{Token: token})})
+	e := cachetest.New(t, prefetch.Options{})
+	svc := admin.NewService(e.Store, e.Cache, e.Prefetch)
+	h, err := server.New(server.Config{Cache: e.Cache, Admin: admin.Handler(svc, admin.HandlerOptions{Token: token})})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
 	client, err := admin.NewClient(srv.URL, token)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		srv.Close()
-		mgr.Close()
-		c.Close()
-		if err := log.Close(); err != nil {
-			t.Errorf("close miss log: %v", err)
-		}
-		if err := st.Close(); err != nil {
-			t.Errorf("close store: %v", err)
-		}
-	})
-	return &env{dir: dir, st: st, up: up, log: log, cache: c, mgr: mgr, svc: svc, handler: h, srv: srv, client: client}
+	return &env{dir: e.Dir, st: e.Store, up: e.Upstream, log: e.Misses, cache: e.Cache, mgr: e.Prefetch,
+		svc: svc, handler: h, srv: srv, client: client}
 }
 
 // flush writes the miss log now.

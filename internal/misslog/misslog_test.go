@@ -10,9 +10,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cachetest"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/fakeupstream"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/misslog"
-	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
 )
@@ -27,36 +28,8 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	up := fakeupstream.New(t)
-	client, err := upstream.New(up.URL(), upstream.Options{Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	// An hour between automatic flushes: the tests flush when they mean to.
-	log := misslog.New(st, misslog.Options{FlushInterval: time.Hour})
-	c, err := cache.New(cache.Options{
-		Store:     st,
-		Upstreams: upstream.NewGroup([]*upstream.Client{client}, 0),
-		Keys:      []narinfo.PublicKey{up.PublicKey()},
-		Misses:    log,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c.Close()
-		if err := log.Close(); err != nil {
-			t.Errorf("close miss log: %v", err)
-		}
-		if err := st.Close(); err != nil {
-			t.Errorf("close store: %v", err)
-		}
-	})
-	return &env{st: st, up: up, log: log, cache: c}
+	e := cachetest.New(t, prefetch.Options{})
+	return &env{st: e.Store, up: e.Upstream, log: e.Misses, cache: e.Cache}
 }
 
 // rows flushes the miss log and returns its rows by hash.

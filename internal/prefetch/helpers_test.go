@@ -7,12 +7,12 @@ import (
 	"time"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cachetest"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/fakeupstream"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/misslog"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
-	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
 )
 
 // env is a real store, miss log, cache and prefetch manager over one fake
@@ -28,38 +28,8 @@ type env struct {
 
 func newEnv(t *testing.T, opts prefetch.Options) *env {
 	t.Helper()
-	up := fakeupstream.New(t)
-	client, err := upstream.New(up.URL(), upstream.Options{Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	st, err := store.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := misslog.New(st, misslog.Options{FlushInterval: time.Hour})
-	c, err := cache.New(cache.Options{
-		Store:     st,
-		Upstreams: upstream.NewGroup([]*upstream.Client{client}, 0),
-		Keys:      []narinfo.PublicKey{up.PublicKey()},
-		Misses:    log,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mgr := prefetch.NewManager(c, opts)
-	t.Cleanup(func() {
-		mgr.Close()
-		c.Close()
-		if err := log.Close(); err != nil {
-			t.Errorf("close miss log: %v", err)
-		}
-		if err := st.Close(); err != nil {
-			t.Errorf("close store: %v", err)
-		}
-	})
-	return &env{dir: dir, st: st, up: up, log: log, cache: c, mgr: mgr}
+	e := cachetest.New(t, opts)
+	return &env{dir: e.Dir, st: e.Store, up: e.Upstream, log: e.Misses, cache: e.Cache, mgr: e.Prefetch}
 }
 
 // baseName is a store path's name without the store directory, as
