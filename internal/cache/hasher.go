@@ -3,6 +3,7 @@ package cache
 import (
 	"crypto/sha256"
 	"hash"
+	"io"
 )
 
 // hasher computes a download's sha256 on its own goroutine, so hashing a
@@ -11,6 +12,7 @@ import (
 // to the hashing goroutine, which frees it when done.
 type hasher struct {
 	h       hash.Hash
+	also    io.Writer // sees every buffer after h; nil for none
 	free    chan []byte
 	filled  chan []byte
 	done    chan struct{}
@@ -22,9 +24,12 @@ const (
 	hashBufferSize = 256 << 10
 )
 
-func newHasher() *hasher {
+// newHasher starts the hashing goroutine; also, if not nil, is written
+// every buffer too, on that goroutine.
+func newHasher(also io.Writer) *hasher {
 	h := &hasher{
 		h:      sha256.New(),
+		also:   also,
 		free:   make(chan []byte, hashBuffers),
 		filled: make(chan []byte, hashBuffers),
 		done:   make(chan struct{}),
@@ -36,6 +41,9 @@ func newHasher() *hasher {
 		defer close(h.done)
 		for b := range h.filled {
 			h.h.Write(b)
+			if h.also != nil {
+				h.also.Write(b) // a failure shows in its own result
+			}
 			h.free <- b[:cap(b)]
 		}
 	}()

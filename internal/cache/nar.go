@@ -306,7 +306,11 @@ func (c *Cache) fetchNAR(ctx context.Context, fl *flight, src store.NARSource) (
 	fl.tempPath, fl.size = wr.TempPath(), size
 	close(fl.ready)
 
-	h := newHasher()
+	check := newNARCheck(src)
+	if check != nil {
+		defer check.result() // after h.stop below: no more writes
+	}
+	h := newHasher(check)
 	defer h.stop()
 	var n int64
 	for {
@@ -333,22 +337,29 @@ func (c *Cache) fetchNAR(ctx context.Context, fl *flight, src store.NARSource) (
 		}
 	}
 	sum := h.sum()
-	if err := verifyNAR(src, size, n, sum); err != nil {
+	if err := verifyNAR(src, size, n, sum, check); err != nil {
 		return n, err
 	}
 	return n, wr.Commit(ctx)
 }
 
-func verifyNAR(src store.NARSource, size, n int64, sum []byte) error {
+// verifyNAR checks a finished download: its size, then its sha256 against
+// FileHash, or (without one) the NAR inside it against NarHash.
+func verifyNAR(src store.NARSource, size, n int64, sum []byte, check narCheck) error {
 	if size >= 0 && n != size {
 		return verifyFailed("size", "got %d bytes, expected %d", n, size)
 	}
-	want := src.SHA256
-	if want == nil {
-		want = src.NarHash
-	}
-	if want != nil && !bytes.Equal(sum, want) {
-		return verifyFailed("hash", "sha256 mismatch")
+	switch {
+	case src.SHA256 != nil:
+		if !bytes.Equal(sum, src.SHA256) {
+			return verifyFailed("hash", "sha256 mismatch")
+		}
+	case src.Compression == "none" && src.NarHash != nil:
+		if !bytes.Equal(sum, src.NarHash) {
+			return verifyFailed("hash", "sha256 is not NarHash")
+		}
+	case check != nil:
+		return check.result()
 	}
 	return nil
 }

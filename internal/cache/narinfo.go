@@ -155,9 +155,11 @@ func (c *Cache) admit(u *upstream.Client, hash string, body []byte) ([]byte, str
 	src = store.NARSource{Hash: hash, StorePath: ni.StorePath, Upstream: u.String(), URL: loc.String(), Size: int64(ni.FileSize)}
 	if ni.FileHash != nil && ni.FileHash.Algo() == nixhash.SHA256 {
 		src.SHA256 = ni.FileHash.Digest()
-	} else if ni.Compression == "none" {
-		src.NarHash = ni.NarHash.Digest()
-		if src.Size == 0 {
+	} else {
+		// No FileHash (attic and some S3 uploaders): the download is checked
+		// against the uncompressed NAR's hash instead, where we can.
+		src.NarHash, src.NarSize, src.Compression = ni.NarHash.Digest(), int64(ni.NarSize), ni.Compression
+		if ni.Compression == "none" && src.Size == 0 {
 			src.Size = int64(ni.NarSize)
 		}
 	}

@@ -18,7 +18,12 @@ type NARSource struct {
 	URL       string `json:"url"`                  // absolute URL of the file there
 	Size      int64  `json:"size,omitempty"`       // FileSize; 0 when unknown
 	SHA256    []byte `json:"sha256,omitempty"`     // FileHash digest; nil when unknown
-	NarHash   []byte `json:"nar_hash,omitempty"`   // NarHash digest, checked when the file is uncompressed and SHA256 is unknown
+	// NarHash and NarSize describe the uncompressed NAR. Without SHA256 they
+	// are what a download is checked against: directly when Compression is
+	// "none", after decompressing when it is "zstd".
+	NarHash     []byte `json:"nar_hash,omitempty"`
+	NarSize     int64  `json:"nar_size,omitempty"`
+	Compression string `json:"compression,omitempty"`
 }
 
 // NarInfo returns the narinfo text served for hash, or ErrNotFound.
