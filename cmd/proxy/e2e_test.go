@@ -206,16 +206,32 @@ func (p *proxyProcess) terminate(t *testing.T) {
 // is rare enough.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	handedOut.mu.Lock()
+	defer handedOut.mu.Unlock()
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			t.Fatal(err)
+		}
+		// The kernel may hand a just-closed port out again: never give the
+		// same one to two servers of this test binary (it did: Prometheus
+		// and the proxy's --metrics-listen once got the same port).
+		if !handedOut.addrs[addr] {
+			handedOut.addrs[addr] = true
+			return addr
+		}
 	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-		t.Fatal(err)
-	}
-	return addr
 }
+
+// handedOut remembers the addresses freeAddr gave out.
+var handedOut = struct {
+	mu    sync.Mutex
+	addrs map[string]bool
+}{addrs: map[string]bool{}}
 
 // lockedBuffer is a bytes.Buffer safe for the process's writers and the
 // test's reader at once.
