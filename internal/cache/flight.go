@@ -53,23 +53,30 @@ func (f *flight) signal() {
 	f.changed = make(chan struct{})
 }
 
-// state is a snapshot for a follower, with the channel to wait on for the
-// next change.
-func (f *flight) state() (written int64, done bool, err error, changed <-chan struct{}) {
+// flightState is a snapshot for a follower, with the channel to wait on
+// for the next change.
+type flightState struct {
+	written int64
+	done    bool
+	err     error
+	changed <-chan struct{}
+}
+
+func (f *flight) state() flightState {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.written, f.done, f.err, f.changed
+	return flightState{f.written, f.done, f.err, f.changed}
 }
 
 // wait blocks until the download ends or ctx does.
 func (f *flight) wait(ctx context.Context) error {
 	for {
-		_, done, err, changed := f.state()
-		if done {
-			return err
+		st := f.state()
+		if st.done {
+			return st.err
 		}
 		select {
-		case <-changed:
+		case <-st.changed:
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -29,8 +29,8 @@ func TestFlightWait(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("wait did not return after finish")
 		}
-		if written, done, err, _ := fl.state(); written != 10 || !done || err != want {
-			t.Errorf("state = %d, %v, %v", written, done, err)
+		if st := fl.state(); st.written != 10 || !st.done || st.err != want {
+			t.Errorf("state = %d, %v, %v", st.written, st.done, st.err)
 		}
 	}
 }

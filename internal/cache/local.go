@@ -87,15 +87,15 @@ func (c *Cache) EnsureNAR(ctx context.Context, name string, progress func(done, 
 		return ctx.Err()
 	}
 	for {
-		written, done, ferr, changed := fl.state()
+		st := fl.state()
 		if progress != nil {
-			progress(written, fl.size)
+			progress(st.written, fl.size)
 		}
-		if done {
-			return ferr
+		if st.done {
+			return st.err
 		}
 		select {
-		case <-changed:
+		case <-st.changed:
 		case <-ctx.Done():
 			return ctx.Err()
 		}

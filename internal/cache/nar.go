@@ -155,8 +155,8 @@ func (c *Cache) follow(w http.ResponseWriter, r *http.Request, fl *flight) error
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	if _, done, err, _ := fl.state(); done && err != nil {
-		return err // nothing written yet: the caller can still pick a status
+	if st := fl.state(); st.done && st.err != nil {
+		return st.err // nothing written yet: the caller can still pick a status
 	}
 	f, err := os.Open(fl.tempPath)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -186,8 +186,9 @@ func (c *Cache) follow(w http.ResponseWriter, r *http.Request, fl *flight) error
 	// streams rather than all at once at its end.
 	served := c.metrics.ServedBytes.WithLabelValues("upstream")
 	for {
-		written, done, ferr, changed := fl.state()
-		if fl.size > 0 && (!done || ferr != nil) {
+		st := fl.state()
+		written := st.written
+		if fl.size > 0 && (!st.done || st.err != nil) {
 			// Hold back the last byte until the download has checked out:
 			// with all Content-Length bytes sent, aborting the connection
 			// no longer tells the client the body is wrong.
@@ -203,9 +204,9 @@ func (c *Cache) follow(w http.ResponseWriter, r *http.Request, fl *flight) error
 			}
 			continue
 		}
-		if done {
-			if ferr != nil {
-				return fmt.Errorf("%w: %w", ErrAborted, ferr)
+		if st.done {
+			if st.err != nil {
+				return fmt.Errorf("%w: %w", ErrAborted, st.err)
 			}
 			return nil
 		}
@@ -213,7 +214,7 @@ func (c *Cache) follow(w http.ResponseWriter, r *http.Request, fl *flight) error
 			fl.Flush()
 		}
 		select {
-		case <-changed:
+		case <-st.changed:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
