@@ -21,7 +21,10 @@ type progress struct {
 const plainEvery = 5 * time.Second
 
 func newProgress(w io.Writer, tty bool) *progress {
-	return &progress{w: w, tty: tty, start: time.Now()}
+	// The first plain line comes after plainEvery: a job that ends sooner
+	// needs only its summary.
+	now := time.Now()
+	return &progress{w: w, tty: tty, start: now, lastLine: now}
 }
 
 func (p *progress) update(st prefetch.Status) {
@@ -50,15 +53,21 @@ func (p *progress) finish(st prefetch.Status) {
 }
 
 func (p *progress) line(st prefetch.Status) string {
+	return progressLine(st, time.Now())
+}
+
+// progressLine is the one-line summary of st at now: paths, bytes, the
+// average rate since the job started, and the time left at that rate.
+func progressLine(st prefetch.Status, now time.Time) string {
 	s := fmt.Sprintf("[%d/%d paths] %s / %s", st.Cached, st.Paths, formatBytes(st.BytesDone), formatBytes(st.BytesTotal))
-	elapsed := time.Since(st.Started)
+	elapsed := now.Sub(st.Started)
 	if elapsed <= 0 || st.BytesDone == 0 {
 		return s
 	}
 	rate := float64(st.BytesDone) / elapsed.Seconds()
 	s += fmt.Sprintf("  %s/s", formatBytes(int64(rate)))
 	if left := st.BytesTotal - st.BytesDone; left > 0 && rate > 0 {
-		s += fmt.Sprintf("  ETA %s", (time.Duration(float64(left)/rate) * time.Second / time.Second).Round(time.Second))
+		s += fmt.Sprintf("  ETA %s", time.Duration(float64(left)/rate*float64(time.Second)).Round(time.Second))
 	}
 	return s
 }

@@ -1,0 +1,35 @@
+package main
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
+)
+
+func TestProgressLine(t *testing.T) {
+	start := time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		st   prefetch.Status
+		at   time.Duration // after start
+		want string
+	}{
+		{"nothing yet", prefetch.Status{Paths: 3, BytesTotal: 2 << 30}, time.Second,
+			"[0/3 paths] 0 B / 2.0 GiB"},
+		{"halfway at 100 MiB/s", prefetch.Status{Paths: 3, Cached: 1, BytesDone: 1 << 30, BytesTotal: 2 << 30}, 1024 * time.Second / 100,
+			"[1/3 paths] 1.0 GiB / 2.0 GiB  100.0 MiB/s  ETA 10s"},
+		{"minutes left", prefetch.Status{Paths: 1, BytesDone: 100 << 20, BytesTotal: 2100 << 20}, 10 * time.Second,
+			"[0/1 paths] 100.0 MiB / 2.1 GiB  10.0 MiB/s  ETA 3m20s"},
+		{"done", prefetch.Status{Paths: 1, Cached: 1, BytesDone: 5 << 20, BytesTotal: 5 << 20}, time.Second,
+			"[1/1 paths] 5.0 MiB / 5.0 MiB  5.0 MiB/s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.st.Started = start
+			if got := progressLine(tt.st, start.Add(tt.at)); got != tt.want {
+				t.Errorf("progressLine = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
