@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -137,6 +138,11 @@ func checkCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	if c.fs.NArg() == 0 {
 		return c.fail(fmt.Errorf("give the store paths to check"))
+	}
+	for _, a := range c.fs.Args() {
+		if strings.HasPrefix(a, "http://") || strings.HasPrefix(a, "https://") {
+			return c.fail(fmt.Errorf("%q is a URL, not a store path: name an upstream with --upstream=URL (a bare --upstream asks the upstreams)", a))
+		}
 	}
 	b, done, err := c.backend(ctx)
 	if err != nil {

@@ -65,3 +65,16 @@ func TestServeShutsDownOnCancel(t *testing.T) {
 		t.Fatal("serve did not stop after its context ended")
 	}
 }
+
+// TestCheckUpstreamURLArgument: `check --upstream http://x PATH` reads as a
+// bare --upstream plus a path "http://x"; it must say so, not complain that
+// a URL is not a store path.
+func TestCheckUpstreamURLArgument(t *testing.T) {
+	var stderr bytes.Buffer
+	code := run(context.Background(), []string{"check", "--upstream", "http://cache.example",
+		"/nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-x", "--server", "http://127.0.0.1:1", "--cache-dir", t.TempDir()},
+		new(bytes.Buffer), &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "--upstream=URL") {
+		t.Errorf("exit %d, stderr %q; want 1 and a hint at --upstream=URL", code, stderr.String())
+	}
+}
