@@ -131,6 +131,21 @@ func (c *adminCommand) backend(ctx context.Context) (adminBackend, func(), error
 	return s.admin, func() { s.close() }, nil
 }
 
+// withBackend runs fn on the backend (see backend) and returns its exit
+// code; an error from either is printed as one line, exit code 1.
+func (c *adminCommand) withBackend(ctx context.Context, fn func(adminBackend) (int, error)) int {
+	b, done, err := c.backend(ctx)
+	if err != nil {
+		return c.fail(err)
+	}
+	defer done()
+	code, err := fn(b)
+	if err != nil {
+		return c.fail(err)
+	}
+	return code
+}
+
 // fail prints a one-line error and returns exit code 1.
 func (c *adminCommand) fail(err error) int {
 	fmt.Fprintf(c.stderr, "nix-cache-proxy %s: %s\n", c.name, strings.TrimPrefix(err.Error(), "admin: "))

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/admin"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 )
 
 func missesCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -24,23 +25,26 @@ func missesCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if code, stop := c.parse(args, "misses [--json] [--since 24h] [--outcome not-found]"); stop {
 		return code
 	}
-	b, done, err := c.backend(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer done()
-	rows, err := b.Misses(ctx, admin.MissFilter{Since: *since, Outcome: *outcome})
-	if err != nil {
-		return c.fail(err)
-	}
-	if *asJSON {
-		return writeJSON(stdout, rows)
-	}
+	return c.withBackend(ctx, func(b adminBackend) (int, error) {
+		rows, err := b.Misses(ctx, admin.MissFilter{Since: *since, Outcome: *outcome})
+		if err != nil {
+			return 1, err
+		}
+		if *asJSON {
+			return writeJSON(stdout, rows), nil
+		}
+		printMisses(stdout, rows)
+		return 0, nil
+	})
+}
+
+// printMisses writes the miss log as a table, most recently seen first.
+func printMisses(w io.Writer, rows []store.Miss) {
 	if len(rows) == 0 {
-		fmt.Fprintln(stdout, "no misses recorded")
-		return 0
+		fmt.Fprintln(w, "no misses recorded")
+		return
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "LAST SEEN\tCOUNT\tOUTCOME\tSIZE\tUPSTREAM\tPATH")
 	now := time.Now()
 	for _, m := range rows {
@@ -59,7 +63,6 @@ func missesCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintf(tw, "%s ago\t%d\t%s\t%s\t%s\t%s\n", formatAge(now.Sub(m.LastSeen)), m.Count, m.Outcome, size, up, path)
 	}
 	tw.Flush()
-	return 0
 }
 
 func prefetchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -73,16 +76,13 @@ func prefetchCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	if c.fs.NArg() == 0 && !*misses {
 		return c.fail(fmt.Errorf("give store paths or hashes, or --misses"))
 	}
-	b, done, err := c.backend(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer done()
-	st, err := b.Prefetch(ctx, admin.PrefetchRequest{Request: prefetch.Request{Paths: c.fs.Args(), Closure: *closure}, Misses: *misses})
-	if err != nil {
-		return c.fail(err)
-	}
-	return c.follow(ctx, b, st)
+	return c.withBackend(ctx, func(b adminBackend) (int, error) {
+		st, err := b.Prefetch(ctx, admin.PrefetchRequest{Request: prefetch.Request{Paths: c.fs.Args(), Closure: *closure}, Misses: *misses})
+		if err != nil {
+			return 1, err
+		}
+		return c.follow(ctx, b, st), nil
+	})
 }
 
 func pinCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -93,17 +93,14 @@ func pinCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if c.fs.NArg() == 0 {
 		return c.fail(fmt.Errorf("give the store paths to pin"))
 	}
-	b, done, err := c.backend(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer done()
-	st, err := b.Pin(ctx, c.fs.Args())
-	if err != nil {
-		return c.fail(err)
-	}
-	fmt.Fprintf(stderr, "pinned %d path(s); prefetching them with their closures\n", c.fs.NArg())
-	return c.follow(ctx, b, st)
+	return c.withBackend(ctx, func(b adminBackend) (int, error) {
+		st, err := b.Pin(ctx, c.fs.Args())
+		if err != nil {
+			return 1, err
+		}
+		fmt.Fprintf(stderr, "pinned %d path(s); prefetching them with their closures\n", c.fs.NArg())
+		return c.follow(ctx, b, st), nil
+	})
 }
 
 func unpinCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -114,16 +111,13 @@ func unpinCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if c.fs.NArg() == 0 {
 		return c.fail(fmt.Errorf("give the store paths to unpin"))
 	}
-	b, done, err := c.backend(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer done()
-	if err := b.Unpin(ctx, c.fs.Args()); err != nil {
-		return c.fail(err)
-	}
-	fmt.Fprintf(stderr, "unpinned %d path(s)\n", c.fs.NArg())
-	return 0
+	return c.withBackend(ctx, func(b adminBackend) (int, error) {
+		if err := b.Unpin(ctx, c.fs.Args()); err != nil {
+			return 1, err
+		}
+		fmt.Fprintf(stderr, "unpinned %d path(s)\n", c.fs.NArg())
+		return 0, nil
+	})
 }
 
 func checkCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -144,24 +138,21 @@ func checkCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return c.fail(fmt.Errorf("%q is a URL, not a store path: name an upstream with --upstream=URL (a bare --upstream asks the upstreams)", a))
 		}
 	}
-	b, done, err := c.backend(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer done()
-	res, err := b.Check(ctx, admin.CheckRequest{Paths: c.fs.Args(), Closure: *closure, Upstream: *upstream})
-	if err != nil {
-		return c.fail(err)
-	}
-	if *asJSON {
-		writeJSON(stdout, res)
-	} else {
-		printCheck(stdout, res, *upstream)
-	}
-	if !res.OK {
-		return 1
-	}
-	return 0
+	return c.withBackend(ctx, func(b adminBackend) (int, error) {
+		res, err := b.Check(ctx, admin.CheckRequest{Paths: c.fs.Args(), Closure: *closure, Upstream: *upstream})
+		if err != nil {
+			return 1, err
+		}
+		if *asJSON {
+			writeJSON(stdout, res)
+		} else {
+			printCheck(stdout, res, *upstream)
+		}
+		if !res.OK {
+			return 1, nil
+		}
+		return 0, nil
+	})
 }
 
 func printCheck(w io.Writer, res admin.CheckResult, upstream bool) {

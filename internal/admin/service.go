@@ -19,6 +19,7 @@ import (
 )
 
 // Store is what the Service needs of the store.
+// Lists are never nil, so an empty one is [] in JSON, not null.
 type Store interface {
 	Misses(ctx context.Context) ([]store.Miss, error)
 	PutPin(ctx context.Context, p store.Pin) error
@@ -66,15 +67,7 @@ func (s *Service) Misses(ctx context.Context, f MissFilter) ([]store.Miss, error
 	all = slices.DeleteFunc(all, func(m store.Miss) bool {
 		return (f.Outcome != "" && m.Outcome != f.Outcome) || (f.Since > 0 && m.LastSeen.Before(cutoff))
 	})
-	// An empty list is [] in JSON, not null.
-	return nonNil(all), nil
-}
-
-func nonNil[T any](s []T) []T {
-	if s == nil {
-		return []T{}
-	}
-	return s
+	return all, nil
 }
 
 // PrefetchRequest asks for a prefetch job; Misses adds every path in the
@@ -178,6 +171,5 @@ func (s *Service) Unpin(ctx context.Context, paths []string) error {
 
 // Pins lists the pinned paths.
 func (s *Service) Pins(ctx context.Context) ([]store.Pin, error) {
-	pins, err := s.store.Pins(ctx)
-	return nonNil(pins), err
+	return s.store.Pins(ctx)
 }
