@@ -112,10 +112,10 @@ func TestBadRequests(t *testing.T) {
 			assertJSONError(t, w.Body.Bytes())
 		})
 	}
-	if n := e.up.Total(); n != 0 {
+	if n := e.Upstream.Total(); n != 0 {
 		t.Errorf("bad requests reached the upstream %d times", n)
 	}
-	if jobs := e.mgr.List(); len(jobs) != 0 {
+	if jobs := e.Prefetch.List(); len(jobs) != 0 {
 		t.Errorf("bad requests started jobs: %+v", jobs)
 	}
 }

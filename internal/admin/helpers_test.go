@@ -9,26 +9,18 @@ import (
 	"time"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/admin"
-	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cachetest"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/fakeupstream"
-	"github.com/nix-cache-proxy/nix-cache-proxy/internal/misslog"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/server"
-	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 )
 
 // env is the proxy as serve wires it: a real store, miss log, cache,
 // prefetch manager and admin service, behind server.New with the admin API
 // mounted, on httptest, over one fake upstream.
 type env struct {
-	dir     string
-	st      *store.Store
-	up      *fakeupstream.Upstream
-	log     *misslog.Log
-	cache   *cache.Cache
-	mgr     *prefetch.Manager
+	*cachetest.Env
 	svc     *admin.Service
 	handler http.Handler // the whole server's
 	srv     *httptest.Server
@@ -49,14 +41,13 @@ func newEnv(t *testing.T, token string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{dir: e.Dir, st: e.Store, up: e.Upstream, log: e.Misses, cache: e.Cache, mgr: e.Prefetch,
-		svc: svc, handler: h, srv: srv, client: client}
+	return &env{Env: e, svc: svc, handler: h, srv: srv, client: client}
 }
 
 // flush writes the miss log now.
 func (e *env) flush(t *testing.T) {
 	t.Helper()
-	if err := e.log.Flush(context.Background()); err != nil {
+	if err := e.Misses.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -21,7 +21,7 @@ import (
 func TestCheck(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, "")
-	items := chain(e.up) // top → mid → leaf
+	items := chain(e.Upstream) // top → mid → leaf
 	top, mid, leaf := items[0], items[1], items[2]
 	closure := admin.CheckRequest{Paths: []string{top.StorePath}, Closure: true}
 
@@ -62,11 +62,11 @@ func TestCheck(t *testing.T) {
 	}
 
 	// An operator deletes mid's NAR file by hand.
-	ent, err := e.cache.LocalEntry(ctx, mid.Hash)
+	ent, err := e.Cache.LocalEntry(ctx, mid.Hash)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Remove(filepath.Join(e.dir, "nar", ent.NARName[:2], ent.NARName)); err != nil {
+	if err := os.Remove(filepath.Join(e.Dir, "nar", ent.NARName[:2], ent.NARName)); err != nil {
 		t.Fatal(err)
 	}
 	res, err = e.client.Check(ctx, closure)
@@ -78,13 +78,13 @@ func TestCheck(t *testing.T) {
 	if diff := cmp.Diff(want, res); diff != "" {
 		t.Errorf("check after the NAR was deleted (-want +got):\n%s", diff)
 	}
-	if n := e.up.Count(mid.NARPath); n != 1 {
+	if n := e.Upstream.Count(mid.NARPath); n != 1 {
 		t.Errorf("check fetched the NAR again (%d downloads)", n)
 	}
 
 	// Upstream: where the paths are offered, nothing kept.
 	gone := fakeupstream.RandomHash()
-	e.up.SetFault("/"+gone+".narinfo", fakeupstream.Fault{Status: http.StatusServiceUnavailable})
+	e.Upstream.SetFault("/"+gone+".narinfo", fakeupstream.Fault{Status: http.StatusServiceUnavailable})
 	missing := fakeupstream.RandomHash()
 	res, err = e.client.Check(ctx, admin.CheckRequest{Paths: []string{mid.StorePath, missing, gone}, Closure: true, Upstream: true})
 	if err != nil {
@@ -94,10 +94,10 @@ func TestCheck(t *testing.T) {
 		t.Fatalf("upstream check: %+v, want 4 paths", res)
 	}
 	wantUp := []admin.PathCheck{
-		{Path: mid.StorePath, NarInfo: true, NAR: true, Upstream: e.up.URL()},
+		{Path: mid.StorePath, NarInfo: true, NAR: true, Upstream: e.Upstream.URL()},
 		{Path: missing},
 		{Path: gone, Error: res.Paths[2].Error},
-		{Path: leaf.StorePath, NarInfo: true, NAR: true, Upstream: e.up.URL()},
+		{Path: leaf.StorePath, NarInfo: true, NAR: true, Upstream: e.Upstream.URL()},
 	}
 	if diff := cmp.Diff(admin.CheckResult{OK: false, Paths: wantUp}, res); diff != "" {
 		t.Errorf("upstream check (-want +got):\n%s", diff)
@@ -114,7 +114,7 @@ func TestCheck(t *testing.T) {
 func TestPins(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, "")
-	items := chain(e.up)
+	items := chain(e.Upstream)
 	top := items[0]
 	other := fakeupstream.RandomHash()
 
@@ -156,7 +156,7 @@ func TestMissesFilter(t *testing.T) {
 	e := newEnv(t, "")
 	now := time.Now().UTC()
 	h1, h2, h3 := fakeupstream.RandomHash(), fakeupstream.RandomHash(), fakeupstream.RandomHash()
-	err := e.st.RecordMisses(ctx, []store.MissEvent{
+	err := e.Store.RecordMisses(ctx, []store.MissEvent{
 		{Hash: h1, At: now.Add(-time.Minute), Asked: true, Outcome: store.OutcomeFetched},
 		{Hash: h2, At: now.Add(-2 * time.Hour), Asked: true, Outcome: store.OutcomeNotFound},
 		{Hash: h3, At: now.Add(-3 * time.Minute), Asked: true, Outcome: store.OutcomeNotFound},
@@ -199,16 +199,16 @@ func TestMissesFilter(t *testing.T) {
 func TestClientRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, "tok")
-	items := chain(e.up)
+	items := chain(e.Upstream)
 	top, mid := items[0], items[1]
 	missing := fakeupstream.RandomHash()
 
 	// Two clients' misses: mid's narinfo (its NAR not fetched), and a path
 	// no upstream has.
-	if _, err := e.cache.NarInfo(ctx, mid.Hash); err != nil {
+	if _, err := e.Cache.NarInfo(ctx, mid.Hash); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.cache.NarInfo(ctx, missing); err == nil {
+	if _, err := e.Cache.NarInfo(ctx, missing); err == nil {
 		t.Fatal("NarInfo of a missing path succeeded")
 	}
 	e.flush(t)
@@ -237,7 +237,7 @@ func TestClientRoundTrip(t *testing.T) {
 	if st.State != prefetch.StateFailed || st.Cached != 1 || len(st.Failed) != 1 || st.Failed[0].Path != missing {
 		t.Errorf("prefetch of the misses: %+v", st)
 	}
-	if n := e.up.Count(mid.NARPath); n != 1 {
+	if n := e.Upstream.Count(mid.NARPath); n != 1 {
 		t.Errorf("mid's NAR downloaded %d times, want 1", n)
 	}
 
@@ -353,7 +353,7 @@ func TestUnpinBadPathChangesNothing(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, "")
 	h := fakeupstream.RandomHash()
-	if err := e.st.PutPin(ctx, store.Pin{Hash: h, StorePath: h, Since: time.Now()}); err != nil {
+	if err := e.Store.PutPin(ctx, store.Pin{Hash: h, StorePath: h, Since: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.svc.Unpin(ctx, []string{h, "not-a-path"}); !errors.Is(err, admin.ErrBadRequest) {

@@ -6,30 +6,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cachetest"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/fakeupstream"
-	"github.com/nix-cache-proxy/nix-cache-proxy/internal/misslog"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
-	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 )
 
 // env is a real store, miss log, cache and prefetch manager over one fake
 // upstream, closed in the order the proxy closes them.
-type env struct {
-	dir   string
-	st    *store.Store
-	up    *fakeupstream.Upstream
-	log   *misslog.Log
-	cache *cache.Cache
-	mgr   *prefetch.Manager
-}
+type env struct{ *cachetest.Env }
 
 func newEnv(t *testing.T, opts prefetch.Options) *env {
 	t.Helper()
-	e := cachetest.New(t, opts)
-	return &env{dir: e.Dir, st: e.Store, up: e.Upstream, log: e.Misses, cache: e.Cache, mgr: e.Prefetch}
+	return &env{cachetest.New(t, opts)}
 }
 
 // baseName is a store path's name without the store directory, as
@@ -68,12 +57,12 @@ func closure(u *fakeupstream.Upstream, size int) map[string]*fakeupstream.Item {
 func (e *env) assertCached(t *testing.T, it *fakeupstream.Item) {
 	t.Helper()
 	ctx := context.Background()
-	ent, err := e.cache.LocalEntry(ctx, it.Hash)
+	ent, err := e.Cache.LocalEntry(ctx, it.Hash)
 	if err != nil {
 		t.Errorf("%s: narinfo not cached: %v", it.StorePath, err)
 		return
 	}
-	if has, err := e.st.HasNAR(ctx, ent.NARName); !has || err != nil {
+	if has, err := e.Store.HasNAR(ctx, ent.NARName); !has || err != nil {
 		t.Errorf("%s: NAR not cached: %v, %v", it.StorePath, has, err)
 	}
 }
@@ -83,7 +72,7 @@ func (e *env) run(t *testing.T, req prefetch.Request) prefetch.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := e.mgr.Run(ctx, req, nil)
+	st, err := e.Prefetch.Run(ctx, req, nil)
 	if err != nil {
 		t.Fatalf("Run(%v): %v", req, err)
 	}
@@ -96,7 +85,7 @@ func (e *env) waitJob(t *testing.T, id string) prefetch.Status {
 	var st prefetch.Status
 	eventually(t, "job "+id+" finishes", func() bool {
 		var err error
-		st, err = e.mgr.Status(id)
+		st, err = e.Prefetch.Status(id)
 		if err != nil {
 			t.Fatalf("Status(%s): %v", id, err)
 		}

@@ -52,21 +52,21 @@ func TestStartRejects(t *testing.T) {
 		{Paths: []string{"not-a-path"}},
 		{Paths: []string{fakeupstream.RandomHash(), "/nix/store/x"}},
 	} {
-		if _, err := e.mgr.Start(req); !errors.Is(err, prefetch.ErrBadPath) {
+		if _, err := e.Prefetch.Start(req); !errors.Is(err, prefetch.ErrBadPath) {
 			t.Errorf("Start(%v): %v, want ErrBadPath", req, err)
 		}
 	}
-	if got := e.mgr.List(); len(got) != 0 {
+	if got := e.Prefetch.List(); len(got) != 0 {
 		t.Errorf("rejected requests left jobs: %v", got)
 	}
-	if _, err := e.mgr.Status("nope"); !errors.Is(err, prefetch.ErrNoJob) {
+	if _, err := e.Prefetch.Status("nope"); !errors.Is(err, prefetch.ErrNoJob) {
 		t.Errorf("Status of an unknown job: %v, want ErrNoJob", err)
 	}
 }
 
 func TestClosure(t *testing.T) {
 	e := newEnv(t, prefetch.Options{Concurrency: 2})
-	items := closure(e.up, 10<<10)
+	items := closure(e.Upstream, 10<<10)
 	var total int64
 	for _, it := range items {
 		total += int64(len(it.File))
@@ -93,28 +93,28 @@ func TestClosure(t *testing.T) {
 		t.Errorf("second run (-want +got):\n%s", diff)
 	}
 	for name, it := range items {
-		if n := e.up.Count(it.NARPath); n != 1 {
+		if n := e.Upstream.Count(it.NARPath); n != 1 {
 			t.Errorf("NAR of %s downloaded %d times, want 1", name, n)
 		}
-		if n := e.up.Count(it.NarInfoPath); n != 1 {
+		if n := e.Upstream.Count(it.NarInfoPath); n != 1 {
 			t.Errorf("narinfo of %s fetched %d times, want 1", name, n)
 		}
 	}
-	if got := e.mgr.List(); len(got) != 2 {
+	if got := e.Prefetch.List(); len(got) != 2 {
 		t.Errorf("List has %d jobs, want 2", len(got))
 	}
 }
 
 func TestWithoutClosure(t *testing.T) {
 	e := newEnv(t, prefetch.Options{})
-	items := closure(e.up, 1000)
+	items := closure(e.Upstream, 1000)
 	st := e.run(t, prefetch.Request{Paths: []string{items["a"].Hash, baseName(items["e"])}})
 	if st.State != prefetch.StateDone || st.Paths != 2 || st.Cached != 2 {
 		t.Errorf("status %+v, want done with 2 paths cached", st)
 	}
 	e.assertCached(t, items["a"])
 	e.assertCached(t, items["e"])
-	if n := e.up.Count(items["b"].NarInfoPath); n != 0 {
+	if n := e.Upstream.Count(items["b"].NarInfoPath); n != 0 {
 		t.Errorf("a reference was looked up without Closure (%d times)", n)
 	}
 }
@@ -122,8 +122,8 @@ func TestWithoutClosure(t *testing.T) {
 func TestMissingReference(t *testing.T) {
 	e := newEnv(t, prefetch.Options{})
 	gone := fakeupstream.RandomHash()
-	dep := e.up.Add(fakeupstream.Path{Name: "dep", File: fakeupstream.RandomBytes(100), Compression: "xz"})
-	top := e.up.Add(fakeupstream.Path{Name: "top", File: fakeupstream.RandomBytes(100), Compression: "xz",
+	dep := e.Upstream.Add(fakeupstream.Path{Name: "dep", File: fakeupstream.RandomBytes(100), Compression: "xz"})
+	top := e.Upstream.Add(fakeupstream.Path{Name: "top", File: fakeupstream.RandomBytes(100), Compression: "xz",
 		References: []string{baseName(dep), gone + "-gone"}})
 
 	st := e.run(t, prefetch.Request{Paths: []string{top.StorePath}, Closure: true})
@@ -142,8 +142,8 @@ func TestMissingReference(t *testing.T) {
 
 func TestNARFailure(t *testing.T) {
 	e := newEnv(t, prefetch.Options{})
-	it := e.up.Add(fakeupstream.Path{File: fakeupstream.RandomBytes(1000), Compression: "xz"})
-	e.up.SetFault(it.NARPath, fakeupstream.Fault{Corrupt: true})
+	it := e.Upstream.Add(fakeupstream.Path{File: fakeupstream.RandomBytes(1000), Compression: "xz"})
+	e.Upstream.SetFault(it.NARPath, fakeupstream.Fault{Corrupt: true})
 	st := e.run(t, prefetch.Request{Paths: []string{it.Hash}})
 	if st.State != prefetch.StateFailed || st.Cached != 0 || len(st.Failed) != 1 || st.Failed[0].Path != it.StorePath {
 		t.Errorf("status %+v, want failed naming %s", st, it.StorePath)
@@ -157,10 +157,10 @@ func TestNARFailure(t *testing.T) {
 // each NAR must be downloaded once, every job must end with all its paths.
 func TestOverlappingJobs(t *testing.T) {
 	e := newEnv(t, prefetch.Options{Concurrency: 2})
-	items := closure(e.up, 64<<10)
+	items := closure(e.Upstream, 64<<10)
 	// Slow the NARs down so the jobs' downloads overlap.
 	for _, it := range items {
-		e.up.SetFault(it.NARPath, fakeupstream.Fault{Chunk: 8 << 10, Delay: 10 * time.Millisecond})
+		e.Upstream.SetFault(it.NARPath, fakeupstream.Fault{Chunk: 8 << 10, Delay: 10 * time.Millisecond})
 	}
 	reqs := []prefetch.Request{
 		{Paths: []string{items["a"].StorePath}, Closure: true},
@@ -185,7 +185,7 @@ func TestOverlappingJobs(t *testing.T) {
 	}
 	for name, it := range items {
 		e.assertCached(t, it)
-		if n := e.up.Count(it.NARPath); n != 1 {
+		if n := e.Upstream.Count(it.NARPath); n != 1 {
 			t.Errorf("NAR of %s downloaded %d times, want 1", name, n)
 		}
 	}
@@ -193,11 +193,11 @@ func TestOverlappingJobs(t *testing.T) {
 
 func TestProgress(t *testing.T) {
 	e := newEnv(t, prefetch.Options{})
-	it := e.up.Add(fakeupstream.Path{File: fakeupstream.RandomBytes(64 << 10), Compression: "xz"})
-	e.up.SetFault(it.NARPath, fakeupstream.Fault{Chunk: 4 << 10, Delay: 20 * time.Millisecond})
+	it := e.Upstream.Add(fakeupstream.Path{File: fakeupstream.RandomBytes(64 << 10), Compression: "xz"})
+	e.Upstream.SetFault(it.NARPath, fakeupstream.Fault{Chunk: 4 << 10, Delay: 20 * time.Millisecond})
 	var mu sync.Mutex
 	var seen []prefetch.Status
-	st, err := e.mgr.Run(t.Context(), prefetch.Request{Paths: []string{it.Hash}}, func(s prefetch.Status) {
+	st, err := e.Prefetch.Run(t.Context(), prefetch.Request{Paths: []string{it.Hash}}, func(s prefetch.Status) {
 		mu.Lock()
 		seen = append(seen, s)
 		mu.Unlock()
@@ -221,21 +221,21 @@ func TestProgress(t *testing.T) {
 
 func TestCloseCancelsJobs(t *testing.T) {
 	e := newEnv(t, prefetch.Options{})
-	it := e.up.Add(fakeupstream.Path{File: fakeupstream.RandomBytes(1000), Compression: "xz"})
-	e.up.SetFault(it.NARPath, fakeupstream.Fault{StallAt: 10})
-	st, err := e.mgr.Start(prefetch.Request{Paths: []string{it.Hash}})
+	it := e.Upstream.Add(fakeupstream.Path{File: fakeupstream.RandomBytes(1000), Compression: "xz"})
+	e.Upstream.SetFault(it.NARPath, fakeupstream.Fault{StallAt: 10})
+	st, err := e.Prefetch.Start(prefetch.Request{Paths: []string{it.Hash}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the download starts", func() bool { return e.up.Count(it.NARPath) > 0 })
+	eventually(t, "the download starts", func() bool { return e.Upstream.Count(it.NARPath) > 0 })
 	done := make(chan struct{})
-	go func() { e.mgr.Close(); close(done) }()
+	go func() { e.Prefetch.Close(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(30 * time.Second):
 		t.Fatal("Close did not return")
 	}
-	got, err := e.mgr.Status(st.ID)
+	got, err := e.Prefetch.Status(st.ID)
 	if err != nil || got.State != prefetch.StateFailed {
 		t.Errorf("after Close: %+v, %v; want failed", got, err)
 	}
@@ -247,8 +247,8 @@ func TestCloseCancelsJobs(t *testing.T) {
 func TestSharedNAR(t *testing.T) {
 	e := newEnv(t, prefetch.Options{})
 	file := fakeupstream.RandomBytes(20 << 10)
-	one := e.up.Add(fakeupstream.Path{Name: "one", File: file, Compression: "xz"})
-	two := e.up.Add(fakeupstream.Path{Name: "two", File: file, Compression: "xz"})
+	one := e.Upstream.Add(fakeupstream.Path{Name: "one", File: file, Compression: "xz"})
+	two := e.Upstream.Add(fakeupstream.Path{Name: "two", File: file, Compression: "xz"})
 	if one.NARPath != two.NARPath {
 		t.Fatalf("NAR paths differ: %s, %s", one.NARPath, two.NARPath)
 	}
@@ -259,7 +259,7 @@ func TestSharedNAR(t *testing.T) {
 	if st.BytesDone != st.BytesTotal {
 		t.Errorf("%d of %d bytes done when the job is done", st.BytesDone, st.BytesTotal)
 	}
-	if n := e.up.Count(one.NARPath); n != 1 {
+	if n := e.Upstream.Count(one.NARPath); n != 1 {
 		t.Errorf("NAR downloaded %d times, want 1", n)
 	}
 }
@@ -267,34 +267,34 @@ func TestSharedNAR(t *testing.T) {
 func TestWait(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, prefetch.Options{})
-	if _, err := e.mgr.Wait(ctx, "nope", time.Second); !errors.Is(err, prefetch.ErrNoJob) {
+	if _, err := e.Prefetch.Wait(ctx, "nope", time.Second); !errors.Is(err, prefetch.ErrNoJob) {
 		t.Errorf("Wait for an unknown job: %v, want ErrNoJob", err)
 	}
-	it := e.up.Add(fakeupstream.Path{File: fakeupstream.RandomBytes(10 << 10), Compression: "xz"})
+	it := e.Upstream.Add(fakeupstream.Path{File: fakeupstream.RandomBytes(10 << 10), Compression: "xz"})
 	release := make(chan struct{})
 	var once sync.Once
 	free := func() { once.Do(func() { close(release) }) }
 	t.Cleanup(free) // runs before the upstream closes, even on failure
-	e.up.SetFault(it.NARPath, fakeupstream.Fault{HoldAt: 1 << 10, Hold: func() { <-release }})
-	st, err := e.mgr.Start(prefetch.Request{Paths: []string{it.Hash}})
+	e.Upstream.SetFault(it.NARPath, fakeupstream.Fault{HoldAt: 1 << 10, Hold: func() { <-release }})
+	st, err := e.Prefetch.Start(prefetch.Request{Paths: []string{it.Hash}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// While the download is held, a short wait ends with the job running.
-	got, err := e.mgr.Wait(ctx, st.ID, 50*time.Millisecond)
+	got, err := e.Prefetch.Wait(ctx, st.ID, 50*time.Millisecond)
 	if err != nil || got.State != prefetch.StateRunning {
 		t.Errorf("short Wait on a held job: %+v, %v; want running", got, err)
 	}
 	// A cancelled wait returns the context's error.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := e.mgr.Wait(cctx, st.ID, time.Minute); !errors.Is(err, context.Canceled) {
+	if _, err := e.Prefetch.Wait(cctx, st.ID, time.Minute); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled Wait: %v", err)
 	}
 	// A long wait returns as soon as the job ends, not after the minute.
 	free()
 	start := time.Now()
-	got, err = e.mgr.Wait(ctx, st.ID, time.Minute)
+	got, err = e.Prefetch.Wait(ctx, st.ID, time.Minute)
 	if err != nil || got.State != prefetch.StateDone {
 		t.Errorf("Wait: %+v, %v; want done", got, err)
 	}
@@ -302,7 +302,7 @@ func TestWait(t *testing.T) {
 		t.Errorf("Wait took %v after the job could finish", d)
 	}
 	// Waiting on a finished job answers at once.
-	if got, err := e.mgr.Wait(ctx, st.ID, time.Minute); err != nil || got.State != prefetch.StateDone {
+	if got, err := e.Prefetch.Wait(ctx, st.ID, time.Minute); err != nil || got.State != prefetch.StateDone {
 		t.Errorf("Wait on a finished job: %+v, %v", got, err)
 	}
 }

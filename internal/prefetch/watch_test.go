@@ -55,10 +55,10 @@ func TestNextInterval(t *testing.T) {
 func (e *env) row(t *testing.T, hash string) store.Miss {
 	t.Helper()
 	ctx := context.Background()
-	if err := e.log.Flush(ctx); err != nil {
+	if err := e.Misses.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	misses, err := e.st.Misses(ctx)
+	misses, err := e.Store.Misses(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,15 +76,15 @@ func (e *env) row(t *testing.T, hash string) store.Miss {
 func TestWatcher(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, prefetch.Options{})
-	w := prefetch.NewWatcher(e.st, e.cache, e.mgr, prefetch.WatchOptions{Recheck: time.Minute, RecheckMax: time.Hour})
+	w := prefetch.NewWatcher(e.Store, e.Cache, e.Prefetch, prefetch.WatchOptions{Recheck: time.Minute, RecheckMax: time.Hour})
 
 	hash := fakeupstream.RandomHash()
 	narinfoPath := "/" + hash + ".narinfo"
-	if _, err := e.cache.NarInfo(ctx, hash); !errors.Is(err, cache.ErrNotFound) {
+	if _, err := e.Cache.NarInfo(ctx, hash); !errors.Is(err, cache.ErrNotFound) {
 		t.Fatalf("NarInfo of a missing path: %v", err)
 	}
 	seen := e.row(t, hash).LastSeen
-	asked := func() int { return e.up.Count(narinfoPath) }
+	asked := func() int { return e.Upstream.Count(narinfoPath) }
 	if asked() != 1 {
 		t.Fatalf("upstream asked %d times, want 1", asked())
 	}
@@ -110,15 +110,15 @@ func TestWatcher(t *testing.T) {
 	step("due again, still missing", 3*time.Minute+2*time.Second, 3, 3*time.Minute+2*time.Second+4*time.Minute, 4*time.Minute)
 
 	// Pushed upstream, with a reference.
-	dep := e.up.Add(fakeupstream.Path{Name: "dep", File: fakeupstream.RandomBytes(5000), Compression: "xz"})
-	it := e.up.Add(fakeupstream.Path{Hash: hash, Name: "pushed", File: fakeupstream.RandomBytes(5000), Compression: "xz",
+	dep := e.Upstream.Add(fakeupstream.Path{Name: "dep", File: fakeupstream.RandomBytes(5000), Compression: "xz"})
+	it := e.Upstream.Add(fakeupstream.Path{Hash: hash, Name: "pushed", File: fakeupstream.RandomBytes(5000), Compression: "xz",
 		References: []string{baseName(dep)}})
 	step("not due though it is there", 7*time.Minute, 3, 3*time.Minute+2*time.Second+4*time.Minute, 4*time.Minute)
-	if jobs := e.mgr.List(); len(jobs) != 0 {
+	if jobs := e.Prefetch.List(); len(jobs) != 0 {
 		t.Fatalf("a job started before the check was due: %+v", jobs)
 	}
 	w.CheckDue(ctx, seen.Add(8*time.Minute))
-	jobs := e.mgr.List()
+	jobs := e.Prefetch.List()
 	if len(jobs) != 1 {
 		t.Fatalf("after the path appeared: %d jobs, want 1", len(jobs))
 	}
@@ -137,12 +137,12 @@ func TestWatcher(t *testing.T) {
 		t.Errorf("row after the prefetch: next check %v every %v, count %d; want none and 1",
 			m.NextCheck, m.CheckInterval, m.Count)
 	}
-	before := e.up.Total()
+	before := e.Upstream.Total()
 	w.CheckDue(ctx, seen.Add(24*time.Hour))
-	if got := e.up.Total(); got != before {
+	if got := e.Upstream.Total(); got != before {
 		t.Errorf("a fetched path was checked again (%d requests)", got-before)
 	}
-	if jobs := e.mgr.List(); len(jobs) != 1 {
+	if jobs := e.Prefetch.List(); len(jobs) != 1 {
 		t.Errorf("%d jobs, want still 1", len(jobs))
 	}
 }
@@ -151,10 +151,10 @@ func TestWatcher(t *testing.T) {
 func TestWatcherSkipsOtherOutcomes(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, prefetch.Options{})
-	w := prefetch.NewWatcher(e.st, e.cache, e.mgr, prefetch.WatchOptions{})
+	w := prefetch.NewWatcher(e.Store, e.Cache, e.Prefetch, prefetch.WatchOptions{})
 	t0 := time.Now().Add(-24 * time.Hour)
 	fetched, failed := fakeupstream.RandomHash(), fakeupstream.RandomHash()
-	err := e.st.RecordMisses(ctx, []store.MissEvent{
+	err := e.Store.RecordMisses(ctx, []store.MissEvent{
 		{Hash: fetched, At: t0, Asked: true, Outcome: store.OutcomeFetched},
 		{Hash: failed, At: t0, Asked: true, Outcome: store.OutcomeUpstreamError},
 	}, 0)
@@ -162,7 +162,7 @@ func TestWatcherSkipsOtherOutcomes(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.CheckDue(ctx, time.Now())
-	if n := e.up.Total(); n != 0 {
+	if n := e.Upstream.Total(); n != 0 {
 		t.Errorf("upstream asked %d times", n)
 	}
 	for _, h := range []string{fetched, failed} {
@@ -177,19 +177,19 @@ func TestWatcherSkipsOtherOutcomes(t *testing.T) {
 func TestWatcherUpstreamDown(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, prefetch.Options{})
-	w := prefetch.NewWatcher(e.st, e.cache, e.mgr, prefetch.WatchOptions{Recheck: time.Minute})
+	w := prefetch.NewWatcher(e.Store, e.Cache, e.Prefetch, prefetch.WatchOptions{Recheck: time.Minute})
 	hash := fakeupstream.RandomHash()
 	t0 := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
-	if err := e.st.RecordMisses(ctx, []store.MissEvent{{Hash: hash, At: t0, Asked: true, Outcome: store.OutcomeNotFound}}, 0); err != nil {
+	if err := e.Store.RecordMisses(ctx, []store.MissEvent{{Hash: hash, At: t0, Asked: true, Outcome: store.OutcomeNotFound}}, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.st.UpdateMiss(ctx, hash, func(m *store.Miss) { m.NextCheck, m.CheckInterval = t0.Add(8*time.Minute), 8*time.Minute }); err != nil {
+	if err := e.Store.UpdateMiss(ctx, hash, func(m *store.Miss) { m.NextCheck, m.CheckInterval = t0.Add(8*time.Minute), 8*time.Minute }); err != nil {
 		t.Fatal(err)
 	}
-	e.up.SetFault("/"+hash+".narinfo", fakeupstream.Fault{Status: http.StatusBadGateway})
+	e.Upstream.SetFault("/"+hash+".narinfo", fakeupstream.Fault{Status: http.StatusBadGateway})
 	now := t0.Add(9 * time.Minute)
 	w.CheckDue(ctx, now)
-	if n := e.up.Count("/" + hash + ".narinfo"); n != 1 {
+	if n := e.Upstream.Count("/" + hash + ".narinfo"); n != 1 {
 		t.Errorf("upstream asked %d times, want 1", n)
 	}
 	m := e.row(t, hash)
@@ -200,7 +200,7 @@ func TestWatcherUpstreamDown(t *testing.T) {
 
 func TestWatcherRunOff(t *testing.T) {
 	e := newEnv(t, prefetch.Options{})
-	w := prefetch.NewWatcher(e.st, e.cache, e.mgr, prefetch.WatchOptions{Recheck: -1})
+	w := prefetch.NewWatcher(e.Store, e.Cache, e.Prefetch, prefetch.WatchOptions{Recheck: -1})
 	done := make(chan struct{})
 	go func() { w.Run(context.Background()); close(done) }()
 	select {
