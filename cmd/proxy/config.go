@@ -54,7 +54,7 @@ func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.String("config", "", "TOML config `file`; keys are flag names (upstream = [\"...\"])")
-	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:5000", "`address` to serve on; 0.0.0.0:5000 for the LAN")
+	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:5575", "`address` to serve on; 0.0.0.0:5575 for the LAN")
 	fs.StringVar(&cfg.cacheDir, "cache-dir", defaultCacheDir(), "`directory` for NAR files and the index")
 	cfg.upstreams = stringList{values: []string{defaultUpstream}}
 	fs.Var(&cfg.upstreams, "upstream", "upstream cache `URL`, repeatable, in priority order")

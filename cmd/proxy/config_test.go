@@ -35,7 +35,7 @@ verify-signatures = false
 			want: func(c *serveConfig) []any {
 				return []any{c.listen, c.upstreams.values, c.negativeTTL, c.priority, c.verifySignatures}
 			},
-			exp: []any{"127.0.0.1:5000", []string{defaultUpstream}, time.Minute, 30, true},
+			exp: []any{"127.0.0.1:5575", []string{defaultUpstream}, time.Minute, 30, true},
 		},
 		{
 			name: "file",
@@ -121,7 +121,7 @@ func TestParseInterspersedFlags(t *testing.T) {
 	if err := parseInterspersed(fs, args); err != nil {
 		t.Fatal(err)
 	}
-	if !*closure || cfg.cacheDir != "/tmp/c" || cfg.listen != "127.0.0.1:5000" {
+	if !*closure || cfg.cacheDir != "/tmp/c" || cfg.listen != "127.0.0.1:5575" {
 		t.Errorf("closure %v, cache-dir %q, listen %q", *closure, cfg.cacheDir, cfg.listen)
 	}
 	if diff := cmp.Diff([]string{"/nix/store/a-x", "b", "--listen", "-x"}, fs.Args()); diff != "" {
