@@ -2,7 +2,10 @@ package cache
 
 import (
 	"context"
+	"io/fs"
 	"sync"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 )
 
 // flight is one NAR download in progress, shared by every client that asks
@@ -14,11 +17,13 @@ type flight struct {
 	name     string
 	upstream string
 
-	// ready is closed once the upstream has answered with a body (tempPath
+	// ready is closed once the upstream has answered with a body (partial
 	// and size are set) or the download has failed before that.
-	ready    chan struct{}
-	tempPath string
-	size     int64 // expected length; -1 when unknown
+	ready   chan struct{}
+	partial interface {
+		OpenPartial() (store.NARFile, error)
+	}
+	size int64 // expected length; -1 when unknown
 
 	mu      sync.Mutex
 	written int64
@@ -30,6 +35,15 @@ type flight struct {
 
 func newFlight(name string) *flight {
 	return &flight{name: name, ready: make(chan struct{}), size: -1, changed: make(chan struct{})}
+}
+
+// openPartial opens the file as downloaded so far; fs.ErrNotExist when the
+// flight never created one (it found the NAR already stored).
+func (f *flight) openPartial() (store.NARFile, error) {
+	if f.partial == nil {
+		return nil, fs.ErrNotExist
+	}
+	return f.partial.OpenPartial()
 }
 
 // progress publishes that n more bytes are in the temp file.

@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -77,7 +76,7 @@ func (c *Cache) ServeNAR(w http.ResponseWriter, r *http.Request, name string) er
 	return c.follow(w, r, fl)
 }
 
-func (c *Cache) serveFile(w http.ResponseWriter, r *http.Request, name string, f *os.File) error {
+func (c *Cache) serveFile(w http.ResponseWriter, r *http.Request, name string, f store.NARFile) error {
 	st, err := f.Stat()
 	if err != nil {
 		return fmt.Errorf("stat NAR %s: %w", name, err)
@@ -158,7 +157,7 @@ func (c *Cache) follow(w http.ResponseWriter, r *http.Request, fl *flight) error
 	if st := fl.state(); st.done && st.err != nil {
 		return st.err // nothing written yet: the caller can still pick a status
 	}
-	f, err := os.Open(fl.tempPath)
+	f, err := fl.openPartial()
 	if errors.Is(err, fs.ErrNotExist) {
 		// Committed (renamed) or discarded between ready and now, or
 		// found in the store by the flight itself.
@@ -304,7 +303,7 @@ func (c *Cache) fetchNAR(ctx context.Context, fl *flight, src store.NARSource) (
 		return 0, err
 	}
 	defer wr.Cancel()
-	fl.tempPath, fl.size = wr.TempPath(), size
+	fl.partial, fl.size = wr, size
 	close(fl.ready)
 
 	check := newNARCheck(src)

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -19,20 +17,14 @@ type narRow struct {
 	Stored time.Time `json:"stored"`
 }
 
-// narPath shards by the name's first two characters. Callers pass only names
-// the narinfo package validated, so no name can climb out of the directory.
-func (s *Store) narPath(name string) string {
-	return filepath.Join(s.dir, "nar", name[:2], name)
-}
-
 // OpenNAR opens the NAR file called name for reading, or returns ErrNotFound.
 // An index row whose file has vanished (deleted by hand, lost in a crash) is
 // dropped here, so the next request fetches the NAR again.
-func (s *Store) OpenNAR(ctx context.Context, name string) (*os.File, error) {
+func (s *Store) OpenNAR(ctx context.Context, name string) (NARFile, error) {
 	if _, err := s.get(ctx, bucketNAR, name); err != nil {
 		return nil, err
 	}
-	f, err := os.Open(s.narPath(name))
+	f, err := s.files.Open(name)
 	if errors.Is(err, fs.ErrNotExist) {
 		if derr := s.dropNAR(name); derr != nil {
 			return nil, derr
@@ -53,7 +45,7 @@ func (s *Store) HasNAR(ctx context.Context, name string) (bool, error) {
 	} else if err != nil {
 		return false, err
 	}
-	_, err := os.Stat(s.narPath(name))
+	_, err := s.files.Stat(name)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, s.dropNAR(name)
 	}
@@ -101,7 +93,7 @@ func (s *Store) countNARs() error {
 type Writer struct {
 	s    *Store
 	name string
-	f    *os.File
+	part PartFile
 	done bool
 
 	// A background fsync every syncEvery bytes overlaps the disk's
@@ -114,16 +106,16 @@ type Writer struct {
 
 const syncEvery = 64 << 20
 
-// CreateNAR starts writing the NAR file called name into a temp file.
+// CreateNAR starts writing the NAR file called name.
 func (s *Store) CreateNAR(ctx context.Context, name string) (*Writer, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	f, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), name+".*")
+	part, err := s.files.Create(name)
 	if err != nil {
-		return nil, fmt.Errorf("create temp file: %w", err)
+		return nil, err
 	}
-	w := &Writer{s: s, name: name, f: f, syncReq: make(chan struct{}, 1), syncDone: make(chan struct{})}
+	w := &Writer{s: s, name: name, part: part, syncReq: make(chan struct{}, 1), syncDone: make(chan struct{})}
 	go w.syncLoop()
 	return w, nil
 }
@@ -132,7 +124,7 @@ func (w *Writer) syncLoop() {
 	defer close(w.syncDone)
 	for range w.syncReq {
 		// An error here shows up again in Commit's own fsync.
-		w.f.Sync()
+		w.part.Sync()
 	}
 }
 
@@ -142,9 +134,9 @@ func (w *Writer) stopSync() {
 	<-w.syncDone
 }
 
-// Write appends to the temp file.
+// Write appends to the file.
 func (w *Writer) Write(p []byte) (int, error) {
-	n, err := w.f.Write(p)
+	n, err := w.part.Write(p)
 	w.unsynced += int64(n)
 	if w.unsynced >= syncEvery {
 		w.unsynced = 0
@@ -156,13 +148,13 @@ func (w *Writer) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// TempPath is the temp file being written, for readers that follow the
-// download while it is in progress. It stays readable through an open handle
-// after Commit renames it or Cancel removes it.
-func (w *Writer) TempPath() string { return w.f.Name() }
+// OpenPartial opens the file as written so far, for readers that follow
+// the download while it is in progress. The handle stays readable after
+// Commit or Cancel.
+func (w *Writer) OpenPartial() (NARFile, error) { return w.part.OpenPartial() }
 
-// Commit makes the file durable (fsync, rename, fsync dir) and then indexes
-// it, in that order, so a crash never leaves an index row without its file.
+// Commit makes the file durable and visible and then indexes it, in that
+// order, so a crash never leaves an index row without its file.
 func (w *Writer) Commit(ctx context.Context) error {
 	if w.done {
 		return errors.New("store: writer already finished")
@@ -173,38 +165,17 @@ func (w *Writer) Commit(ctx context.Context) error {
 	}
 	w.done = true
 	w.stopSync()
-	fail := func(step string, err error) error {
-		w.f.Close()
-		os.Remove(w.f.Name())
-		return fmt.Errorf("commit NAR %s: %s: %w", w.name, step, err)
-	}
-	if err := w.f.Sync(); err != nil {
-		return fail("fsync", err)
-	}
-	st, err := w.f.Stat()
+	size, err := w.part.Commit()
 	if err != nil {
-		return fail("stat", err)
+		return fmt.Errorf("commit NAR %s: %w", w.name, err)
 	}
-	if err := w.f.Close(); err != nil {
-		return fail("close", err)
-	}
-	final := w.s.narPath(w.name)
-	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
-		return fail("mkdir", err)
-	}
-	if err := os.Rename(w.f.Name(), final); err != nil {
-		return fail("rename", err)
-	}
-	if err := syncDir(filepath.Dir(final)); err != nil {
-		return fmt.Errorf("commit NAR %s: fsync dir: %w", w.name, err)
-	}
-	row, err := json.Marshal(narRow{Size: st.Size(), Stored: time.Now().UTC()})
+	row, err := json.Marshal(narRow{Size: size, Stored: time.Now().UTC()})
 	if err != nil {
 		return err
 	}
 	return w.s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketNAR)
-		files, bytes := int64(1), st.Size()
+		files, bytes := int64(1), size
 		if old := b.Get([]byte(w.name)); old != nil {
 			var r narRow
 			if json.Unmarshal(old, &r) == nil {
@@ -220,25 +191,12 @@ func (w *Writer) Commit(ctx context.Context) error {
 	})
 }
 
-// Cancel discards the temp file. It is a no-op after Commit or Cancel.
+// Cancel discards the file. It is a no-op after Commit or Cancel.
 func (w *Writer) Cancel() error {
 	if w.done {
 		return nil
 	}
 	w.done = true
 	w.stopSync()
-	w.f.Close()
-	if err := os.Remove(w.f.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("remove temp file: %w", err)
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return w.part.Discard()
 }

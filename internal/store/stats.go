@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -44,12 +42,11 @@ func (s *Store) Ready(ctx context.Context, minFree int64) error {
 	if err := s.db.View(func(tx *bolt.Tx) error { return nil }); err != nil {
 		return fmt.Errorf("index: %w", err)
 	}
-	f, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "ready-*")
+	part, err := s.files.Create("ready")
 	if err != nil {
 		return fmt.Errorf("cache dir not writable: %w", err)
 	}
-	f.Close()
-	os.Remove(f.Name())
+	part.Discard()
 	free, _, err := s.Disk()
 	if err != nil {
 		return err

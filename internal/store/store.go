@@ -8,7 +8,6 @@ package store
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync/atomic"
 	"time"
@@ -41,9 +40,10 @@ var (
 
 // Store is the on-disk cache. It is safe for concurrent use.
 type Store struct {
-	dir string
-	db  *bolt.DB
-	hot *hotNarInfos
+	dir   string
+	db    *bolt.DB
+	files NARFiles
+	hot   *hotNarInfos
 
 	// Totals of the NAR files indexed, kept in memory so a metrics scrape
 	// does not walk the index.
@@ -54,12 +54,8 @@ type Store struct {
 // Open opens (creating if needed) the cache in dir. It sweeps temp files a
 // previous process left behind and refuses an index another process holds.
 func Open(dir string) (*Store, error) {
-	for _, d := range []string{dir, filepath.Join(dir, "nar"), filepath.Join(dir, "tmp")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, fmt.Errorf("create cache dir: %w", err)
-		}
-	}
-	if err := sweepTemp(filepath.Join(dir, "tmp")); err != nil {
+	files, err := OpenDirFiles(dir)
+	if err != nil {
 		return nil, err
 	}
 	db, err := bolt.Open(filepath.Join(dir, "index.db"), 0o644, &bolt.Options{Timeout: time.Second})
@@ -73,7 +69,7 @@ func Open(dir string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	s := &Store{dir: dir, db: db, hot: newHotNarInfos(hotNarInfoBytes)}
+	s := &Store{dir: dir, db: db, files: files, hot: newHotNarInfos(hotNarInfoBytes)}
 	if err := s.countNARs(); err != nil {
 		db.Close()
 		return nil, err
@@ -97,18 +93,9 @@ func initBuckets(tx *bolt.Tx) error {
 	return nil
 }
 
-func sweepTemp(tmp string) error {
-	entries, err := os.ReadDir(tmp)
-	if err != nil {
-		return fmt.Errorf("sweep temp dir: %w", err)
-	}
-	for _, e := range entries {
-		if err := os.RemoveAll(filepath.Join(tmp, e.Name())); err != nil {
-			return fmt.Errorf("sweep temp dir: %w", err)
-		}
-	}
-	return nil
-}
+// Files are the NAR files themselves, for verify and repair: the index
+// does not learn of what is done through them.
+func (s *Store) Files() NARFiles { return s.files }
 
 // Dir is the cache directory.
 func (s *Store) Dir() string { return s.dir }

@@ -57,7 +57,7 @@ func assertAbsent(t *testing.T, s *Store, name string) {
 	if has, err := s.HasNAR(context.Background(), name); has || err != nil {
 		t.Errorf("HasNAR = %v, %v", has, err)
 	}
-	if _, err := os.Stat(s.narPath(name)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := s.Files().Stat(name); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("NAR file exists: %v", err)
 	}
 	if tmp := dirEntries(t, filepath.Join(s.Dir(), "tmp")); len(tmp) != 0 {
@@ -84,7 +84,12 @@ func TestWriterCommit(t *testing.T) {
 		t.Error("HasNAR before Commit")
 	}
 	// A follower reads the temp file while it is written.
-	if got, err := os.ReadFile(w.TempPath()); err != nil || !bytes.Equal(got, body) {
+	part, err := w.OpenPartial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer part.Close()
+	if got, err := io.ReadAll(part); err != nil || !bytes.Equal(got, body) {
 		t.Errorf("temp file: %d bytes, %v", len(got), err)
 	}
 
@@ -224,7 +229,7 @@ func TestMissingFileDropsRow(t *testing.T) {
 	if err := w.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Remove(s.narPath(narName)); err != nil {
+	if err := s.Files().Remove(narName); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.OpenNAR(ctx, narName); !errors.Is(err, ErrNotFound) {
