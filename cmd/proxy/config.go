@@ -77,7 +77,8 @@ func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
 	fs.IntVar(&cfg.prefetchConcurrency, "prefetch-concurrency", 4, "NAR downloads one prefetch job runs at once")
 	fs.StringVar(&cfg.metricsListen, "metrics-listen", "", "also serve /metrics on this `address` (it is always on the main listener too)")
 	fs.StringVar(&cfg.pprofListen, "pprof-listen", "", "serve Go's profiles (/debug/pprof/) on this `address`, e.g. 127.0.0.1:6060; off by default")
-	fs.Int64Var(&cfg.minFree, "min-free", 1<<30, "`bytes` of free disk below which /readyz answers 503")
+	cfg.minFree = 1 << 30
+	fs.Var(sizeFlag{&cfg.minFree}, "min-free", "free disk `size` (10GiB, 500MB) below which /readyz answers 503")
 	return fs
 }
 

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+	}{
+		{"0", 0},
+		{"1073741824", 1 << 30},
+		{"500MB", 500e6},
+		{"500mb", 500e6},
+		{"200GiB", 200 << 30},
+		{"200 GiB", 200 << 30},
+		{"1.5G", 3 << 29},
+		{"10k", 10 << 10},
+		{"2TB", 2e12},
+		{"7B", 7},
+	}
+	for _, tt := range tests {
+		got, err := parseSize(tt.in)
+		if err != nil || got != tt.want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", tt.in, got, err, tt.want)
+		}
+	}
+	for _, bad := range []string{"", "abc", "-1GiB", "10XB", "GiB", "1e30TB", "NaN"} {
+		_, err := parseSize(bad)
+		if err == nil || !strings.Contains(err.Error(), "want a size like 10GiB or 500MB") {
+			t.Errorf("parseSize(%q) = %v, want an error saying what is expected", bad, err)
+		}
+	}
+}
+
+func TestFormatSizeRoundTrip(t *testing.T) {
+	for _, n := range []int64{0, 7, 1 << 10, 200 << 30, 3 << 40} {
+		got, err := parseSize(formatSize(n))
+		if err != nil || got != n {
+			t.Errorf("parseSize(formatSize(%d) = %q) = %d, %v", n, formatSize(n), got, err)
+		}
+	}
+}
+
+func TestSizeFlags(t *testing.T) {
+	cfg, _, err := parseServeConfig([]string{"--min-free", "500MB"}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.minFree != 500e6 {
+		t.Errorf("min-free %d", cfg.minFree)
+	}
+	_, _, err = parseServeConfig(nil, func(k string) string {
+		if k == "NIX_CACHE_PROXY_MIN_FREE" {
+			return "abc"
+		}
+		return ""
+	})
+	if want := `NIX_CACHE_PROXY_MIN_FREE="abc": want a size like 10GiB or 500MB, got "abc"`; err == nil || err.Error() != want {
+		t.Errorf("bad env size: %v, want %s", err, want)
+	}
+	_, _, err = parseServeConfig([]string{"--min-free", "abc"}, func(string) string { return "" })
+	if err == nil || !strings.Contains(err.Error(), `min-free: want a size like 10GiB or 500MB, got "abc"`) {
+		t.Errorf("bad flag size: %v", err)
+	}
+}
