@@ -73,7 +73,7 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 		Metrics:             s.metrics,
 		MetricsHandler:      metricsHandler,
 		Ready:               func(ctx context.Context) error { return s.store.Ready(ctx, cfg.minFree) },
-		Admin:               admin.Handler(s.admin, admin.HandlerOptions{Token: cfg.adminToken, Logger: log}),
+		Admin:               admin.Handler(s.admin, admin.HandlerOptions{Token: cfg.adminToken, Hosts: listenHosts(cfg.listen), Logger: log}),
 		StatusPage:          s.statusPage(log),
 		Priority:            cfg.priority,
 		UpstreamErrorStatus: cfg.upstreamErrorStatus,
@@ -200,6 +200,17 @@ func prefetchPins(ctx context.Context, s *stack, extra []string, log *slog.Logge
 	}
 	log.Info("prefetching pinned paths", "pins", len(pins), "job", st.ID)
 	return nil
+}
+
+// listenHosts returns the host of the listen address, a name the admin
+// CLI may dial (it defaults to http:// + --listen), for the admin API's
+// Host check; a wildcard or an IP needs no entry.
+func listenHosts(listen string) []string {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil || host == "" || net.ParseIP(host) != nil {
+		return nil
+	}
+	return []string{host}
 }
 
 // recheckOption maps --miss-recheck 0 ("off") to the watcher's negative.

@@ -2,15 +2,12 @@ package admin
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -23,8 +20,12 @@ const Prefix = "/_"
 // HandlerOptions configure the admin API.
 type HandlerOptions struct {
 	// Token, when set, is required as "Authorization: Bearer <token>" and
-	// lets any client in; when empty only loopback clients are answered.
-	Token  string
+	// lets any client in; when empty only loopback clients are answered,
+	// and only when they name this machine in Host (see guard).
+	Token string
+	// Hosts are Host names answered without a token besides loopback
+	// addresses and localhost: the host part of the listen address.
+	Hosts  []string
 	Logger *slog.Logger
 }
 
@@ -35,7 +36,7 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 	}
 	h := &handler{svc: s, log: opts.Logger}
 	r := chi.NewRouter()
-	r.Use(authorize(opts.Token))
+	r.Use(newGuard(opts.Token, opts.Hosts).wrap)
 	r.Get("/misses", h.json(h.misses))
 	r.Get("/prefetch", h.json(func(r *http.Request) (any, error) { return s.Jobs(r.Context()) }))
 	r.Post("/prefetch", h.json(h.startPrefetch))
@@ -164,42 +165,4 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(apiError{Error: msg})
-}
-
-func authorize(token string) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if token != "" {
-				got, ok := bearer(r)
-				if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
-					w.Header().Set("WWW-Authenticate", `Bearer realm="nix-cache-proxy admin"`)
-					writeError(w, http.StatusUnauthorized, "admin API: missing or wrong bearer token")
-					return
-				}
-			} else if !fromLoopback(r) {
-				writeError(w, http.StatusForbidden, "admin API answers loopback clients only; set --admin-token to allow others")
-				return
-			}
-			next.ServeHTTP(w, r)
-		})
-	}
-}
-
-func bearer(r *http.Request) (string, bool) {
-	const p = "Bearer "
-	a := r.Header.Get("Authorization")
-	// The scheme is case-insensitive (RFC 9110); the token is not.
-	if len(a) <= len(p) || !strings.EqualFold(a[:len(p)], p) {
-		return "", false
-	}
-	return a[len(p):], true
-}
-
-func fromLoopback(r *http.Request) bool {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return false
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -29,9 +29,15 @@ type env struct {
 
 func newEnv(t *testing.T, token string) *env {
 	t.Helper()
+	return newEnvOpts(t, admin.HandlerOptions{Token: token})
+}
+
+func newEnvOpts(t *testing.T, opts admin.HandlerOptions) *env {
+	t.Helper()
+	token := opts.Token
 	e := cachetest.New(t, prefetch.Options{})
 	svc := admin.NewService(e.Store, e.Cache, e.Prefetch)
-	h, err := server.New(server.Config{Cache: e.Cache, Admin: admin.Handler(svc, admin.HandlerOptions{Token: token})})
+	h, err := server.New(server.Config{Cache: e.Cache, Admin: admin.Handler(svc, opts)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,15 +94,14 @@ func chain(u *fakeupstream.Upstream) []*fakeupstream.Item {
 }
 
 // do sends a request straight to the server's handler, from remote, and
-// returns the recorded response.
+// returns the recorded response. It is what the CLI sends: Host names the
+// loopback address it dialed, and writes are JSON.
 func (e *env) do(method, path, body, remote, auth string) *httptest.ResponseRecorder {
-	var r *http.Request
-	if body != "" {
-		r = httptest.NewRequest(method, path, strings.NewReader(body))
+	r := httptest.NewRequest(method, path, strings.NewReader(body))
+	if method != http.MethodGet && method != http.MethodHead {
 		r.Header.Set("Content-Type", "application/json")
-	} else {
-		r = httptest.NewRequest(method, path, nil)
 	}
+	r.Host = "127.0.0.1:5575"
 	r.RemoteAddr = remote
 	if auth != "" {
 		r.Header.Set("Authorization", auth)
