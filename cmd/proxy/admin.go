@@ -44,8 +44,11 @@ type adminCommand struct {
 	own    map[string]bool
 	help   map[string]bool // flags listed in -h: own ones and a few shared
 	server string
-	stdout io.Writer
-	stderr io.Writer
+	// explicitServer is set when --server was given: then a server that
+	// does not answer is an error, not a reason to open the cache dir.
+	explicitServer bool
+	stdout         io.Writer
+	stderr         io.Writer
 }
 
 func newAdminCommand(name string, stdout, stderr io.Writer) *adminCommand {
@@ -84,7 +87,8 @@ func (c *adminCommand) parse(args []string, usage string) (int, bool) {
 		fmt.Fprintf(c.stderr, "nix-cache-proxy %s: %v (see 'nix-cache-proxy %s -h')\n", c.name, err, c.name)
 		return 1, true
 	}
-	if c.server == "" {
+	c.explicitServer = c.server != ""
+	if !c.explicitServer {
 		c.server = "http://" + dialable(c.cfg.listen)
 	}
 	return 0, false
@@ -106,8 +110,9 @@ func dialable(listen string) string {
 	return net.JoinHostPort(host, port)
 }
 
-// backend asks the server at --server, or opens the cache dir when nothing
-// listens there. The returned func releases a cache opened here.
+// backend asks the server at --server, or, when --server was not given and
+// nothing listens at the --listen address, opens the cache dir. The
+// returned func releases a cache opened here.
 func (c *adminCommand) backend(ctx context.Context) (adminBackend, func(), error) {
 	client, err := admin.NewClient(c.server, c.cfg.adminToken)
 	if err != nil {
@@ -119,6 +124,11 @@ func (c *adminCommand) backend(ctx context.Context) (adminBackend, func(), error
 	}
 	if !errors.Is(err, admin.ErrNoServer) {
 		return nil, nil, fmt.Errorf("server %s: %w", c.server, err)
+	}
+	if c.explicitServer {
+		// Reading the cache dir instead would answer for another cache
+		// than the one asked about, and silently.
+		return nil, nil, fmt.Errorf("--server %s: no server answers there (connection refused); leave out --server to work on --cache-dir when no server runs", c.server)
 	}
 	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	s, err := openStack(&c.cfg, log)

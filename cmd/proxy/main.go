@@ -25,7 +25,7 @@ Usage:
 
 PATH is a store path (/nix/store/<hash>-name) or its hash. The admin commands
 talk to the running server (--server, default the --listen address) or, when
-none runs, open --cache-dir themselves. 'nix-cache-proxy COMMAND -h' for flags.
+no --server is given and none runs there, open --cache-dir themselves. 'nix-cache-proxy COMMAND -h' for flags.
 `
 
 func main() {
