@@ -80,7 +80,7 @@ func (c *adminCommand) parse(args []string, usage string) (int, bool) {
 				fmt.Fprintf(c.stdout, "  --%s %s\n    \t%s\n", f.Name, name, u)
 			}
 		})
-		fmt.Fprintf(c.stdout, "\nIt also reads every 'serve' flag (--config, --cache-dir, --upstream, --admin-token, ...)\nto work on the cache dir itself when no server answers at --server.\n")
+		fmt.Fprintf(c.stdout, "\nIt also reads every 'serve' flag (--config, --cache-dir, --upstream, --admin-token, ...)\nto work on the cache dir itself when --server is not given and no server answers at --listen.\n")
 		return 0, true
 	}
 	if err != nil {

@@ -46,3 +46,14 @@ func TestAdminServerFallback(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckBadPathMessage: a bad path is reported once, in the user's
+// words, not as every layer's name for "bad request".
+func TestCheckBadPathMessage(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"check", "foo", "--listen", freeAddr(t), "--cache-dir", t.TempDir()}, &stdout, &stderr)
+	const want = `nix-cache-proxy check: "foo" is not a store path (want /nix/store/<hash>-<name>, <hash>-<name> or <hash>)` + "\n"
+	if code != 1 || stderr.String() != want {
+		t.Errorf("exit %d, stderr %q; want 1, %q", code, stderr.String(), want)
+	}
+}

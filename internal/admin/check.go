@@ -3,17 +3,10 @@ package admin
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
-)
-
-// Sentinel errors of the admin API.
-var (
-	ErrBadRequest = errors.New("admin: bad request")
-	ErrNotFound   = errors.New("admin: not found")
 )
 
 // CheckRequest asks whether paths are cached.
@@ -43,13 +36,13 @@ type CheckResult struct {
 // Upstream whether an upstream offers them with a trusted signature.
 func (s *Service) Check(ctx context.Context, req CheckRequest) (CheckResult, error) {
 	if len(req.Paths) == 0 {
-		return CheckResult{}, fmt.Errorf("%w: no paths given", ErrBadRequest)
+		return CheckResult{}, badRequestf("no paths given")
 	}
 	var queue []string
 	for _, p := range req.Paths {
 		h, err := prefetch.HashOf(p)
 		if err != nil {
-			return CheckResult{}, fmt.Errorf("%w: %w", ErrBadRequest, err)
+			return CheckResult{}, badRequest(err)
 		}
 		queue = append(queue, h)
 	}

@@ -135,11 +135,12 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any) err
 		if json.Unmarshal(data, &e) != nil || e.Error == "" {
 			e.Error = strings.TrimSpace(string(data))
 		}
+		// The server's reason is the message: it speaks to the user.
 		switch resp.StatusCode {
 		case http.StatusBadRequest:
-			return fmt.Errorf("%w: %s", ErrBadRequest, e.Error)
+			return badRequest(errors.New(e.Error))
 		case http.StatusNotFound:
-			return fmt.Errorf("%w: %s", ErrNotFound, e.Error)
+			return notFound(errors.New(e.Error))
 		default:
 			return fmt.Errorf("admin API: %s: %s", resp.Status, e.Error)
 		}

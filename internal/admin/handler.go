@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -69,7 +68,7 @@ func (h *handler) misses(r *http.Request) (any, error) {
 	if v := r.URL.Query().Get("since"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
-			return nil, fmt.Errorf("%w: since: %w", ErrBadRequest, err)
+			return nil, badRequestf("since: want a duration like 24h, got %q", v)
 		}
 		f.Since = d
 	}
@@ -87,7 +86,7 @@ func (h *handler) job(r *http.Request) (any, error) {
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil {
-		return nil, fmt.Errorf("%w: wait: %w", ErrBadRequest, err)
+		return nil, badRequestf("wait: want a duration like 10s, got %q", v)
 	}
 	return h.svc.WaitJob(r.Context(), id, d)
 }
@@ -128,7 +127,7 @@ func decode(r *http.Request, v any) error {
 	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%w: request body: %w", ErrBadRequest, err)
+		return badRequestf("request body: %w", err)
 	}
 	return nil
 }

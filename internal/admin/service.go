@@ -8,7 +8,6 @@ package admin
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"time"
 
@@ -57,7 +56,7 @@ func (s *Service) Misses(ctx context.Context, f MissFilter) ([]store.Miss, error
 	switch f.Outcome {
 	case "", store.OutcomeFetched, store.OutcomeNotFound, store.OutcomeUpstreamError:
 	default:
-		return nil, fmt.Errorf("%w: outcome %q is not fetched, not-found or upstream-error", ErrBadRequest, f.Outcome)
+		return nil, badRequestf("outcome %q is not fetched, not-found or upstream-error", f.Outcome)
 	}
 	all, err := s.store.Misses(ctx)
 	if err != nil {
@@ -88,12 +87,12 @@ func (s *Service) Prefetch(ctx context.Context, req PrefetchRequest) (prefetch.S
 			req.Paths = append(req.Paths, m.Hash)
 		}
 		if len(req.Paths) == 0 {
-			return prefetch.Status{}, fmt.Errorf("%w: no paths given and the miss log is empty", ErrBadRequest)
+			return prefetch.Status{}, badRequestf("no paths given and the miss log is empty")
 		}
 	}
 	st, err := s.prefetch.Start(req.Request)
 	if errors.Is(err, prefetch.ErrBadPath) {
-		err = fmt.Errorf("%w: %w", ErrBadRequest, err)
+		err = badRequest(err)
 	}
 	return st, err
 }
@@ -102,7 +101,7 @@ func (s *Service) Prefetch(ctx context.Context, req PrefetchRequest) (prefetch.S
 func (s *Service) Job(ctx context.Context, id string) (prefetch.Status, error) {
 	st, err := s.prefetch.Status(id)
 	if errors.Is(err, prefetch.ErrNoJob) {
-		err = fmt.Errorf("%w: %w", ErrNotFound, err)
+		err = notFoundf("no prefetch job %q", id)
 	}
 	return st, err
 }
@@ -112,7 +111,7 @@ func (s *Service) Job(ctx context.Context, id string) (prefetch.Status, error) {
 func (s *Service) WaitJob(ctx context.Context, id string, wait time.Duration) (prefetch.Status, error) {
 	st, err := s.prefetch.Wait(ctx, id, min(wait, maxWait))
 	if errors.Is(err, prefetch.ErrNoJob) {
-		err = fmt.Errorf("%w: %w", ErrNotFound, err)
+		err = notFoundf("no prefetch job %q", id)
 	}
 	return st, err
 }
@@ -128,13 +127,13 @@ func (s *Service) Jobs(ctx context.Context) ([]prefetch.Status, error) {
 // Pin pins paths and starts prefetching them with their closures.
 func (s *Service) Pin(ctx context.Context, paths []string) (prefetch.Status, error) {
 	if len(paths) == 0 {
-		return prefetch.Status{}, fmt.Errorf("%w: no paths given", ErrBadRequest)
+		return prefetch.Status{}, badRequestf("no paths given")
 	}
 	pins := make([]store.Pin, len(paths))
 	for i, p := range paths {
 		h, err := prefetch.HashOf(p)
 		if err != nil {
-			return prefetch.Status{}, fmt.Errorf("%w: %w", ErrBadRequest, err)
+			return prefetch.Status{}, badRequest(err)
 		}
 		pins[i] = store.Pin{Hash: h, StorePath: p, Since: time.Now().UTC()}
 	}
@@ -154,14 +153,14 @@ func (s *Service) Unpin(ctx context.Context, paths []string) error {
 	for i, p := range paths {
 		h, err := prefetch.HashOf(p)
 		if err != nil {
-			return fmt.Errorf("%w: %w", ErrBadRequest, err)
+			return badRequest(err)
 		}
 		hashes[i] = h
 	}
 	var errs []error
 	for i, p := range paths {
 		if err := s.store.DeletePin(ctx, hashes[i]); errors.Is(err, store.ErrNotFound) {
-			errs = append(errs, fmt.Errorf("%w: %s is not pinned", ErrNotFound, p))
+			errs = append(errs, notFoundf("%s is not pinned", p))
 		} else if err != nil {
 			return err
 		}

@@ -363,3 +363,51 @@ func TestUnpinBadPathChangesNothing(t *testing.T) {
 		t.Errorf("a rejected unpin changed the pins: %+v, %v", pins, err)
 	}
 }
+
+// backend is the method set Service and Client share.
+type backend interface {
+	Check(context.Context, admin.CheckRequest) (admin.CheckResult, error)
+	Pin(context.Context, []string) (prefetch.Status, error)
+	Unpin(context.Context, []string) error
+	Prefetch(context.Context, admin.PrefetchRequest) (prefetch.Status, error)
+	WaitJob(context.Context, string, time.Duration) (prefetch.Status, error)
+	Misses(context.Context, admin.MissFilter) ([]store.Miss, error)
+}
+
+// TestErrorWording: an error reads as one reason in the user's words,
+// whether from the Service or through the HTTP API and Client, and still
+// matches its sentinel. It once read "bad request: admin: bad request:
+// prefetch: not a store path or hash: ...", every layer adding its name.
+func TestErrorWording(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "")
+	const badPath = `"foo" is not a store path (want /nix/store/<hash>-<name>, <hash>-<name> or <hash>)`
+	tests := []struct {
+		name string
+		call func(b backend) error
+		kind error
+		want string
+	}{
+		{"check", func(b backend) error { _, err := b.Check(ctx, admin.CheckRequest{Paths: []string{"foo"}}); return err }, admin.ErrBadRequest, badPath},
+		{"check nothing", func(b backend) error { _, err := b.Check(ctx, admin.CheckRequest{}); return err }, admin.ErrBadRequest, "no paths given"},
+		{"pin", func(b backend) error { _, err := b.Pin(ctx, []string{"foo"}); return err }, admin.ErrBadRequest, badPath},
+		{"unpin", func(b backend) error { return b.Unpin(ctx, []string{"foo"}) }, admin.ErrBadRequest, badPath},
+		{"prefetch", func(b backend) error {
+			_, err := b.Prefetch(ctx, admin.PrefetchRequest{Request: prefetch.Request{Paths: []string{"foo"}}})
+			return err
+		}, admin.ErrBadRequest, badPath},
+		{"no job", func(b backend) error { _, err := b.WaitJob(ctx, "nope", 0); return err }, admin.ErrNotFound, `no prefetch job "nope"`},
+		{"outcome", func(b backend) error { _, err := b.Misses(ctx, admin.MissFilter{Outcome: "lost"}); return err },
+			admin.ErrBadRequest, `outcome "lost" is not fetched, not-found or upstream-error`},
+	}
+	for _, tt := range tests {
+		for via, b := range map[string]backend{"service": e.svc, "client": e.client} {
+			t.Run(tt.name+"/"+via, func(t *testing.T) {
+				err := tt.call(b)
+				if !errors.Is(err, tt.kind) || err.Error() != tt.want {
+					t.Errorf("error %q (matches %v: %v), want %q", err, tt.kind, errors.Is(err, tt.kind), tt.want)
+				}
+			})
+		}
+	}
+}

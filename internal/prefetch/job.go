@@ -16,7 +16,15 @@ import (
 )
 
 // ErrBadPath means an argument is neither a store path nor a hash part.
+// Errors wrapping it read as the reason alone, in the user's terms: they
+// end up on the command line as they are.
 var ErrBadPath = errors.New("prefetch: not a store path or hash")
+
+// badPath is an ErrBadPath whose text is msg alone.
+type badPath struct{ msg string }
+
+func (e *badPath) Error() string        { return e.msg }
+func (e *badPath) Is(target error) bool { return target == ErrBadPath }
 
 // HashOf returns the hash part of a store path ("/nix/store/<hash>-name"),
 // a store path base name, or a bare hash.
@@ -27,7 +35,7 @@ func HashOf(arg string) (string, error) {
 	if h := narinfo.HashOfStorePath(strings.TrimSuffix(arg, "/")); h != "" {
 		return h, nil
 	}
-	return "", fmt.Errorf("%w: %q", ErrBadPath, arg)
+	return "", &badPath{fmt.Sprintf("%q is not a store path (want /nix/store/<hash>-<name>, <hash>-<name> or <hash>)", arg)}
 }
 
 // Request asks for paths to be brought into the cache.

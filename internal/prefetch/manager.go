@@ -70,7 +70,7 @@ func NewManager(c Cache, opts Options) *Manager {
 // Start validates req and starts a job for it in the background.
 func (m *Manager) Start(req Request) (Status, error) {
 	if len(req.Paths) == 0 {
-		return Status{}, fmt.Errorf("%w: no paths given", ErrBadPath)
+		return Status{}, &badPath{"no paths given"}
 	}
 	hashes := make([]string, len(req.Paths))
 	for i, p := range req.Paths {

@@ -1,0 +1,36 @@
+package admin
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors of the admin API. Errors wrapping them read as their
+// reason alone ("\"foo\" is not a store path ..."): the status they map to
+// already says "bad request", and the CLI prints the reason as is.
+var (
+	ErrBadRequest = errors.New("admin: bad request")
+	ErrNotFound   = errors.New("admin: not found")
+)
+
+// kindError is an error that matches kind (ErrBadRequest, ErrNotFound) and
+// whatever err wraps, but whose text is err's alone.
+type kindError struct {
+	kind error
+	err  error
+}
+
+func (e *kindError) Error() string   { return e.err.Error() }
+func (e *kindError) Unwrap() []error { return []error{e.kind, e.err} }
+
+func badRequest(err error) error { return &kindError{ErrBadRequest, err} }
+
+func badRequestf(format string, args ...any) error {
+	return badRequest(fmt.Errorf(format, args...))
+}
+
+func notFound(err error) error { return &kindError{ErrNotFound, err} }
+
+func notFoundf(format string, args ...any) error {
+	return notFound(fmt.Errorf(format, args...))
+}
