@@ -127,10 +127,15 @@ func TestPrefetchWatchCheckRealNix(t *testing.T) {
 	viaServer := r.stdout
 	step("deleted %s; check --closure X: exit 1 naming the image", filepath.Base(narFile))
 
-	// Local mode: no server answers, the command opens the cache dir.
+	// Local mode: no server answers at --listen, the command opens the
+	// cache dir. An explicit --server that does not answer is an error.
 	p.terminate(t)
 	step("server stopped (SIGTERM, exit 0)")
-	closed := "--server=" + p.url
+	r = cli(t, bin, 1, "misses", "--cache-dir", cacheDir, "--server="+p.url)
+	if !strings.Contains(r.stderr, "no server answers") {
+		t.Errorf("misses --server=%s with the server stopped: stderr %q, want \"no server answers\"", p.url, r.stderr)
+	}
+	closed := "--listen=" + strings.TrimPrefix(p.url, "http://")
 	r = cli(t, bin, 1, append([]string{"check", "--closure", x.Root, "--cache-dir", cacheDir, closed}, upFlags...)...)
 	if r.stdout != viaServer {
 		t.Errorf("check in local mode says\n%s\nthe server said\n%s", r.stdout, viaServer)
