@@ -48,6 +48,9 @@ type serveConfig struct {
 	metricsListen       string
 	pprofListen         string
 	minFree             int64
+	writeTokenFile      string
+	secretKeyFile       string
+	uploadMaxSize       int64
 }
 
 func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
@@ -79,6 +82,10 @@ func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
 	fs.StringVar(&cfg.pprofListen, "pprof-listen", "", "serve Go's profiles (/debug/pprof/) on this `address`, e.g. 127.0.0.1:6060; off by default")
 	cfg.minFree = 1 << 30
 	fs.Var(sizeFlag{&cfg.minFree}, "min-free", "free disk `size` (10GiB, 500MB) below which /readyz answers 503")
+	fs.StringVar(&cfg.writeTokenFile, "write-token-file", "", "`file` holding the token that uploads (`nix copy --to`) must carry; uploads are off without it")
+	fs.StringVar(&cfg.secretKeyFile, "secret-key-file", "", "Nix secret key `file` (nix key generate-secret, nix-cache-proxy keygen): every narinfo served is also signed by it")
+	cfg.uploadMaxSize = 64 << 30
+	fs.Var(sizeFlag{&cfg.uploadMaxSize}, "upload-max-size", "largest NAR file an upload may send, as a `size` (64GiB)")
 	return fs
 }
 

@@ -21,6 +21,7 @@ Usage:
   nix-cache-proxy pin PATH... / unpin PATH...      keep paths and their closures forever
   nix-cache-proxy check [--closure] [--upstream] PATH...
                                                    exit 0 iff every path is cached (or upstream)
+  nix-cache-proxy keygen NAME                      write a signing key pair (NAME.secret, NAME.public)
   nix-cache-proxy help                             show this text
 
 PATH is a store path (/nix/store/<hash>-name) or its hash. The admin commands
@@ -53,6 +54,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return unpinCommand(ctx, args, stdout, stderr)
 	case "check":
 		return checkCommand(ctx, args, stdout, stderr)
+	case "keygen":
+		return keygenCommand(args, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -68,7 +68,13 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 	}
 	defer s.close()
 	metricsHandler := promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)})
+	uploads, stopUploads, err := s.uploads(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer stopUploads()
 	h, err := server.New(server.Config{
+		Upload:              uploads,
 		Cache:               s.cache,
 		Metrics:             s.metrics,
 		MetricsHandler:      metricsHandler,

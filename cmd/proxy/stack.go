@@ -28,6 +28,8 @@ type stack struct {
 	cache     *cache.Cache
 	prefetch  *prefetch.Manager
 	admin     *admin.Service
+	keys      []narinfo.PublicKey
+	secretKey *narinfo.SecretKey
 }
 
 // openStack checks cfg and opens the cache dir. Close it with close.
@@ -51,12 +53,20 @@ func openStack(cfg *serveConfig, log *slog.Logger) (*stack, error) {
 			return nil, fmt.Errorf("--pin: %w", err)
 		}
 	}
+	var secretKey *narinfo.SecretKey
+	if cfg.secretKeyFile != "" {
+		sk, err := narinfo.LoadSecretKeyFile(cfg.secretKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--secret-key-file: %w", err)
+		}
+		secretKey = &sk
+	}
 	st, err := store.Open(cfg.cacheDir)
 	if err != nil {
 		return nil, fmt.Errorf("--cache-dir %s: %w", cfg.cacheDir, err)
 	}
 	metrics.RegisterStore(reg, st)
-	s := &stack{registry: reg, metrics: m, upstreams: group, store: st}
+	s := &stack{registry: reg, metrics: m, upstreams: group, store: st, keys: keys, secretKey: secretKey}
 	s.misses = misslog.New(st, misslog.Options{Max: cfg.missLogMax, Logger: log})
 	negTTL := cfg.negativeTTL
 	if negTTL == 0 {
@@ -67,6 +77,7 @@ func openStack(cfg *serveConfig, log *slog.Logger) (*stack, error) {
 		Upstreams:   group,
 		Keys:        keys,
 		SkipVerify:  !cfg.verifySignatures,
+		SecretKey:   secretKey,
 		NegativeTTL: negTTL,
 		Misses:      s.misses,
 		Metrics:     m,

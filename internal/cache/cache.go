@@ -35,6 +35,9 @@ type Options struct {
 	Keys []narinfo.PublicKey
 	// SkipVerify accepts unsigned narinfos (--verify-signatures=false).
 	SkipVerify bool
+	// SecretKey, if set, adds the proxy's own signature to every narinfo
+	// it keeps (next to the upstream's, which it checked first).
+	SecretKey *narinfo.SecretKey
 	// NegativeTTL is how long "not found anywhere" is remembered; default 1m.
 	NegativeTTL time.Duration
 	// FetchTimeout bounds one whole NAR download; default 6h.
@@ -64,6 +67,7 @@ type Cache struct {
 	clients   map[string]*upstream.Client
 	keys      []narinfo.PublicKey
 	verify    bool
+	secretKey *narinfo.SecretKey
 	fetchTTL  time.Duration
 	log       *slog.Logger
 	negative  *negativeCache
@@ -115,6 +119,7 @@ func New(opts Options) (*Cache, error) {
 		clients:   clients,
 		keys:      opts.Keys,
 		verify:    !opts.SkipVerify,
+		secretKey: opts.SecretKey,
 		fetchTTL:  opts.FetchTimeout,
 		log:       opts.Logger,
 		negative:  newNegativeCache(opts.NegativeTTL),

@@ -164,6 +164,11 @@ func (c *Cache) admit(u *upstream.Client, hash string, body []byte) ([]byte, str
 		}
 	}
 	ni.URL = "nar/" + name
+	if c.secretKey != nil {
+		if err := narinfo.Sign(ni, *c.secretKey); err != nil {
+			return nil, "", src, err
+		}
+	}
 	return narinfo.Marshal(ni), name, src, nil
 }
 

@@ -32,6 +32,10 @@ type Metrics struct {
 	UpstreamRequests *prometheus.CounterVec   // upstream, kind (narinfo, nar, other), outcome (ok, not_found, error)
 	UpstreamDuration *prometheus.HistogramVec // upstream, kind
 	UpstreamBytes    *prometheus.CounterVec   // upstream
+
+	// Uploads.
+	Uploads     *prometheus.CounterVec // kind (nar, narinfo, ls, log, realisation), outcome (ok, exists, rejected, error)
+	UploadBytes *prometheus.CounterVec // kind
 }
 
 // New creates the metrics and registers them, with Go and process
@@ -67,6 +71,14 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "verification_failures_total",
 			Help: "Upstream answers refused: narinfo signature (signature) or downloaded NAR size or sha256 (size, hash).",
 		}, []string{"check"}),
+		Uploads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "uploads_total",
+			Help: "PUTs from `nix copy --to`, by kind (nar, narinfo, ls, log, realisation) and outcome (ok, exists, rejected, error).",
+		}, []string{"kind", "outcome"}),
+		UploadBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "upload_bytes_total",
+			Help: "Bytes received by uploads that were kept, by kind.",
+		}, []string{"kind"}),
 		MissesRecorded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "misses_recorded_total",
 			Help: "Narinfo lookups not answered from the local cache, by outcome (fetched, not-found, upstream-error).",
@@ -90,7 +102,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"upstream"}),
 	}
 	reg.MustRegister(m.Requests, m.RequestDuration, m.Lookups, m.ServedBytes, m.Downloads,
-		m.DownloadClients, m.VerifyFailures, m.MissesRecorded, m.PrefetchBytes,
+		m.DownloadClients, m.VerifyFailures, m.MissesRecorded, m.Uploads, m.UploadBytes, m.PrefetchBytes,
 		m.UpstreamRequests, m.UpstreamDuration, m.UpstreamBytes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Pre-create the series alerts and the status page read, so they are 0

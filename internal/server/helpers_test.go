@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/server"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upload"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -44,6 +46,11 @@ type config struct {
 	minFree int64
 	// log, if set, is the cache's and server's logger.
 	log *slog.Logger
+	// writeToken, if set, turns uploads on; secretKey is the proxy's
+	// signing key, maxNARUpload the upload size bound (default 64 GiB).
+	writeToken   string
+	secretKey    *narinfo.SecretKey
+	maxNARUpload int64
 }
 
 // proxy is the real server.New handler over a real store and cache, on
@@ -96,12 +103,22 @@ func newProxy(t *testing.T, cfg config) *proxy {
 		NegativeTTL: cfg.negativeTTL,
 		Metrics:     m,
 		Logger:      cfg.log,
+		SecretKey:   cfg.secretKey,
 	})
 	if err != nil {
 		st.Close()
 		t.Fatal(err)
 	}
-	scfg := server.Config{Cache: c, UpstreamErrorStatus: cfg.errStatus, Priority: cfg.priority, Metrics: m, Logger: cfg.log,
+	var uploads *server.UploadConfig
+	if cfg.writeToken != "" {
+		rcv, err := upload.New(upload.Options{Store: st, Paths: c, Keys: keys, SecretKey: cfg.secretKey, Logger: cfg.log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(rcv.Close)
+		uploads = &server.UploadConfig{Uploads: rcv, Token: cfg.writeToken, MaxNARSize: cfg.maxNARUpload, StallTimeout: 2 * time.Second}
+	}
+	scfg := server.Config{Upload: uploads, Cache: c, UpstreamErrorStatus: cfg.errStatus, Priority: cfg.priority, Metrics: m, Logger: cfg.log,
 		Ready: func(ctx context.Context) error { return st.Ready(ctx, cfg.minFree) }}
 	if cfg.reg != nil {
 		metrics.RegisterStore(cfg.reg, st)
@@ -152,9 +169,19 @@ type response struct {
 // do sends method path with header pairs ("Range", "bytes=0-9", …).
 func (p *proxy) do(method, path string, header ...string) response {
 	p.t.Helper()
+	return p.send(method, path, nil, header...)
+}
+
+// send is do with a request body.
+func (p *proxy) send(method, path string, body []byte, header ...string) response {
+	p.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, p.srv.URL+path, nil)
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, p.srv.URL+path, rd)
 	if err != nil {
 		p.t.Fatal(err)
 	}

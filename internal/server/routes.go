@@ -69,6 +69,22 @@ func (s *Server) serveLog(w http.ResponseWriter, r *http.Request) error {
 	return s.serveAux(w, r, "log/"+name, logType)
 }
 
+func (s *Server) serveRealisation(w http.ResponseWriter, r *http.Request) error {
+	file := chi.URLParam(r, "file")
+	if !validRealisationName(file) {
+		return errBadName
+	}
+	return s.serveAux(w, r, "realisations/"+file, listingType)
+}
+
+func (s *Server) serveBuildTrace(w http.ResponseWriter, r *http.Request) error {
+	drv, file := chi.URLParam(r, "drv"), chi.URLParam(r, "file")
+	if !narinfo.ValidStorePathName(drv) || !validRealisationName(file) {
+		return errBadName
+	}
+	return s.serveAux(w, r, "build-trace-v2/"+drv+"/"+file, listingType)
+}
+
 func (s *Server) serveAux(w http.ResponseWriter, r *http.Request, key string, contentType []string) error {
 	body, err := s.cache.Aux(withRequestID(w, r).Context(), key)
 	if err != nil {

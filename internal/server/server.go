@@ -42,7 +42,10 @@ type Config struct {
 	// upstreams are down or erroring: 404 (default) lets Nix move on to its
 	// next substituter, 502 makes the failure visible.
 	UpstreamErrorStatus int
-	Logger              *slog.Logger
+	// Upload, if not nil, accepts `nix copy --to` (PUT); without it a PUT
+	// answers 405 saying how to turn uploads on.
+	Upload *UploadConfig
+	Logger *slog.Logger
 }
 
 // Server is the HTTP front of the cache.
@@ -122,6 +125,9 @@ func New(cfg Config) (*Server, error) {
 	r.Get("/nar/{file}", s.handle("nar", s.serveNAR))
 	r.Head("/nar/{file}", s.handle("nar", s.serveNAR))
 	r.Get("/log/{name}", s.handle("log", s.serveLog))
+	r.Get("/realisations/{file}", s.handle("realisation", s.serveRealisation))
+	r.Get("/build-trace-v2/{drv}/{file}", s.handle("realisation", s.serveBuildTrace))
+	s.mountUploads(r, cfg.Upload)
 	r.Get("/{file}", s.handle("narinfo", s.serveTopLevel))
 	r.Head("/{file}", s.handle("narinfo", s.serveTopLevel))
 	r.NotFound(s.handle("other", func(http.ResponseWriter, *http.Request) error { return cache.ErrNotFound }))
@@ -179,6 +185,7 @@ func (s *Server) handle(route string, h func(http.ResponseWriter, *http.Request)
 			panic(http.ErrAbortHandler)
 		case errors.Is(err, errBadName):
 			http.Error(rec, "invalid name: "+r.URL.Path, http.StatusBadRequest)
+		case s.writeError(rec, r, id, err):
 		case errors.Is(err, cache.ErrNotFound):
 			s.log.Debug("not found", "request_id", id, "path", r.URL.Path, "reason", err)
 			http.Error(rec, "not found", http.StatusNotFound)
