@@ -159,4 +159,3 @@ func nixCmd(t *testing.T, extra []string, args ...string) ([]byte, error) {
 	}
 	return out, nil
 }
-

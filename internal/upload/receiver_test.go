@@ -17,8 +17,10 @@ import (
 // noPaths has no path at all: no reference can be served.
 type noPaths struct{}
 
-func (noPaths) Lookup(context.Context, string) (cache.Entry, error) { return cache.Entry{}, cache.ErrNotFound }
-func (noPaths) Forget(string)                                       {}
+func (noPaths) Lookup(context.Context, string) (cache.Entry, error) {
+	return cache.Entry{}, cache.ErrNotFound
+}
+func (noPaths) Forget(string) {}
 
 func narName(file []byte) string {
 	sum := sha256.Sum256(file)
