@@ -94,6 +94,13 @@ func TestEndToEndRealNix(t *testing.T) {
 	p = startProxy(t, bin, cacheDir, cache.PublicKey, upstream)
 	copyThrough(t, "C, after restart", p.url, cache.PublicKey, c)
 	p.terminate(t)
+
+	// Given a key of its own, the proxy signs what it kept before it had
+	// one: a client may trust the proxy's key alone.
+	secret, proxyKey := nixtest.NewKey(t, "cache.lan-1")
+	p = startProxyArgs(t, bin, cacheDir, cache.PublicKey, []string{upstream}, "--secret-key-file", secret)
+	copyThrough(t, "D, trusting only the proxy's own key", p.url, proxyKey, c)
+	p.terminate(t)
 }
 
 // copyThrough copies all of c from url into a fresh store and checks it.

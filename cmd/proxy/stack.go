@@ -61,7 +61,12 @@ func openStack(cfg *serveConfig, log *slog.Logger) (*stack, error) {
 		}
 		secretKey = &sk
 	}
-	st, err := store.Open(cfg.cacheDir)
+	var storeOpts store.Options
+	if secretKey != nil {
+		sk := *secretKey
+		storeOpts.Present = func(text []byte) []byte { return narinfo.SignText(text, sk) }
+	}
+	st, err := store.OpenWith(cfg.cacheDir, storeOpts)
 	if err != nil {
 		return nil, fmt.Errorf("--cache-dir %s: %w", cfg.cacheDir, err)
 	}

@@ -1,6 +1,7 @@
 package narinfo
 
 import (
+	"bytes"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -60,6 +61,21 @@ func Sign(ni *Info, sk SecretKey) error {
 	}
 	ni.Signatures = append(kept, sig)
 	return nil
+}
+
+// SignText returns text with sk's signature added, or text itself when it
+// already carries a signature by sk's name or is not a narinfo this proxy
+// can parse (then there is nothing it could sign).
+func SignText(text []byte, sk SecretKey) []byte {
+	name := sk.ToPublicKey().Name
+	if bytes.Contains(text, []byte("\nSig: "+name+":")) {
+		return text
+	}
+	ni, err := Parse(text)
+	if err != nil || Sign(ni, sk) != nil {
+		return text
+	}
+	return Marshal(ni)
 }
 
 // SignedBy reports whether ni carries a valid signature by pk.

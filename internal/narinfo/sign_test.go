@@ -67,3 +67,19 @@ func TestBadKeys(t *testing.T) {
 		}
 	}
 }
+
+func TestSignText(t *testing.T) {
+	sk, pk, _ := narinfo.GenerateKey("cache.lan-1")
+	text := []byte(strings.Replace(signTestInfo, "Sig: cache.nixos.org-1:dummy0dummy0dummy0dummy0dummy0dummy0dummy0dummy0dummy0dummy0dummy0dummy0dummy0dummy0dummy00==\n", "", 1))
+	signed := narinfo.SignText(text, sk)
+	ni, err := narinfo.Parse(signed)
+	if err != nil || !narinfo.SignedBy(ni, pk) {
+		t.Fatalf("SignText did not sign: %v\n%s", err, signed)
+	}
+	if again := narinfo.SignText(signed, sk); &again[0] != &signed[0] {
+		t.Error("SignText re-signed a narinfo it had signed")
+	}
+	if junk := []byte("not a narinfo"); &narinfo.SignText(junk, sk)[0] != &junk[0] {
+		t.Error("SignText changed text it cannot parse")
+	}
+}

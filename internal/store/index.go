@@ -34,6 +34,9 @@ func (s *Store) NarInfo(ctx context.Context, hash string) ([]byte, error) {
 	}
 	text, err := s.get(ctx, bucketNarInfo, hash)
 	if err == nil {
+		if s.present != nil {
+			text = s.present(text)
+		}
 		s.hot.put(hash, text)
 	}
 	return text, err

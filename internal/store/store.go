@@ -45,15 +45,31 @@ type Store struct {
 	files NARFiles
 	hot   *hotNarInfos
 
+	present func([]byte) []byte // Options.Present; nil: served as stored
+
 	// Totals of the NAR files indexed, kept in memory so a metrics scrape
 	// does not walk the index.
 	narCount atomic.Int64
 	narBytes atomic.Int64
 }
 
+// Options configure a Store. The zero value is a plain store.
+type Options struct {
+	// Present, if set, turns a narinfo as the index holds it into the text
+	// served, each time one is read from the index (the in-memory hot set
+	// keeps the result, so hits do not pay for it). The proxy's signing key
+	// adds its signature here, so narinfos kept before the key was
+	// configured are signed too. It must return text unchanged (the same
+	// slice) when there is nothing to do, and never fail.
+	Present func(text []byte) []byte
+}
+
 // Open opens (creating if needed) the cache in dir. It sweeps temp files a
 // previous process left behind and refuses an index another process holds.
-func Open(dir string) (*Store, error) {
+func Open(dir string) (*Store, error) { return OpenWith(dir, Options{}) }
+
+// OpenWith is Open with options.
+func OpenWith(dir string, opts Options) (*Store, error) {
 	files, err := OpenDirFiles(dir)
 	if err != nil {
 		return nil, err
@@ -69,7 +85,7 @@ func Open(dir string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	s := &Store{dir: dir, db: db, files: files, hot: newHotNarInfos(hotNarInfoBytes)}
+	s := &Store{dir: dir, db: db, files: files, hot: newHotNarInfos(hotNarInfoBytes), present: opts.Present}
 	if err := s.countNARs(); err != nil {
 		db.Close()
 		return nil, err
