@@ -109,6 +109,7 @@ func (c *Collector) Snapshot(ctx context.Context) (*Snapshot, error) {
 		UptimeSeconds:  now.Sub(c.cfg.Started).Seconds(),
 		Version:        c.version,
 		VerifyFailures: map[string]int64{},
+		Uploads:        map[string]int64{},
 	}
 	var counts map[string]*upstreamCounts
 	if m := c.cfg.Metrics; m != nil {

@@ -55,6 +55,12 @@ func readCounters(m *metrics.Metrics, s *Snapshot) map[string]*upstreamCounts {
 	each(m.VerifyFailures, func(l map[string]string, d *dto.Metric) {
 		s.VerifyFailures[l["check"]] += int64(d.GetCounter().GetValue())
 	})
+	each(m.Uploads, func(l map[string]string, d *dto.Metric) {
+		s.Uploads[l["outcome"]] += int64(d.GetCounter().GetValue())
+	})
+	each(m.UploadBytes, func(_ map[string]string, d *dto.Metric) {
+		s.UploadBytes += int64(d.GetCounter().GetValue())
+	})
 	ups := map[string]*upstreamCounts{}
 	get := func(name string) *upstreamCounts {
 		if ups[name] == nil {

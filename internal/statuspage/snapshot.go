@@ -30,6 +30,10 @@ type Snapshot struct {
 	// VerifyFailures counts upstream answers refused, by check
 	// (signature, size, hash).
 	VerifyFailures map[string]int64 `json:"verify_failures"`
+	// Uploads counts what `nix copy --to` sent, by outcome (ok, exists,
+	// rejected, error), and UploadBytes the bytes kept.
+	Uploads     map[string]int64 `json:"uploads"`
+	UploadBytes int64            `json:"upload_bytes"`
 
 	Downloads []cache.Download  `json:"downloads"`
 	Jobs      []prefetch.Status `json:"prefetch_jobs"`

@@ -85,6 +85,10 @@ func busyConfig() Config {
 	m.UpstreamRequest(upB, "narinfo", "ok", 120*time.Millisecond)
 	m.UpstreamFetched(upA, 1<<30)
 	m.VerifyFailures.WithLabelValues("signature").Inc()
+	m.Uploads.WithLabelValues("nar", "ok").Add(3)
+	m.Uploads.WithLabelValues("narinfo", "ok").Add(3)
+	m.Uploads.WithLabelValues("narinfo", "rejected").Inc()
+	m.UploadBytes.WithLabelValues("nar").Add(2 << 30)
 	cfg.Index = &fakeIndex{
 		stats: store.Stats{NarInfos: 1234, NARs: 456, NARBytes: 42 << 30},
 		free:  120 << 30, total: 500 << 30,
@@ -143,7 +147,7 @@ func TestPage(t *testing.T) {
 			"No prefetch jobs since start.", upA, upB, "idle", "400 GiB</b> free of 500 GiB", "v1.2.3",
 			"up 1 min",
 		},
-		absent: []string{"healthy", `role="alert"`},
+		absent: []string{"healthy", `role="alert"`, "Uploads"},
 	}, {
 		name: "busy cache",
 		cfg:  busyConfig(),
@@ -157,6 +161,7 @@ func TestPage(t *testing.T) {
 			"-nixos-rosetta-builder.img", "2 d ago",
 			"&lt;script&gt;alert(1)&lt;/script&gt;", "top 3 of 3", "upstream error",
 			"running", "12 / 40", "1.0 GiB of 3.0 GiB", "up 3 h 12 min",
+			"6 stored (2.0 GiB)", "1 refused",
 		},
 		absent: []string{"<script>", "alert(1)</script>"},
 	}, {
