@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/fakeupstream"
@@ -316,5 +317,34 @@ func TestUploadConcurrent(t *testing.T) {
 	}
 	if st, _ := e.store.Stats(t.Context()); st.NARs != 1 || st.NARBytes != int64(len(it.File)) {
 		t.Errorf("%d NAR files (%d bytes) indexed, want 1 (%d)", st.NARs, st.NARBytes, len(it.File))
+	}
+}
+
+// TestUploadStalled: a client that stops sending mid-NAR is cut off after
+// the stall timeout (2 s here), and nothing is kept.
+func TestUploadStalled(t *testing.T) {
+	e := newUploadEnv(t, nil)
+	it := e.builder.Add(fakeupstream.Path{File: fakeupstream.RandomBytes(64 << 10), Compression: "none"})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "PUT %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n", it.NARPath, testToken, len(it.File))
+	conn.Write(it.File[:1000])
+	// Then nothing: the proxy must give up and close the connection.
+	conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	buf := make([]byte, 4096)
+	for {
+		if _, err := conn.Read(buf); err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("the proxy still holds a stalled upload after 15 s")
+			}
+			break // closed (after an error answer, or without one)
+		}
+	}
+	eventually(t, "the stalled upload is discarded", func() bool { return len(e.tempFiles()) == 0 })
+	if ok, _ := e.store.HasNAR(t.Context(), it.FileHash+".nar"); ok {
+		t.Fatal("a stalled NAR was kept")
 	}
 }
