@@ -71,6 +71,9 @@ func (c *adminCommand) ownFlag(names ...string) {
 // parse parses args; it returns an exit code when the command must stop.
 func (c *adminCommand) parse(args []string, usage string) (int, bool) {
 	err := parseConfig(c.fs, args, os.Getenv, c.own)
+	if err == nil {
+		err = c.cfg.check()
+	}
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(c.stdout, "Usage: nix-cache-proxy %s\n\nFlags of its own:\n", usage)
 		c.fs.SetOutput(c.stdout)

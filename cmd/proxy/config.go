@@ -40,6 +40,7 @@ type serveConfig struct {
 	logLevel            string
 	logFormat           string
 	adminToken          string
+	adminTokenFile      string
 	missLogMax          int
 	missRecheck         time.Duration
 	missRecheckMax      time.Duration
@@ -73,6 +74,7 @@ func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&cfg.adminToken, "admin-token", "", "bearer `token` for the admin API under /_/; without it only loopback clients may use it")
+	fs.StringVar(&cfg.adminTokenFile, "admin-token-file", "", "`file` holding the admin token (keeps it out of argv and config files)")
 	fs.IntVar(&cfg.missLogMax, "miss-log-max", 10000, "rows kept in the miss log; the least recently seen go first")
 	fs.DurationVar(&cfg.missRecheck, "miss-recheck", time.Minute, "first wait before re-asking upstreams about a path none had, doubling each time (0 turns it off)")
 	fs.DurationVar(&cfg.missRecheckMax, "miss-recheck-max", time.Hour, "longest wait between re-asks about a missing path")
@@ -100,8 +102,9 @@ func defaultCacheDir() string {
 }
 
 // parseServeConfig fills a serveConfig from args, then the environment, then
-// the config file: a flag given on the command line beats its environment
-// variable, which beats the config file, which beats the default.
+// the config file (a flag given on the command line beats its environment
+// variable, which beats the config file, which beats the default), and
+// checks it. serve and check-config both come through here.
 func parseServeConfig(args []string, getenv func(string) string) (*serveConfig, *flag.FlagSet, error) {
 	cfg := &serveConfig{}
 	fs := newServeFlags("serve", cfg)
@@ -110,6 +113,9 @@ func parseServeConfig(args []string, getenv func(string) string) (*serveConfig, 
 	}
 	if fs.NArg() > 0 {
 		return nil, fs, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err := cfg.check(); err != nil {
+		return nil, fs, err
 	}
 	return cfg, fs, nil
 }

@@ -22,6 +22,10 @@ Usage:
   nix-cache-proxy check [--closure] [--upstream] PATH...
                                                    exit 0 iff every path is cached (or upstream)
   nix-cache-proxy keygen NAME                      write a signing key pair (NAME.secret, NAME.public)
+  nix-cache-proxy check-config [--config FILE] [flags]
+                                                   check a configuration as serve would, print it
+  nix-cache-proxy healthcheck [--ready]            exit 0 iff the server's /healthz answers 200
+  nix-cache-proxy version                          version, commit and Go version (also --version)
   nix-cache-proxy help                             show this text
 
 PATH is a store path (/nix/store/<hash>-name) or its hash. The admin commands
@@ -38,7 +42,7 @@ func main() {
 // run dispatches to a subcommand and returns the process exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmd := "serve"
-	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+	if len(args) > 0 && (args[0] == "--version" || args[0] != "" && args[0][0] != '-') {
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
@@ -56,6 +60,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return checkCommand(ctx, args, stdout, stderr)
 	case "keygen":
 		return keygenCommand(args, stdout, stderr)
+	case "check-config":
+		return checkConfigCommand(args, stdout, stderr)
+	case "healthcheck":
+		return healthcheckCommand(ctx, args, stdout, stderr)
+	case "version", "--version":
+		return versionCommand(args, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

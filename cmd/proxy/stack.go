@@ -32,7 +32,8 @@ type stack struct {
 	secretKey *narinfo.SecretKey
 }
 
-// openStack checks cfg and opens the cache dir. Close it with close.
+// openStack opens the cache dir for cfg, which check has passed. Close it
+// with close.
 func openStack(cfg *serveConfig, log *slog.Logger) (*stack, error) {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
@@ -40,18 +41,9 @@ func openStack(cfg *serveConfig, log *slog.Logger) (*stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	var keys []narinfo.PublicKey
-	for _, k := range cfg.keys.values {
-		pk, err := narinfo.ParsePublicKey(k)
-		if err != nil {
-			return nil, fmt.Errorf("--trusted-public-key %q: %w", k, err)
-		}
-		keys = append(keys, pk)
-	}
-	for _, p := range cfg.pins.values {
-		if _, err := prefetch.HashOf(p); err != nil {
-			return nil, fmt.Errorf("--pin: %w", err)
-		}
+	keys, err := parseKeys(cfg)
+	if err != nil {
+		return nil, err
 	}
 	var secretKey *narinfo.SecretKey
 	if cfg.secretKeyFile != "" {
@@ -136,4 +128,16 @@ func newUpstreams(cfg *serveConfig, obs upstream.Observer) (*upstream.Group, err
 		clients = append(clients, c)
 	}
 	return upstream.NewGroup(clients, 0), nil
+}
+
+func parseKeys(cfg *serveConfig) ([]narinfo.PublicKey, error) {
+	var keys []narinfo.PublicKey
+	for _, k := range cfg.keys.values {
+		pk, err := narinfo.ParsePublicKey(k)
+		if err != nil {
+			return nil, fmt.Errorf("--trusted-public-key %q: %w", k, err)
+		}
+		keys = append(keys, pk)
+	}
+	return keys, nil
 }

@@ -75,12 +75,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Priority == 0 {
 		cfg.Priority = 30
 	}
-	switch cfg.UpstreamErrorStatus {
-	case 0:
+	if cfg.UpstreamErrorStatus == 0 {
 		cfg.UpstreamErrorStatus = http.StatusNotFound
-	case http.StatusNotFound, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-	default:
-		return nil, fmt.Errorf("server: upstream error status %d is not one of 404, 502, 503, 504", cfg.UpstreamErrorStatus)
+	}
+	if err := CheckUpstreamErrorStatus(cfg.UpstreamErrorStatus); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -208,4 +207,14 @@ func oneLine(s string) string {
 		s = s[:400] + "…"
 	}
 	return s
+}
+
+// CheckUpstreamErrorStatus reports whether code may be Config's
+// UpstreamErrorStatus: 404, or a gateway error Nix reports as one.
+func CheckUpstreamErrorStatus(code int) error {
+	switch code {
+	case http.StatusNotFound, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return nil
+	}
+	return fmt.Errorf("upstream error status %d is not one of 404, 502, 503, 504", code)
 }

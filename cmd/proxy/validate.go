@@ -1,0 +1,116 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/server"
+)
+
+// check validates cfg as far as that is possible without the network or
+// the cache dir, and reads the files it names (--admin-token-file,
+// --netrc-file). serve, the admin commands and check-config all run it,
+// so check-config accepts exactly what serve accepts: a new flag's
+// validation belongs here (or in a constructor check calls), not in serve.
+func (cfg *serveConfig) check() error {
+	for _, a := range []struct{ flag, addr string }{
+		{"--listen", cfg.listen}, {"--metrics-listen", cfg.metricsListen}, {"--pprof-listen", cfg.pprofListen},
+	} {
+		if a.addr == "" && a.flag != "--listen" {
+			continue
+		}
+		if err := checkListenAddr(a.addr); err != nil {
+			return fmt.Errorf("%s %q: %w", a.flag, a.addr, err)
+		}
+	}
+	if _, err := newLogger(io.Discard, cfg.logLevel, cfg.logFormat); err != nil {
+		return err
+	}
+	if _, err := newUpstreams(cfg, nil); err != nil {
+		return err
+	}
+	keys, err := parseKeys(cfg)
+	if err != nil {
+		return err
+	}
+	if cfg.verifySignatures && len(keys) == 0 {
+		return errors.New("--trusted-public-key: none given while --verify-signatures is on (every upstream narinfo would be refused)")
+	}
+	for _, p := range cfg.pins.values {
+		if _, err := prefetch.HashOf(p); err != nil {
+			return fmt.Errorf("--pin: %w", err)
+		}
+	}
+	if err := server.CheckUpstreamErrorStatus(cfg.upstreamErrorStatus); err != nil {
+		return fmt.Errorf("--upstream-error-status: %w", err)
+	}
+	if cfg.cacheDir == "" {
+		return errors.New("--cache-dir: empty")
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{
+		{"--negative-ttl", cfg.negativeTTL}, {"--upstream-timeout", cfg.upstreamTimeout},
+		{"--shutdown-timeout", cfg.shutdownTimeout}, {"--miss-recheck", cfg.missRecheck}, {"--miss-recheck-max", cfg.missRecheckMax},
+	} {
+		if d.v < 0 {
+			return fmt.Errorf("%s %s: negative", d.flag, d.v)
+		}
+	}
+	for _, n := range []struct {
+		flag string
+		v    int64
+	}{
+		{"--priority", int64(cfg.priority)}, {"--miss-log-max", int64(cfg.missLogMax)},
+		{"--prefetch-concurrency", int64(cfg.prefetchConcurrency)}, {"--min-free", cfg.minFree},
+	} {
+		if n.v < 0 {
+			return fmt.Errorf("%s %d: negative", n.flag, n.v)
+		}
+	}
+	return cfg.readAdminToken()
+}
+
+// checkListenAddr accepts host:port with a numeric port, as net.Listen
+// will, without resolving the host (check-config also runs in a sandbox
+// with no DNS, at NixOS build time).
+func checkListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
+}
+
+// readAdminToken sets the admin token from --admin-token-file: the way to
+// give it without putting it in argv, the environment or a world-readable
+// config file (systemd's LoadCredential, a launchd daemon's root-owned file).
+func (cfg *serveConfig) readAdminToken() error {
+	if cfg.adminTokenFile == "" {
+		return nil
+	}
+	if cfg.adminToken != "" {
+		return errors.New("--admin-token and --admin-token-file: give one of them")
+	}
+	b, err := os.ReadFile(cfg.adminTokenFile)
+	if err != nil {
+		return fmt.Errorf("--admin-token-file: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" || strings.ContainsAny(tok, " \t\r\n") {
+		return fmt.Errorf("--admin-token-file %s: want one token on one line", cfg.adminTokenFile)
+	}
+	cfg.adminToken = tok
+	return nil
+}
