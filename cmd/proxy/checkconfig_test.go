@@ -90,7 +90,7 @@ pin = ["/nix/store/0123456789abcdfghijklmnpqrsvwxyz-builder.img"]
 // config file: what it prints must be a config that means the same.
 func TestCheckConfigRoundTrip(t *testing.T) {
 	args := []string{"--listen", "0.0.0.0:5575", "--upstream", "https://a.example", "--upstream", "https://b.example",
-		"--negative-ttl", "90s", "--verify-signatures=false", "--min-free", "42", "--pin", "0123456789abcdfghijklmnpqrsvwxyz"}
+		"--negative-ttl", "90s", "--verify-signatures=false", "--min-free", "500MB", "--pin", "0123456789abcdfghijklmnpqrsvwxyz"}
 	var first, second bytes.Buffer
 	if code := run(context.Background(), append([]string{"check-config"}, args...), &first, os.Stderr); code != 0 {
 		t.Fatalf("exit %d", code)

@@ -73,3 +73,12 @@ func (f sizeFlag) Set(s string) error {
 	*f.n = n
 	return nil
 }
+
+// Get returns the exact byte count (String rounds), so check-config prints
+// a value that reads back the same.
+func (f sizeFlag) Get() any {
+	if f.n == nil {
+		return int64(0)
+	}
+	return *f.n
+}
