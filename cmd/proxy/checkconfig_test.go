@@ -58,6 +58,9 @@ pin = ["/nix/store/0123456789abcdfghijklmnpqrsvwxyz-builder.img"]
 		{"missing token file", []string{"--admin-token-file", "/nonexistent/token"}, 1, []string{"--admin-token-file"}},
 		{"empty token file", []string{"--admin-token-file", writeFile(t, "empty", "\n")}, 1, []string{"--admin-token-file"}},
 		{"two tokens", []string{"--admin-token", "x", "--admin-token-file", token}, 1, []string{"give one of them"}},
+		{"short write token", []string{"--write-token-file", token}, 1, []string{"at least 16"}},
+		{"missing secret key", []string{"--secret-key-file", "/nonexistent/key"}, 1, []string{"--secret-key-file"}},
+		{"zero upload size", []string{"--upload-max-size", "0"}, 1, []string{"--upload-max-size"}},
 		{"stray argument", []string{"serve"}, 1, []string{"unexpected argument"}},
 	}
 	for _, tt := range tests {

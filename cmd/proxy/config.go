@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 )
 
 // envPrefix prefixes the environment variable of every flag:
@@ -52,6 +53,10 @@ type serveConfig struct {
 	writeTokenFile      string
 	secretKeyFile       string
 	uploadMaxSize       int64
+
+	// Set by check from the files named above.
+	writeToken string
+	secretKey  *narinfo.SecretKey
 }
 
 func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {

@@ -45,14 +45,7 @@ func openStack(cfg *serveConfig, log *slog.Logger) (*stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	var secretKey *narinfo.SecretKey
-	if cfg.secretKeyFile != "" {
-		sk, err := narinfo.LoadSecretKeyFile(cfg.secretKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("--secret-key-file: %w", err)
-		}
-		secretKey = &sk
-	}
+	secretKey := cfg.secretKey
 	var storeOpts store.Options
 	if secretKey != nil {
 		sk := *secretKey

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/server"
 )
@@ -76,6 +77,26 @@ func (cfg *serveConfig) check() error {
 			return fmt.Errorf("%s %d: negative", n.flag, n.v)
 		}
 	}
+	if cfg.uploadMaxSize <= 0 {
+		return errors.New("--upload-max-size: must be positive")
+	}
+	if cfg.secretKeyFile != "" {
+		sk, err := narinfo.LoadSecretKeyFile(cfg.secretKeyFile)
+		if err != nil {
+			return fmt.Errorf("--secret-key-file: %w", err)
+		}
+		cfg.secretKey = &sk
+	}
+	if cfg.writeTokenFile != "" {
+		tok, err := readToken(cfg.writeTokenFile)
+		if err != nil {
+			return fmt.Errorf("--write-token-file: %w", err)
+		}
+		if len(tok) < 16 {
+			return errors.New("--write-token-file: the token must be at least 16 characters (e.g. `openssl rand -hex 32`)")
+		}
+		cfg.writeToken = tok
+	}
 	return cfg.readAdminToken()
 }
 
@@ -103,14 +124,23 @@ func (cfg *serveConfig) readAdminToken() error {
 	if cfg.adminToken != "" {
 		return errors.New("--admin-token and --admin-token-file: give one of them")
 	}
-	b, err := os.ReadFile(cfg.adminTokenFile)
+	tok, err := readToken(cfg.adminTokenFile)
 	if err != nil {
 		return fmt.Errorf("--admin-token-file: %w", err)
 	}
-	tok := strings.TrimSpace(string(b))
-	if tok == "" || strings.ContainsAny(tok, " \t\r\n") {
-		return fmt.Errorf("--admin-token-file %s: want one token on one line", cfg.adminTokenFile)
-	}
 	cfg.adminToken = tok
 	return nil
+}
+
+// readToken reads a file holding one token on one line.
+func readToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" || strings.ContainsAny(tok, " \t\r\n") {
+		return "", fmt.Errorf("%s: want one token on one line", path)
+	}
+	return tok, nil
 }
