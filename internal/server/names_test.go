@@ -94,3 +94,30 @@ func TestCacheInfo(t *testing.T) {
 		t.Errorf("nix-cache-info asked the upstream %d times", n)
 	}
 }
+
+// TestMethodNotAllowed: a 405 says which methods the route takes, in the
+// Allow header RFC 9110 requires of it.
+func TestMethodNotAllowed(t *testing.T) {
+	p := newProxy(t, config{ups: []*fakeupstream.Upstream{fakeupstream.New(t)}})
+	hash := strings.Repeat("1", 32)
+	tests := []struct {
+		method, path, allow string
+	}{
+		{http.MethodPut, "/" + hash + ".narinfo", "GET, HEAD"},
+		{http.MethodPost, "/" + hash + ".ls", "GET, HEAD"},
+		{http.MethodDelete, "/nar/" + strings.Repeat("1", 52) + ".nar.xz", "GET, HEAD"},
+		{http.MethodPost, "/nix-cache-info", "GET, HEAD"},
+		{http.MethodPost, "/log/" + hash + "-x.drv", "GET"},
+		{http.MethodPost, "/healthz", "GET, HEAD"}, // HEAD /healthz is /{file}'s: a 404
+	}
+	for _, tt := range tests {
+		r := p.do(tt.method, tt.path)
+		if r.status != http.StatusMethodNotAllowed || r.header.Get("Allow") != tt.allow {
+			t.Errorf("%s %s: %d, Allow %q; want 405, Allow %q", tt.method, tt.path, r.status, r.header.Get("Allow"), tt.allow)
+		}
+	}
+	// Allow lists HEAD for nix-cache-info: it must answer.
+	if r := p.do(http.MethodHead, "/nix-cache-info"); r.status != http.StatusOK {
+		t.Errorf("HEAD /nix-cache-info: %d, want 200", r.status)
+	}
+}

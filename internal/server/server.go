@@ -96,6 +96,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	r := chi.NewRouter()
 	r.Get("/nix-cache-info", s.handle("nix-cache-info", s.serveCacheInfo))
+	r.Head("/nix-cache-info", s.handle("nix-cache-info", s.serveCacheInfo))
 	if cfg.Admin != nil {
 		r.Mount("/_", cfg.Admin)
 	}
@@ -130,7 +131,10 @@ func New(cfg Config) (*Server, error) {
 	r.Get("/{file}", s.handle("narinfo", s.serveTopLevel))
 	r.Head("/{file}", s.handle("narinfo", s.serveTopLevel))
 	r.NotFound(s.handle("other", func(http.ResponseWriter, *http.Request) error { return cache.ErrNotFound }))
-	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+	r.MethodNotAllowed(func(w http.ResponseWriter, req *http.Request) {
+		// chi passes the allowed methods only to its own 405 handler, so
+		// ask the router which ones match (RFC 9110 requires Allow).
+		w.Header().Set("Allow", strings.Join(allowed(r, req.URL.Path), ", "))
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 	})
 	s.handler = r
@@ -199,6 +203,17 @@ func (s *Server) handle(route string, h func(http.ResponseWriter, *http.Request)
 			http.Error(rec, "internal error", http.StatusInternalServerError)
 		}
 	}
+}
+
+// allowed lists the methods r routes for path.
+func allowed(r chi.Routes, path string) []string {
+	var out []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch} {
+		if r.Match(chi.NewRouteContext(), m, path) {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 func oneLine(s string) string {
