@@ -25,7 +25,17 @@ var (
 	// ErrAborted means a response body was cut short after its headers were
 	// sent; the only honest thing left is to abort the connection.
 	ErrAborted = errors.New("cache: response aborted")
+	// ErrRefused means an upstream answered with a narinfo the cache
+	// refused: no trusted signature, malformed, or naming another path or
+	// host. A lookup that found nothing else is ErrNotFound as well.
+	ErrRefused = errors.New("cache: upstream narinfo refused")
 )
+
+// refusedError is an ErrRefused whose text is its cause's alone.
+type refusedError struct{ err error }
+
+func (e *refusedError) Error() string   { return e.err.Error() }
+func (e *refusedError) Unwrap() []error { return []error{ErrRefused, e.err} }
 
 // Options configure a Cache. Zero values mean defaults.
 type Options struct {

@@ -33,8 +33,11 @@ func (c *Cache) NarInfo(ctx context.Context, hash string) ([]byte, error) {
 	}
 	c.metrics.Lookups.WithLabelValues("narinfo", "miss").Inc()
 	var got lookedUp
-	if c.negative.has(hash) {
+	if neg, ok := c.negative.get(hash); ok {
 		err = ErrNotFound
+		if neg.reason != nil {
+			err = neg.reason
+		}
 	} else {
 		got, err = c.lookup(ctx, hash)
 	}
@@ -104,7 +107,10 @@ func (c *Cache) fetchNarInfo(ctx context.Context, hash string) (lookedUp, error)
 		} else if err != nil {
 			c.log.Warn("narinfo refused", id, "hash", hash, "upstream", u.String(), "err", err)
 		}
-		return err
+		if err != nil {
+			return &refusedError{err}
+		}
+		return nil
 	})
 	c.logLookup(id, hash, ans, err, time.Since(start))
 	switch {
@@ -114,8 +120,15 @@ func (c *Cache) fetchNarInfo(ctx context.Context, hash string) (lookedUp, error)
 		// Out of time before every upstream answered: not a "not found".
 		return lookedUp{}, fmt.Errorf("%w: %w", upstream.ErrUnavailable, err)
 	case err != nil:
-		c.negative.add(hash)
-		return lookedUp{}, fmt.Errorf("%w: %w", ErrNotFound, err)
+		err = fmt.Errorf("%w: %w", ErrNotFound, err)
+		if errors.Is(err, ErrRefused) {
+			// Remembered with its reason, so the next client is told
+			// why too, not just "not found".
+			c.negative.addReason(hash, err)
+		} else {
+			c.negative.add(hash)
+		}
+		return lookedUp{}, err
 	}
 	text, name, src, err := c.admit(ans.Client, hash, ans.Body)
 	if err != nil {

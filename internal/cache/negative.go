@@ -11,7 +11,15 @@ import (
 type negativeCache struct {
 	ttl time.Duration
 	mu  sync.Mutex
-	m   map[string]time.Time // key -> expiry
+	m   map[string]negative
+}
+
+// negative is one remembered "not found".
+type negative struct {
+	expiry time.Time
+	// reason is why, when the answer is worth repeating to the client (a
+	// refused narinfo); nil for a plain miss, to keep entries small.
+	reason error
 }
 
 // negativeCacheMax bounds memory; past it expired entries are swept, and if
@@ -19,24 +27,33 @@ type negativeCache struct {
 const negativeCacheMax = 100_000
 
 func newNegativeCache(ttl time.Duration) *negativeCache {
-	return &negativeCache{ttl: ttl, m: make(map[string]time.Time)}
+	return &negativeCache{ttl: ttl, m: make(map[string]negative)}
 }
 
 func (n *negativeCache) has(key string) bool {
-	if n.ttl < 0 {
-		return false
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	exp, ok := n.m[key]
-	if ok && time.Now().After(exp) {
-		delete(n.m, key)
-		return false
-	}
+	_, ok := n.get(key)
 	return ok
 }
 
-func (n *negativeCache) add(key string) {
+// get returns key's entry, if it is remembered as not found.
+func (n *negativeCache) get(key string) (negative, bool) {
+	if n.ttl < 0 {
+		return negative{}, false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	e, ok := n.m[key]
+	if ok && time.Now().After(e.expiry) {
+		delete(n.m, key)
+		return negative{}, false
+	}
+	return e, ok
+}
+
+func (n *negativeCache) add(key string) { n.addReason(key, nil) }
+
+// addReason remembers key as not found, for reason (may be nil).
+func (n *negativeCache) addReason(key string, reason error) {
 	if n.ttl < 0 {
 		return
 	}
@@ -44,8 +61,8 @@ func (n *negativeCache) add(key string) {
 	defer n.mu.Unlock()
 	if len(n.m) >= negativeCacheMax {
 		now := time.Now()
-		for k, exp := range n.m {
-			if now.After(exp) {
+		for k, e := range n.m {
+			if now.After(e.expiry) {
 				delete(n.m, k)
 			}
 		}
@@ -53,7 +70,7 @@ func (n *negativeCache) add(key string) {
 			clear(n.m)
 		}
 	}
-	n.m[key] = time.Now().Add(n.ttl)
+	n.m[key] = negative{expiry: time.Now().Add(n.ttl), reason: reason}
 }
 
 func (n *negativeCache) forget(key string) {

@@ -26,8 +26,9 @@ func TestNegativeCache(t *testing.T) {
 				// Expiry is by wall clock; move the entry back in time
 				// instead of sleeping.
 				n.mu.Lock()
-				if exp, ok := n.m["k"]; ok {
-					n.m["k"] = exp.Add(-tt.ttl - tt.age)
+				if e, ok := n.m["k"]; ok {
+					e.expiry = e.expiry.Add(-tt.ttl - tt.age)
+					n.m["k"] = e
 				}
 				n.mu.Unlock()
 			}

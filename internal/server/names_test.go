@@ -103,12 +103,15 @@ func TestMethodNotAllowed(t *testing.T) {
 	tests := []struct {
 		method, path, allow string
 	}{
+		// Uploads are off: PUT is not allowed either.
+		{http.MethodDelete, "/" + hash + ".narinfo", "GET, HEAD"},
 		{http.MethodPut, "/" + hash + ".narinfo", "GET, HEAD"},
 		{http.MethodPost, "/" + hash + ".ls", "GET, HEAD"},
 		{http.MethodDelete, "/nar/" + strings.Repeat("1", 52) + ".nar.xz", "GET, HEAD"},
 		{http.MethodPost, "/nix-cache-info", "GET, HEAD"},
 		{http.MethodPost, "/log/" + hash + "-x.drv", "GET"},
-		{http.MethodPost, "/healthz", "GET, HEAD"}, // HEAD /healthz is /{file}'s: a 404
+		{http.MethodPut, "/log/" + hash + "-x.drv", "GET"},
+		{http.MethodPost, "/healthz", "GET, HEAD"}, // HEAD is /{file}'s: a 404
 	}
 	for _, tt := range tests {
 		r := p.do(tt.method, tt.path)

@@ -138,8 +138,8 @@ func TestNarInfoUpstreamFailure(t *testing.T) {
 }
 
 // TestNarInfoRefused covers answers the proxy must not pass on. They are
-// misses (404), and nothing is stored: with the negative cache off, every
-// request asks the upstream again.
+// misses (404) that say why in the error header, and nothing is stored:
+// with the negative cache off, every request asks the upstream again.
 func TestNarInfoRefused(t *testing.T) {
 	other, _ := fakeupstream.NewKey(t, "someone-else-1")
 	sameName, _ := fakeupstream.NewKey(t, fakeupstream.KeyName)
@@ -148,14 +148,15 @@ func TestNarInfoRefused(t *testing.T) {
 		path fakeupstream.Path
 		// serveAs, if set, serves the item's narinfo for a different hash.
 		serveAs bool
+		reason  string // in the error header
 	}{
-		{name: "signed by another key", path: fakeupstream.Path{SignWith: &other}},
-		{name: "signed by another key of the same name", path: fakeupstream.Path{SignWith: &sameName}},
-		{name: "unsigned", path: fakeupstream.Path{Unsigned: true}},
-		{name: "StorePath of another hash", serveAs: true},
-		{name: "absolute URL on another host", path: fakeupstream.Path{URL: "http://elsewhere.invalid/nar/x.nar"}},
-		{name: "protocol-relative URL on another host", path: fakeupstream.Path{URL: "//elsewhere.invalid/nar/x.nar"}},
-		{name: "no StorePath in store", path: fakeupstream.Path{Extra: "StorePath: /gnu/store/" + strings.Repeat("0", 32) + "-x\n"}},
+		{name: "signed by another key", path: fakeupstream.Path{SignWith: &other}, reason: "signature"},
+		{name: "signed by another key of the same name", path: fakeupstream.Path{SignWith: &sameName}, reason: "signature"},
+		{name: "unsigned", path: fakeupstream.Path{Unsigned: true}, reason: "signature"},
+		{name: "StorePath of another hash", serveAs: true, reason: "asked for"},
+		{name: "absolute URL on another host", path: fakeupstream.Path{URL: "http://elsewhere.invalid/nar/x.nar"}, reason: "another host"},
+		{name: "protocol-relative URL on another host", path: fakeupstream.Path{URL: "//elsewhere.invalid/nar/x.nar"}, reason: "another host"},
+		{name: "no StorePath in store", path: fakeupstream.Path{Extra: "StorePath: /gnu/store/" + strings.Repeat("0", 32) + "-x\n"}, reason: "refused"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -173,11 +174,32 @@ func TestNarInfoRefused(t *testing.T) {
 				if r.status != http.StatusNotFound {
 					t.Fatalf("request %d: %d, want 404\n%s", i, r.status, r.body)
 				}
+				if h := r.header.Get(server.ErrorHeader); !strings.Contains(h, tt.reason) {
+					t.Errorf("request %d: %s %q, want it to say %q", i, server.ErrorHeader, h, tt.reason)
+				}
 				if n := fu.Count("/" + hash + ".narinfo"); n != i {
 					t.Fatalf("request %d: upstream asked %d times: was the answer stored?", i, n)
 				}
 			}
 		})
+	}
+}
+
+// TestNarInfoRefusedRemembered: a refusal remembered by the negative
+// cache is answered with its reason too, without asking the upstream.
+func TestNarInfoRefusedRemembered(t *testing.T) {
+	other, _ := fakeupstream.NewKey(t, "someone-else-1")
+	fu := fakeupstream.New(t)
+	p := newProxy(t, config{ups: ups(fu), negativeTTL: time.Hour})
+	it := fu.Add(fakeupstream.Path{File: []byte("nar"), SignWith: &other})
+	for i := 1; i <= 2; i++ {
+		r := p.get("/" + it.Hash + ".narinfo")
+		if h := r.header.Get(server.ErrorHeader); r.status != http.StatusNotFound || !strings.Contains(h, "signature") {
+			t.Errorf("request %d: %d, %s %q; want 404 and the reason", i, r.status, server.ErrorHeader, h)
+		}
+	}
+	if n := fu.Count(it.NarInfoPath); n != 1 {
+		t.Errorf("upstream asked %d times, want 1", n)
 	}
 }
 

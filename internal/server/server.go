@@ -59,6 +59,8 @@ type Server struct {
 	ids       requestIDs
 	recorders sync.Pool // of *recorder, one per request in flight
 	narinfo   http.HandlerFunc
+	router    chi.Routes
+	uploads   bool // PUT routes store; else they answer 405
 
 	narinfoOK       prometheus.Counter
 	narinfoDuration prometheus.Observer
@@ -132,12 +134,11 @@ func New(cfg Config) (*Server, error) {
 	r.Head("/{file}", s.handle("narinfo", s.serveTopLevel))
 	r.NotFound(s.handle("other", func(http.ResponseWriter, *http.Request) error { return cache.ErrNotFound }))
 	r.MethodNotAllowed(func(w http.ResponseWriter, req *http.Request) {
-		// chi passes the allowed methods only to its own 405 handler, so
-		// ask the router which ones match (RFC 9110 requires Allow).
-		w.Header().Set("Allow", strings.Join(allowed(r, req.URL.Path), ", "))
+		w.Header().Set("Allow", s.allowed(req.URL.Path))
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 	})
-	s.handler = r
+	s.handler, s.router = r, r
+	s.uploads = cfg.Upload != nil && cfg.Upload.Uploads != nil
 	s.narinfo = s.handle("narinfo", s.serveNarInfo)
 	s.narinfoOK = s.metrics.Requests.WithLabelValues("narinfo", "200")
 	s.narinfoDuration = s.metrics.RequestDuration.WithLabelValues("narinfo")
@@ -191,6 +192,11 @@ func (s *Server) handle(route string, h func(http.ResponseWriter, *http.Request)
 		case s.writeError(rec, r, id, err):
 		case errors.Is(err, cache.ErrNotFound):
 			s.log.Debug("not found", "request_id", id, "path", r.URL.Path, "reason", err)
+			if errors.Is(err, cache.ErrRefused) {
+				// Still a 404, so Nix moves on, but not a silent one:
+				// an upstream had it and its answer was refused.
+				rec.Header().Set(ErrorHeader, oneLine(err.Error()))
+			}
 			http.Error(rec, "not found", http.StatusNotFound)
 		case errors.Is(err, upstream.ErrUnavailable), errors.Is(err, cache.ErrVerify),
 			errors.Is(err, context.DeadlineExceeded):
@@ -205,15 +211,17 @@ func (s *Server) handle(route string, h func(http.ResponseWriter, *http.Request)
 	}
 }
 
-// allowed lists the methods r routes for path.
-func allowed(r chi.Routes, path string) []string {
+// allowed is the Allow header (RFC 9110 requires it on a 405) for path:
+// the methods the router has a route for, less PUT when uploads are off.
+// chi passes the allowed methods only to its own 405 handler, so ask it.
+func (s *Server) allowed(path string) string {
 	var out []string
 	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch} {
-		if r.Match(chi.NewRouteContext(), m, path) {
+		if (m != http.MethodPut || s.uploads) && s.router.Match(chi.NewRouteContext(), m, path) {
 			out = append(out, m)
 		}
 	}
-	return out
+	return strings.Join(out, ", ")
 }
 
 func oneLine(s string) string {

@@ -252,7 +252,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, id uint64, e
 	status := 0
 	switch {
 	case errors.Is(err, errUploadsOff):
-		w.Header().Set("Allow", "GET, HEAD")
+		w.Header().Set("Allow", s.allowed(r.URL.Path))
 		status = http.StatusMethodNotAllowed
 	case errors.Is(err, errNoCredentials):
 		w.Header().Set("WWW-Authenticate", `Basic realm="nix-cache-proxy uploads"`)
