@@ -53,6 +53,8 @@ type serveConfig struct {
 	writeTokenFile      string
 	secretKeyFile       string
 	uploadMaxSize       int64
+	maxConnections      int
+	writeStallTimeout   time.Duration
 
 	// Set by check from the files named above.
 	writeToken string
@@ -87,6 +89,8 @@ func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
 	fs.IntVar(&cfg.prefetchConcurrency, "prefetch-concurrency", 4, "NAR downloads one prefetch job runs at once")
 	fs.StringVar(&cfg.metricsListen, "metrics-listen", "", "also serve /metrics on this `address` (it is always on the main listener too)")
 	fs.StringVar(&cfg.pprofListen, "pprof-listen", "", "serve Go's profiles (/debug/pprof/) on this `address`, e.g. 127.0.0.1:6060; off by default")
+	fs.IntVar(&cfg.maxConnections, "max-connections", 4096, "client connections open at once; more wait in the kernel's queue (0: no bound)")
+	fs.DurationVar(&cfg.writeStallTimeout, "write-stall-timeout", time.Minute, "cut a client that accepts no response bytes for this long (0: never); a slow download that keeps moving is never cut")
 	cfg.minFree = 1 << 30
 	fs.Var(sizeFlag{&cfg.minFree}, "min-free", "free disk `size` (10GiB, 500MB) below which /readyz answers 503")
 	fs.StringVar(&cfg.writeTokenFile, "write-token-file", "", "`file` holding the token that uploads (`nix copy --to`) must carry; uploads are off without it")

@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/admin"
@@ -88,14 +89,15 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		// No WriteTimeout: a multi-GB NAR to a slow client takes as long as
-		// it takes; stalled clients are bounded by TCP keepalive.
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	limits := clientLimitsOf(cfg)
+	var nofile syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &nofile) == nil {
+		if n, lowered := fitConns(limits.maxConns, nofile.Cur); lowered {
+			log.Warn("--max-connections lowered to fit the open-file limit", "max_connections", n, "nofile", nofile.Cur)
+			limits.maxConns = n
+		}
 	}
+	srv, bounded := newHTTPServer(h, ln, limits, log)
 	upstreamNames := make([]string, len(s.upstreams.Clients()))
 	for i, u := range s.upstreams.Clients() {
 		upstreamNames[i] = u.String()
@@ -117,7 +119,7 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 	defer func() { stopWatch(); <-watched }()
 
 	errc := make(chan error, 3)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(bounded) }()
 	for _, side := range []struct {
 		flag, addr string
 		h          http.Handler
