@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,9 +20,10 @@ import (
 
 // TestTraversal sends request targets byte for byte, as an attacker's own
 // client would (no URL cleaning), to the real server over a cache dir with
-// secret files next to it and inside it. Every one must be refused by name
+// secret files next to it and inside it. Every GET must be refused by name
 // (400) or by route (404), show no secret, and reach neither the cache
 // lookup nor the upstream: names are checked before any path is built.
+// Every PUT, with the write token, must be refused too and write nothing.
 func TestTraversal(t *testing.T) {
 	parent := t.TempDir()
 	dir := filepath.Join(parent, "cache")
@@ -36,7 +38,8 @@ func TestTraversal(t *testing.T) {
 	}
 	fu := fakeupstream.New(t)
 	reg := prometheus.NewRegistry()
-	p := newProxy(t, config{ups: []*fakeupstream.Upstream{fu}, dir: dir, reg: reg})
+	const token = "write-token"
+	p := newProxy(t, config{ups: []*fakeupstream.Upstream{fu}, dir: dir, reg: reg, writeToken: token})
 	it := fu.Add(fakeupstream.Path{Name: "real", File: fakeupstream.RandomBytes(500), Compression: "xz"})
 	narPath := p.narURL(it.Hash)
 	narName := strings.TrimPrefix(narPath, "/nar/")
@@ -78,13 +81,17 @@ func TestTraversal(t *testing.T) {
 	}
 	for _, target := range targets {
 		t.Run(target, func(t *testing.T) {
-			status, body := rawGet(t, p.srv.Listener.Addr().String(), target)
-			t.Logf("%d", status)
+			status, body := rawDo(t, p.srv.Listener.Addr().String(), "GET", target, "")
+			putStatus, putBody := rawDo(t, p.srv.Listener.Addr().String(), "PUT", target, token)
+			t.Logf("GET %d, PUT %d", status, putStatus)
 			if status != http.StatusBadRequest && status != http.StatusNotFound {
-				t.Errorf("status %d, want 400 or 404: %q", status, body)
+				t.Errorf("GET: status %d, want 400 or 404: %q", status, body)
 			}
 			if bytes.Contains(body, []byte(secret)) || bytes.Contains(body, []byte("root:")) {
 				t.Errorf("served a file it must not: %q", body)
+			}
+			if putStatus != http.StatusBadRequest && putStatus != http.StatusNotFound && putStatus != http.StatusMethodNotAllowed {
+				t.Errorf("PUT: status %d, want 400, 404 or 405: %q", putStatus, putBody)
 			}
 		})
 	}
@@ -98,20 +105,39 @@ func TestTraversal(t *testing.T) {
 	if n := fu.Total() - asksBefore; n != 0 {
 		t.Errorf("hostile names reached the upstream %d times", n)
 	}
+	// Nothing was written: the secrets are intact and no file holds the
+	// PUT body.
+	filepath.WalkDir(parent, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if b, _ := os.ReadFile(path); bytes.Contains(b, []byte(putBody)) {
+			t.Errorf("a PUT wrote %s", path)
+		}
+		return nil
+	})
+	for _, f := range []string{filepath.Join(parent, "secret"), filepath.Join(dir, "secret")} {
+		if b, err := os.ReadFile(f); err != nil || string(b) != secret {
+			t.Errorf("%s changed: %q, %v", f, b, err)
+		}
+	}
 
 	// The same raw client gets the real path: the refusals above are about
 	// the names, not the client.
-	if status, body := rawGet(t, p.srv.Listener.Addr().String(), "/"+hash+".narinfo"); status != http.StatusOK {
+	if status, body := rawDo(t, p.srv.Listener.Addr().String(), "GET", "/"+hash+".narinfo", ""); status != http.StatusOK {
 		t.Errorf("legit narinfo: %d %q", status, body)
 	}
-	if status, body := rawGet(t, p.srv.Listener.Addr().String(), narPath); status != http.StatusOK || len(body) == 0 {
+	if status, body := rawDo(t, p.srv.Listener.Addr().String(), "GET", narPath, ""); status != http.StatusOK || len(body) == 0 {
 		t.Errorf("legit NAR: %d, %d bytes", status, len(body))
 	}
 }
 
-// rawGet sends "GET target HTTP/1.1" exactly as given and returns the
-// status and body.
-func rawGet(t *testing.T, addr, target string) (int, []byte) {
+// putBody is what every PUT sends, to be looked for on disk afterwards.
+const putBody = "PWNED-by-traversal-3f9a"
+
+// rawDo sends "METHOD target HTTP/1.1" exactly as given (a PUT with
+// putBody and the write token) and returns the status and body.
+func rawDo(t *testing.T, addr, method, target, token string) (int, []byte) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -119,17 +145,23 @@ func rawGet(t *testing.T, addr, target string) (int, []byte) {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, "GET "+target+" HTTP/1.1\r\nHost: cache\r\nConnection: close\r\n\r\n"); err != nil {
+	req := method + " " + target + " HTTP/1.1\r\nHost: cache\r\nConnection: close\r\n"
+	if method == "PUT" {
+		req += "Authorization: Bearer " + token + "\r\nContent-Length: " + strconv.Itoa(len(putBody)) + "\r\n\r\n" + putBody
+	} else {
+		req += "\r\n"
+	}
+	if _, err := io.WriteString(c, req); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
-		t.Fatalf("GET %q: %v", target, err)
+		t.Fatalf("%s %q: %v", method, target, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("GET %q: body: %v", target, err)
+		t.Fatalf("%s %q: body: %v", method, target, err)
 	}
 	return resp.StatusCode, body
 }
