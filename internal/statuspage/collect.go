@@ -155,6 +155,9 @@ func (c *Collector) readIndex(ctx context.Context, ix Index, s *Snapshot) {
 // topMisses returns the n most asked-for misses, the most recent first
 // among equals. It sorts misses in place.
 func topMisses(misses []store.Miss, n int) []store.Miss {
+	// Rows of count 0 were made by prefetch in miss logs of older
+	// versions: no client asked for them.
+	misses = slices.DeleteFunc(misses, func(m store.Miss) bool { return m.Count == 0 })
 	slices.SortStableFunc(misses, func(a, b store.Miss) int {
 		if c := cmp.Compare(b.Count, a.Count); c != 0 {
 			return c
