@@ -82,7 +82,7 @@ func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&cfg.adminToken, "admin-token", "", "bearer `token` for the admin API under /_/; without it only loopback clients may use it")
 	fs.StringVar(&cfg.adminTokenFile, "admin-token-file", "", "`file` holding the admin token (keeps it out of argv and config files)")
-	fs.IntVar(&cfg.missLogMax, "miss-log-max", 10000, "rows kept in the miss log; the least recently seen go first")
+	fs.IntVar(&cfg.missLogMax, "miss-log-max", 10000, "rows kept in the miss log, the least recently seen dropped first (0: no limit)")
 	fs.DurationVar(&cfg.missRecheck, "miss-recheck", time.Minute, "first wait before re-asking upstreams about a path none had, doubling each time (0 turns it off)")
 	fs.DurationVar(&cfg.missRecheckMax, "miss-recheck-max", time.Hour, "longest wait between re-asks about a missing path")
 	fs.Var(&cfg.pins, "pin", "`STORE_PATH` kept forever with its closure and prefetched at start, repeatable")

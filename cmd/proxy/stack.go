@@ -57,7 +57,7 @@ func openStack(cfg *serveConfig, log *slog.Logger) (*stack, error) {
 	}
 	metrics.RegisterStore(reg, st)
 	s := &stack{registry: reg, metrics: m, upstreams: group, store: st, keys: keys, secretKey: secretKey}
-	s.misses = misslog.New(st, misslog.Options{Max: cfg.missLogMax, Logger: log})
+	s.misses = misslog.New(st, misslog.Options{Max: cfg.missLogMax, Unlimited: cfg.missLogMax == 0, Logger: log})
 	negTTL := cfg.negativeTTL
 	if negTTL == 0 {
 		negTTL = -1
@@ -79,7 +79,7 @@ func openStack(cfg *serveConfig, log *slog.Logger) (*stack, error) {
 	}
 	s.prefetch = prefetch.NewManager(s.cache, prefetch.Options{Concurrency: cfg.prefetchConcurrency, Metrics: m, Logger: log})
 	metrics.RegisterPrefetch(reg, s.prefetch.Pending)
-	s.admin = admin.NewService(st, s.cache, s.prefetch)
+	s.admin = admin.NewService(st, s.misses, s.cache, s.prefetch)
 	return s, nil
 }
 

@@ -36,7 +36,7 @@ func newEnvOpts(t *testing.T, opts admin.HandlerOptions) *env {
 	t.Helper()
 	token := opts.Token
 	e := cachetest.New(t, prefetch.Options{})
-	svc := admin.NewService(e.Store, e.Cache, e.Prefetch)
+	svc := admin.NewService(e.Store, e.Misses, e.Cache, e.Prefetch)
 	h, err := server.New(server.Config{Cache: e.Cache, Admin: admin.Handler(svc, opts)})
 	if err != nil {
 		t.Fatal(err)

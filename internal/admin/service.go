@@ -20,10 +20,16 @@ import (
 // Store is what the Service needs of the store.
 // Lists are never nil, so an empty one is [] in JSON, not null.
 type Store interface {
-	Misses(ctx context.Context) ([]store.Miss, error)
 	PutPin(ctx context.Context, p store.Pin) error
 	DeletePin(ctx context.Context, hash string) error
 	Pins(ctx context.Context) ([]store.Pin, error)
+}
+
+// MissLog lists the miss log, most recently seen first, never nil.
+// *misslog.Log does, with the rows not flushed yet: `misses` right after a
+// miss shows it.
+type MissLog interface {
+	Misses(ctx context.Context) ([]store.Miss, error)
 }
 
 // Cache is what the Service needs of the cache.
@@ -36,13 +42,14 @@ type Cache interface {
 // Service carries out admin requests on an open cache.
 type Service struct {
 	store    Store
+	misses   MissLog
 	cache    Cache
 	prefetch *prefetch.Manager
 }
 
 // NewService returns a Service.
-func NewService(st Store, c Cache, m *prefetch.Manager) *Service {
-	return &Service{store: st, cache: c, prefetch: m}
+func NewService(st Store, misses MissLog, c Cache, m *prefetch.Manager) *Service {
+	return &Service{store: st, misses: misses, cache: c, prefetch: m}
 }
 
 // MissFilter selects miss log rows; zero values select everything.
@@ -58,7 +65,7 @@ func (s *Service) Misses(ctx context.Context, f MissFilter) ([]store.Miss, error
 	default:
 		return nil, badRequestf("outcome %q is not fetched, not-found or upstream-error", f.Outcome)
 	}
-	all, err := s.store.Misses(ctx)
+	all, err := s.misses.Misses(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -79,7 +86,7 @@ type PrefetchRequest struct {
 // Prefetch starts a prefetch job.
 func (s *Service) Prefetch(ctx context.Context, req PrefetchRequest) (prefetch.Status, error) {
 	if req.Misses {
-		misses, err := s.store.Misses(ctx)
+		misses, err := s.misses.Misses(ctx)
 		if err != nil {
 			return prefetch.Status{}, err
 		}

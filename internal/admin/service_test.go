@@ -156,11 +156,11 @@ func TestMissesFilter(t *testing.T) {
 	e := newEnv(t, "")
 	now := time.Now().UTC()
 	h1, h2, h3 := fakeupstream.RandomHash(), fakeupstream.RandomHash(), fakeupstream.RandomHash()
-	err := e.Store.RecordMisses(ctx, []store.MissEvent{
+	_, err := e.Store.RecordMisses(ctx, []store.MissEvent{
 		{Hash: h1, At: now.Add(-time.Minute), Asked: true, Outcome: store.OutcomeFetched},
 		{Hash: h2, At: now.Add(-2 * time.Hour), Asked: true, Outcome: store.OutcomeNotFound},
 		{Hash: h3, At: now.Add(-3 * time.Minute), Asked: true, Outcome: store.OutcomeNotFound},
-	}, 0)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,5 +409,29 @@ func TestErrorWording(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestMissesRightAfterAMiss: `misses` right after a client's miss lists
+// it, without waiting for the miss log's next write (a second, here an
+// hour).
+func TestMissesRightAfterAMiss(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "")
+	h := fakeupstream.RandomHash()
+	resp, err := http.Get(e.srv.URL + "/" + h + ".narinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET narinfo: %d, want 404", resp.StatusCode)
+	}
+	rows, err := e.client.Misses(ctx, admin.MissFilter{Outcome: store.OutcomeNotFound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1 || rows[0].Hash != h || rows[0].Count != 1 {
+		t.Errorf("misses right after the miss: %+v, want one row for %s", rows, h)
 	}
 }

@@ -7,6 +7,7 @@ package misslog
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -15,9 +16,11 @@ import (
 
 // Options configure a Log. Zero values mean defaults.
 type Options struct {
-	// Max bounds the rows kept; the least recently seen go first. Default
-	// 10000.
+	// Max bounds the rows kept: once a tenth more have piled up, the least
+	// recently seen are pruned back to Max. 0 means the default, 10000.
 	Max int
+	// Unlimited keeps every row; Max is then ignored.
+	Unlimited bool
 	// FlushInterval is how often buffered events are written. Default 1s.
 	FlushInterval time.Duration
 	Logger        *slog.Logger
@@ -25,9 +28,10 @@ type Options struct {
 
 // Log buffers miss events and writes them to the store.
 type Log struct {
-	store *store.Store
-	max   int
-	log   *slog.Logger
+	store     *store.Store
+	max       int
+	unlimited bool
+	log       *slog.Logger
 
 	mu      sync.Mutex
 	pending []store.MissEvent
@@ -38,6 +42,10 @@ type Log struct {
 	// background flush still writes an earlier batch), and a later batch
 	// never lands before an earlier one (its outcome would be overwritten).
 	flushMu sync.Mutex
+	// rows is how many rows the store holds, counted at the first flush
+	// and kept up to date by each; guarded by flushMu.
+	rows    int
+	counted bool
 
 	stop      chan struct{}
 	closeOnce sync.Once
@@ -59,7 +67,8 @@ func New(st *store.Store, opts Options) *Log {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	l := &Log{store: st, max: opts.Max, log: opts.Logger, stop: make(chan struct{}), done: make(chan struct{})}
+	l := &Log{store: st, max: opts.Max, unlimited: opts.Unlimited, log: opts.Logger,
+		stop: make(chan struct{}), done: make(chan struct{})}
 	go l.run(opts.FlushInterval)
 	return l
 }
@@ -92,7 +101,54 @@ func (l *Log) Flush(ctx context.Context) error {
 	if len(events) == 0 {
 		return nil
 	}
-	return l.store.RecordMisses(ctx, events, l.max)
+	created, err := l.store.RecordMisses(ctx, events)
+	if err != nil {
+		return err
+	}
+	return l.prune(ctx, created)
+}
+
+// prune keeps the log near Max rows. It counts the rows in memory, so a
+// flush neither counts nor sorts them, and prunes only once a tenth more
+// than Max have piled up: the full scan is paid once per Max/10 new
+// paths, outside the write transaction (see store.PruneMisses).
+func (l *Log) prune(ctx context.Context, created int) error {
+	if l.unlimited {
+		return nil
+	}
+	if !l.counted {
+		n, err := l.store.MissCount(ctx)
+		if err != nil {
+			return err
+		}
+		l.rows, l.counted = n, true
+	} else {
+		l.rows += created
+	}
+	if l.rows <= l.max+l.max/10 {
+		return nil
+	}
+	removed, err := l.store.PruneMisses(ctx, l.max)
+	l.rows -= removed
+	return err
+}
+
+// Misses returns the miss log with the events not written yet merged in,
+// most recently seen first: a reader right after a miss sees it, though
+// the flush that writes it is up to a second away.
+func (l *Log) Misses(ctx context.Context) ([]store.Miss, error) {
+	// No flush runs meanwhile: each event is either in the store or
+	// pending, never in both or neither.
+	l.flushMu.Lock()
+	defer l.flushMu.Unlock()
+	rows, err := l.store.Misses(ctx)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	pending := slices.Clone(l.pending)
+	l.mu.Unlock()
+	return store.MergeMisses(rows, pending), nil
 }
 
 func (l *Log) run(every time.Duration) {

@@ -157,7 +157,11 @@ func TestNARDownloadRecordsBytes(t *testing.T) {
 	}
 }
 
-func TestLookupDoesNotCount(t *testing.T) {
+// TestLookupMakesNoRow: the proxy's own lookups (prefetch, the watcher)
+// are not demand. They made rows of count 0, which the status page listed
+// among the most frequent misses; now only a client's ask makes a row, and
+// a lookup after it updates that row without counting.
+func TestLookupMakesNoRow(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
 	it := e.up.Add(fakeupstream.Path{File: []byte("nar"), Compression: "none"})
@@ -168,12 +172,22 @@ func TestLookupDoesNotCount(t *testing.T) {
 	if _, err := e.cache.Lookup(ctx, missing); !errors.Is(err, cache.ErrNotFound) {
 		t.Fatalf("Lookup of a missing path: %v", err)
 	}
-	rows := e.rows(t)
-	want := map[string]store.Miss{
-		it.Hash: {Hash: it.Hash, StorePath: it.StorePath, Outcome: store.OutcomeFetched, Upstream: e.up.URL()},
-		missing: {Hash: missing, Outcome: store.OutcomeNotFound},
+	if rows := e.rows(t); len(rows) != 0 {
+		t.Errorf("rows after the proxy's own lookups: %+v, want none", rows)
 	}
-	if diff := cmp.Diff(want, rows, ignoreTimes); diff != "" {
+	asked := e.up.Add(fakeupstream.Path{File: []byte("nar2"), Compression: "none"})
+	e.up.SetFault(asked.NarInfoPath, fakeupstream.Fault{Status: http.StatusNotFound})
+	if _, err := e.cache.NarInfo(ctx, asked.Hash); !errors.Is(err, cache.ErrNotFound) {
+		t.Fatalf("NarInfo: %v", err)
+	}
+	e.up.SetFault(asked.NarInfoPath, fakeupstream.Fault{})
+	if _, err := e.cache.Lookup(ctx, asked.Hash); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]store.Miss{
+		asked.Hash: {Hash: asked.Hash, StorePath: asked.StorePath, Count: 1, Outcome: store.OutcomeFetched, Upstream: e.up.URL()},
+	}
+	if diff := cmp.Diff(want, e.rows(t), ignoreTimes); diff != "" {
 		t.Errorf("miss rows (-want +got):\n%s", diff)
 	}
 }
@@ -266,5 +280,98 @@ func TestMaxPrunes(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{hashes[4], hashes[3]}, got); diff != "" {
 		t.Errorf("rows kept (-want +got):\n%s", diff)
+	}
+}
+
+// TestMissesIncludesPending: a read right after a miss shows it, although
+// the flush that writes it comes up to a second later, and it reads the
+// same before and after that flush.
+func TestMissesIncludesPending(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	l := misslog.New(st, misslog.Options{FlushInterval: time.Hour})
+	defer l.Close()
+	t0 := time.Now().UTC().Truncate(time.Second)
+	a, b := fakeupstream.RandomHash(), fakeupstream.RandomHash()
+	l.Record(store.MissEvent{Hash: a, At: t0, Asked: true, Outcome: store.OutcomeNotFound})
+	if err := l.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l.Record(store.MissEvent{Hash: a, At: t0.Add(time.Second), Asked: true, Outcome: store.OutcomeNotFound})
+	l.Record(store.MissEvent{Hash: b, At: t0.Add(2 * time.Second), Asked: true, Outcome: store.OutcomeUpstreamError})
+	l.Record(store.MissEvent{Hash: fakeupstream.RandomHash(), At: t0, Outcome: store.OutcomeFetched}) // prefetch: no row
+	want := []store.Miss{
+		{Hash: b, FirstSeen: t0.Add(2 * time.Second), LastSeen: t0.Add(2 * time.Second), Count: 1, Outcome: store.OutcomeUpstreamError},
+		{Hash: a, FirstSeen: t0, LastSeen: t0.Add(time.Second), Count: 2, Outcome: store.OutcomeNotFound},
+	}
+	before, err := l.Misses(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, before); diff != "" {
+		t.Errorf("Misses before the flush (-want +got):\n%s", diff)
+	}
+	if err := l.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after, err := l.Misses(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, after); diff != "" {
+		t.Errorf("Misses after the flush (-want +got):\n%s", diff)
+	}
+}
+
+// TestPruneInBatches: a full log is not pruned at every flush (that sorted
+// every row inside the index's write transaction once a second), but once
+// a tenth more than Max have piled up, back to Max; Unlimited prunes
+// nothing.
+func TestPruneInBatches(t *testing.T) {
+	tests := []struct {
+		name string
+		opts misslog.Options
+		asks []int // new paths asked for before each flush
+		want []int // rows after each flush
+	}{
+		{"slack of a tenth", misslog.Options{Max: 10}, []int{10, 1, 1, 1}, []int{10, 11, 10, 11}},
+		{"one flush far over", misslog.Options{Max: 10}, []int{25}, []int{10}},
+		{"unlimited", misslog.Options{Max: 10, Unlimited: true}, []int{25, 5}, []int{25, 30}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			st, err := store.Open(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			tt.opts.FlushInterval = time.Hour
+			l := misslog.New(st, tt.opts)
+			defer l.Close()
+			at := time.Now().UTC()
+			var newest string
+			for i, n := range tt.asks {
+				for range n {
+					at = at.Add(time.Second)
+					newest = fakeupstream.RandomHash()
+					l.Record(store.MissEvent{Hash: newest, At: at, Asked: true, Outcome: store.OutcomeNotFound})
+				}
+				if err := l.Flush(ctx); err != nil {
+					t.Fatal(err)
+				}
+				rows, err := st.Misses(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(rows) != tt.want[i] || rows[0].Hash != newest {
+					t.Errorf("after flush %d: %d rows, newest %s; want %d, %s", i, len(rows), rows[0].Hash, tt.want[i], newest)
+				}
+			}
+		})
 	}
 }

@@ -154,10 +154,10 @@ func TestWatcherSkipsOtherOutcomes(t *testing.T) {
 	w := prefetch.NewWatcher(e.Store, e.Cache, e.Prefetch, prefetch.WatchOptions{})
 	t0 := time.Now().Add(-24 * time.Hour)
 	fetched, failed := fakeupstream.RandomHash(), fakeupstream.RandomHash()
-	err := e.Store.RecordMisses(ctx, []store.MissEvent{
+	_, err := e.Store.RecordMisses(ctx, []store.MissEvent{
 		{Hash: fetched, At: t0, Asked: true, Outcome: store.OutcomeFetched},
 		{Hash: failed, At: t0, Asked: true, Outcome: store.OutcomeUpstreamError},
-	}, 0)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +180,7 @@ func TestWatcherUpstreamDown(t *testing.T) {
 	w := prefetch.NewWatcher(e.Store, e.Cache, e.Prefetch, prefetch.WatchOptions{Recheck: time.Minute})
 	hash := fakeupstream.RandomHash()
 	t0 := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
-	if err := e.Store.RecordMisses(ctx, []store.MissEvent{{Hash: hash, At: t0, Asked: true, Outcome: store.OutcomeNotFound}}, 0); err != nil {
+	if _, err := e.Store.RecordMisses(ctx, []store.MissEvent{{Hash: hash, At: t0, Asked: true, Outcome: store.OutcomeNotFound}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.Store.UpdateMiss(ctx, hash, func(m *store.Miss) { m.NextCheck, m.CheckInterval = t0.Add(8*time.Minute), 8*time.Minute }); err != nil {

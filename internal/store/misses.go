@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -79,14 +80,19 @@ func (m *Miss) merge(e MissEvent) {
 	}
 }
 
-// RecordMisses merges events into the miss log in one transaction, then
-// prunes the rows least recently seen until at most max remain (max <= 0
-// keeps everything).
-func (s *Store) RecordMisses(ctx context.Context, events []MissEvent, max int) error {
+// RecordMisses merges events into the miss log in one transaction and
+// returns how many rows it created. Only a client's ask (Asked) creates a
+// row: the proxy's own lookups (prefetch, the watcher) and NAR downloads
+// update the row of a path a client asked for, but are not demand, so a
+// prefetched closure neither fills the log nor pushes real misses out.
+// Pruning is PruneMisses', outside this transaction.
+func (s *Store) RecordMisses(ctx context.Context, events []MissEvent) (int, error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return 0, err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	created := 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		created = 0 // bbolt does not retry, but keep the count true to the commit
 		b, err := tx.CreateBucketIfNotExists(bucketMisses)
 		if err != nil {
 			return err
@@ -97,43 +103,96 @@ func (s *Store) RecordMisses(ctx context.Context, events []MissEvent, max int) e
 				if err := json.Unmarshal(row, &m); err != nil {
 					return fmt.Errorf("decode miss %s: %w", e.Hash, err)
 				}
+			} else if !e.Asked {
+				continue
+			} else {
+				created++
 			}
 			m.merge(e)
 			if err := putMiss(b, &m); err != nil {
 				return err
 			}
 		}
-		// Stats counts only the rows committed before this transaction, so
-		// add the events (each at most one new row) for an upper bound.
-		if max > 0 && b.Stats().KeyN+len(events) > max {
-			return pruneMisses(b, max)
-		}
 		return nil
 	})
+	return created, err
+}
+
+// MergeMisses returns rows with events merged in as RecordMisses would
+// merge them, most recently seen first, without writing anything: what
+// the miss log will say once those events are flushed. rows is modified.
+func MergeMisses(rows []Miss, events []MissEvent) []Miss {
+	at := make(map[string]int, len(rows))
+	for i, m := range rows {
+		at[m.Hash] = i
+	}
+	for _, e := range events {
+		i, ok := at[e.Hash]
+		if !ok {
+			if !e.Asked {
+				continue
+			}
+			i = len(rows)
+			at[e.Hash] = i
+			rows = append(rows, Miss{})
+		}
+		rows[i].merge(e)
+	}
+	sortMisses(rows)
+	return rows
 }
 
 // UpdateMiss changes the row for hash with fn; a missing row is ErrNotFound.
 func (s *Store) UpdateMiss(ctx context.Context, hash string, fn func(*Miss)) error {
+	err := s.UpdateMisses(ctx, map[string]func(*Miss){hash: fn})
+	if errors.Is(err, ErrNotFound) {
+		return ErrNotFound
+	}
+	return err
+}
+
+// UpdateMisses changes the row of each hash in fns with its func, in one
+// transaction (one fsync however many). Rows missing are skipped; the error
+// then wraps ErrNotFound, after the others are written.
+func (s *Store) UpdateMisses(ctx context.Context, fns map[string]func(*Miss)) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	var missing missingRows
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		missing = 0
 		b, err := tx.CreateBucketIfNotExists(bucketMisses)
 		if err != nil {
 			return err
 		}
-		row := b.Get([]byte(hash))
-		if row == nil {
-			return ErrNotFound
+		for hash, fn := range fns {
+			row := b.Get([]byte(hash))
+			if row == nil {
+				missing++
+				continue
+			}
+			var m Miss
+			if err := json.Unmarshal(row, &m); err != nil {
+				return fmt.Errorf("decode miss %s: %w", hash, err)
+			}
+			fn(&m)
+			if err := putMiss(b, &m); err != nil {
+				return err
+			}
 		}
-		var m Miss
-		if err := json.Unmarshal(row, &m); err != nil {
-			return fmt.Errorf("decode miss %s: %w", hash, err)
-		}
-		fn(&m)
-		return putMiss(b, &m)
+		return nil
 	})
+	if err == nil && missing > 0 {
+		return missing
+	}
+	return err
 }
+
+// missingRows counts the rows UpdateMisses did not find.
+type missingRows int
+
+func (n missingRows) Error() string { return fmt.Sprintf("%d miss rows not found", int(n)) }
+func (n missingRows) Unwrap() error { return ErrNotFound }
 
 func putMiss(b *bolt.Bucket, m *Miss) error {
 	row, err := json.Marshal(m)
@@ -143,40 +202,15 @@ func putMiss(b *bolt.Bucket, m *Miss) error {
 	return b.Put([]byte(m.Hash), row)
 }
 
-func pruneMisses(b *bolt.Bucket, max int) error {
-	type seen struct {
-		key  []byte
-		last time.Time
-	}
-	var all []seen
-	err := b.ForEach(func(k, v []byte) error {
-		var m Miss
-		if err := json.Unmarshal(v, &m); err != nil {
-			return fmt.Errorf("decode miss %s: %w", k, err)
-		}
-		all = append(all, seen{append([]byte(nil), k...), m.LastSeen})
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if len(all) <= max {
-		return nil
-	}
-	slices.SortFunc(all, func(a, b seen) int { return a.last.Compare(b.last) })
-	for _, s := range all[:len(all)-max] {
-		if err := b.Delete(s.key); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // Misses returns every row of the miss log, most recently seen first.
 func (s *Store) Misses(ctx context.Context) ([]Miss, error) {
 	out, err := listRows[Miss](ctx, s, bucketMisses)
-	slices.SortFunc(out, func(a, b Miss) int { return b.LastSeen.Compare(a.LastSeen) })
+	sortMisses(out)
 	return out, err
+}
+
+func sortMisses(rows []Miss) {
+	slices.SortFunc(rows, func(a, b Miss) int { return b.LastSeen.Compare(a.LastSeen) })
 }
 
 // listRows decodes every JSON row of bucket. It never returns nil on

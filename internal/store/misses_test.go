@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 const (
@@ -58,9 +59,11 @@ func TestRecordMissesMerge(t *testing.T) {
 				Count: 1, Outcome: OutcomeFetched, Upstream: "http://up"},
 		},
 		{
-			name:   "a row first made by the proxy's own lookup has LastSeen and no count",
-			events: [][]MissEvent{{{Hash: hashA, At: at(0), Outcome: OutcomeFetched}}},
-			want:   Miss{Hash: hashA, FirstSeen: at(0), LastSeen: at(0), Outcome: OutcomeFetched},
+			// A prefetched path is not a miss: it showed up with count 0
+			// among the "most frequent misses".
+			name: "the proxy's own lookups and downloads make no row",
+			events: [][]MissEvent{{{Hash: hashA, At: at(0), Outcome: OutcomeFetched},
+				{Hash: hashA, At: at(time.Second), Outcome: OutcomeFetched, Bytes: 1234}}},
 		},
 		{
 			name: "a download adds bytes and keeps what an empty field does not say",
@@ -85,7 +88,7 @@ func TestRecordMissesMerge(t *testing.T) {
 			ctx := context.Background()
 			s := openStore(t, t.TempDir())
 			for _, batch := range tt.events {
-				if err := s.RecordMisses(ctx, batch, 0); err != nil {
+				if _, err := s.RecordMisses(ctx, batch); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -93,8 +96,20 @@ func TestRecordMissesMerge(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff([]Miss{tt.want}, got); diff != "" {
+			want := []Miss{}
+			if tt.want.Hash != "" {
+				want = append(want, tt.want)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("Misses (-want +got):\n%s", diff)
+			}
+			// What a reader sees before the flush is what it sees after.
+			var all []MissEvent
+			for _, batch := range tt.events {
+				all = append(all, batch...)
+			}
+			if diff := cmp.Diff(want, MergeMisses(nil, all), cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("MergeMisses (-want +got):\n%s", diff)
 			}
 		})
 	}
@@ -108,7 +123,7 @@ func TestMissScheduleKeptUntilFound(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	ask := func(d time.Duration, outcome string) {
 		t.Helper()
-		if err := s.RecordMisses(ctx, []MissEvent{{Hash: hashA, At: at(d), Asked: true, Outcome: outcome}}, 0); err != nil {
+		if _, err := s.RecordMisses(ctx, []MissEvent{{Hash: hashA, At: at(d), Asked: true, Outcome: outcome}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -140,7 +155,7 @@ func TestUpdateMiss(t *testing.T) {
 	if err := s.UpdateMiss(ctx, hashA, func(*Miss) { t.Error("fn called for a missing row") }); !errors.Is(err, ErrNotFound) {
 		t.Errorf("UpdateMiss of a missing row: %v, want ErrNotFound", err)
 	}
-	if err := s.RecordMisses(ctx, []MissEvent{{Hash: hashA, At: at(0), Asked: true, Outcome: OutcomeNotFound}}, 0); err != nil {
+	if _, err := s.RecordMisses(ctx, []MissEvent{{Hash: hashA, At: at(0), Asked: true, Outcome: OutcomeNotFound}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.UpdateMiss(ctx, hashA, func(m *Miss) { m.CheckInterval = time.Minute }); err != nil {
@@ -162,7 +177,7 @@ func hashN(i int) string {
 	return fmt.Sprintf("%c%c%s", alphabet[i/32], alphabet[i%32], hashA[2:])
 }
 
-func TestRecordMissesPrune(t *testing.T) {
+func TestPruneMisses(t *testing.T) {
 	// ask returns the event of a client asking for path i at minute m.
 	ask := func(i, m int) MissEvent {
 		return MissEvent{Hash: hashN(i), At: at(time.Duration(m) * time.Minute), Asked: true, Outcome: OutcomeNotFound}
@@ -180,9 +195,9 @@ func TestRecordMissesPrune(t *testing.T) {
 			want:    []string{hashN(5), hashN(4), hashN(3)},
 		},
 		{
-			name:    "max <= 0 keeps everything",
+			name:    "under max",
 			batches: [][]MissEvent{{ask(0, 0), ask(1, 1), ask(2, 2)}},
-			max:     0,
+			max:     5,
 			want:    []string{hashN(2), hashN(1), hashN(0)},
 		},
 		{
@@ -212,7 +227,10 @@ func TestRecordMissesPrune(t *testing.T) {
 			ctx := context.Background()
 			s := openStore(t, t.TempDir())
 			for _, b := range tt.batches {
-				if err := s.RecordMisses(ctx, b, tt.max); err != nil {
+				if _, err := s.RecordMisses(ctx, b); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := s.PruneMisses(ctx, tt.max); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -294,7 +312,7 @@ func TestMissesAndPinsPersist(t *testing.T) {
 		{Hash: hashB, At: at(time.Minute), Asked: true, Outcome: OutcomeFetched, StorePath: "/nix/store/" + hashB + "-b", Upstream: "http://up"},
 		{Hash: hashB, At: at(time.Minute), Outcome: OutcomeFetched, Bytes: 99},
 	}
-	if err := s.RecordMisses(ctx, events, 10); err != nil {
+	if _, err := s.RecordMisses(ctx, events); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.UpdateMiss(ctx, hashA, func(m *Miss) { m.NextCheck, m.CheckInterval = at(2*time.Minute), 2*time.Minute }); err != nil {
