@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -24,6 +25,9 @@ type NARSource struct {
 	NarHash     []byte `json:"nar_hash,omitempty"`
 	NarSize     int64  `json:"nar_size,omitempty"`
 	Compression string `json:"compression,omitempty"`
+	// Seen is when a narinfo naming this NAR was first stored; PutNarInfo
+	// sets it and keeps it. Zero in rows from before it was recorded.
+	Seen time.Time `json:"seen,omitzero"`
 }
 
 // NarInfo returns the narinfo text served for hash, or ErrNotFound.
@@ -48,9 +52,8 @@ func (s *Store) PutNarInfo(ctx context.Context, hash string, text []byte, narNam
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	row, err := json.Marshal(src)
-	if err != nil {
-		return fmt.Errorf("encode NAR source: %w", err)
+	if src.Seen.IsZero() {
+		src.Seen = time.Now().UTC()
 	}
 	text = slices.Clone(text) // the hot set shares it with readers
 	return s.db.Update(func(tx *bolt.Tx) error {
@@ -58,7 +61,18 @@ func (s *Store) PutNarInfo(ctx context.Context, hash string, text []byte, narNam
 			return fmt.Errorf("index narinfo %s: %w", hash, err)
 		}
 		tx.OnCommit(func() { s.hot.put(hash, text) })
-		if err := tx.Bucket(bucketNARSource).Put([]byte(narName), row); err != nil {
+		srcs := tx.Bucket(bucketNARSource)
+		if old := srcs.Get([]byte(narName)); old != nil {
+			var prev NARSource
+			if json.Unmarshal(old, &prev) == nil && !prev.Seen.IsZero() && prev.Seen.Before(src.Seen) {
+				src.Seen = prev.Seen // first seen stays first
+			}
+		}
+		row, err := json.Marshal(src)
+		if err != nil {
+			return fmt.Errorf("encode NAR source: %w", err)
+		}
+		if err := srcs.Put([]byte(narName), row); err != nil {
 			return fmt.Errorf("index NAR source %s: %w", narName, err)
 		}
 		return nil

@@ -15,6 +15,9 @@ import (
 type narRow struct {
 	Size   int64     `json:"size"`
 	Stored time.Time `json:"stored"`
+	// Access is when it was last served, as of the last FlushAccess;
+	// zero until then (Stored stands in).
+	Access time.Time `json:"access,omitzero"`
 }
 
 // OpenNAR opens the NAR file called name for reading, or returns ErrNotFound.
@@ -34,6 +37,7 @@ func (s *Store) OpenNAR(ctx context.Context, name string) (NARFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open NAR %s: %w", name, err)
 	}
+	s.access.touch(name, time.Now())
 	return f, nil
 }
 

@@ -6,6 +6,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -40,10 +41,11 @@ var (
 
 // Store is the on-disk cache. It is safe for concurrent use.
 type Store struct {
-	dir   string
-	db    *bolt.DB
-	files NARFiles
-	hot   *hotNarInfos
+	dir    string
+	db     *bolt.DB
+	files  NARFiles
+	hot    *hotNarInfos
+	access accessLog
 
 	present func([]byte) []byte // Options.Present; nil: served as stored
 
@@ -86,6 +88,10 @@ func OpenWith(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{dir: dir, db: db, files: files, hot: newHotNarInfos(hotNarInfoBytes), present: opts.Present}
+	if err := s.resumeEvictions(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if err := s.countNARs(); err != nil {
 		db.Close()
 		return nil, err
@@ -94,7 +100,7 @@ func OpenWith(dir string, opts Options) (*Store, error) {
 }
 
 func initBuckets(tx *bolt.Tx) error {
-	for _, b := range [][]byte{bucketNarInfo, bucketNARSource, bucketNAR, bucketAux, bucketMisses, bucketPins, bucketMeta} {
+	for _, b := range [][]byte{bucketNarInfo, bucketNARSource, bucketNAR, bucketAux, bucketMisses, bucketPins, bucketMeta, bucketEvicting} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return fmt.Errorf("create bucket %s: %w", b, err)
 		}
@@ -116,5 +122,8 @@ func (s *Store) Files() NARFiles { return s.files }
 // Dir is the cache directory.
 func (s *Store) Dir() string { return s.dir }
 
-// Close closes the index. Writers still open must be finished first.
-func (s *Store) Close() error { return s.db.Close() }
+// Close flushes the NAR accesses recorded in memory and closes the index.
+// Writers still open must be finished first.
+func (s *Store) Close() error {
+	return errors.Join(s.FlushAccess(context.Background()), s.db.Close())
+}

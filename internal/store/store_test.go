@@ -249,7 +249,7 @@ func TestIndexPersists(t *testing.T) {
 	}
 	hash := "0123456789abcdfghijklmnpqrsvwxyz"
 	text := []byte("StorePath: /nix/store/" + hash + "-x\n")
-	src := NARSource{Upstream: "https://up", URL: "https://up/nar/a.nar.xz", Size: 42, SHA256: []byte{1, 2, 3}}
+	src := NARSource{Upstream: "https://up", URL: "https://up/nar/a.nar.xz", Size: 42, SHA256: []byte{1, 2, 3}, Seen: t0}
 	if err := s.PutNarInfo(ctx, hash, text, narName, src); err != nil {
 		t.Fatal(err)
 	}
