@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/evict"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 )
 
@@ -59,6 +60,10 @@ type serveConfig struct {
 	// Set by check from the files named above.
 	writeToken string
 	secretKey  *narinfo.SecretKey
+
+	maxSize    int64
+	keepLatest stringList
+	keepRules  []evict.Rule // set by check from keepLatest
 }
 
 func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
@@ -92,7 +97,9 @@ func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
 	fs.IntVar(&cfg.maxConnections, "max-connections", 4096, "client connections open at once; more wait in the kernel's queue (0: no bound)")
 	fs.DurationVar(&cfg.writeStallTimeout, "write-stall-timeout", time.Minute, "cut a client that accepts no response bytes for this long (0: never); a slow download that keeps moving is never cut")
 	cfg.minFree = 1 << 30
-	fs.Var(sizeFlag{&cfg.minFree}, "min-free", "free disk `size` (10GiB, 500MB) below which /readyz answers 503")
+	fs.Var(sizeFlag{&cfg.minFree}, "min-free", "free disk `size` (10GiB, 500MB) to keep: under it the least recently used NARs are evicted, and /readyz answers 503 while it cannot be kept")
+	fs.Var(sizeFlag{&cfg.maxSize}, "max-size", "bound on the cache's `size`, NAR files plus index (200GiB, 500MB): past it the least recently used NARs are evicted; 0: no bound but --min-free")
+	fs.Var(&cfg.keepLatest, "keep-latest", "`GLOB=K`: of the cached store paths whose name matches GLOB, keep the K first seen most recently, with their closures, like pins; repeatable")
 	fs.StringVar(&cfg.writeTokenFile, "write-token-file", "", "`file` holding the token that uploads (`nix copy --to`) must carry; uploads are off without it")
 	fs.StringVar(&cfg.secretKeyFile, "secret-key-file", "", "Nix secret key `file` (nix key generate-secret, nix-cache-proxy keygen): every narinfo served is also signed by it")
 	cfg.uploadMaxSize = 64 << 30

@@ -75,11 +75,16 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 	}
 	defer stopUploads()
 	h, err := server.New(server.Config{
-		Upload:              uploads,
-		Cache:               s.cache,
-		Metrics:             s.metrics,
-		MetricsHandler:      metricsHandler,
-		Ready:               func(ctx context.Context) error { return s.store.Ready(ctx, cfg.minFree) },
+		Upload:         uploads,
+		Cache:          s.cache,
+		Metrics:        s.metrics,
+		MetricsHandler: metricsHandler,
+		Ready: func(ctx context.Context) error {
+			if err := s.store.Ready(ctx, cfg.minFree); err != nil {
+				return err
+			}
+			return s.evict.Ready()
+		},
 		Admin:               admin.Handler(s.admin, admin.HandlerOptions{Token: cfg.adminToken, Hosts: listenHosts(cfg.listen), Logger: log}),
 		StatusPage:          s.statusPage(log),
 		Priority:            cfg.priority,
@@ -103,7 +108,15 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 		upstreamNames[i] = u.String()
 	}
 	log.Info("serving", "listen", ln.Addr().String(), "cache_dir", cfg.cacheDir,
-		"upstreams", strings.Join(upstreamNames, " "), "verify_signatures", cfg.verifySignatures)
+		"upstreams", strings.Join(upstreamNames, " "), "verify_signatures", cfg.verifySignatures,
+		"max_size", cfg.maxSize, "min_free", cfg.minFree)
+
+	// Eviction runs in the background from the start: a cache already past
+	// its bound (a lowered --max-size) comes back under it.
+	evictCtx, stopEvict := context.WithCancel(context.Background())
+	evicted := make(chan struct{})
+	go func() { defer close(evicted); s.evict.Run(evictCtx) }()
+	defer func() { stopEvict(); <-evicted }()
 
 	if err := prefetchPins(ctx, s, cfg.pins.values, log); err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/admin"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/evict"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/misslog"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
@@ -26,6 +27,7 @@ type stack struct {
 	store     *store.Store
 	misses    *misslog.Log
 	cache     *cache.Cache
+	evict     *evict.Evictor
 	prefetch  *prefetch.Manager
 	admin     *admin.Service
 	keys      []narinfo.PublicKey
@@ -58,6 +60,7 @@ func openStack(cfg *serveConfig, log *slog.Logger) (*stack, error) {
 	metrics.RegisterStore(reg, st)
 	s := &stack{registry: reg, metrics: m, upstreams: group, store: st, keys: keys, secretKey: secretKey}
 	s.misses = misslog.New(st, misslog.Options{Max: cfg.missLogMax, Unlimited: cfg.missLogMax == 0, Logger: log})
+	s.evict = evict.New(st, evict.Config{MaxSize: cfg.maxSize, MinFree: cfg.minFree, KeepLatest: cfg.keepRules, Metrics: m, Logger: log})
 	negTTL := cfg.negativeTTL
 	if negTTL == 0 {
 		negTTL = -1
@@ -70,6 +73,7 @@ func openStack(cfg *serveConfig, log *slog.Logger) (*stack, error) {
 		SecretKey:   secretKey,
 		NegativeTTL: negTTL,
 		Misses:      s.misses,
+		Room:        s.evict,
 		Metrics:     m,
 		Logger:      log,
 	})

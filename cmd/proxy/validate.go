@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/evict"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/server"
@@ -49,6 +50,14 @@ func (cfg *serveConfig) check() error {
 			return fmt.Errorf("--pin: %w", err)
 		}
 	}
+	cfg.keepRules = nil
+	for _, r := range cfg.keepLatest.values {
+		rule, err := evict.ParseRule(r)
+		if err != nil {
+			return fmt.Errorf("--keep-latest: %w", err)
+		}
+		cfg.keepRules = append(cfg.keepRules, rule)
+	}
 	if err := server.CheckUpstreamErrorStatus(cfg.upstreamErrorStatus); err != nil {
 		return fmt.Errorf("--upstream-error-status: %w", err)
 	}
@@ -71,7 +80,7 @@ func (cfg *serveConfig) check() error {
 		v    int64
 	}{
 		{"--priority", int64(cfg.priority)}, {"--miss-log-max", int64(cfg.missLogMax)},
-		{"--prefetch-concurrency", int64(cfg.prefetchConcurrency)}, {"--min-free", cfg.minFree},
+		{"--prefetch-concurrency", int64(cfg.prefetchConcurrency)}, {"--min-free", cfg.minFree}, {"--max-size", cfg.maxSize},
 	} {
 		if n.v < 0 {
 			return fmt.Errorf("%s %d: negative", n.flag, n.v)

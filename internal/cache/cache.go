@@ -54,6 +54,8 @@ type Options struct {
 	FetchTimeout time.Duration
 	// Misses records what was not answered from the store; may be nil.
 	Misses MissRecorder
+	// Room is the disk bound; nil keeps every NAR.
+	Room Room
 	// Metrics, if nil, are kept but not exported.
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
@@ -63,6 +65,21 @@ type Options struct {
 // every NAR fetched. Record must not block on I/O.
 type MissRecorder interface {
 	Record(store.MissEvent)
+}
+
+// Room holds disk room for NAR downloads (internal/evict). Reserve is asked
+// before a NAR of size bytes (0: unknown) is fetched to be kept; an error
+// means it is streamed to its clients without being kept. release is called
+// once the download ends, with whether it was kept and the error writing
+// it to disk failed with (nil if none).
+type Room interface {
+	Reserve(ctx context.Context, size int64) (release func(kept bool, writeErr error), err error)
+}
+
+type unbounded struct{}
+
+func (unbounded) Reserve(context.Context, int64) (func(bool, error), error) {
+	return func(bool, error) {}, nil
 }
 
 type discardMisses struct{}
@@ -82,6 +99,7 @@ type Cache struct {
 	log       *slog.Logger
 	negative  *negativeCache
 	misses    MissRecorder
+	room      Room
 	metrics   *metrics.Metrics
 	hits      prometheus.Counter // narinfo hits: resolved once, not per request
 	lookups   singleflight.Group
@@ -118,6 +136,9 @@ func New(opts Options) (*Cache, error) {
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.Discard()
 	}
+	if opts.Room == nil {
+		opts.Room = unbounded{}
+	}
 	clients := make(map[string]*upstream.Client)
 	for _, c := range opts.Upstreams.Clients() {
 		clients[c.String()] = c
@@ -134,6 +155,7 @@ func New(opts Options) (*Cache, error) {
 		log:       opts.Logger,
 		negative:  newNegativeCache(opts.NegativeTTL),
 		misses:    opts.Misses,
+		room:      opts.Room,
 		metrics:   opts.Metrics,
 		hits:      opts.Metrics.Lookups.WithLabelValues("narinfo", "hit"),
 		ctx:       ctx,

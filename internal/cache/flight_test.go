@@ -72,11 +72,12 @@ func TestFlightFindsStoredNAR(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	fl := c.join(t.Context(), name, store.NARSource{Upstream: "http://gone.invalid", Size: int64(len(body))})
+	src := store.NARSource{Upstream: "http://gone.invalid", Size: int64(len(body))}
+	fl := c.join(t.Context(), name, src)
 	defer c.leave(fl)
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest(http.MethodGet, "/nar/"+name, nil)
-	if err := c.follow(rec, req, fl); err != nil {
+	if err := c.follow(rec, req, fl, src); err != nil {
 		t.Fatalf("follow: %v", err)
 	}
 	if rec.Code != http.StatusOK || rec.Body.String() != string(body) {

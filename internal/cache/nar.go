@@ -71,10 +71,26 @@ func (c *Cache) ServeNAR(w http.ResponseWriter, r *http.Request, name string) er
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}
-	fl := c.join(ctx, name, src)
-	defer c.leave(fl)
-	return c.follow(w, r, fl)
+	// A NAR evicted between its download and this client opening it is
+	// fetched again: a client holding its narinfo must never get a 404.
+	for range refills {
+		fl := c.join(ctx, name, src)
+		err = c.follow(w, r, fl, src)
+		c.leave(fl)
+		if !errors.Is(err, errGone) {
+			return err
+		}
+	}
+	return fmt.Errorf("%w: NAR %s was evicted each time it was fetched; the bound is too small for it", upstream.ErrUnavailable, name)
 }
+
+// refills bounds how often one request fetches a NAR that is evicted
+// before it can be served.
+const refills = 3
+
+// errGone means a download ended well but its file was evicted before this
+// client opened it.
+var errGone = errors.New("cache: NAR evicted before it was served")
 
 func (c *Cache) serveFile(w http.ResponseWriter, r *http.Request, name string, f store.NARFile) error {
 	st, err := f.Stat()
@@ -146,8 +162,10 @@ func (c *Cache) leave(fl *flight) {
 }
 
 // follow streams fl's file to w: what has landed so far, then each new
-// chunk as it lands, until the download ends.
-func (c *Cache) follow(w http.ResponseWriter, r *http.Request, fl *flight) error {
+// chunk as it lands, until the download ends. A NAR the download does not
+// keep is streamed straight from the upstream instead; one that was kept
+// and is gone already is errGone, before anything is written.
+func (c *Cache) follow(w http.ResponseWriter, r *http.Request, fl *flight, src store.NARSource) error {
 	ctx := r.Context()
 	select {
 	case <-fl.ready:
@@ -155,6 +173,9 @@ func (c *Cache) follow(w http.ResponseWriter, r *http.Request, fl *flight) error
 		return ctx.Err()
 	}
 	if st := fl.state(); st.done && st.err != nil {
+		if errors.Is(st.err, errNotKept) {
+			return c.passThrough(w, r, fl.name, src)
+		}
 		return st.err // nothing written yet: the caller can still pick a status
 	}
 	f, err := fl.openPartial()
@@ -162,24 +183,42 @@ func (c *Cache) follow(w http.ResponseWriter, r *http.Request, fl *flight) error
 		// Committed (renamed) or discarded between ready and now, or
 		// found in the store by the flight itself.
 		if err := fl.wait(ctx); err != nil {
+			if errors.Is(err, errNotKept) {
+				return c.passThrough(w, r, fl.name, src)
+			}
 			return err
 		}
-		if f, err = c.store.OpenNAR(ctx, fl.name); err == nil {
-			defer f.Close()
-			return c.serveFile(w, r, fl.name, f)
+		f, err = c.store.OpenNAR(ctx, fl.name)
+		if errors.Is(err, store.ErrNotFound) {
+			return errGone
 		}
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return c.serveFile(w, r, fl.name, f)
 	}
 	if err != nil {
 		return fmt.Errorf("open NAR %s: %w", fl.name, err)
 	}
 	defer f.Close()
 
-	h := w.Header()
-	h.Set("Content-Type", narContentType)
-	if fl.size >= 0 {
-		h.Set("Content-Length", strconv.FormatInt(fl.size, 10))
+	// The status goes out with the first bytes, not before: a download
+	// that fails before any is sent (the disk fills up) leaves this
+	// client free to get the NAR straight from the upstream.
+	started := false
+	start := func() {
+		if started {
+			return
+		}
+		started = true
+		h := w.Header()
+		h.Set("Content-Type", narContentType)
+		if fl.size >= 0 {
+			h.Set("Content-Length", strconv.FormatInt(fl.size, 10))
+		}
+		w.WriteHeader(http.StatusOK)
 	}
-	w.WriteHeader(http.StatusOK)
 	var sent int64
 	// Counted as it goes, so a long download shows on dashboards while it
 	// streams rather than all at once at its end.
@@ -194,6 +233,7 @@ func (c *Cache) follow(w http.ResponseWriter, r *http.Request, fl *flight) error
 			written = min(written, fl.size-1)
 		}
 		if sent < written {
+			start()
 			// io.CopyN over an *os.File lets net/http use sendfile.
 			n, err := io.CopyN(w, f, written-sent)
 			sent += n
@@ -205,11 +245,18 @@ func (c *Cache) follow(w http.ResponseWriter, r *http.Request, fl *flight) error
 		}
 		if st.done {
 			if st.err != nil {
+				if !started && errors.Is(st.err, errNotKept) {
+					return c.passThrough(w, r, fl.name, src)
+				}
+				if !started {
+					return st.err
+				}
 				return fmt.Errorf("%w: %w", ErrAborted, st.err)
 			}
+			start()
 			return nil
 		}
-		if fl, ok := w.(http.Flusher); ok {
+		if fl, ok := w.(http.Flusher); ok && started {
 			fl.Flush()
 		}
 		select {
@@ -245,6 +292,8 @@ func (c *Cache) download(fl *flight, src store.NARSource, id uint64) {
 			c.metrics.VerifyFailures.WithLabelValues(verr.check).Inc()
 		case errors.Is(err, ErrNotFound):
 			outcome = "not-found"
+		case errors.Is(err, errNotKept):
+			outcome = "not-kept"
 		}
 		c.log.Warn("upstream NAR", append(attrs, "outcome", outcome, "err", err)...)
 	} else if n > 0 { // 0: the flight found it stored, nothing was fetched
@@ -284,6 +333,16 @@ func (c *Cache) fetchNAR(ctx context.Context, fl *flight, src store.NARSource) (
 	if err != nil {
 		return 0, fmt.Errorf("NAR source URL: %w", err)
 	}
+	// Room first: a NAR that cannot be kept is streamed to each client
+	// straight from the upstream (see follow).
+	release, err := c.room.Reserve(ctx, src.Size)
+	if err != nil {
+		c.metrics.NARNotKept.WithLabelValues("no-room").Inc()
+		return 0, fmt.Errorf("%w: %w", errNotKept, err)
+	}
+	var kept bool
+	var writeErr error
+	defer func() { release(kept, writeErr) }()
 	body, size, err := client.NAR(ctx, loc)
 	if errors.Is(err, upstream.ErrNotFound) {
 		return 0, fmt.Errorf("%w: %w", ErrNotFound, err)
@@ -300,7 +359,9 @@ func (c *Cache) fetchNAR(ctx context.Context, fl *flight, src store.NARSource) (
 	}
 	wr, err := c.store.CreateNAR(ctx, fl.name)
 	if err != nil {
-		return 0, err
+		writeErr = err
+		c.metrics.NARNotKept.WithLabelValues("disk-error").Inc()
+		return 0, fmt.Errorf("%w: %w", errNotKept, err)
 	}
 	defer wr.Cancel()
 	fl.partial, fl.size = wr, size
@@ -321,7 +382,12 @@ func (c *Cache) fetchNAR(ctx context.Context, fl *flight, src store.NARSource) (
 				return n, verifyFailed("size", "upstream sent more than %d bytes", size)
 			}
 			if _, err := wr.Write(buf[:k]); err != nil {
-				return n, fmt.Errorf("write NAR: %w", err)
+				// ENOSPC, EIO: the clients that have bytes already are cut
+				// cleanly, the others stream it from the upstream; nothing
+				// of it is indexed (the deferred Cancel).
+				writeErr = err
+				c.metrics.NARNotKept.WithLabelValues("disk-error").Inc()
+				return n, fmt.Errorf("%w: write: %w", errNotKept, err)
 			}
 			h.write(buf[:k])
 			n += int64(k)
@@ -340,7 +406,16 @@ func (c *Cache) fetchNAR(ctx context.Context, fl *flight, src store.NARSource) (
 	if err := verifyNAR(src, size, n, sum, check); err != nil {
 		return n, err
 	}
-	return n, wr.Commit(ctx)
+	if err := wr.Commit(ctx); err != nil {
+		if ctx.Err() == nil {
+			writeErr = err
+			c.metrics.NARNotKept.WithLabelValues("disk-error").Inc()
+			return n, fmt.Errorf("%w: %w", errNotKept, err)
+		}
+		return n, err
+	}
+	kept = true
+	return n, nil
 }
 
 // verifyNAR checks a finished download: its size, then its sha256 against

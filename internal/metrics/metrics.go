@@ -36,6 +36,12 @@ type Metrics struct {
 	// Uploads.
 	Uploads     *prometheus.CounterVec // kind (nar, narinfo, ls, log, realisation), outcome (ok, exists, rejected, error)
 	UploadBytes *prometheus.CounterVec // kind
+
+	// Disk bound.
+	Evictions    *prometheus.CounterVec // reason (size, free-space, retention)
+	EvictedBytes prometheus.Counter     // bytes of NAR files evicted
+	StoreMaxSize prometheus.Gauge       // --max-size; 0 for none
+	NARNotKept   *prometheus.CounterVec // reason (no-room, disk-error)
 }
 
 // New creates the metrics and registers them, with Go and process
@@ -100,10 +106,27 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "upstream_fetched_bytes_total",
 			Help: "NAR bytes downloaded from each upstream.",
 		}, []string{"upstream"}),
+		Evictions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "evictions_total",
+			Help: "NAR files evicted, by reason: the cache passed --max-size (size), free space fell under --min-free (free-space), gc dropped a variant --keep-latest no longer keeps (retention).",
+		}, []string{"reason"}),
+		EvictedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "evicted_bytes_total",
+			Help: "Bytes of NAR files evicted, counted once per file.",
+		}),
+		StoreMaxSize: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "store_max_size_bytes",
+			Help: "The cache's bound (--max-size): NAR files plus index; 0 when there is none.",
+		}),
+		NARNotKept: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "nar_not_kept_total",
+			Help: "NARs streamed to clients without being kept, by reason: no room within the bound (no-room), writing to the cache dir failed (disk-error).",
+		}, []string{"reason"}),
 	}
 	reg.MustRegister(m.Requests, m.RequestDuration, m.Lookups, m.ServedBytes, m.Downloads,
 		m.DownloadClients, m.VerifyFailures, m.MissesRecorded, m.Uploads, m.UploadBytes, m.PrefetchBytes,
 		m.UpstreamRequests, m.UpstreamDuration, m.UpstreamBytes,
+		m.Evictions, m.EvictedBytes, m.StoreMaxSize, m.NARNotKept,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Pre-create the series alerts and the status page read, so they are 0
 	// rather than absent before the first event.
@@ -117,6 +140,12 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	for _, check := range []string{"signature", "size", "hash"} {
 		m.VerifyFailures.WithLabelValues(check)
+	}
+	for _, reason := range []string{"size", "free-space", "retention"} {
+		m.Evictions.WithLabelValues(reason)
+	}
+	for _, reason := range []string{"no-room", "disk-error"} {
+		m.NARNotKept.WithLabelValues(reason)
 	}
 	return m
 }

@@ -239,3 +239,11 @@ func (s *Store) IndexSize() int64 {
 	})
 	return n
 }
+
+func jsonGet(b *bolt.Bucket, key string, v any) error {
+	row := b.Get([]byte(key))
+	if row == nil {
+		return ErrNotFound
+	}
+	return json.Unmarshal(row, v)
+}

@@ -46,6 +46,15 @@ func (s *Store) NarInfo(ctx context.Context, hash string) ([]byte, error) {
 	return text, err
 }
 
+// ReadNarInfo is NarInfo for the proxy's own walks (closures for eviction):
+// it does not fill the hot set, which is for clients' hits.
+func (s *Store) ReadNarInfo(ctx context.Context, hash string) ([]byte, error) {
+	if text, ok := s.hot.get(hash); ok {
+		return text, nil
+	}
+	return s.get(ctx, bucketNarInfo, hash)
+}
+
 // PutNarInfo records the narinfo text served for hash and, in the same
 // transaction, where its NAR (named narName) comes from.
 func (s *Store) PutNarInfo(ctx context.Context, hash string, text []byte, narName string, src NARSource) error {

@@ -80,6 +80,8 @@ func (s *Store) counted(files, bytes int64) {
 
 // countNARs sets the totals from the index, once, at Open.
 func (s *Store) countNARs() error {
+	s.narCount.Store(0)
+	s.narBytes.Store(0)
 	return s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketNAR).ForEach(func(k, v []byte) error {
 			var r narRow

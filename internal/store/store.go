@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"time"
@@ -64,6 +65,8 @@ type Options struct {
 	// configured are signed too. It must return text unchanged (the same
 	// slice) when there is nothing to do, and never fail.
 	Present func(text []byte) []byte
+	// Files keep the NAR files; default a DirFiles in the cache dir.
+	Files NARFiles
 }
 
 // Open opens (creating if needed) the cache in dir. It sweeps temp files a
@@ -72,9 +75,15 @@ func Open(dir string) (*Store, error) { return OpenWith(dir, Options{}) }
 
 // OpenWith is Open with options.
 func OpenWith(dir string, opts Options) (*Store, error) {
-	files, err := OpenDirFiles(dir)
-	if err != nil {
-		return nil, err
+	files := opts.Files
+	if files == nil {
+		d, err := OpenDirFiles(dir)
+		if err != nil {
+			return nil, err
+		}
+		files = d
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create cache dir: %w", err)
 	}
 	db, err := bolt.Open(filepath.Join(dir, "index.db"), 0o644, &bolt.Options{Timeout: time.Second})
 	if errors.Is(err, bolterrors.ErrTimeout) {

@@ -1,0 +1,103 @@
+package cache
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
+)
+
+// errNotKept means a download was not (or could not be) kept on disk: no
+// room within the bound, or writing to the cache dir failed. Its clients
+// get the NAR streamed from the upstream instead.
+var errNotKept = errors.New("cache: NAR not kept")
+
+// passThrough streams the NAR called name from its upstream straight to
+// w, keeping nothing, for a NAR the cache cannot keep. It checks the bytes
+// as the download would and holds back the last one until they check out,
+// so a wrong body is cut, never completed with a 200.
+func (c *Cache) passThrough(w http.ResponseWriter, r *http.Request, name string, src store.NARSource) error {
+	ctx := r.Context()
+	client, ok := c.clients[src.Upstream]
+	if !ok {
+		return fmt.Errorf("%w: upstream %s is no longer configured", ErrNotFound, src.Upstream)
+	}
+	loc, err := url.Parse(src.URL)
+	if err != nil {
+		return fmt.Errorf("NAR source URL: %w", err)
+	}
+	body, size, err := client.NAR(ctx, loc)
+	if errors.Is(err, upstream.ErrNotFound) {
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	if src.Size > 0 {
+		if size >= 0 && size != src.Size {
+			return verifyFailed("size", "upstream sends %d bytes, FileSize is %d", size, src.Size)
+		}
+		size = src.Size
+	}
+	h := w.Header()
+	h.Set("Content-Type", narContentType)
+	if size >= 0 {
+		h.Set("Content-Length", strconv.FormatInt(size, 10))
+	}
+	w.WriteHeader(http.StatusOK)
+
+	check := newNARCheck(src)
+	if check != nil {
+		defer check.result() // ends its decoder whatever happens
+	}
+	sum := sha256.New()
+	var sink io.Writer = sum
+	if check != nil {
+		sink = io.MultiWriter(sum, check)
+	}
+	served := c.metrics.ServedBytes.WithLabelValues("upstream")
+	buf := make([]byte, 256<<10)
+	var n int64
+	last := make([]byte, 0, 1) // the byte held back: written once everything checks out
+	for {
+		k, rerr := body.Read(buf)
+		if k > 0 {
+			if size >= 0 && n+int64(k) > size {
+				return fmt.Errorf("%w: %w", ErrAborted, verifyFailed("size", "upstream sent more than %d bytes", size))
+			}
+			sink.Write(buf[:k])
+			n += int64(k)
+			if _, err := w.Write(last); err != nil {
+				return fmt.Errorf("%w: %w", ErrAborted, err)
+			}
+			if _, err := w.Write(buf[:k-1]); err != nil {
+				return fmt.Errorf("%w: %w", ErrAborted, err)
+			}
+			served.Add(float64(len(last) + k - 1))
+			last = append(last[:0], buf[k-1])
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return fmt.Errorf("%w: %w", ErrAborted, rerr)
+		}
+	}
+	if err := verifyNAR(src, size, n, sum.Sum(nil), check); err != nil {
+		c.log.Warn("upstream NAR streamed without keeping failed its check", "nar", name, "err", err)
+		return fmt.Errorf("%w: %w", ErrAborted, err)
+	}
+	if _, err := w.Write(last); err != nil {
+		return fmt.Errorf("%w: %w", ErrAborted, err)
+	}
+	served.Add(float64(len(last)))
+	c.log.Info("upstream NAR streamed without keeping", "nar", name, "store_path", src.StorePath, "bytes", n)
+	return nil
+}

@@ -1,0 +1,174 @@
+// Package evict keeps the cache within its disk bound: it watches the NAR
+// bytes against --max-size and the free space against --min-free, and when
+// either is passed it evicts the least recently served NAR files, in
+// batches, in the background, down to a low watermark. It never drops what
+// must stay: pinned paths, the latest variants --keep-latest names, their
+// closures, and NARs with no upstream to refill them from. Downloads
+// reserve room before they start, so one large NAR never pushes the cache
+// past its bound halfway.
+package evict
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+)
+
+// Reasons a NAR file is evicted, as gc reports them and metrics label them.
+const (
+	ReasonSize      = "size"       // the cache passed --max-size
+	ReasonFreeSpace = "free-space" // the disk's free space fell under --min-free
+	ReasonRetention = "retention"  // an older variant --keep-latest no longer keeps (gc only)
+)
+
+// Store is what eviction needs of the store (*store.Store).
+type Store interface {
+	Stats(ctx context.Context) (store.Stats, error)
+	IndexSize() int64
+	Disk() (free, total uint64, err error)
+	WalkNARs(ctx context.Context, fn func(*store.NARUse) error) error
+	FlushAccess(ctx context.Context) error
+	EvictNARs(ctx context.Context, names []string) (int64, error)
+	Pins(ctx context.Context) ([]store.Pin, error)
+	ReadNarInfo(ctx context.Context, hash string) ([]byte, error)
+}
+
+// Config configures an Evictor. Zero values mean defaults.
+type Config struct {
+	// MaxSize bounds the NAR files plus the index, in bytes; 0: no bound.
+	MaxSize int64
+	// MinFree is the free space to keep on the cache dir's file system.
+	MinFree int64
+	// KeepLatest keeps the newest variants of matching store paths.
+	KeepLatest []Rule
+	// Interval is how often the bound is checked; default 10s. Reservations
+	// and write failures check it at once.
+	Interval time.Duration
+	// Batch is how many files one index transaction evicts; default 256.
+	Batch   int
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
+}
+
+// ErrNoRoom means a NAR cannot be kept: it is larger than the bound allows,
+// eviction could not make room for it in time, or writes to the disk are
+// failing. It is streamed to its clients without being kept.
+var ErrNoRoom = errors.New("evict: no room to keep this NAR")
+
+// Evictor keeps the cache within its bound. It is safe for concurrent use.
+type Evictor struct {
+	st  Store
+	cfg Config
+	log *slog.Logger
+	m   *metrics.Metrics
+
+	kick chan struct{}
+
+	running sync.Mutex // one pass at a time
+	passMu  sync.Mutex
+	passes  uint64        // completed passes, for Reserve's wait
+	passed  chan struct{} // closed and replaced after each pass
+
+	mu       sync.Mutex
+	reserved int64     // bytes of downloads in progress, not yet in NARBytes
+	diskErr  error     // last failed write to the disk, nil once one succeeds
+	diskAt   time.Time // when it failed
+}
+
+// New returns an Evictor over st; Run starts its background loop.
+func New(st Store, cfg Config) *Evictor {
+	if cfg.Interval <= 0 {
+		cfg.Interval = 10 * time.Second
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 256
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.Discard()
+	}
+	cfg.Metrics.StoreMaxSize.Set(float64(cfg.MaxSize))
+	return &Evictor{st: st, cfg: cfg, log: cfg.Logger, m: cfg.Metrics,
+		kick: make(chan struct{}, 1), passed: make(chan struct{})}
+}
+
+// MaxSize is the configured bound; 0 when there is none.
+func (e *Evictor) MaxSize() int64 { return e.cfg.MaxSize }
+
+// Run checks the bound every Interval, and whenever kicked, until ctx ends.
+func (e *Evictor) Run(ctx context.Context) {
+	t := time.NewTicker(e.cfg.Interval)
+	defer t.Stop()
+	for {
+		if _, err := e.Pass(ctx, false); err != nil && ctx.Err() == nil {
+			e.log.Warn("eviction pass failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-e.kick:
+		}
+	}
+}
+
+// Kick asks the background loop for a pass now.
+func (e *Evictor) Kick() {
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}
+
+// usage is the cache's size as the bound counts it: NAR files, the index,
+// and the downloads in progress at their full size.
+type usage struct {
+	NARBytes  int64 `json:"nar_bytes"`
+	Index     int64 `json:"index_bytes"`
+	Reserved  int64 `json:"reserved_bytes"`
+	Free      int64 `json:"free_bytes"` // -1 when unknown
+	MaxSize   int64 `json:"max_size"`
+	MinFree   int64 `json:"min_free"`
+	NeedSize  int64 `json:"need_size"`  // bytes to evict for --max-size
+	NeedSpace int64 `json:"need_space"` // bytes to evict for --min-free
+}
+
+func (e *Evictor) usage(ctx context.Context) (usage, error) {
+	st, err := e.st.Stats(ctx)
+	if err != nil {
+		return usage{}, err
+	}
+	e.mu.Lock()
+	reserved := e.reserved
+	e.mu.Unlock()
+	u := usage{NARBytes: st.NARBytes, Index: e.st.IndexSize(), Reserved: reserved, Free: -1,
+		MaxSize: e.cfg.MaxSize, MinFree: e.cfg.MinFree}
+	if max := e.cfg.MaxSize; max > 0 {
+		if total := u.NARBytes + u.Index + u.Reserved; total > max {
+			u.NeedSize = total - lowWater(max)
+		}
+	}
+	if free, _, err := e.st.Disk(); err == nil {
+		u.Free = int64(free)
+		// Reserved bytes are counted as not yet written: a download half
+		// done is counted twice, which errs toward room.
+		if avail := u.Free - u.Reserved; e.cfg.MinFree > 0 && avail < e.cfg.MinFree {
+			u.NeedSpace = e.cfg.MinFree + margin(e.cfg.MinFree) - avail
+		}
+	}
+	return u, nil
+}
+
+// lowWater is where eviction for --max-size stops: 90 % of the bound, so
+// a pass frees enough for many downloads instead of one at a time.
+func lowWater(max int64) int64 { return max / 10 * 9 }
+
+// margin is how far past --min-free eviction for free space goes.
+func margin(minFree int64) int64 { return max(minFree/10, 64<<20) }

@@ -1,0 +1,223 @@
+package evict
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+)
+
+// Report is what one pass freed, or would free on a dry run.
+type Report struct {
+	DryRun  bool      `json:"dry_run"`
+	Before  usage     `json:"before"`
+	Reasons []Reason  `json:"reasons"` // size, free-space, retention; zero ones too
+	Evicted []Evicted `json:"evicted"`
+	Kept    []Variant `json:"kept"` // variants --keep-latest keeps
+	Skipped int       `json:"skipped"`
+	Took    Duration  `json:"took"`
+	Errors  []string  `json:"errors,omitempty"`
+}
+
+// Reason totals the files evicted for one reason.
+type Reason struct {
+	Reason string `json:"reason"`
+	Files  int    `json:"files"`
+	Bytes  int64  `json:"bytes"`
+}
+
+// Evicted is one NAR file evicted (or chosen, on a dry run).
+type Evicted struct {
+	NAR       string    `json:"nar"`
+	StorePath string    `json:"store_path,omitempty"`
+	Bytes     int64     `json:"bytes"`
+	Access    time.Time `json:"last_access"`
+	Reason    string    `json:"reason"`
+}
+
+// Duration marshals as a string like "1.2s".
+type Duration time.Duration
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	*d = Duration(v)
+	return err
+}
+
+// candidate is a NAR file eviction may drop, kept small: a pass over
+// 200,000 files holds one of these for each.
+type candidate struct {
+	name   string
+	size   int64
+	access int64 // unix nanoseconds
+}
+
+// Pass runs one eviction now: it evicts the least recently served NAR
+// files until the cache is back under its low watermarks, and with
+// retention (gc) also the variants --keep-latest no longer keeps. dryRun
+// chooses the same files and evicts none.
+func (e *Evictor) Pass(ctx context.Context, dryRun bool) (Report, error) {
+	return e.pass(ctx, dryRun, false)
+}
+
+// Collect is gc: a Pass that also evicts superseded variants.
+func (e *Evictor) Collect(ctx context.Context, dryRun bool) (Report, error) {
+	return e.pass(ctx, dryRun, true)
+}
+
+func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, error) {
+	e.running.Lock()
+	defer e.running.Unlock()
+	defer e.passDone()
+	start := time.Now()
+	rep := Report{DryRun: dryRun, Evicted: []Evicted{}, Kept: []Variant{}}
+	for _, r := range []string{ReasonSize, ReasonFreeSpace, ReasonRetention} {
+		rep.Reasons = append(rep.Reasons, Reason{Reason: r})
+	}
+	u, err := e.usage(ctx)
+	if err != nil {
+		return rep, err
+	}
+	rep.Before = u
+	e.checkDisk(u)
+	if u.NeedSize <= 0 && u.NeedSpace <= 0 && !retention && len(e.cfg.KeepLatest) == 0 {
+		return rep, nil // the common case: no walk at all
+	}
+	if !dryRun {
+		if err := e.st.FlushAccess(ctx); err != nil {
+			return rep, fmt.Errorf("flush accesses: %w", err)
+		}
+	}
+	if u.NeedSize <= 0 && u.NeedSpace <= 0 && !retention {
+		return rep, nil
+	}
+	var cands []candidate
+	variants := newVariants(e.cfg.KeepLatest)
+	err = e.st.WalkNARs(ctx, func(n *store.NARUse) error {
+		variants.add(n)
+		if !n.Refillable {
+			return nil // no other copy: never dropped
+		}
+		cands = append(cands, candidate{name: n.Name, size: n.Size, access: n.Access.UnixNano()})
+		return nil
+	})
+	if err != nil {
+		return rep, fmt.Errorf("walk NARs: %w", err)
+	}
+	keep, err := e.protected(ctx, variants)
+	if err != nil {
+		return rep, err
+	}
+	rep.Kept = variants.kept()
+	paths := variants.paths() // NAR name -> store path, for the report
+
+	var chosen []Evicted
+	taken := map[string]bool{}
+	if retention {
+		for _, name := range variants.superseded() {
+			if keep[name] || taken[name] {
+				continue
+			}
+			i := slices.IndexFunc(cands, func(c candidate) bool { return c.name == name })
+			if i < 0 {
+				continue // not refillable
+			}
+			c := cands[i]
+			taken[name] = true
+			chosen = append(chosen, Evicted{NAR: c.name, StorePath: paths[c.name], Bytes: c.size,
+				Access: time.Unix(0, c.access).UTC(), Reason: ReasonRetention})
+		}
+	}
+	var freed int64
+	for _, c := range chosen {
+		freed += c.Bytes
+	}
+	need := max(u.NeedSize, u.NeedSpace)
+	if freed < need {
+		slices.SortFunc(cands, func(a, b candidate) int { return int(max(-1, min(1, a.access-b.access))) })
+		for _, c := range cands {
+			if freed >= need {
+				break
+			}
+			if keep[c.name] || taken[c.name] {
+				rep.Skipped++
+				continue
+			}
+			reason := ReasonSize
+			if freed >= u.NeedSize {
+				reason = ReasonFreeSpace
+			}
+			chosen = append(chosen, Evicted{NAR: c.name, Bytes: c.size, Access: time.Unix(0, c.access).UTC(), Reason: reason})
+			freed += c.size
+		}
+	}
+	cands = nil
+	if freed < need {
+		e.log.Warn("eviction cannot reach its low watermark: the rest is pinned, kept or not refillable",
+			"need", need, "can_free", freed)
+	}
+	for i := range chosen {
+		if chosen[i].StorePath == "" {
+			chosen[i].StorePath = paths[chosen[i].NAR]
+		}
+	}
+	if dryRun {
+		rep.Evicted = chosen
+	} else {
+		rep.Evicted = e.evict(ctx, chosen, &rep)
+	}
+	for _, ev := range rep.Evicted {
+		i := slices.IndexFunc(rep.Reasons, func(r Reason) bool { return r.Reason == ev.Reason })
+		rep.Reasons[i].Files++
+		rep.Reasons[i].Bytes += ev.Bytes
+	}
+	rep.Took = Duration(time.Since(start))
+	if !dryRun && len(rep.Evicted) > 0 {
+		attrs := []any{"took", time.Since(start).Round(time.Millisecond)}
+		for _, r := range rep.Reasons {
+			attrs = append(attrs, r.Reason+"_files", r.Files, r.Reason+"_bytes", r.Bytes)
+		}
+		e.log.Info("evicted", attrs...)
+	}
+	return rep, nil
+}
+
+// evict deletes chosen in batches and returns what was evicted.
+func (e *Evictor) evict(ctx context.Context, chosen []Evicted, rep *Report) []Evicted {
+	done := []Evicted{}
+	for batch := range slices.Chunk(chosen, e.cfg.Batch) {
+		if ctx.Err() != nil {
+			break
+		}
+		names := make([]string, len(batch))
+		for i, c := range batch {
+			names[i] = c.NAR
+		}
+		freed, err := e.st.EvictNARs(ctx, names)
+		if err != nil {
+			rep.Errors = append(rep.Errors, err.Error())
+			e.log.Warn("eviction batch failed", "files", len(names), "err", err)
+		}
+		e.m.EvictedBytes.Add(float64(freed))
+		for _, c := range batch {
+			e.m.Evictions.WithLabelValues(c.Reason).Inc()
+		}
+		done = append(done, batch...)
+	}
+	return done
+}
+
+// passDone wakes those waiting for a pass to end.
+func (e *Evictor) passDone() {
+	e.passMu.Lock()
+	e.passes++
+	close(e.passed)
+	e.passed = make(chan struct{})
+	e.passMu.Unlock()
+}

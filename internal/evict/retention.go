@@ -1,0 +1,195 @@
+package evict
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+)
+
+// Rule is one --keep-latest GLOB=K: among the cached store paths whose
+// name (after "<hash>-") matches Glob, the Keep most recently first seen
+// are kept like pins, with their closures.
+type Rule struct {
+	Glob string
+	Keep int
+}
+
+// ParseRule reads "GLOB=K", e.g. "nixos*.qcow2=3".
+func ParseRule(s string) (Rule, error) {
+	i := strings.LastIndexByte(s, '=')
+	if i <= 0 {
+		return Rule{}, fmt.Errorf("want GLOB=K like 'nixos*.qcow2=3', got %q", s)
+	}
+	glob, k := s[:i], s[i+1:]
+	n, err := strconv.Atoi(k)
+	if err != nil || n < 1 {
+		return Rule{}, fmt.Errorf("want GLOB=K with K a count of 1 or more, got %q", s)
+	}
+	if _, err := path.Match(glob, ""); err != nil {
+		return Rule{}, fmt.Errorf("glob %q: %w", glob, err)
+	}
+	return Rule{Glob: glob, Keep: n}, nil
+}
+
+// String is the rule as --keep-latest takes it.
+func (r Rule) String() string { return r.Glob + "=" + strconv.Itoa(r.Keep) }
+
+// Variant is a store path matched by a --keep-latest rule.
+type Variant struct {
+	Rule      string    `json:"rule"`
+	Hash      string    `json:"hash"`
+	StorePath string    `json:"store_path"`
+	NAR       string    `json:"nar"`
+	Seen      time.Time `json:"first_seen"`
+	Kept      bool      `json:"kept"`
+}
+
+// variants collects, during a walk, the store paths each rule matches.
+type variants struct {
+	rules []Rule
+	found [][]Variant // per rule
+}
+
+func newVariants(rules []Rule) *variants {
+	return &variants{rules: rules, found: make([][]Variant, len(rules))}
+}
+
+func (v *variants) add(n *store.NARUse) {
+	if len(v.rules) == 0 || len(n.StorePath) < len(narinfo.StoreDir)+1+32+1 {
+		return
+	}
+	name := n.StorePath[len(narinfo.StoreDir)+1+33:]
+	for i, r := range v.rules {
+		if ok, _ := path.Match(r.Glob, name); ok {
+			v.found[i] = append(v.found[i], Variant{Rule: r.String(), Hash: n.Hash, StorePath: n.StorePath, NAR: n.Name, Seen: n.Seen})
+		}
+	}
+}
+
+// decide marks the Keep newest of each rule kept, once.
+func (v *variants) decide() {
+	for i, r := range v.rules {
+		f := v.found[i]
+		slices.SortFunc(f, func(a, b Variant) int { return b.Seen.Compare(a.Seen) })
+		for j := range f {
+			f[j].Kept = j < r.Keep
+		}
+	}
+}
+
+// kept lists the variants kept, newest first per rule.
+func (v *variants) kept() []Variant {
+	out := []Variant{}
+	for _, f := range v.found {
+		for _, x := range f {
+			if x.Kept {
+				out = append(out, x)
+			}
+		}
+	}
+	return out
+}
+
+// superseded lists the NARs of the variants no rule keeps.
+func (v *variants) superseded() []string {
+	keep := map[string]bool{}
+	for _, x := range v.kept() {
+		keep[x.NAR] = true
+	}
+	var out []string
+	for _, f := range v.found {
+		for _, x := range f {
+			if !x.Kept && !keep[x.NAR] {
+				out = append(out, x.NAR)
+			}
+		}
+	}
+	return out
+}
+
+func (v *variants) paths() map[string]string {
+	m := map[string]string{}
+	for _, f := range v.found {
+		for _, x := range f {
+			m[x.NAR] = x.StorePath
+		}
+	}
+	return m
+}
+
+// protected returns the NAR names that must stay: those of the pinned
+// paths, the kept variants, and everything in their closures.
+func (e *Evictor) protected(ctx context.Context, v *variants) (map[string]bool, error) {
+	v.decide()
+	pins, err := e.st.Pins(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("pins: %w", err)
+	}
+	var roots []string
+	for _, p := range pins {
+		roots = append(roots, p.Hash)
+	}
+	for _, x := range v.kept() {
+		roots = append(roots, x.Hash)
+	}
+	return e.closureNARs(ctx, roots)
+}
+
+// closureNARs follows References from roots through the stored narinfos
+// and returns the NAR names of every path reached. A path whose narinfo is
+// not stored has nothing on disk to keep.
+func (e *Evictor) closureNARs(ctx context.Context, roots []string) (map[string]bool, error) {
+	nars := map[string]bool{}
+	seen := map[string]bool{}
+	queue := slices.Clone(roots)
+	for len(queue) > 0 {
+		h := queue[len(queue)-1]
+		queue = queue[:len(queue)-1]
+		if seen[h] {
+			continue
+		}
+		seen[h] = true
+		text, err := e.st.ReadNarInfo(ctx, h)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("narinfo %s: %w", h, err)
+		}
+		ni, err := narinfo.Parse(text)
+		if err != nil {
+			continue // unreadable: it cannot name a file to keep
+		}
+		if name, ok := strings.CutPrefix(ni.URL, "nar/"); ok {
+			nars[name] = true
+		}
+		for _, ref := range ni.References {
+			if len(ref) >= 32 && !seen[ref[:32]] {
+				queue = append(queue, ref[:32])
+			}
+		}
+	}
+	return nars, nil
+}
+
+// Kept returns the variants --keep-latest keeps now, for the status page
+// and misses. It walks the index: call it on demand, not per request.
+func (e *Evictor) Kept(ctx context.Context) ([]Variant, error) {
+	v := newVariants(e.cfg.KeepLatest)
+	if len(e.cfg.KeepLatest) == 0 {
+		return []Variant{}, nil
+	}
+	if err := e.st.WalkNARs(ctx, func(n *store.NARUse) error { v.add(n); return nil }); err != nil {
+		return nil, err
+	}
+	v.decide()
+	return v.kept(), nil
+}
