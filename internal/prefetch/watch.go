@@ -14,7 +14,10 @@ import (
 // MissLog is what the watcher needs of the miss log.
 type MissLog interface {
 	Misses(ctx context.Context) ([]store.Miss, error)
-	UpdateMiss(ctx context.Context, hash string, fn func(*store.Miss)) error
+	// UpdateMisses changes each hash's row with its func, in one
+	// transaction; rows missing are skipped (the error wraps
+	// store.ErrNotFound).
+	UpdateMisses(ctx context.Context, fns map[string]func(*store.Miss)) error
 }
 
 // Asker asks the upstreams about a path without caching it.
@@ -96,12 +99,17 @@ func (w *Watcher) Run(ctx context.Context) {
 }
 
 // CheckDue re-asks about every not-found path whose check is due at now.
+// The schedules it sets are written at the end of the pass, in one
+// transaction: the first pass after a start schedules every not-found row,
+// and one fsync'd transaction each held the index's writers for as long.
 func (w *Watcher) CheckDue(ctx context.Context, now time.Time) {
 	misses, err := w.misses.Misses(ctx)
 	if err != nil {
 		w.log.Warn("watch: read miss log", "err", err)
 		return
 	}
+	p := pass{}
+	defer w.write(ctx, p)
 	asked := 0
 	for _, m := range misses {
 		if ctx.Err() != nil || asked >= maxChecksPerPass {
@@ -116,12 +124,34 @@ func (w *Watcher) CheckDue(ctx context.Context, now time.Time) {
 		}
 		if now.Before(due) {
 			if m.NextCheck.IsZero() {
-				w.schedule(ctx, m.Hash, due, interval)
+				p.schedule(m.Hash, due, interval)
 			}
 			continue
 		}
-		w.check(ctx, m, interval, now)
+		w.check(ctx, p, m, interval, now)
 		asked++
+	}
+}
+
+// pass collects the schedules one CheckDue sets, by hash.
+type pass map[string]func(*store.Miss)
+
+func (p pass) schedule(hash string, at time.Time, interval time.Duration) {
+	p[hash] = func(m *store.Miss) {
+		// A client's fetch since the pass read the row ended its watch.
+		if m.Outcome == store.OutcomeNotFound {
+			m.NextCheck, m.CheckInterval = at, interval
+		}
+	}
+}
+
+// write stores a pass's schedules. A row gone meanwhile (pruned) is fine.
+func (w *Watcher) write(ctx context.Context, p pass) {
+	if len(p) == 0 || ctx.Err() != nil {
+		return
+	}
+	if err := w.misses.UpdateMisses(ctx, p); err != nil && !errors.Is(err, store.ErrNotFound) {
+		w.log.Warn("watch: update miss log", "rows", len(p), "err", err)
 	}
 }
 
@@ -130,7 +160,7 @@ func (w *Watcher) CheckDue(ctx context.Context, now time.Time) {
 // times in one burst.
 const maxChecksPerPass = 50
 
-func (w *Watcher) check(ctx context.Context, m store.Miss, interval time.Duration, now time.Time) {
+func (w *Watcher) check(ctx context.Context, p pass, m store.Miss, interval time.Duration, now time.Time) {
 	up, ni, err := w.asker.AskUpstreams(ctx, m.Hash)
 	switch {
 	case err == nil:
@@ -142,25 +172,14 @@ func (w *Watcher) check(ctx context.Context, m store.Miss, interval time.Duratio
 		}
 		// The row stays "not-found" until the prefetch records the fetch;
 		// push the next check out so it is not started twice meanwhile.
-		w.schedule(ctx, m.Hash, now.Add(interval), interval)
+		p.schedule(m.Hash, now.Add(interval), interval)
 	case errors.Is(err, cache.ErrNotFound):
 		next := NextInterval(interval, w.base, w.max)
-		w.schedule(ctx, m.Hash, now.Add(next), next)
+		p.schedule(m.Hash, now.Add(next), next)
 	case ctx.Err() != nil:
 	default:
 		// Upstreams down: try again after the same interval.
 		w.log.Warn("watch: upstreams unavailable", "hash", m.Hash, "err", err)
-		w.schedule(ctx, m.Hash, now.Add(interval), interval)
-	}
-}
-
-func (w *Watcher) schedule(ctx context.Context, hash string, at time.Time, interval time.Duration) {
-	err := w.misses.UpdateMiss(ctx, hash, func(m *store.Miss) {
-		if m.Outcome == store.OutcomeNotFound {
-			m.NextCheck, m.CheckInterval = at, interval
-		}
-	})
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		w.log.Warn("watch: update miss log", "hash", hash, "err", err)
+		p.schedule(m.Hash, now.Add(interval), interval)
 	}
 }

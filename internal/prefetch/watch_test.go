@@ -209,3 +209,48 @@ func TestWatcherRunOff(t *testing.T) {
 		t.Fatal("Run with watching off did not return")
 	}
 }
+
+// countingMissLog counts the write transactions the watcher asks for.
+type countingMissLog struct {
+	prefetch.MissLog
+	writes int
+}
+
+func (c *countingMissLog) UpdateMisses(ctx context.Context, fns map[string]func(*store.Miss)) error {
+	c.writes++
+	return c.MissLog.UpdateMisses(ctx, fns)
+}
+
+// TestWatcherFirstPassOneWrite: the first pass after a start schedules
+// every not-found row; it did so in one fsync'd transaction per row, which
+// held the index's writers that many times. Now it is one for the pass.
+func TestWatcherFirstPassOneWrite(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, prefetch.Options{})
+	log := &countingMissLog{MissLog: e.Store}
+	w := prefetch.NewWatcher(log, e.Cache, e.Prefetch, prefetch.WatchOptions{Recheck: time.Minute})
+	t0 := time.Now().UTC()
+	var events []store.MissEvent
+	for range 200 {
+		events = append(events, store.MissEvent{Hash: fakeupstream.RandomHash(), At: t0, Asked: true, Outcome: store.OutcomeNotFound})
+	}
+	if _, err := e.Store.RecordMisses(ctx, events); err != nil {
+		t.Fatal(err)
+	}
+	w.CheckDue(ctx, t0.Add(time.Second)) // none due yet: every row gets its schedule
+	if log.writes != 1 {
+		t.Errorf("first pass over %d rows: %d write transactions, want 1", len(events), log.writes)
+	}
+	rows, err := e.Store.Misses(ctx)
+	if err != nil || len(rows) != len(events) {
+		t.Fatalf("Misses: %d rows, %v", len(rows), err)
+	}
+	for _, m := range rows {
+		if !m.NextCheck.Equal(t0.Add(time.Minute)) || m.CheckInterval != time.Minute {
+			t.Fatalf("row %s: NextCheck %v, CheckInterval %v; want %v, 1m", m.Hash, m.NextCheck, m.CheckInterval, t0.Add(time.Minute))
+		}
+	}
+	if n := e.Upstream.Total(); n != 0 {
+		t.Errorf("upstream asked %d times before any check was due", n)
+	}
+}
