@@ -25,6 +25,8 @@ var (
 	// ErrAborted means a response body was cut short after its headers were
 	// sent; the only honest thing left is to abort the connection.
 	ErrAborted = errors.New("cache: response aborted")
+	// ErrClosed means the Cache is closed: it starts no upstream work.
+	ErrClosed = errors.New("cache: closed")
 	// ErrRefused means an upstream answered with a narinfo the cache
 	// refused: no trusted signature, malformed, or naming another path or
 	// host. A lookup that found nothing else is ErrNotFound as well.
@@ -104,12 +106,12 @@ type Cache struct {
 	hits      prometheus.Counter // narinfo hits: resolved once, not per request
 	lookups   singleflight.Group
 
-	// Downloads are detached from the requests that start them; ctx ends
-	// them at Close, wg waits for them.
+	// Downloads and shared lookups are detached from the requests that
+	// start them; ctx ends them at Close, wg waits for them.
 	ctx     context.Context
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
-	mu      sync.Mutex
+	mu      sync.Mutex // guards flights, and orders detach before Close
 	flights map[string]*flight
 }
 
@@ -164,9 +166,25 @@ func New(opts Options) (*Cache, error) {
 	}, nil
 }
 
-// Close cancels the downloads in progress and waits for them to clean up.
-// Call it after the HTTP server has stopped, before closing the store.
+// Close cancels the downloads and lookups in progress and waits for them
+// to clean up. Call it after the HTTP server has stopped, before closing
+// the store (and the miss log).
 func (c *Cache) Close() {
+	c.mu.Lock()
 	c.stop()
+	c.mu.Unlock()
 	c.wg.Wait()
+}
+
+// detach counts one piece of detached work in wg, unless the Cache is
+// closed: then it reports false and the work must not start. Under mu,
+// no Add can race with Close's Wait.
+func (c *Cache) detach() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ctx.Err() != nil {
+		return false
+	}
+	c.wg.Add(1)
+	return true
 }

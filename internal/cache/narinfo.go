@@ -56,10 +56,17 @@ type lookedUp struct {
 // moment. It ignores the negative cache: that is for clients' requests.
 func (c *Cache) lookup(ctx context.Context, hash string) (lookedUp, error) {
 	// One upstream lookup per hash however many clients ask; it runs
-	// detached so the first client hanging up does not fail the others.
+	// detached so the first client hanging up does not fail the others,
+	// but it is still the Cache's: Close ends it and waits for it, so it
+	// never writes to a closed index.
 	ch := c.lookups.DoChan(hash, func() (any, error) {
+		if !c.detach() {
+			return lookedUp{}, ErrClosed
+		}
+		defer c.wg.Done()
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
 		defer cancel()
+		defer context.AfterFunc(c.ctx, cancel)()
 		return c.fetchNarInfo(ctx, hash)
 	})
 	select {
@@ -82,7 +89,7 @@ func (c *Cache) record(hash string, asked bool, got lookedUp, err error) {
 		e.Outcome = store.OutcomeFetched
 	case errors.Is(err, ErrNotFound):
 		e.Outcome = store.OutcomeNotFound
-	case errors.Is(err, context.Canceled):
+	case errors.Is(err, context.Canceled), errors.Is(err, ErrClosed):
 		return
 	default:
 		e.Outcome = store.OutcomeUpstreamError
