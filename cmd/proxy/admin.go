@@ -116,14 +116,14 @@ func dialable(listen string) string {
 // backend asks the server at --server, or, when --server was not given and
 // nothing listens at the --listen address, opens the cache dir. The
 // returned func releases a cache opened here.
-func (c *adminCommand) backend(ctx context.Context) (adminBackend, func(), error) {
+func (c *adminCommand) backend(ctx context.Context) (adminBackend, func() error, error) {
 	client, err := admin.NewClient(c.server, c.cfg.adminToken)
 	if err != nil {
 		return nil, nil, err
 	}
 	_, err = client.Jobs(ctx)
 	if err == nil {
-		return client, func() {}, nil
+		return client, func() error { return nil }, nil
 	}
 	if !errors.Is(err, admin.ErrNoServer) {
 		return nil, nil, fmt.Errorf("server %s: %w", c.server, err)
@@ -141,20 +141,28 @@ func (c *adminCommand) backend(ctx context.Context) (adminBackend, func(), error
 	if err != nil {
 		return nil, nil, err
 	}
-	return s.admin, func() { s.close() }, nil
+	return s.admin, func() error {
+		if err := s.close(); err != nil {
+			return fmt.Errorf("close the cache dir %s: %w", c.cfg.cacheDir, err)
+		}
+		return nil
+	}, nil
 }
 
 // withBackend runs fn on the backend (see backend) and returns its exit
-// code; an error from either is printed as one line, exit code 1.
+// code; an error from either, or from closing a cache dir opened here, is
+// printed as one line, exit code 1.
 func (c *adminCommand) withBackend(ctx context.Context, fn func(adminBackend) (int, error)) int {
 	b, done, err := c.backend(ctx)
 	if err != nil {
 		return c.fail(err)
 	}
-	defer done()
 	code, err := fn(b)
 	if err != nil {
-		return c.fail(err)
+		code = c.fail(err)
+	}
+	if err := done(); err != nil {
+		code = c.fail(err)
 	}
 	return code
 }

@@ -55,7 +55,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
+func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) (err error) {
 	// Listen before opening the store so a port in use fails fast and
 	// leaves the cache dir untouched.
 	ln, err := net.Listen("tcp", cfg.listen)
@@ -67,7 +67,7 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer s.close()
+	defer s.closeReporting(log, &err)
 	metricsHandler := promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)})
 	uploads, stopUploads, err := s.uploads(cfg, log)
 	if err != nil {

@@ -78,13 +78,22 @@ func openStack(cfg *serveConfig, log *slog.Logger) (*stack, error) {
 		Logger:      log,
 	})
 	if err != nil {
-		s.close()
-		return nil, err
+		return nil, errors.Join(err, s.close())
 	}
 	s.prefetch = prefetch.NewManager(s.cache, prefetch.Options{Concurrency: cfg.prefetchConcurrency, Metrics: m, Logger: log})
 	metrics.RegisterPrefetch(reg, s.prefetch.Pending)
 	s.admin = admin.NewService(st, s.misses, s.cache, s.prefetch)
 	return s, nil
+}
+
+// closeReporting closes s and, when that fails, logs why and joins it into
+// *err: a cache dir that did not close cleanly (the miss log's last rows
+// not written, the index not closed) must not pass for a clean exit.
+func (s *stack) closeReporting(log *slog.Logger, err *error) {
+	if cerr := s.close(); cerr != nil {
+		log.Error("close the cache dir", "err", cerr)
+		*err = errors.Join(*err, fmt.Errorf("close the cache dir: %w", cerr))
+	}
 }
 
 // close stops everything in dependency order: jobs and downloads first,
