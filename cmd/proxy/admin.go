@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/admin"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/evict"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 )
@@ -27,6 +28,8 @@ type adminBackend interface {
 	Pin(ctx context.Context, paths []string) (prefetch.Status, error)
 	Unpin(ctx context.Context, paths []string) error
 	Check(ctx context.Context, req admin.CheckRequest) (admin.CheckResult, error)
+	GC(ctx context.Context, req admin.GCRequest) (evict.Report, error)
+	Kept(ctx context.Context) ([]evict.Variant, error)
 }
 
 var (

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/admin"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/evict"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 )
@@ -33,19 +34,28 @@ func missesCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		if *asJSON {
 			return writeJSON(stdout, rows), nil
 		}
-		printMisses(stdout, rows)
+		kept, err := b.Kept(ctx)
+		if err != nil {
+			return 1, err
+		}
+		printMisses(stdout, rows, kept)
 		return 0, nil
 	})
 }
 
-// printMisses writes the miss log as a table, most recently seen first.
-func printMisses(w io.Writer, rows []store.Miss) {
+// printMisses writes the miss log as a table, most recently seen first;
+// KEPT marks the variants --keep-latest keeps.
+func printMisses(w io.Writer, rows []store.Miss, kept []evict.Variant) {
+	keep := map[string]bool{}
+	for _, v := range kept {
+		keep[v.Hash] = true
+	}
 	if len(rows) == 0 {
 		fmt.Fprintln(w, "no misses recorded")
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "LAST SEEN\tCOUNT\tOUTCOME\tSIZE\tUPSTREAM\tPATH")
+	fmt.Fprintln(tw, "LAST SEEN\tCOUNT\tOUTCOME\tSIZE\tUPSTREAM\tKEPT\tPATH")
 	now := time.Now()
 	for _, m := range rows {
 		path := m.StorePath
@@ -60,7 +70,11 @@ func printMisses(w io.Writer, rows []store.Miss) {
 		if up == "" {
 			up = "-"
 		}
-		fmt.Fprintf(tw, "%s ago\t%d\t%s\t%s\t%s\t%s\n", formatAge(now.Sub(m.LastSeen)), m.Count, m.Outcome, size, up, path)
+		mark := "-"
+		if keep[m.Hash] {
+			mark = "kept"
+		}
+		fmt.Fprintf(tw, "%s ago\t%d\t%s\t%s\t%s\t%s\t%s\n", formatAge(now.Sub(m.LastSeen)), m.Count, m.Outcome, size, up, mark, path)
 	}
 	tw.Flush()
 }

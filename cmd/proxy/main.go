@@ -21,6 +21,7 @@ Usage:
   nix-cache-proxy pin PATH... / unpin PATH...      keep paths and their closures forever
   nix-cache-proxy check [--closure] [--upstream] PATH...
                                                    exit 0 iff every path is cached (or upstream)
+  nix-cache-proxy gc [--dry-run]                   evict now what the disk bound and --keep-latest say
   nix-cache-proxy keygen NAME                      write a signing key pair (NAME.secret, NAME.public)
   nix-cache-proxy check-config [--config FILE] [flags]
                                                    check a configuration as serve would, print it
@@ -56,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return pinCommand(ctx, args, stdout, stderr)
 	case "unpin":
 		return unpinCommand(ctx, args, stdout, stderr)
+	case "gc":
+		return gcCommand(ctx, args, stdout, stderr)
 	case "check":
 		return checkCommand(ctx, args, stdout, stderr)
 	case "keygen":

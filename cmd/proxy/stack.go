@@ -82,7 +82,7 @@ func openStack(cfg *serveConfig, log *slog.Logger) (*stack, error) {
 	}
 	s.prefetch = prefetch.NewManager(s.cache, prefetch.Options{Concurrency: cfg.prefetchConcurrency, Metrics: m, Logger: log})
 	metrics.RegisterPrefetch(reg, s.prefetch.Pending)
-	s.admin = admin.NewService(st, s.misses, s.cache, s.prefetch)
+	s.admin = admin.NewService(st, s.misses, s.cache, s.prefetch, s.evict)
 	return s, nil
 }
 

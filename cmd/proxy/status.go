@@ -18,6 +18,7 @@ func (s *stack) statusPage(log *slog.Logger) http.Handler {
 		Index:     s.store,
 		Downloads: s.cache,
 		Jobs:      s.prefetch,
+		Bound:     s.evict,
 		Metrics:   s.metrics,
 		Upstreams: names,
 	})

@@ -44,6 +44,8 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 	r.Post("/pins", h.json(h.pin))
 	r.Delete("/pins", h.json(h.unpin))
 	r.Post("/check", h.json(h.check))
+	r.Post("/gc", h.json(h.gc))
+	r.Get("/kept", h.json(func(r *http.Request) (any, error) { return s.Kept(r.Context()) }))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such admin endpoint: "+r.Method+" "+r.URL.Path)
 	})

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/admin"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cachetest"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/evict"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/fakeupstream"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
@@ -32,12 +33,22 @@ func newEnv(t *testing.T, token string) *env {
 	return newEnvOpts(t, admin.HandlerOptions{Token: token})
 }
 
-func newEnvOpts(t *testing.T, opts admin.HandlerOptions) *env {
+func newEnvOpts(t *testing.T, hopts admin.HandlerOptions) *env {
 	t.Helper()
-	token := opts.Token
+	return newEnvWith(t, envOptions{handler: hopts})
+}
+
+type envOptions struct {
+	handler    admin.HandlerOptions
+	keepLatest []evict.Rule
+}
+
+func newEnvWith(t *testing.T, opts envOptions) *env {
+	t.Helper()
+	token := opts.handler.Token
 	e := cachetest.New(t, prefetch.Options{})
-	svc := admin.NewService(e.Store, e.Misses, e.Cache, e.Prefetch)
-	h, err := server.New(server.Config{Cache: e.Cache, Admin: admin.Handler(svc, opts)})
+	svc := admin.NewService(e.Store, e.Misses, e.Cache, e.Prefetch, evict.New(e.Store, evict.Config{KeepLatest: opts.keepLatest}))
+	h, err := server.New(server.Config{Cache: e.Cache, Admin: admin.Handler(svc, opts.handler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,11 +45,12 @@ type Service struct {
 	misses   MissLog
 	cache    Cache
 	prefetch *prefetch.Manager
+	gc       Collector
 }
 
-// NewService returns a Service.
-func NewService(st Store, misses MissLog, c Cache, m *prefetch.Manager) *Service {
-	return &Service{store: st, misses: misses, cache: c, prefetch: m}
+// NewService returns a Service; gc may be nil (no gc, nothing kept).
+func NewService(st Store, misses MissLog, c Cache, m *prefetch.Manager, gc Collector) *Service {
+	return &Service{store: st, misses: misses, cache: c, prefetch: m, gc: gc}
 }
 
 // MissFilter selects miss log rows; zero values select everything.

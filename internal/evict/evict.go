@@ -78,6 +78,10 @@ type Evictor struct {
 	reserved int64     // bytes of downloads in progress, not yet in NARBytes
 	diskErr  error     // last failed write to the disk, nil once one succeeds
 	diskAt   time.Time // when it failed
+
+	keptMu sync.Mutex
+	kept   []Variant // Kept's last answer
+	keptAt time.Time
 }
 
 // New returns an Evictor over st; Run starts its background loop.

@@ -221,3 +221,6 @@ func (e *Evictor) passDone() {
 	e.passed = make(chan struct{})
 	e.passMu.Unlock()
 }
+
+// String is the duration as time.Duration prints it, rounded to 1 ms.
+func (d Duration) String() string { return time.Duration(d).Round(time.Millisecond).String() }

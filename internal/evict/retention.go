@@ -180,16 +180,26 @@ func (e *Evictor) closureNARs(ctx context.Context, roots []string) (map[string]b
 	return nars, nil
 }
 
-// Kept returns the variants --keep-latest keeps now, for the status page
-// and misses. It walks the index: call it on demand, not per request.
+// keptTTL is how long Kept reuses its answer: it walks the whole index,
+// and the status page may be reloaded every few seconds.
+const keptTTL = time.Minute
+
+// Kept returns the variants --keep-latest keeps, for the status page and
+// misses, as of at most a minute ago.
 func (e *Evictor) Kept(ctx context.Context) ([]Variant, error) {
-	v := newVariants(e.cfg.KeepLatest)
 	if len(e.cfg.KeepLatest) == 0 {
 		return []Variant{}, nil
 	}
+	e.keptMu.Lock()
+	defer e.keptMu.Unlock()
+	if e.kept != nil && time.Since(e.keptAt) < keptTTL {
+		return e.kept, nil
+	}
+	v := newVariants(e.cfg.KeepLatest)
 	if err := e.st.WalkNARs(ctx, func(n *store.NARUse) error { v.add(n); return nil }); err != nil {
 		return nil, err
 	}
 	v.decide()
-	return v.kept(), nil
+	e.kept, e.keptAt = v.kept(), time.Now()
+	return e.kept, nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/evict"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
@@ -31,6 +32,12 @@ type Index interface {
 	Misses(ctx context.Context) ([]store.Miss, error)
 }
 
+// Bound is the disk bound; *evict.Evictor satisfies it.
+type Bound interface {
+	MaxSize() int64
+	Kept(ctx context.Context) ([]evict.Variant, error)
+}
+
 // Downloads lists the NAR downloads in flight; *cache.Cache satisfies it.
 type Downloads interface {
 	Downloads() []cache.Download
@@ -45,6 +52,7 @@ type Jobs interface {
 var (
 	_ Index     = (*store.Store)(nil)
 	_ Downloads = (*cache.Cache)(nil)
+	_ Bound     = (*evict.Evictor)(nil)
 	_ Jobs      = (*prefetch.Manager)(nil)
 	_ Source    = (*Collector)(nil)
 )
@@ -54,6 +62,7 @@ type Config struct {
 	Index     Index
 	Downloads Downloads
 	Jobs      Jobs
+	Bound     Bound
 	// Metrics are read for the counters since start.
 	Metrics *metrics.Metrics
 	// Upstreams are the configured upstreams' names (upstream.Client's
@@ -124,6 +133,15 @@ func (c *Collector) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	if c.cfg.Jobs != nil {
 		s.Jobs = recentJobs(c.cfg.Jobs.List(), 8)
+	}
+	s.Kept = []evict.Variant{}
+	if b := c.cfg.Bound; b != nil {
+		s.Disk.MaxSize = b.MaxSize()
+		if kept, err := b.Kept(ctx); err != nil {
+			s.Errors = append(s.Errors, "kept variants: "+err.Error())
+		} else {
+			s.Kept = kept
+		}
 	}
 	return s, nil
 }

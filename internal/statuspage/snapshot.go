@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/evict"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 )
@@ -38,9 +39,11 @@ type Snapshot struct {
 	Downloads []cache.Download  `json:"downloads"`
 	Jobs      []prefetch.Status `json:"prefetch_jobs"`
 	Pins      []store.Pin       `json:"pins"`
-	TopMisses []store.Miss      `json:"top_misses"`
-	MissRows  int               `json:"miss_rows"` // rows in the miss log
-	Errors    []string          `json:"errors,omitempty"`
+	// Kept are the variants --keep-latest keeps, with their closures.
+	Kept      []evict.Variant `json:"kept_variants"`
+	TopMisses []store.Miss    `json:"top_misses"`
+	MissRows  int             `json:"miss_rows"` // rows in the miss log
+	Errors    []string        `json:"errors,omitempty"`
 }
 
 // Version identifies the running binary, from its build info.
@@ -89,6 +92,7 @@ type Disk struct {
 	NARBytes   int64 `json:"nar_bytes"`
 	FreeBytes  int64 `json:"free_bytes"`
 	TotalBytes int64 `json:"total_bytes"` // 0 when unknown
+	MaxSize    int64 `json:"max_size"`    // --max-size; 0 for none
 }
 
 // OtherBytes is what else uses the file system.

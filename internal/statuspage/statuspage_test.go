@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/evict"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
@@ -50,6 +51,15 @@ func (f fakeDownloads) Downloads() []cache.Download { return f }
 type fakeJobs []prefetch.Status
 
 func (f fakeJobs) List() []prefetch.Status { return f }
+
+// fakeBound is a Bound with fixed answers.
+type fakeBound struct {
+	max  int64
+	kept []evict.Variant
+}
+
+func (f fakeBound) MaxSize() int64                                { return f.max }
+func (f fakeBound) Kept(context.Context) ([]evict.Variant, error) { return f.kept, nil }
 
 // emptyConfig is a fresh cache that has served nothing.
 func emptyConfig() Config {
@@ -147,7 +157,7 @@ func TestPage(t *testing.T) {
 			"No prefetch jobs since start.", upA, upB, "idle", "400 GiB</b> free of 500 GiB", "v1.2.3",
 			"up 1 min",
 		},
-		absent: []string{"healthy", `role="alert"`, "Uploads"},
+		absent: []string{"healthy", `role="alert"`, "Uploads", "Kept variants", "bound <b>"},
 	}, {
 		name: "busy cache",
 		cfg:  busyConfig(),
@@ -163,7 +173,18 @@ func TestPage(t *testing.T) {
 			"running", "12 / 40", "1.0 GiB of 3.0 GiB", "up 3 h 12 min",
 			"6 stored (2.0 GiB)", "1 refused",
 		},
-		absent: []string{"<script>", "alert(1)</script>"},
+		absent: []string{"<script>", "alert(1)</script>", "Kept variants"},
+	}, {
+		name: "bound and kept variants",
+		cfg: func() Config {
+			cfg := busyConfig()
+			cfg.Bound = fakeBound{max: 84 << 30, kept: []evict.Variant{{
+				Rule: "nixos*.qcow2=3", Hash: "0123456789abcdfghijklmnpqrsvwxyz",
+				StorePath: "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-builder.qcow2", Seen: cfg.Now().Add(-49 * time.Hour), Kept: true,
+			}}}
+			return cfg
+		}(),
+		want: []string{"bound <b>84.0 GiB</b> (--max-size): 50.0 % used", "Kept variants", "nixos*.qcow2=3", "-nixos-builder.qcow2", "2 d ago"},
 	}, {
 		name:   "upstream down",
 		cfg:    downConfig(),
