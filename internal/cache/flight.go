@@ -2,51 +2,82 @@ package cache
 
 import (
 	"context"
-	"io/fs"
+	"errors"
 	"sync"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 )
 
 // flight is one NAR download in progress, shared by every client that asks
-// for that NAR meanwhile. The download lands in a temp file; each client
+// for that NAR meanwhile. The download lands in a part file; each client
 // reads that file from the start through its own handle, then follows it as
 // bytes land, so a joiner never waits for the whole file and memory stays
 // constant however large the NAR or however many clients.
+//
+// The flight owns the download's state: the goroutine fetching it (Cache.fill)
+// moves it with start, progress and finish, and everyone else reads it
+// through watch, the one loop that waits on it.
 type flight struct {
 	name     string
 	upstream string
 
-	// ready is closed once the upstream has answered with a body (partial
-	// and size are set) or the download has failed before that.
-	ready   chan struct{}
-	partial interface {
-		OpenPartial() (store.NARFile, error)
-	}
-	size int64 // expected length; -1 when unknown
-
 	mu      sync.Mutex
-	written int64
-	done    bool
-	err     error
+	state   flightState
+	part    partialOpener // set by start
+	size    int64         // expected length; -1 when unknown
+	written int64         // bytes in part from its start, all readable
+	err     error         // why it ended, if not stored
 	changed chan struct{} // closed and replaced on every change
 	clients int
 }
 
-func newFlight(name string) *flight {
-	return &flight{name: name, ready: make(chan struct{}), size: -1, changed: make(chan struct{})}
+// partialOpener is the part file of a flight as its followers see it.
+type partialOpener interface {
+	OpenPartial() (store.NARFile, error)
 }
 
-// openPartial opens the file as downloaded so far; fs.ErrNotExist when the
-// flight never created one (it found the NAR already stored).
-func (f *flight) openPartial() (store.NARFile, error) {
-	if f.partial == nil {
-		return nil, fs.ErrNotExist
+// flightState is where a flight stands. It only moves forward: fetching,
+// then streaming, then one of the ends; or fetching straight to an end.
+type flightState int
+
+const (
+	// fetching: asking the upstream; there is no part file yet.
+	fetching flightState = iota
+	// streaming: the upstream answered; bytes land in the part file.
+	streaming
+	// stored: the NAR is committed in the store (or was found there).
+	stored
+	// notKept: the NAR is not kept on disk (errNotKept): each client
+	// that has not started streaming it asks the upstream itself.
+	notKept
+	// failed: the download failed with err.
+	failed
+)
+
+func (s flightState) ended() bool { return s >= stored }
+
+func (s flightState) String() string {
+	return [...]string{"fetching", "streaming", "stored", "not-kept", "failed"}[s]
+}
+
+func newFlight(name, upstream string) *flight {
+	return &flight{name: name, upstream: upstream, size: -1, changed: make(chan struct{})}
+}
+
+// start records that the upstream answered: from now on the NAR's bytes
+// land in part, size of them (-1: unknown). It is called at most once,
+// before any progress.
+func (f *flight) start(part partialOpener, size int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.state != fetching {
+		panic("cache: flight " + f.name + " started when " + f.state.String())
 	}
-	return f.partial.OpenPartial()
+	f.state, f.part, f.size = streaming, part, size
+	f.signal()
 }
 
-// progress publishes that n more bytes are in the temp file.
+// progress publishes that n more bytes are readable in the part file.
 func (f *flight) progress(n int64) {
 	f.mu.Lock()
 	f.written += n
@@ -54,12 +85,24 @@ func (f *flight) progress(n int64) {
 	f.mu.Unlock()
 }
 
-// finish records the outcome; err nil means the file is committed.
+// finish records the outcome, once: err nil means the NAR is in the store,
+// errNotKept that it is not kept on disk.
 func (f *flight) finish(err error) {
 	f.mu.Lock()
-	f.done, f.err = true, err
+	defer f.mu.Unlock()
+	if f.state.ended() {
+		panic("cache: flight " + f.name + " finished twice")
+	}
+	switch {
+	case err == nil:
+		f.state = stored
+	case errors.Is(err, errNotKept):
+		f.state = notKept
+	default:
+		f.state = failed
+	}
+	f.err = err
 	f.signal()
-	f.mu.Unlock()
 }
 
 func (f *flight) signal() {
@@ -67,34 +110,51 @@ func (f *flight) signal() {
 	f.changed = make(chan struct{})
 }
 
-// flightState is a snapshot for a follower, with the channel to wait on
-// for the next change.
-type flightState struct {
+// flightView is a flight as it stood at one moment.
+type flightView struct {
+	state   flightState
+	part    partialOpener // nil while fetching, and when the NAR was found stored
+	size    int64
 	written int64
-	done    bool
 	err     error
-	changed <-chan struct{}
+	clients int
+	changed <-chan struct{} // closed at the next change
 }
 
-func (f *flight) state() flightState {
+func (f *flight) view() flightView {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return flightState{f.written, f.done, f.err, f.changed}
+	return flightView{f.state, f.part, f.size, f.written, f.err, f.clients, f.changed}
 }
 
-// wait blocks until the download ends or ctx does.
-func (f *flight) wait(ctx context.Context) error {
+// watch calls see (if not nil) with the flight as it stands now and after
+// each change, until see has seen it ended; it returns that last view. It
+// stops early with see's error, or ctx's. Changes that happen while see
+// runs are not lost: see is called again at once with the latest view.
+func (f *flight) watch(ctx context.Context, see func(flightView) error) (flightView, error) {
 	for {
-		st := f.state()
-		if st.done {
-			return st.err
+		v := f.view()
+		if see != nil {
+			if err := see(v); err != nil {
+				return v, err
+			}
+		}
+		if v.state.ended() {
+			return v, nil
 		}
 		select {
-		case <-st.changed:
+		case <-v.changed:
 		case <-ctx.Done():
-			return ctx.Err()
+			return v, ctx.Err()
 		}
 	}
+}
+
+// addClient counts a follower in or (delta -1) out.
+func (f *flight) addClient(delta int) {
+	f.mu.Lock()
+	f.clients += delta
+	f.mu.Unlock()
 }
 
 // Download is a NAR download in progress, as the status page shows it.

@@ -81,25 +81,16 @@ func (c *Cache) EnsureNAR(ctx context.Context, name string, progress func(done, 
 	}
 	fl := c.join(ctx, name, src)
 	defer c.leave(fl)
-	select {
-	case <-fl.ready:
-	case <-ctx.Done():
-		return ctx.Err()
+	last, err := fl.watch(ctx, func(v flightView) error {
+		if progress != nil && v.state != fetching {
+			progress(v.written, v.size)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	for {
-		st := fl.state()
-		if progress != nil {
-			progress(st.written, fl.size)
-		}
-		if st.done {
-			return st.err
-		}
-		select {
-		case <-st.changed:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	return last.err
 }
 
 // AskUpstreams reports which upstream has hash with a narinfo this cache

@@ -310,14 +310,14 @@ func TestFollowGoneAfterDownload(t *testing.T) {
 	// A flight that finds the NAR stored, which is evicted before the
 	// follower opens it.
 	fl := e.c.join(context.Background(), name, src)
-	if err := fl.wait(context.Background()); err != nil {
-		t.Fatal(err)
+	if last, err := fl.watch(context.Background(), nil); err != nil || last.err != nil {
+		t.Fatal(err, last.err)
 	}
 	if _, err := e.st.EvictNARs(context.Background(), []string{name}); err != nil {
 		t.Fatal(err)
 	}
 	rec := httptest.NewRecorder()
-	err = e.c.follow(rec, httptest.NewRequest(http.MethodGet, "/nar/"+name, nil), fl, src)
+	err = e.c.serveFlight(rec, httptest.NewRequest(http.MethodGet, "/nar/"+name, nil), fl, src)
 	e.c.leave(fl)
 	if !errors.Is(err, errGone) {
 		t.Fatalf("follow of an evicted NAR: %v, want errGone", err)

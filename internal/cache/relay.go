@@ -18,11 +18,11 @@ import (
 // get the NAR streamed from the upstream instead.
 var errNotKept = errors.New("cache: NAR not kept")
 
-// passThrough streams the NAR called name from its upstream straight to
+// relayFromUpstream streams the NAR called name from its upstream straight to
 // w, keeping nothing, for a NAR the cache cannot keep. It checks the bytes
 // as the download would and holds back the last one until they check out,
 // so a wrong body is cut, never completed with a 200.
-func (c *Cache) passThrough(w http.ResponseWriter, r *http.Request, name string, src store.NARSource) error {
+func (c *Cache) relayFromUpstream(w http.ResponseWriter, r *http.Request, name string, src store.NARSource) error {
 	ctx := r.Context()
 	client, ok := c.clients[src.Upstream]
 	if !ok {
