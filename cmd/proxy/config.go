@@ -38,6 +38,8 @@ type serveConfig struct {
 	negativeTTL         time.Duration
 	upstreamErrorStatus int
 	upstreamTimeout     time.Duration
+	upstreamFailures    int
+	upstreamBackoffMax  time.Duration
 	shutdownTimeout     time.Duration
 	logLevel            string
 	logFormat           string
@@ -82,6 +84,8 @@ func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
 	fs.DurationVar(&cfg.negativeTTL, "negative-ttl", time.Minute, "how long a path no upstream has is remembered as missing (0 turns it off)")
 	fs.IntVar(&cfg.upstreamErrorStatus, "upstream-error-status", 404, "`status` for a lookup failed by upstream errors: 404 lets Nix move on, 502 shows the failure")
 	fs.DurationVar(&cfg.upstreamTimeout, "upstream-timeout", 10*time.Second, "bound for an upstream narinfo request or a NAR's response headers")
+	fs.IntVar(&cfg.upstreamFailures, "upstream-failure-threshold", 3, "upstream requests failing in a row (timeouts, connection errors, 5xx) after which that upstream is skipped until a probe or trial finds it back")
+	fs.DurationVar(&cfg.upstreamBackoffMax, "upstream-backoff-max", 30*time.Second, "longest wait before a skipped upstream is tried again (the wait starts at 1s and doubles)")
 	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for in-flight responses")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "text or json")

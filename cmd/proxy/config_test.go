@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -126,5 +127,29 @@ func TestParseInterspersedFlags(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"/nix/store/a-x", "b", "--listen", "-x"}, fs.Args()); diff != "" {
 		t.Errorf("args (-want +got):\n%s", diff)
+	}
+}
+
+func TestUpstreamBreakerFlags(t *testing.T) {
+	tests := []struct {
+		args    []string
+		wantErr string // "" means accepted
+	}{
+		{[]string{"--upstream-failure-threshold", "1", "--upstream-backoff-max", "5m"}, ""},
+		{[]string{"--upstream-failure-threshold", "0"}, "--upstream-failure-threshold 0: must be at least 1"},
+		{[]string{"--upstream-backoff-max", "0s"}, "--upstream-backoff-max 0s: must be positive"},
+	}
+	for _, tt := range tests {
+		cfg, _, err := parseServeConfig(tt.args, func(string) string { return "" })
+		if err != nil {
+			t.Fatalf("%v: %v", tt.args, err)
+		}
+		g, err := newUpstreams(cfg, nil)
+		if g != nil {
+			g.Close()
+		}
+		if got := fmt.Sprint(err); (tt.wantErr == "" && err != nil) || (tt.wantErr != "" && got != tt.wantErr) {
+			t.Errorf("%v: err %v, want %q", tt.args, err, tt.wantErr)
+		}
 	}
 }

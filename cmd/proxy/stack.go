@@ -36,13 +36,18 @@ type stack struct {
 
 // openStack opens the cache dir for cfg, which check has passed. Close it
 // with close.
-func openStack(cfg *serveConfig, log *slog.Logger) (*stack, error) {
+func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
 	group, err := newUpstreams(cfg, m)
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if s == nil {
+			group.Close() // stops its probes
+		}
+	}()
 	keys, err := parseKeys(cfg)
 	if err != nil {
 		return nil, err
@@ -58,7 +63,7 @@ func openStack(cfg *serveConfig, log *slog.Logger) (*stack, error) {
 		return nil, fmt.Errorf("--cache-dir %s: %w", cfg.cacheDir, err)
 	}
 	metrics.RegisterStore(reg, st)
-	s := &stack{registry: reg, metrics: m, upstreams: group, store: st, keys: keys, secretKey: secretKey}
+	s = &stack{registry: reg, metrics: m, upstreams: group, store: st, keys: keys, secretKey: secretKey}
 	s.misses = misslog.New(st, misslog.Options{Max: cfg.missLogMax, Unlimited: cfg.missLogMax == 0, Logger: log})
 	s.evict = evict.New(st, evict.Config{MaxSize: cfg.maxSize, MinFree: cfg.minFree, KeepLatest: cfg.keepRules, Metrics: m, Logger: log})
 	negTTL := cfg.negativeTTL
@@ -97,7 +102,7 @@ func (s *stack) closeReporting(log *slog.Logger, err *error) {
 }
 
 // close stops everything in dependency order: jobs and downloads first,
-// then the miss log's last flush, then the index.
+// then the upstreams' probes, the miss log's last flush, then the index.
 func (s *stack) close() error {
 	if s.prefetch != nil {
 		s.prefetch.Close()
@@ -105,6 +110,7 @@ func (s *stack) close() error {
 	if s.cache != nil {
 		s.cache.Close()
 	}
+	s.upstreams.Close()
 	var errs []error
 	if s.misses != nil {
 		errs = append(errs, s.misses.Close())
@@ -114,7 +120,18 @@ func (s *stack) close() error {
 }
 
 func newUpstreams(cfg *serveConfig, obs upstream.Observer) (*upstream.Group, error) {
-	opts := upstream.Options{Timeout: cfg.upstreamTimeout, Observer: obs}
+	if cfg.upstreamFailures < 1 {
+		return nil, fmt.Errorf("--upstream-failure-threshold %d: must be at least 1", cfg.upstreamFailures)
+	}
+	if cfg.upstreamBackoffMax <= 0 {
+		return nil, fmt.Errorf("--upstream-backoff-max %s: must be positive", cfg.upstreamBackoffMax)
+	}
+	opts := upstream.Options{
+		Timeout:          cfg.upstreamTimeout,
+		Observer:         obs,
+		FailureThreshold: cfg.upstreamFailures,
+		BackoffMax:       cfg.upstreamBackoffMax,
+	}
 	if cfg.netrcFile != "" {
 		n, err := upstream.LoadNetrc(cfg.netrcFile)
 		if err != nil {

@@ -35,9 +35,11 @@ func (cfg *serveConfig) check() error {
 	if _, err := newLogger(io.Discard, cfg.logLevel, cfg.logFormat); err != nil {
 		return err
 	}
-	if _, err := newUpstreams(cfg, nil); err != nil {
+	g, err := newUpstreams(cfg, nil)
+	if err != nil {
 		return err
 	}
+	g.Close() // only its construction was checked; stop its probes
 	keys, err := parseKeys(cfg)
 	if err != nil {
 		return err

@@ -125,7 +125,7 @@ func (c *Cache) fetchNarInfo(ctx context.Context, hash string) (lookedUp, error)
 		return lookedUp{}, err
 	case err != nil && ctx.Err() != nil:
 		// Out of time before every upstream answered: not a "not found".
-		return lookedUp{}, fmt.Errorf("%w: %w", upstream.ErrUnavailable, err)
+		return lookedUp{}, upstream.Unavailable("narinfo "+hash+": upstreams did not all answer in time", err)
 	case err != nil:
 		err = fmt.Errorf("%w: %w", ErrNotFound, err)
 		if errors.Is(err, ErrRefused) {

@@ -42,9 +42,11 @@ func New(t testing.TB, opts prefetch.Options) *Env {
 		t.Fatal(err)
 	}
 	log := misslog.New(st, misslog.Options{FlushInterval: time.Hour})
+	group := upstream.NewGroup([]*upstream.Client{client}, 0)
+	t.Cleanup(group.Close) // after the cache's (cleanups run last first)
 	c, err := cache.New(cache.Options{
 		Store:     st,
-		Upstreams: upstream.NewGroup([]*upstream.Client{client}, 0),
+		Upstreams: group,
 		Keys:      []narinfo.PublicKey{up.PublicKey()},
 		Misses:    log,
 	})

@@ -32,6 +32,8 @@ type Metrics struct {
 	UpstreamRequests *prometheus.CounterVec   // upstream, kind (narinfo, nar, other), outcome (ok, not_found, error)
 	UpstreamDuration *prometheus.HistogramVec // upstream, kind
 	UpstreamBytes    *prometheus.CounterVec   // upstream
+	BreakerState     *prometheus.GaugeVec     // upstream: 0 closed, 1 open, 2 half-open
+	BreakerTrips     *prometheus.CounterVec   // upstream
 
 	// Uploads.
 	Uploads     *prometheus.CounterVec // kind (nar, narinfo, ls, log, realisation), outcome (ok, exists, rejected, error)
@@ -122,10 +124,18 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "nar_not_kept_total",
 			Help: "NARs streamed to clients without being kept, by reason: no room within the bound (no-room), writing to the cache dir failed (disk-error).",
 		}, []string{"reason"}),
+		BreakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "upstream_breaker_state",
+			Help: "Each upstream's circuit breaker: 0 closed (asked), 1 open (skipped after consecutive failures), 2 half-open (one trial request in flight).",
+		}, []string{"upstream"}),
+		BreakerTrips: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "upstream_breaker_trips_total",
+			Help: "Times an upstream's breaker opened after being closed.",
+		}, []string{"upstream"}),
 	}
 	reg.MustRegister(m.Requests, m.RequestDuration, m.Lookups, m.ServedBytes, m.Downloads,
 		m.DownloadClients, m.VerifyFailures, m.MissesRecorded, m.Uploads, m.UploadBytes, m.PrefetchBytes,
-		m.UpstreamRequests, m.UpstreamDuration, m.UpstreamBytes,
+		m.UpstreamRequests, m.UpstreamDuration, m.UpstreamBytes, m.BreakerState, m.BreakerTrips,
 		m.Evictions, m.EvictedBytes, m.StoreMaxSize, m.NARNotKept,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Pre-create the series alerts and the status page read, so they are 0
@@ -172,4 +182,14 @@ func (m *Metrics) UpstreamRequest(upstream, kind, outcome string, d time.Duratio
 // UpstreamFetched records NAR bytes received from an upstream.
 func (m *Metrics) UpstreamFetched(upstream string, n int64) {
 	m.UpstreamBytes.WithLabelValues(upstream).Add(float64(n))
+}
+
+// UpstreamBreaker records an upstream's breaker state (0 closed, 1 open, 2
+// half-open) and counts a trip.
+func (m *Metrics) UpstreamBreaker(upstream string, state int, tripped bool) {
+	m.BreakerState.WithLabelValues(upstream).Set(float64(state))
+	trips := m.BreakerTrips.WithLabelValues(upstream) // 0 from the start
+	if tripped {
+		trips.Inc()
+	}
 }

@@ -100,7 +100,7 @@ func TestOutcomes(t *testing.T) {
 			},
 			asks:         2,
 			wantErr:      upstream.ErrUnavailable,
-			upstreamAsks: 2, // an outage is never remembered
+			upstreamAsks: 6, // an outage is never remembered; each ask is sent 3 times (a 500 is retried)
 		},
 	}
 	for _, tt := range tests {

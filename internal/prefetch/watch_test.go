@@ -189,8 +189,8 @@ func TestWatcherUpstreamDown(t *testing.T) {
 	e.Upstream.SetFault("/"+hash+".narinfo", fakeupstream.Fault{Status: http.StatusBadGateway})
 	now := t0.Add(9 * time.Minute)
 	w.CheckDue(ctx, now)
-	if n := e.Upstream.Count("/" + hash + ".narinfo"); n != 1 {
-		t.Errorf("upstream asked %d times, want 1", n)
+	if n := e.Upstream.Count("/" + hash + ".narinfo"); n != 3 {
+		t.Errorf("upstream asked %d times, want 3 (a 502 is retried twice)", n)
 	}
 	m := e.row(t, hash)
 	if !m.NextCheck.Equal(now.Add(8*time.Minute)) || m.CheckInterval != 8*time.Minute || m.Outcome != store.OutcomeNotFound {

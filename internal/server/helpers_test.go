@@ -96,9 +96,11 @@ func newProxy(t *testing.T, cfg config) *proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
+	group := upstream.NewGroup(clients, cfg.hedge)
+	t.Cleanup(group.Close)
 	c, err := cache.New(cache.Options{
 		Store:       st,
-		Upstreams:   upstream.NewGroup(clients, cfg.hedge),
+		Upstreams:   group,
 		Keys:        keys,
 		NegativeTTL: cfg.negativeTTL,
 		Metrics:     m,

@@ -394,6 +394,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		"nix_cache_proxy_upstream_fetched_bytes_total", "nix_cache_proxy_store_size_bytes",
 		"nix_cache_proxy_store_entries", "nix_cache_proxy_disk_free_bytes", "nix_cache_proxy_disk_size_bytes",
 		"nix_cache_proxy_prefetch_bytes_total",
+		"nix_cache_proxy_upstream_breaker_state", "nix_cache_proxy_upstream_breaker_trips_total",
 		"go_goroutines", "process_open_fds",
 	} {
 		if families[name] == nil {

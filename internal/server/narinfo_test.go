@@ -100,19 +100,25 @@ func TestNarInfoUpstreamFailure(t *testing.T) {
 		fault      fakeupstream.Fault
 		errStatus  int
 		wantStatus int
+		tries      int // requests the failure costs: 5xx and 429 are retried
 	}{
-		{"500 default", fakeupstream.Fault{Status: 500}, 0, 404},
-		{"500 as 502", fakeupstream.Fault{Status: 500}, 502, 502},
-		{"503 as 504", fakeupstream.Fault{Status: 503}, 504, 504},
-		{"429", fakeupstream.Fault{Status: 429}, 0, 404},
-		{"hang past timeout", fakeupstream.Fault{Hang: true}, 0, 404},
-		{"hang past timeout as 502", fakeupstream.Fault{Hang: true}, 502, 502},
-		{"truncated", fakeupstream.Fault{CutAt: 10}, 0, 404},
+		{"500 default", fakeupstream.Fault{Status: 500}, 0, 404, 3},
+		{"500 as 502", fakeupstream.Fault{Status: 500}, 502, 502, 3},
+		{"503 as 504", fakeupstream.Fault{Status: 503}, 504, 504, 3},
+		{"429", fakeupstream.Fault{Status: 429}, 0, 404, 3},
+		{"hang past timeout", fakeupstream.Fault{Hang: true}, 0, 404, 1},
+		{"hang past timeout as 502", fakeupstream.Fault{Hang: true}, 502, 502, 1},
+		{"truncated", fakeupstream.Fault{CutAt: 10}, 0, 404, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			fu := fakeupstream.New(t)
-			p := newProxy(t, config{ups: ups(fu), errStatus: tt.errStatus})
+			cfg := config{ups: ups(fu), errStatus: tt.errStatus}
+			if tt.tries > 1 {
+				// Room for every retry: they never outlast the timeout.
+				cfg.timeout = 5 * time.Second
+			}
+			p := newProxy(t, cfg)
 			it := fu.Add(fakeupstream.Path{File: []byte("nar")})
 			fu.SetFault(it.NarInfoPath, tt.fault)
 
@@ -121,8 +127,14 @@ func TestNarInfoUpstreamFailure(t *testing.T) {
 			if r.status != tt.wantStatus {
 				t.Errorf("status %d, want %d", r.status, tt.wantStatus)
 			}
-			if r.header.Get(server.ErrorHeader) == "" {
-				t.Errorf("no %s header", server.ErrorHeader)
+			// One layer's words each: the server says "upstream
+			// unavailable", then which narinfo and what each upstream said.
+			reason := r.header.Get(server.ErrorHeader)
+			if want := "narinfo " + it.Hash + ": upstream " + fu.URL() + ": "; !strings.HasPrefix(reason, want) {
+				t.Errorf("%s %q, want it to start %q", server.ErrorHeader, reason, want)
+			}
+			if body := string(r.body); body != "upstream unavailable: "+reason+"\n" {
+				t.Errorf("body %q, want %q", body, "upstream unavailable: "+reason+"\n")
 			}
 			// An outage is not a miss: the next request asks again, and
 			// gets the path once the upstream is back.
@@ -130,8 +142,8 @@ func TestNarInfoUpstreamFailure(t *testing.T) {
 			if r := p.get("/" + it.Hash + ".narinfo"); r.status != http.StatusOK {
 				t.Errorf("after recovery: %d %s", r.status, r.body)
 			}
-			if n := fu.Count(it.NarInfoPath); n != 2 {
-				t.Errorf("upstream asked %d times, want 2", n)
+			if n := fu.Count(it.NarInfoPath); n != tt.tries+1 {
+				t.Errorf("upstream asked %d times, want %d", n, tt.tries+1)
 			}
 		})
 	}

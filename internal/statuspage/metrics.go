@@ -18,6 +18,7 @@ type upstreamCounts struct {
 	latencySum           float64
 	latencyCount         uint64
 	fetched              int64
+	breaker              string
 }
 
 // sample is the upstreams' request and error counts at one moment.
@@ -87,6 +88,15 @@ func readCounters(m *metrics.Metrics, s *Snapshot) map[string]*upstreamCounts {
 	each(m.UpstreamBytes, func(l map[string]string, d *dto.Metric) {
 		get(l["upstream"]).fetched += int64(d.GetCounter().GetValue())
 	})
+	each(m.BreakerState, func(l map[string]string, d *dto.Metric) {
+		// The gauge's values are upstream.BreakerState's.
+		switch d.GetGauge().GetValue() {
+		case 1:
+			get(l["upstream"]).breaker = BreakerOpen
+		case 2:
+			get(l["upstream"]).breaker = BreakerHalfOpen
+		}
+	})
 	return ups
 }
 
@@ -128,8 +138,11 @@ func (c *Collector) upstreams(now time.Time, counts map[string]*upstreamCounts) 
 
 	out := make([]Upstream, 0, len(names))
 	for _, name := range names {
-		u := Upstream{Name: name}
+		u := Upstream{Name: name, Breaker: BreakerClosed}
 		if uc := counts[name]; uc != nil {
+			if uc.breaker != "" {
+				u.Breaker = uc.breaker
+			}
 			u.OK, u.NotFound, u.Errors, u.FetchedBytes = uc.ok, uc.notFound, uc.errors, uc.fetched
 			if uc.latencyCount > 0 {
 				u.MeanLatencySeconds = uc.latencySum / float64(uc.latencyCount)

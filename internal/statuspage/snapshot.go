@@ -121,7 +121,18 @@ type Upstream struct {
 	Health         string `json:"health"`
 	RecentRequests int64  `json:"recent_requests"`
 	RecentErrors   int64  `json:"recent_errors"`
+	// Breaker is the upstream's circuit breaker: BreakerClosed (asked),
+	// BreakerOpen (skipped after failures in a row, probed in the
+	// background) or BreakerHalfOpen (one trial request in flight).
+	Breaker string `json:"breaker"`
 }
+
+// Breaker states, as upstream.BreakerState's String names them.
+const (
+	BreakerClosed   = "closed"
+	BreakerOpen     = "open"
+	BreakerHalfOpen = "half-open"
+)
 
 // Requests is every request made to the upstream.
 func (u Upstream) Requests() int64 { return u.OK + u.NotFound + u.Errors }

@@ -130,6 +130,7 @@ func downConfig() Config {
 		cfg.Metrics.UpstreamRequest(upA, "narinfo", "error", 2*time.Second)
 	}
 	cfg.Metrics.UpstreamRequest(upB, "narinfo", "ok", 50*time.Millisecond)
+	cfg.Metrics.UpstreamBreaker(upA, 1, true) // upstream.BreakerOpen
 	cfg.Index.(*fakeIndex).missErr = errors.New("index <closed>")
 	return cfg
 }
@@ -157,7 +158,7 @@ func TestPage(t *testing.T) {
 			"No prefetch jobs since start.", upA, upB, "idle", "400 GiB</b> free of 500 GiB", "v1.2.3",
 			"up 1 min",
 		},
-		absent: []string{"healthy", `role="alert"`, "Uploads", "Kept variants", "bound <b>"},
+		absent: []string{"healthy", `role="alert"`, "Uploads", "Kept variants", "bound <b>", "skipped", "retrying"},
 	}, {
 		name: "busy cache",
 		cfg:  busyConfig(),
@@ -188,7 +189,7 @@ func TestPage(t *testing.T) {
 	}, {
 		name:   "upstream down",
 		cfg:    downConfig(),
-		want:   []string{`<span class="badge bad">down</span>`, "100 %", "2.00 s", "miss log: index &lt;closed&gt;", "healthy"},
+		want:   []string{`<span class="badge bad">down</span>`, `breaker open`, ">skipped</span>", "100 %", "2.00 s", "miss log: index &lt;closed&gt;", "healthy"},
 		absent: []string{"index <closed>"},
 	}}
 	for _, tt := range tests {
@@ -260,7 +261,8 @@ func TestJSON(t *testing.T) {
 	if diff := cmp.Diff(want, s.Lookups); diff != "" {
 		t.Errorf("lookups (-want +got):\n%s", diff)
 	}
-	if len(s.Upstreams) != 2 || s.Upstreams[0].Name != upA || s.Upstreams[0].OK != 30 || s.Upstreams[0].NotFound != 4 {
+	if len(s.Upstreams) != 2 || s.Upstreams[0].Name != upA || s.Upstreams[0].OK != 30 || s.Upstreams[0].NotFound != 4 ||
+		s.Upstreams[0].Breaker != BreakerClosed {
 		t.Errorf("upstreams: %+v", s.Upstreams)
 	}
 	if s.Served.CacheBytes != 7<<30 || len(s.Downloads) != 2 || len(s.Pins) != 1 || s.VerifyFailures["signature"] != 1 {

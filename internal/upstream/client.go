@@ -15,6 +15,7 @@ const (
 	defaultTimeout      = 10 * time.Second
 	defaultStallTimeout = 60 * time.Second
 	defaultUserAgent    = "nix-cache-proxy"
+	defaultAttempts     = 3
 	// maxRedirects matches what Nix's curl follows.
 	maxRedirects = 10
 )
@@ -37,8 +38,29 @@ type Options struct {
 	Transport http.RoundTripper
 	// UserAgent is sent on every request. Default "nix-cache-proxy".
 	UserAgent string
-	// Observer is told about every request and NAR byte; may be nil.
+	// Observer is told about every request, NAR byte and breaker change;
+	// may be nil.
 	Observer Observer
+
+	// FailureThreshold is how many requests in a row must fail (connection
+	// error, timeout, 5xx, 429 or another useless answer; a 404 is an
+	// answer) before the upstream's breaker opens: then its requests fail
+	// at once with ErrUnavailable, so a dead or hung upstream costs a
+	// lookup nothing instead of a Timeout. Default 3.
+	FailureThreshold int
+	// BackoffMin is how long an open breaker skips the upstream before one
+	// trial request (a client's, or the Group's probe of nix-cache-info)
+	// may go. Default 1s.
+	BackoffMin time.Duration
+	// BackoffMax caps the back-off, which doubles after each failed trial.
+	// Default 30s; a value below BackoffMin means BackoffMin.
+	BackoffMax time.Duration
+	// Attempts is how many times one request is sent when it fails in a
+	// way a second try may fix: connection reset, 500, 502, 503, 504 or
+	// 429 (after its Retry-After, if that is at most 5s). Retries wait
+	// 100ms, 200ms, … and never outlast Timeout or the caller's context;
+	// timeouts are not retried. Default 3; 1 means no retry.
+	Attempts int
 }
 
 // Observer watches upstream traffic (for metrics). kind is "narinfo",
@@ -46,12 +68,18 @@ type Options struct {
 type Observer interface {
 	UpstreamRequest(upstream, kind, outcome string, d time.Duration)
 	UpstreamFetched(upstream string, n int64)
+	// UpstreamBreaker is told the upstream's breaker state at New and at
+	// each change: state is a BreakerState (0 closed, 1 open, 2
+	// half-open), tripped is true when it opens after being closed. It is
+	// called with the breaker locked and must not block.
+	UpstreamBreaker(upstream string, state int, tripped bool)
 }
 
 type nopObserver struct{}
 
 func (nopObserver) UpstreamRequest(string, string, string, time.Duration) {}
 func (nopObserver) UpstreamFetched(string, int64)                         {}
+func (nopObserver) UpstreamBreaker(string, int, bool)                     {}
 
 // observe reports a finished request; a caller's own cancellation is not
 // the upstream's doing and is not counted.
@@ -86,6 +114,8 @@ type Client struct {
 	password string
 	hasAuth  bool
 	obs      Observer
+	attempts int
+	breaker  *breaker
 }
 
 // New returns a Client for the cache at base, an absolute http or https URL
@@ -111,6 +141,14 @@ func New(base string, opts Options) (*Client, error) {
 	if c.agent == "" {
 		c.agent = defaultUserAgent
 	}
+	c.attempts = opts.Attempts
+	if c.attempts <= 0 {
+		c.attempts = defaultAttempts
+	}
+	c.breaker = newBreaker(opts.FailureThreshold, opts.BackoffMin, opts.BackoffMax, func(s BreakerState, tripped bool) {
+		c.obs.UpstreamBreaker(c.name, int(s), tripped)
+	})
+	c.obs.UpstreamBreaker(c.name, int(BreakerClosed), false)
 	if opts.Netrc != nil {
 		// Nix (through curl) matches netrc by host name only, never port.
 		c.login, c.password, c.hasAuth = opts.Netrc.Credentials(u.Hostname())
@@ -178,6 +216,10 @@ func newTransport() *http.Transport {
 	t.DisableCompression = true
 	return t
 }
+
+// Breaker returns the state of the upstream's breaker and, when it is
+// open, when the back-off ends.
+func (c *Client) Breaker() (BreakerState, time.Time) { return c.breaker.State() }
 
 // newRequest builds a GET for u with our User-Agent and, when u is on the
 // upstream's own origin, its credentials.

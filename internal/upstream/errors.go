@@ -45,6 +45,9 @@ type failure struct {
 }
 
 func (f *failure) Error() string {
+	if f.upstream == "" {
+		return f.reason
+	}
 	return "upstream " + f.upstream + ": " + f.reason
 }
 
@@ -55,6 +58,23 @@ func (f *failure) Unwrap() []error {
 		return []error{f.kind}
 	}
 	return []error{f.kind, f.cause}
+}
+
+// Unavailable returns an error that wraps ErrUnavailable and cause and
+// reads "reason: cause", for a caller that gives up on the upstreams
+// itself (its own deadline): its message need not repeat ErrUnavailable's.
+func Unavailable(reason string, cause error) error {
+	return &failure{kind: ErrUnavailable, cause: cause, reason: reason + ": " + cause.Error()}
+}
+
+// reasonOf is err's message without the upstream's name, when err is one
+// of our failures (which name it already).
+func reasonOf(err error) string {
+	var f *failure
+	if errors.As(err, &f) {
+		return f.reason
+	}
+	return err.Error()
 }
 
 // requestError turns an error from Do or from reading a body into our

@@ -63,28 +63,33 @@ func (c *Client) join(rel string) *url.URL {
 }
 
 // fetch GETs base/<rel> within the client's timeout and reads the whole body,
-// failing with ErrUnavailable if it exceeds limit.
-func (c *Client) fetch(parent context.Context, rel string, limit int64) (body []byte, err error) {
+// failing with ErrUnavailable if it exceeds limit. The breaker may refuse
+// it at once, and learns how it went.
+func (c *Client) fetch(parent context.Context, rel string, limit int64) ([]byte, error) {
+	t, err := c.begin(false)
+	if err != nil {
+		return nil, err
+	}
+	body, err := c.get(parent, rel, limit)
+	c.end(parent, t, err)
+	return body, err
+}
+
+// get is fetch without the breaker.
+func (c *Client) get(parent context.Context, rel string, limit int64) (body []byte, err error) {
 	kind := "other"
 	if strings.HasSuffix(rel, ".narinfo") {
 		kind = "narinfo"
 	}
-	defer func(start time.Time) { c.observe(parent, kind, start, err) }(time.Now())
+	start := time.Now()
+	defer func() { c.observe(parent, kind, start, err) }()
 	ctx, cancel := context.WithTimeoutCause(parent, c.timeout, errTimeout)
 	defer cancel()
-	req, err := c.newRequest(ctx, c.join(rel))
+	resp, err := c.do(parent, ctx, c.join(rel), start.Add(c.timeout))
 	if err != nil {
 		return nil, err
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return nil, c.requestError(parent, ctx, err)
 	}
 	defer resp.Body.Close()
-	if err := c.statusError(resp); err != nil {
-		drain(resp.Body)
-		return nil, err
-	}
 	tooLarge := &failure{c.name, fmt.Sprintf("%s larger than %d bytes", rel, limit), ErrUnavailable, nil}
 	if resp.ContentLength > limit {
 		return nil, tooLarge

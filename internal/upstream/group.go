@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -13,17 +14,38 @@ const defaultHedge = 500 * time.Millisecond
 
 // Group asks several upstreams, in priority order, with hedging: a slow
 // first choice does not hold a lookup hostage while the next one could
-// answer.
+// answer. A client whose breaker is open answers at once with
+// ErrUnavailable, so the next one is asked without waiting; meanwhile the
+// Group probes it in the background until it answers again.
 type Group struct {
 	clients []*Client
 	hedge   time.Duration
+
+	ctx    context.Context // cancelled by Close: ends the probes
+	cancel context.CancelFunc
+	probes sync.WaitGroup
 }
 
 // NewGroup returns a Group over clients, highest priority first. hedge is
 // how long a request may go unanswered before the next upstream is asked
-// as well; 0 means 500ms.
+// as well; 0 means 500ms. It starts a watcher per client, which Close
+// stops.
 func NewGroup(clients []*Client, hedge time.Duration) *Group {
-	return &Group{clients: slices.Clone(clients), hedge: orDefault(hedge, defaultHedge)}
+	g := &Group{clients: slices.Clone(clients), hedge: orDefault(hedge, defaultHedge)}
+	g.ctx, g.cancel = context.WithCancel(context.Background())
+	for _, c := range g.clients {
+		c.breaker.setProbed(true)
+		g.probes.Go(func() { g.watch(c) })
+	}
+	return g
+}
+
+// Close stops the background probes and waits for them. Lookups still
+// work afterwards; an open breaker then closes through a client's trial
+// request.
+func (g *Group) Close() {
+	g.cancel()
+	g.probes.Wait()
 }
 
 // Clients returns the group's clients in priority order.
@@ -129,11 +151,12 @@ func newGroupError(hash string, reasons []error) *groupError {
 	return e
 }
 
-// Error names the outcome and what each upstream said, on one line.
+// Error says what each upstream said, on one line. The outcome is left to
+// the caller's words ("upstream unavailable", "not found"): errors.Is
+// finds it.
 func (e *groupError) Error() string {
 	var b strings.Builder
-	b.WriteString(e.kind.Error())
-	b.WriteString(": narinfo ")
+	b.WriteString("narinfo ")
 	b.WriteString(e.hash)
 	if len(e.reasons) == 0 {
 		b.WriteString(": no upstreams")

@@ -182,7 +182,7 @@ func TestGroupErrorMessage(t *testing.T) {
 	b := newUpstream(t, static(404, ""))
 	g := NewGroup([]*Client{newClient(t, a.URL, Options{}), newClient(t, b.URL, Options{})}, 0)
 	_, err := g.NarInfo(t.Context(), "abc", nil)
-	want := "upstream: unavailable: narinfo abc: upstream " + a.URL + ": 502 Bad Gateway; upstream " + b.URL + ": 404 Not Found"
+	want := "narinfo abc: upstream " + a.URL + ": 502 Bad Gateway; upstream " + b.URL + ": 404 Not Found"
 	if err == nil || err.Error() != want {
 		t.Errorf("error:\n%v\nwant:\n%s", err, want)
 	}

@@ -52,28 +52,30 @@ func (c *Client) NAR(ctx context.Context, u *url.URL) (body io.ReadCloser, size 
 	if u == nil {
 		return nil, -1, fmt.Errorf("upstream %s: nil NAR URL", c.name)
 	}
+	t, err := c.begin(false)
+	if err != nil {
+		return nil, -1, err
+	}
 	start := time.Now()
 	defer func() {
-		// A body's outcome is reported when it ends (see stallBody).
+		// The breaker judges the upstream by its headers: a NAR's body
+		// may take minutes. A body's outcome is reported to the Observer
+		// when it ends (see stallBody).
+		c.end(ctx, t, err)
 		if err != nil {
 			c.observe(ctx, "nar", start, err)
 		}
 	}()
 	reqCtx, cancel := context.WithCancelCause(ctx)
-	// Timeout bounds only the wait for headers here: a large NAR may
-	// legitimately take far longer, which the stall timer polices instead.
+	// Timeout bounds only the wait for headers here (retries included): a
+	// large NAR may legitimately take far longer, which the stall timer
+	// polices instead.
 	headers := time.AfterFunc(c.timeout, func() { cancel(errTimeout) })
-	req, err := c.newRequest(reqCtx, u)
-	if err != nil {
-		headers.Stop()
-		cancel(nil)
-		return nil, -1, err
-	}
-	resp, err := c.hc.Do(req)
+	resp, err := c.do(ctx, reqCtx, u, start.Add(c.timeout))
 	fired := !headers.Stop()
 	if err != nil {
-		defer cancel(nil)
-		return nil, -1, c.requestError(ctx, reqCtx, err)
+		cancel(nil)
+		return nil, -1, err
 	}
 	if fired {
 		// The headers won the race against the timer, but the request is
@@ -81,12 +83,6 @@ func (c *Client) NAR(ctx context.Context, u *url.URL) (body io.ReadCloser, size 
 		resp.Body.Close()
 		defer cancel(nil)
 		return nil, -1, c.requestError(ctx, reqCtx, context.Cause(reqCtx))
-	}
-	if err := c.statusError(resp); err != nil {
-		drain(resp.Body)
-		resp.Body.Close()
-		cancel(nil)
-		return nil, -1, err
 	}
 	return newStallBody(c, ctx, reqCtx, cancel, resp.Body, time.Since(start)), resp.ContentLength, nil
 }

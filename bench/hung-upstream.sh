@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# A hung first upstream: the proxy's first --upstream accepts TCP
+# connections and never answers (a wedged server, a middlebox swallowing
+# requests); the second is nginx serving a binary cache the real Nix client
+# wrote and signed. Times, with curl, 20 narinfo lookups of absent paths and
+# 10 of paths the second upstream has, one after the other, and prints the
+# breaker's metrics afterwards. Extra arguments go to `serve`, e.g.
+# `--upstream-timeout 2s`. PROXY_BIN names a binary built already.
+#
+#   bench/hung-upstream.sh [SERVE_FLAGS...]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+for tool in nix:nix-bin nginx:nginx; do
+  command -v "${tool%%:*}" >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq "${tool#*:}" >/dev/null; } \
+    || { echo "needs ${tool%%:*} (apt-get install ${tool#*:})" >&2; exit 1; }
+done
+export NIX_CONFIG=$'experimental-features = nix-command\nsandbox = false\nbuild-users-group =\nsubstituters =\n'
+export XDG_CACHE_HOME=$work/xdg
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 100); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
+
+echo "== a signed binary cache of 10 paths, written by nix copy"
+nix key generate-secret --key-name bench-1 > "$work/sk"
+nix key convert-secret-to-public < "$work/sk" > "$work/pk"
+paths=()
+for i in $(seq 10); do
+  head -c 4096 /dev/urandom > "$work/file$i"
+  paths+=("$(nix store add-file --store "$work/store" "$work/file$i")")
+done
+nix copy --store "$work/store" --to "file://$work/up?secret-key=$work/sk" "${paths[@]}" 2>/dev/null
+rm -rf "$work/store"
+
+up_port=$(free_port)
+cat > "$work/nginx.conf" <<EOF
+daemon off;
+user root;
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx.err;
+events { worker_connections 256; }
+http {
+  access_log off;
+  server { listen 127.0.0.1:$up_port; root $work/up; }
+}
+EOF
+nginx -c "$work/nginx.conf" &
+pids+=($!)
+wait_http "http://127.0.0.1:$up_port/nix-cache-info"
+
+hung_port=$(free_port)
+python3 - "$hung_port" <<'PY' &
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(1024)
+held = []
+while True:
+    conn, _ = s.accept()  # and never a byte back
+    held.append(conn)
+PY
+pids+=($!)
+
+echo "== the proxy: --upstream http://127.0.0.1:$hung_port (hung) --upstream http://127.0.0.1:$up_port (nginx) $*"
+if [ -n "${PROXY_BIN:-}" ]; then cp "$PROXY_BIN" "$work/nix-cache-proxy"
+else (cd "$root" && CGO_ENABLED=0 go build -o "$work/nix-cache-proxy" ./cmd/proxy); fi
+px_port=$(free_port)
+"$work/nix-cache-proxy" serve --listen "127.0.0.1:$px_port" --cache-dir "$work/cache" \
+  --upstream "http://127.0.0.1:$hung_port" --upstream "http://127.0.0.1:$up_port" \
+  --trusted-public-key "$(cat "$work/pk")" "$@" 2>"$work/proxy.log" &
+pids+=($!)
+px=http://127.0.0.1:$px_port
+wait_http "$px/nix-cache-info"
+
+# Nix base32, 32 characters: hashes no cache has.
+python3 -c '
+import random
+for _ in range(21):
+    print("".join(random.choice("0123456789abcdfghijklmnpqrsvwxyz") for _ in range(32)))' > "$work/hashes"
+lookup() { curl -s -o /dev/null -w '%{http_code} %{time_total}\n' "$px/$1.narinfo"; }
+
+echo "== 20 lookups of absent paths"
+start=$(date +%s.%N)
+head -20 "$work/hashes" | while read -r h; do lookup "$h"; done > "$work/absent"
+end=$(date +%s.%N)
+awk '{printf "%s %.3fs  ", $1, $2} NR % 5 == 0 {print ""}' "$work/absent"
+echo "total: $(echo "$end - $start" | bc) s"
+
+echo "== 10 lookups of paths the second upstream has"
+for p in "${paths[@]}"; do lookup "$(basename "$p" | cut -c1-32)"; done > "$work/present"
+awk '{printf "%s %.3fs  ", $1, $2} NR % 5 == 0 {print ""}' "$work/present"
+awk '$2 > max {max = $2} END {printf "slowest: %.3f s\n", max}' "$work/present"
+
+echo "== breaker metrics"
+curl -fs "$px/metrics" | grep -E '^nix_cache_proxy_upstream_breaker'
+echo "== the last absent lookup's reason"
+curl -s -D - -o /dev/null "$px/$(tail -1 "$work/hashes").narinfo" | grep -i '^x-nix-cache-proxy-error' || true
