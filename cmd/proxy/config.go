@@ -145,8 +145,9 @@ func parseServeConfig(args []string, getenv func(string) string) (*serveConfig, 
 // and come from the command line only: the config file and environment are
 // shared by every command.
 func parseConfig(fs *flag.FlagSet, args []string, getenv func(string) string, own map[string]bool) error {
+	defer explainValues(fs)()
 	if err := parseInterspersed(fs, args); err != nil {
-		return err
+		return flagSyntaxError(err)
 	}
 	onCommandLine := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
@@ -165,7 +166,8 @@ func parseConfig(fs *flag.FlagSet, args []string, getenv func(string) string, ow
 			err = f.Value.Set(v)
 		}
 		if err != nil {
-			err = fmt.Errorf("%s=%q: %w", envName(f.Name), v, err)
+			// The value's error quotes what it got.
+			err = fmt.Errorf("%s: %w", envName(f.Name), err)
 		}
 	})
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -144,5 +145,71 @@ func TestUpstreamBreakerFlags(t *testing.T) {
 		if got := fmt.Sprint(err); (tt.wantErr == "" && err != nil) || (tt.wantErr != "" && got != tt.wantErr) {
 			t.Errorf("%v: err %v, want %q", tt.args, err, tt.wantErr)
 		}
+	}
+}
+
+// TestBadValueMessages: a bad value says what was expected and where it
+// came from, on the command line, in the environment and in the config
+// file alike. `--negative-ttl 5` once said only "parse error".
+func TestBadValueMessages(t *testing.T) {
+	dir := t.TempDir()
+	file := func(body string) string {
+		p := filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+".toml")
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		toml string
+		want string // the whole message; CONFIG stands for the file's path
+	}{
+		{name: "duration flag", args: []string{"--negative-ttl", "5"},
+			want: `--negative-ttl: want a duration like 30s, 5m or 1h, got "5"`},
+		{name: "duration flag with =", args: []string{"--upstream-timeout=ten"},
+			want: `--upstream-timeout: want a duration like 30s, 5m or 1h, got "ten"`},
+		{name: "int flag", args: []string{"--priority", "high"},
+			want: `--priority: want a whole number, got "high"`},
+		{name: "bool flag", args: []string{"--verify-signatures=maybe"},
+			want: `--verify-signatures: want true or false, got "maybe"`},
+		{name: "size flag", args: []string{"--min-free", "lots"},
+			want: `--min-free: want a size like 10GiB or 500MB, got "lots"`},
+		{name: "unknown flag", args: []string{"--negative-tl", "5s"}, want: `unknown flag --negative-tl`},
+		{name: "no value", args: []string{"--negative-ttl"}, want: `--negative-ttl: needs a value`},
+		{name: "duration env", env: map[string]string{"NIX_CACHE_PROXY_NEGATIVE_TTL": "5"},
+			want: `NIX_CACHE_PROXY_NEGATIVE_TTL: want a duration like 30s, 5m or 1h, got "5"`},
+		{name: "int env", env: map[string]string{"NIX_CACHE_PROXY_MISS_LOG_MAX": "10k"},
+			want: `NIX_CACHE_PROXY_MISS_LOG_MAX: want a whole number, got "10k"`},
+		{name: "duration in the file as a number", toml: "negative-ttl = 5\n",
+			want: `config file CONFIG: negative-ttl: want a duration like 30s, 5m or 1h, got "5"`},
+		{name: "int in the file as a string", toml: "priority = \"first\"\n",
+			want: `config file CONFIG: priority: want a whole number, got "first"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := tt.args
+			want := tt.want
+			if tt.toml != "" {
+				p := file(tt.toml)
+				args = append(args, "--config", p)
+				want = strings.ReplaceAll(want, "CONFIG", p)
+			}
+			_, _, err := parseServeConfig(args, func(k string) string { return tt.env[k] })
+			if err == nil || err.Error() != want {
+				t.Errorf("error %v\nwant  %s", err, want)
+			}
+		})
+	}
+	// The values are the flag package's again after parsing: -h names
+	// their types from them.
+	_, fs, err := parseServeConfig([]string{"--negative-ttl", "5s"}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name, _ := flag.UnquoteUsage(fs.Lookup("negative-ttl")); name != "duration" {
+		t.Errorf("-h would show --negative-ttl taking %q, want duration", name)
 	}
 }
