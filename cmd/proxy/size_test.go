@@ -58,7 +58,7 @@ func TestSizeFlags(t *testing.T) {
 		}
 		return ""
 	})
-	if want := `NIX_CACHE_PROXY_MIN_FREE="abc": want a size like 10GiB or 500MB, got "abc"`; err == nil || err.Error() != want {
+	if want := `NIX_CACHE_PROXY_MIN_FREE: want a size like 10GiB or 500MB, got "abc"`; err == nil || err.Error() != want {
 		t.Errorf("bad env size: %v, want %s", err, want)
 	}
 	_, _, err = parseServeConfig([]string{"--min-free", "abc"}, func(string) string { return "" })
