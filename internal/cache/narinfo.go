@@ -103,6 +103,10 @@ func (c *Cache) fetchNarInfo(ctx context.Context, hash string) (lookedUp, error)
 	if text, err := c.store.NarInfo(ctx, hash); !errors.Is(err, store.ErrNotFound) {
 		return lookedUp{text: text}, err
 	}
+	// Another proxy on the same shared storage may have stored it.
+	if text, err := c.store.SharedNarInfo(ctx, hash); !errors.Is(err, store.ErrNotFound) {
+		return lookedUp{text: text}, err
+	}
 	// The request that started this lookup, for the log.
 	id := reqid.Attr(reqid.From(ctx))
 	start := time.Now()

@@ -3,7 +3,9 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"slices"
 	"time"
 
@@ -56,7 +58,9 @@ func (s *Store) ReadNarInfo(ctx context.Context, hash string) ([]byte, error) {
 }
 
 // PutNarInfo records the narinfo text served for hash and, in the same
-// transaction, where its NAR (named narName) comes from.
+// transaction, where its NAR (named narName) comes from. With shared
+// storage the source is recorded there first, and the narinfo published
+// at once if the NAR is already stored.
 func (s *Store) PutNarInfo(ctx context.Context, hash string, text []byte, narName string, src NARSource) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -64,6 +68,25 @@ func (s *Store) PutNarInfo(ctx context.Context, hash string, text []byte, narNam
 	if src.Seen.IsZero() {
 		src.Seen = time.Now().UTC()
 	}
+	if s.shared != nil {
+		if err := s.shared.PutSource(ctx, narName, src); err != nil {
+			return err
+		}
+	}
+	if err := s.indexNarInfo(ctx, hash, text, narName, src); err != nil {
+		return err
+	}
+	if s.shared == nil {
+		return nil
+	}
+	if _, err := s.get(ctx, bucketNAR, narName); err != nil {
+		return nil // published when the NAR is stored
+	}
+	return s.shared.PublishNarInfo(ctx, hash, text)
+}
+
+// indexNarInfo is PutNarInfo in this node's index alone.
+func (s *Store) indexNarInfo(ctx context.Context, hash string, text []byte, narName string, src NARSource) error {
 	text = slices.Clone(text) // the hot set shares it with readers
 	return s.db.Update(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketNarInfo).Put([]byte(hash), text); err != nil {
@@ -89,16 +112,43 @@ func (s *Store) PutNarInfo(ctx context.Context, hash string, text []byte, narNam
 }
 
 // NARSource returns where the NAR named name comes from, or ErrNotFound.
+// With shared storage, a source this node's index lacks is looked up
+// there (another node saw the narinfo) and indexed.
 func (s *Store) NARSource(ctx context.Context, name string) (NARSource, error) {
-	var src NARSource
 	row, err := s.get(ctx, bucketNARSource, name)
-	if err != nil {
-		return src, err
+	if errors.Is(err, ErrNotFound) && s.shared != nil {
+		return s.sharedSource(ctx, name)
 	}
+	if err != nil {
+		return NARSource{}, err
+	}
+	return decodeSource(name, row)
+}
+
+func decodeSource(name string, row []byte) (NARSource, error) {
+	var src NARSource
 	if err := json.Unmarshal(row, &src); err != nil {
 		return src, fmt.Errorf("decode NAR source %s: %w", name, err)
 	}
 	return src, nil
+}
+
+func (s *Store) sharedSource(ctx context.Context, name string) (NARSource, error) {
+	src, err := s.shared.Source(ctx, name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return src, ErrNotFound
+	}
+	if err != nil {
+		return src, err
+	}
+	row, err := json.Marshal(src)
+	if err != nil {
+		return src, err
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketNARSource).Put([]byte(name), row)
+	})
+	return src, err
 }
 
 // Aux returns a cached .ls listing or build log by its key ("<hash>.ls",

@@ -23,8 +23,13 @@ type narRow struct {
 // OpenNAR opens the NAR file called name for reading, or returns ErrNotFound.
 // An index row whose file has vanished (deleted by hand, lost in a crash) is
 // dropped here, so the next request fetches the NAR again.
+//
+// With shared storage, a NAR this node's index lacks is looked for there:
+// another node may have stored it.
 func (s *Store) OpenNAR(ctx context.Context, name string) (NARFile, error) {
-	if _, err := s.get(ctx, bucketNAR, name); err != nil {
+	if _, err := s.get(ctx, bucketNAR, name); errors.Is(err, ErrNotFound) {
+		return s.openShared(ctx, name)
+	} else if err != nil {
 		return nil, err
 	}
 	f, err := s.files.Open(name)
@@ -45,7 +50,14 @@ func (s *Store) OpenNAR(ctx context.Context, name string) (NARFile, error) {
 // drops an index row whose file has vanished.
 func (s *Store) HasNAR(ctx context.Context, name string) (bool, error) {
 	if _, err := s.get(ctx, bucketNAR, name); errors.Is(err, ErrNotFound) {
-		return false, nil
+		f, err := s.openShared(ctx, name)
+		if errors.Is(err, ErrNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		return true, f.Close()
 	} else if err != nil {
 		return false, err
 	}
@@ -160,7 +172,8 @@ func (w *Writer) Write(p []byte) (int, error) {
 func (w *Writer) OpenPartial() (NARFile, error) { return w.part.OpenPartial() }
 
 // Commit makes the file durable and visible and then indexes it, in that
-// order, so a crash never leaves an index row without its file.
+// order, so a crash never leaves an index row without its file. With
+// shared storage it then publishes the narinfo that names the file.
 func (w *Writer) Commit(ctx context.Context) error {
 	if w.done {
 		return errors.New("store: writer already finished")
@@ -175,24 +188,35 @@ func (w *Writer) Commit(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("commit NAR %s: %w", w.name, err)
 	}
+	if err := w.s.indexNAR(ctx, w.name, size); err != nil {
+		return err
+	}
+	return w.s.publish(ctx, w.name)
+}
+
+// indexNAR records that the NAR file name, of size bytes, is stored.
+func (s *Store) indexNAR(ctx context.Context, name string, size int64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	row, err := json.Marshal(narRow{Size: size, Stored: time.Now().UTC()})
 	if err != nil {
 		return err
 	}
-	return w.s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketNAR)
 		files, bytes := int64(1), size
-		if old := b.Get([]byte(w.name)); old != nil {
+		if old := b.Get([]byte(name)); old != nil {
 			var r narRow
 			if json.Unmarshal(old, &r) == nil {
 				files, bytes = 0, bytes-r.Size
 			}
 		}
-		if err := b.Put([]byte(w.name), row); err != nil {
+		if err := b.Put([]byte(name), row); err != nil {
 			return err
 		}
 		// Counted once the transaction has committed.
-		tx.OnCommit(func() { w.s.counted(files, bytes) })
+		tx.OnCommit(func() { s.counted(files, bytes) })
 		return nil
 	})
 }

@@ -42,9 +42,12 @@ var (
 
 // Store is the on-disk cache. It is safe for concurrent use.
 type Store struct {
-	dir    string
-	db     *bolt.DB
-	files  NARFiles
+	dir   string
+	db    *bolt.DB
+	files NARFiles
+	// shared is nil for a node alone; with other nodes on the same
+	// storage, it is where their narinfos and NAR sources are found.
+	shared Shared
 	hot    *hotNarInfos
 	access accessLog
 
@@ -65,8 +68,13 @@ type Options struct {
 	// configured are signed too. It must return text unchanged (the same
 	// slice) when there is nothing to do, and never fail.
 	Present func(text []byte) []byte
-	// Files keep the NAR files; default a DirFiles in the cache dir.
+	// Files, if set, holds the NAR files instead of the cache dir (an S3
+	// bucket); the cache dir keeps the index.
 	Files NARFiles
+	// Shared, if set, is what other nodes on the same Files see: the store
+	// publishes each narinfo there once its NAR is stored, and looks there
+	// for what its own index lacks.
+	Shared Shared
 }
 
 // Open opens (creating if needed) the cache in dir. It sweeps temp files a
@@ -96,7 +104,7 @@ func OpenWith(dir string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	s := &Store{dir: dir, db: db, files: files, hot: newHotNarInfos(hotNarInfoBytes), present: opts.Present}
+	s := &Store{dir: dir, db: db, files: files, shared: opts.Shared, hot: newHotNarInfos(hotNarInfoBytes), present: opts.Present}
 	if err := s.resumeEvictions(); err != nil {
 		db.Close()
 		return nil, err

@@ -80,10 +80,28 @@ func (s *Store) UploadOf(ctx context.Context, name string) (Upload, error) {
 // ClaimUpload publishes an uploaded path: its narinfo text and the NAR's
 // source (Upstream UploadedUpstream), and ends the NAR's wait, all in one
 // transaction, so a crash leaves either the waiting NAR or the whole entry.
+//
+// With shared storage the source is recorded there first and the narinfo
+// published last, so other nodes see the path only once it is whole here.
 func (s *Store) ClaimUpload(ctx context.Context, hash string, text []byte, narName string, src NARSource) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if s.shared != nil {
+		if err := s.shared.PutSource(ctx, narName, src); err != nil {
+			return err
+		}
+	}
+	if err := s.claimUpload(ctx, hash, text, narName, src); err != nil {
+		return err
+	}
+	if s.shared == nil {
+		return nil
+	}
+	return s.shared.PublishNarInfo(ctx, hash, text)
+}
+
+func (s *Store) claimUpload(ctx context.Context, hash string, text []byte, narName string, src NARSource) error {
 	row, err := json.Marshal(src)
 	if err != nil {
 		return fmt.Errorf("encode NAR source: %w", err)
@@ -164,6 +182,15 @@ func (s *Store) DropUnclaimedUpload(ctx context.Context, name string) error {
 	})
 	if err != nil || !drop {
 		return err
+	}
+	if s.shared != nil {
+		// Another node may have had the same NAR claimed: with shared
+		// storage the file is theirs too.
+		if _, err := s.shared.Source(ctx, name); err == nil {
+			return nil
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove unclaimed upload %s: %w", name, err)
+		}
 	}
 	// The row is gone first: a crash here leaves a file without a row,
 	// which verify reports and repairs, never a row without its file.

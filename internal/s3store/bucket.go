@@ -1,0 +1,141 @@
+package s3store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+)
+
+// Bucket is a proxy's view of its bucket. It is safe for concurrent use.
+type Bucket struct {
+	loc      Location
+	client   *s3.Client
+	spool    string // local dir for the copies that followers of a fill read
+	partSize int64
+}
+
+// Options configure a Bucket. Zero values mean defaults.
+type Options struct {
+	// SpoolDir holds a local copy of each NAR being written, which clients
+	// following the download read while the bucket has nothing yet.
+	// Required; its contents are swept at Open.
+	SpoolDir string
+	// Credentials, if set, replace the usual AWS chain (environment,
+	// shared credentials file and profile, SSO, instance role).
+	Credentials aws.CredentialsProvider
+	// PartSize is the size of one part of a multipart upload, and what a
+	// fill holds in memory per part in flight; default 16 MiB.
+	PartSize int64
+	// HTTPClient, if set, makes the bucket requests.
+	HTTPClient *http.Client
+}
+
+// Open returns the bucket at loc. It checks that the bucket answers, so a
+// wrong endpoint or missing credentials fail at start rather than on the
+// first client's request.
+func Open(ctx context.Context, loc Location, opts Options) (*Bucket, error) {
+	if opts.SpoolDir == "" {
+		return nil, errors.New("s3store: SpoolDir is required")
+	}
+	if opts.PartSize == 0 {
+		opts.PartSize = 16 << 20
+	}
+	if opts.PartSize < 5<<20 {
+		return nil, errors.New("s3store: PartSize below S3's 5 MiB minimum")
+	}
+	if err := os.MkdirAll(opts.SpoolDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create spool dir: %w", err)
+	}
+	if err := sweep(opts.SpoolDir); err != nil {
+		return nil, err
+	}
+	loadOpts := []func(*config.LoadOptions) error{config.WithRegion(loc.Region)}
+	if loc.Profile != "" {
+		loadOpts = append(loadOpts, config.WithSharedConfigProfile(loc.Profile))
+	}
+	if opts.Credentials != nil {
+		loadOpts = append(loadOpts, config.WithCredentialsProvider(opts.Credentials))
+	}
+	if opts.HTTPClient != nil {
+		loadOpts = append(loadOpts, config.WithHTTPClient(opts.HTTPClient))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, loadOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("s3 config: %w", err)
+	}
+	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
+		if loc.Endpoint != "" {
+			o.BaseEndpoint = aws.String(loc.Scheme + "://" + loc.Endpoint)
+			// Self-hosted servers rarely have a DNS name per bucket.
+			o.UsePathStyle = true
+		}
+		// Checksums only where S3 requires them: several S3-compatible
+		// servers refuse the SDK's default trailing checksums.
+		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+	})
+	b := &Bucket{loc: loc, client: client, spool: opts.SpoolDir, partSize: opts.PartSize}
+	if _, err := client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(loc.Bucket)}); err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", loc, mapErr(err))
+	}
+	if err := b.putCacheInfo(ctx); err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", loc, err)
+	}
+	return b, nil
+}
+
+// Location is where the bucket is.
+func (b *Bucket) Location() Location { return b.loc }
+
+func sweep(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("sweep spool dir: %w", err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return fmt.Errorf("sweep spool dir: %w", err)
+		}
+	}
+	return nil
+}
+
+// ErrConflict means a conditional write lost: the object exists (for
+// If-None-Match) or changed (for If-Match).
+var ErrConflict = errors.New("s3store: conditional write lost")
+
+// mapErr turns "no such key" into fs.ErrNotExist and 412 into ErrConflict,
+// keeping the SDK's error for the message.
+func mapErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	var re interface{ HTTPStatusCode() int }
+	if errors.As(err, &re) {
+		switch re.HTTPStatusCode() {
+		case http.StatusNotFound:
+			return fmt.Errorf("%w: %w", fs.ErrNotExist, err)
+		case http.StatusPreconditionFailed, http.StatusConflict:
+			return fmt.Errorf("%w: %w", ErrConflict, err)
+		}
+	}
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "NoSuchKey", "NotFound":
+			return fmt.Errorf("%w: %w", fs.ErrNotExist, err)
+		case "PreconditionFailed", "ConditionalRequestConflict":
+			return fmt.Errorf("%w: %w", ErrConflict, err)
+		}
+	}
+	return err
+}
