@@ -30,6 +30,7 @@ const (
 type serveConfig struct {
 	listen              string
 	cacheDir            string
+	storage             string
 	upstreams           stringList
 	keys                stringList
 	verifySignatures    bool
@@ -74,6 +75,7 @@ func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
 	fs.String("config", "", "TOML config `file`; keys are flag names (upstream = [\"...\"])")
 	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:5575", "`address` to serve on; 0.0.0.0:5575 for the LAN")
 	fs.StringVar(&cfg.cacheDir, "cache-dir", defaultCacheDir(), "`directory` for NAR files and the index")
+	fs.StringVar(&cfg.storage, "storage", "", "where NAR files and narinfos live: the cache dir (default), or s3://BUCKET[/PREFIX]?endpoint=HOST:PORT&scheme=http&region=R, shared by several proxies (the index stays in the cache dir)")
 	cfg.upstreams = stringList{values: []string{defaultUpstream}}
 	fs.Var(&cfg.upstreams, "upstream", "upstream cache `URL`, repeatable, in priority order")
 	cfg.keys = stringList{values: []string{defaultKey}}

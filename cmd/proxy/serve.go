@@ -107,7 +107,11 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) (err err
 	for i, u := range s.upstreams.Clients() {
 		upstreamNames[i] = u.String()
 	}
-	log.Info("serving", "listen", ln.Addr().String(), "cache_dir", cfg.cacheDir,
+	storage := cfg.storage
+	if storage == "" {
+		storage = cfg.cacheDir
+	}
+	log.Info("serving", "listen", ln.Addr().String(), "cache_dir", cfg.cacheDir, "storage", storage,
 		"upstreams", strings.Join(upstreamNames, " "), "verify_signatures", cfg.verifySignatures,
 		"max_size", cfg.maxSize, "min_free", cfg.minFree)
 

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
+	"time"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/admin"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
@@ -12,6 +15,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/misslog"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/s3store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,6 +61,13 @@ func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 	if secretKey != nil {
 		sk := *secretKey
 		storeOpts.Present = func(text []byte) []byte { return narinfo.SignText(text, sk) }
+	}
+	if cfg.storage != "" {
+		b, err := openBucket(cfg)
+		if err != nil {
+			return nil, err
+		}
+		storeOpts.Files, storeOpts.Shared = b, b
 	}
 	st, err := store.OpenWith(cfg.cacheDir, storeOpts)
 	if err != nil {
@@ -117,6 +128,22 @@ func (s *stack) close() error {
 	}
 	errs = append(errs, s.store.Close())
 	return errors.Join(errs...)
+}
+
+// openBucket opens the --storage bucket, with credentials found the usual
+// AWS way; the cache dir keeps the index and the spool of fills.
+func openBucket(cfg *serveConfig) (*s3store.Bucket, error) {
+	loc, err := s3store.ParseURL(cfg.storage)
+	if err != nil {
+		return nil, fmt.Errorf("--storage: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b, err := s3store.Open(ctx, loc, s3store.Options{SpoolDir: filepath.Join(cfg.cacheDir, "spool")})
+	if err != nil {
+		return nil, fmt.Errorf("--storage: %w", err)
+	}
+	return b, nil
 }
 
 func newUpstreams(cfg *serveConfig, obs upstream.Observer) (*upstream.Group, error) {
