@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test, installing what they need first: Debian's nix-bin and
 # prometheus for the end-to-end tests that drive the real Nix client and a
-# real Prometheus (they skip without them, or fail when CI is set), and the
-# Go modules.
+# real Prometheus, versitygw for those that need a real S3 server (they skip
+# without them, or fail when CI is set), and the Go modules.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -11,6 +11,16 @@ if ! .ci/install-debs nix:nix-bin prometheus:prometheus; then
 fi
 
 go mod download
+
+# versitygw, the real S3 server the fleet tests (--storage s3://) run
+# against. A tool, not a module dependency: installed once into a cache dir.
+tools="${XDG_CACHE_HOME:-$HOME/.cache}/nix-cache-proxy-tools/versitygw-v1.8.0"
+if [ ! -x "$tools/versitygw" ]; then
+  echo "test.sh: installing versitygw v1.8.0 into $tools" >&2
+  GOBIN="$tools" go install github.com/versity/versitygw/cmd/versitygw@v1.8.0 ||
+    echo "test.sh: S3 tests that need it will be skipped" >&2
+fi
+export PATH="$tools:$PATH"
 # The race detector needs cgo; the binary itself is always built with
 # CGO_ENABLED=0 (see .ci/run).
 CGO_ENABLED=1 go test -race -count=1 "$@" ./...
