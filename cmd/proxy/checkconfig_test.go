@@ -62,6 +62,10 @@ pin = ["/nix/store/0123456789abcdfghijklmnpqrsvwxyz-builder.img"]
 		{"missing secret key", []string{"--secret-key-file", "/nonexistent/key"}, 1, []string{"--secret-key-file"}},
 		{"zero upload size", []string{"--upload-max-size", "0"}, 1, []string{"--upload-max-size"}},
 		{"stray argument", []string{"serve"}, 1, []string{"unexpected argument"}},
+		{"s3 storage", []string{"--storage", "s3://cache/fleet?endpoint=s3.lan:7070&scheme=http"}, 0, []string{`storage = "s3://cache/fleet?endpoint=s3.lan:7070&scheme=http"`}},
+		{"bad storage", []string{"--storage", "/var/cache/x"}, 1, []string{"--storage"}},
+		{"eviction on a shared bucket", []string{"--storage", "s3://cache", "--max-size", "10GiB"}, 1, []string{"--max-size"}},
+		{"retention on a shared bucket", []string{"--storage", "s3://cache", "--keep-latest", "x*=2"}, 1, []string{"--keep-latest"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -76,7 +76,18 @@ func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 	metrics.RegisterStore(reg, st)
 	s = &stack{registry: reg, metrics: m, upstreams: group, store: st, keys: keys, secretKey: secretKey}
 	s.misses = misslog.New(st, misslog.Options{Max: cfg.missLogMax, Unlimited: cfg.missLogMax == 0, Logger: log})
-	s.evict = evict.New(st, evict.Config{MaxSize: cfg.maxSize, MinFree: cfg.minFree, KeepLatest: cfg.keepRules, Metrics: m, Logger: log})
+	evictCfg := evict.Config{MaxSize: cfg.maxSize, MinFree: cfg.minFree, KeepLatest: cfg.keepRules, Metrics: m, Logger: log}
+	if cfg.storage != "" {
+		// The cache dir holds only the index and the spool: its free
+		// space is no reason to delete from the bucket (--min-free still
+		// drives /readyz), and check refused the other bounds.
+		evictCfg.MinFree = 0
+	}
+	s.evict = evict.New(st, evictCfg)
+	var room cache.Room = s.evict
+	if cfg.storage != "" {
+		room = nil // nothing to reserve: the bucket is not this disk
+	}
 	negTTL := cfg.negativeTTL
 	if negTTL == 0 {
 		negTTL = -1
@@ -89,7 +100,7 @@ func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 		SecretKey:   secretKey,
 		NegativeTTL: negTTL,
 		Misses:      s.misses,
-		Room:        s.evict,
+		Room:        room,
 		Metrics:     m,
 		Logger:      log,
 	})

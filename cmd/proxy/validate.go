@@ -13,6 +13,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/evict"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/s3store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/server"
 )
 
@@ -65,6 +66,17 @@ func (cfg *serveConfig) check() error {
 	}
 	if cfg.cacheDir == "" {
 		return errors.New("--cache-dir: empty")
+	}
+	if cfg.storage != "" {
+		if _, err := s3store.ParseURL(cfg.storage); err != nil {
+			return fmt.Errorf("--storage: %w", err)
+		}
+		// One proxy evicting from a shared bucket would delete NARs whose
+		// narinfos the others handed out: fleet-wide eviction needs a
+		// lease and a grace period, which are not built yet.
+		if cfg.maxSize > 0 || len(cfg.keepRules) > 0 {
+			return errors.New("--max-size and --keep-latest: not supported with --storage s3:// yet (eviction would delete NARs the other proxies serve)")
+		}
 	}
 	for _, d := range []struct {
 		flag string
