@@ -116,6 +116,8 @@ func (c *Cache) fetchNarInfo(ctx context.Context, hash string) (lookedUp, error)
 			c.metrics.VerifyFailures.WithLabelValues("signature").Inc()
 			c.log.Warn("narinfo refused: no trusted signature", id, "hash", hash, "upstream", u.String(), "err", err)
 		} else if err != nil {
+			// Unparsable, another path's, or its URL on another host.
+			c.metrics.VerifyFailures.WithLabelValues("narinfo").Inc()
 			c.log.Warn("narinfo refused", id, "hash", hash, "upstream", u.String(), "err", err)
 		}
 		if err != nil {

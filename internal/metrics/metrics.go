@@ -25,7 +25,7 @@ type Metrics struct {
 	ServedBytes      *prometheus.CounterVec   // source (cache, upstream)
 	Downloads        prometheus.Gauge         // NAR downloads in flight
 	DownloadClients  prometheus.Gauge         // clients following those downloads
-	VerifyFailures   *prometheus.CounterVec   // check (signature, size, hash)
+	VerifyFailures   *prometheus.CounterVec   // check (signature, narinfo, size, hash)
 	MissesRecorded   *prometheus.CounterVec   // outcome
 	PrefetchPending  prometheus.Gauge         // paths queued or downloading in prefetch jobs
 	PrefetchBytes    prometheus.Counter       // NAR bytes brought in by prefetch jobs
@@ -77,7 +77,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 		VerifyFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "verification_failures_total",
-			Help: "Upstream answers refused: narinfo signature (signature) or downloaded NAR size or sha256 (size, hash).",
+			Help: "Upstream answers refused: narinfo without a trusted signature (signature), narinfo unparsable, for another path or with a URL on another host (narinfo), downloaded NAR of the wrong size or sha256 (size, hash).",
 		}, []string{"check"}),
 		Uploads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "uploads_total",
@@ -148,7 +148,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	for _, source := range []string{"cache", "upstream"} {
 		m.ServedBytes.WithLabelValues(source)
 	}
-	for _, check := range []string{"signature", "size", "hash"} {
+	for _, check := range []string{"signature", "narinfo", "size", "hash"} {
 		m.VerifyFailures.WithLabelValues(check)
 	}
 	for _, reason := range []string{"size", "free-space", "retention"} {

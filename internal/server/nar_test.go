@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -91,6 +92,8 @@ func TestNARBroken(t *testing.T) {
 		// tries is how many requests the failure costs the upstream: a
 		// 5xx is retried (upstream.Options.Attempts, 3 by default).
 		tries int
+		// reason, if set, must be in the error header.
+		reason string
 	}{
 		{name: "truncated", fault: fakeupstream.Fault{CutAt: size / 2}},
 		{name: "truncated just before the end", fault: fakeupstream.Fault{CutAt: size - 1}},
@@ -101,6 +104,8 @@ func TestNARBroken(t *testing.T) {
 		{name: "too short, chunked", fault: fakeupstream.Fault{Body: make([]byte, size-10), Chunked: true}},
 		{name: "Content-Length is not FileSize", fault: fakeupstream.Fault{Extra: 10}, status: 404},
 		{name: "upstream 404", fault: fakeupstream.Fault{Status: 404}, status: 404},
+		{name: "HTML page with 200", fault: fakeupstream.Fault{Body: []byte("<!DOCTYPE html><html>Log in</html>")}, status: 404,
+			reason: "answered with an HTML page (text/html), not a binary cache file"},
 		{name: "upstream 500", fault: fakeupstream.Fault{Status: 500}, status: 404, tries: 3},
 		{name: "no headers before the timeout", fault: fakeupstream.Fault{Hang: true}, status: 404},
 	}
@@ -138,6 +143,9 @@ func TestNARBroken(t *testing.T) {
 				}
 				if tt.fault.Status != http.StatusNotFound && resp.Header.Get(server.ErrorHeader) == "" {
 					t.Errorf("no %s header", server.ErrorHeader)
+				}
+				if h := resp.Header.Get(server.ErrorHeader); !strings.Contains(h, tt.reason) {
+					t.Errorf("%s %q, want it to say %q", server.ErrorHeader, h, tt.reason)
 				}
 			case resp.StatusCode != http.StatusOK:
 				t.Errorf("status %d, want 200 and then an aborted body", resp.StatusCode)

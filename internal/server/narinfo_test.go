@@ -11,6 +11,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/fakeupstream"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/server"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func ups(u ...*fakeupstream.Upstream) []*fakeupstream.Upstream { return u }
@@ -385,5 +386,41 @@ func TestNarInfoConcurrent(t *testing.T) {
 		if n := fu.Count(tt.path); n != 1 {
 			t.Errorf("%s: upstream asked %d times, want 1", tt.path, n)
 		}
+	}
+}
+
+// TestNarInfoHostileUpstream: answers no real cache gives. An HTML page
+// (a captive portal) is the upstream failing: the lookup answers with the
+// reason and is asked again next time. A 200 that does not parse is a
+// refusal, counted among the verification failures.
+func TestNarInfoHostileUpstream(t *testing.T) {
+	tests := []struct {
+		name        string
+		body        string
+		reason      string // in the error header
+		refusals    float64
+		upstreamErr float64
+	}{
+		{name: "HTML page with 200", body: "<!DOCTYPE html>\n<html><body>Log in to the Wi-Fi</body></html>\n",
+			reason: "answered with an HTML page (text/html), not a binary cache file", upstreamErr: 1},
+		{name: "JSON with 200", body: `{"error": "no such path"}`,
+			reason: "StorePath missing", refusals: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, fu, _ := metricsProxy(t, config{negativeTTL: -1})
+			hash := fakeupstream.RandomHash()
+			fu.SetFault("/"+hash+".narinfo", fakeupstream.Fault{Body: []byte(tt.body)})
+			r := p.get("/" + hash + ".narinfo")
+			if r.status != http.StatusNotFound || !strings.Contains(r.header.Get(server.ErrorHeader), tt.reason) {
+				t.Errorf("%d, %s %q; want 404 and %q", r.status, server.ErrorHeader, r.header.Get(server.ErrorHeader), tt.reason)
+			}
+			m := p.metrics
+			check(t,
+				want{"verification_failures{narinfo}", testutil.ToFloat64(m.VerifyFailures.WithLabelValues("narinfo")), tt.refusals},
+				want{"upstream_requests{narinfo,error}", testutil.ToFloat64(m.UpstreamRequests.WithLabelValues(fu.URL(), "narinfo", "error")), tt.upstreamErr},
+				want{"upstream_requests{narinfo,not_found}", testutil.ToFloat64(m.UpstreamRequests.WithLabelValues(fu.URL(), "narinfo", "not_found")), 0},
+			)
+		})
 	}
 }

@@ -29,7 +29,7 @@ type Snapshot struct {
 
 	Upstreams []Upstream `json:"upstreams"`
 	// VerifyFailures counts upstream answers refused, by check
-	// (signature, size, hash).
+	// (signature, narinfo, size, hash).
 	VerifyFailures map[string]int64 `json:"verify_failures"`
 	// Uploads counts what `nix copy --to` sent, by outcome (ok, exists,
 	// rejected, error), and UploadBytes the bytes kept.

@@ -167,7 +167,7 @@ func TestPage(t *testing.T) {
 			"<b>140</b> of 160 NAR requests from disk", "narinfo: <b>97.2 %</b> of 1,234",
 			"7.0 GiB<small>from disk</small>", "<b>87.5 %</b> of 8.0 GiB served came from disk", "upstream 1.0 GiB",
 			"42.0 GiB<small>cached</small>", "1,234<small>narinfos</small>",
-			"healthy", "38 ms", "120 ms", "bad signature: 1",
+			"healthy", "38 ms", "120 ms", "bad signature: 1 · unusable narinfo: 0",
 			"600 MiB of 2.0 GiB · 29.2 %", "size not known yet",
 			"-nixos-rosetta-builder.img", "2 d ago",
 			"&lt;script&gt;alert(1)&lt;/script&gt;", "top 3 of 3", "upstream error",

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"mime"
 	"net/http"
 	"net/url"
 )
@@ -112,4 +113,17 @@ func (c *Client) statusError(resp *http.Response) error {
 	default:
 		return &failure{c.name, resp.Status, ErrUnavailable, nil}
 	}
+}
+
+// htmlError refuses a 200 that is an HTML page: no binary cache file is
+// one (narinfos are text/x-nix-narinfo, NARs octet streams), but a captive
+// portal, a login page or a web server's index at a mistyped URL is. Such
+// an answer is the upstream failing, not a miss, and saying so beats a
+// parse error about "<!DOCTYPE html>".
+func (c *Client) htmlError(resp *http.Response) error {
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if mt != "text/html" && mt != "application/xhtml+xml" {
+		return nil
+	}
+	return &failure{c.name, "answered with an HTML page (" + mt + "), not a binary cache file: a captive portal or a wrong URL?", ErrUnavailable, nil}
 }

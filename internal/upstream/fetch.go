@@ -10,14 +10,15 @@ import (
 	"time"
 )
 
-// Body caps: a narinfo is a few hundred bytes, listings and logs can be
-// large but must still fit in memory.
+// Body caps: a narinfo is a few hundred bytes (a few KiB with thousands
+// of references), listings and logs can be large but must still fit in
+// memory. A body past its cap is the upstream failing, not a miss.
 const (
-	narInfoLimit = 4 << 20
+	narInfoLimit = 1 << 20
 	fileLimit    = 64 << 20
 )
 
-// NarInfo fetches base/<hash>.narinfo and returns its body (at most 4 MiB).
+// NarInfo fetches base/<hash>.narinfo and returns its body (at most 1 MiB).
 // It fails with ErrNotFound on 404/403/410 and ErrUnavailable otherwise.
 func (c *Client) NarInfo(ctx context.Context, hash string) ([]byte, error) {
 	if hash == "" || strings.Contains(hash, "/") {

@@ -35,6 +35,20 @@ func TestResolveNAR(t *testing.T) {
 		{"other scheme", "https://h", "http://h/x.nar", ""},
 		{"file scheme", "https://h", "file:///etc/passwd", ""},
 		{"scheme-relative other host", "https://h", "//evil.example/x.nar", ""},
+		{"scheme-relative same host", "https://h/c", "//h/nar/x.nar", "https://h/nar/x.nar"},
+		{"user info naming the upstream, host elsewhere", "https://h", "https://h@evil.example/x.nar", ""},
+		{"user info naming the upstream with a port", "https://h", "https://h:443@evil.example/x.nar", ""},
+		{"user info on the upstream itself is dropped", "https://h", "https://evil.example@h/x.nar", "https://h/x.nar"},
+		{"scheme without slashes", "https://h", "https:evil.example/x.nar", ""},
+		{"upper-case scheme, same origin", "https://h", "HTTPS://h/x.nar", "https://h/x.nar"},
+		{"default port spelled out", "http://h", "http://h:80/x.nar", "http://h:80/x.nar"},
+		{"loopback IP for a named upstream", "https://h", "https://127.0.0.1/x.nar", ""},
+		{"link-local metadata address", "http://h", "http://169.254.169.254/latest/meta-data", ""},
+		{"decimal IP for a dotted one", "http://127.0.0.1:8080", "http://2130706433:8080/x.nar", ""},
+		{"IPv4-mapped IPv6 for a dotted one", "http://127.0.0.1:8080", "http://[::ffff:127.0.0.1]:8080/x.nar", ""},
+		{"trailing dot", "https://h.example", "https://h.example./x.nar", ""},
+		{"backslash is a path, on the upstream", "https://h", `\\evil.example\x.nar`, "https://h/%5C%5Cevil.example%5Cx.nar"},
+		{"dot segments stay on the upstream", "https://h/c", "../../../../x.nar", "https://h/x.nar"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -55,7 +69,7 @@ func TestResolveNAR(t *testing.T) {
 		})
 	}
 	c := newClient(t, "https://h", Options{})
-	for _, ref := range []string{"", "%zz"} {
+	for _, ref := range []string{"", "%zz", "https://ev%zzil/x.nar", "http://[::1/x.nar"} {
 		if _, err := c.ResolveNAR(ref); err == nil || errors.Is(err, ErrForeignURL) {
 			t.Errorf("ResolveNAR(%q) = %v, want a parse error", ref, err)
 		}

@@ -43,7 +43,9 @@ func (c *Client) do(parent, ctx context.Context, u *url.URL, deadline time.Time)
 			err = c.requestError(parent, ctx, err)
 		default:
 			if err = c.statusError(resp); err == nil {
-				return resp, nil
+				if err = c.htmlError(resp); err == nil {
+					return resp, nil
+				}
 			}
 			retry, wait = retryableStatus(resp, time.Now())
 			drain(resp.Body)
