@@ -1,0 +1,95 @@
+# nix-darwin module: services.nix-cache-proxy runs the cache as a launchd
+# daemon under its own _nix-cache-proxy user and group (nix-darwin's
+# knownUsers convention), logs in /var/log, the cache in /var/lib, and the
+# config checked at build time as on NixOS.
+{ packageFor }:
+{ config, lib, pkgs, ... }:
+
+let
+  cfg = config.services.nix-cache-proxy;
+  common = import ./common.nix { inherit lib pkgs; };
+  user = "_nix-cache-proxy";
+  stateDirectory = "/var/lib/nix-cache-proxy";
+in
+{
+  options.services.nix-cache-proxy = common.options { defaultPackage = packageFor pkgs; inherit stateDirectory; } // {
+    uid = lib.mkOption {
+      type = lib.types.int;
+      default = 575;
+      description = ''
+        UID of the `_nix-cache-proxy` user. Under 500, so macOS hides it
+        from the login window; pick a free one if 575 is taken
+        (`dscl . -list /Users UniqueID`).
+      '';
+    };
+    gid = lib.mkOption {
+      type = lib.types.int;
+      default = 575;
+      description = "GID of the `_nix-cache-proxy` group (`dscl . -list /Groups PrimaryGroupID`).";
+    };
+    logFile = lib.mkOption {
+      type = lib.types.str;
+      default = "/var/log/nix-cache-proxy.log";
+      description = ''
+        Where the daemon's output goes. launchd does not rotate it: add an
+        entry to /etc/newsyslog.d if it grows.
+      '';
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    users.users.${user} = {
+      uid = cfg.uid;
+      gid = cfg.gid;
+      home = cfg.settings.cache-dir;
+      createHome = false;
+      shell = "/usr/bin/false";
+      isHidden = true;
+      description = "nix-cache-proxy daemon";
+    };
+    users.groups.${user} = {
+      gid = cfg.gid;
+      description = "nix-cache-proxy daemon";
+    };
+    users.knownUsers = [ user ];
+    users.knownGroups = [ user ];
+
+    # After nix-darwin creates the user, before launchd (re)starts the
+    # daemon: the cache dir and log file must belong to it, since it never
+    # runs as root.
+    system.activationScripts.launchd.text = lib.mkBefore ''
+      echo >&2 "setting up nix-cache-proxy..."
+      /bin/mkdir -p -m 0750 ${lib.escapeShellArg cfg.settings.cache-dir}
+      /usr/sbin/chown ${user}:${user} ${lib.escapeShellArg cfg.settings.cache-dir}
+      /usr/bin/touch ${lib.escapeShellArg cfg.logFile}
+      /usr/sbin/chown ${user}:${user} ${lib.escapeShellArg cfg.logFile}
+    '';
+
+    launchd.daemons.nix-cache-proxy.serviceConfig = {
+      Label = "org.nix-cache-proxy";
+      # Secret files are passed by path: make them readable by the
+      # _nix-cache-proxy group only (chown root:_nix-cache-proxy, chmod 640).
+      ProgramArguments = [ (lib.getExe cfg.package) "serve" "--config" "${common.configFile cfg}" ]
+        ++ common.secretFlags cfg (_: _: path: path);
+      UserName = user;
+      GroupName = user;
+      RunAtLoad = true;
+      KeepAlive = true;
+      # Back off after a crash instead of respawning at once.
+      ThrottleInterval = 10;
+      # SIGTERM lets in-flight responses finish for --shutdown-timeout (30s).
+      ExitTimeOut = 45;
+      WorkingDirectory = cfg.settings.cache-dir;
+      StandardOutPath = cfg.logFile;
+      StandardErrorPath = cfg.logFile;
+      # One open file per NAR being served or fetched; macOS's default soft
+      # limit for daemons is 256.
+      SoftResourceLimits.NumberOfFiles = 65536;
+      HardResourceLimits.NumberOfFiles = 65536;
+      # Not "Background" (nor unset, which throttles lightly): a cache
+      # serving a 2 GB image to the LAN must not have its disk I/O
+      # throttled.
+      ProcessType = "Interactive";
+    };
+  };
+}

@@ -1,0 +1,133 @@
+# What the server modules (nixos.nix, darwin.nix) generate and document for
+# nix-cache-proxy, as plain Nix with no nixpkgs `lib`: CI cannot fetch
+# nixpkgs, but it can evaluate this file with nix-instantiate and run every
+# key and flag through `nix-cache-proxy check-config` (deploy/deploy_test.go),
+# so the modules and the binary's flags cannot drift apart.
+{
+  # Settings given a typed, documented option under `settings`; any other
+  # key of `nix-cache-proxy serve -h` may be set too (the settings are
+  # freeform). `type` names a lib.types type; `default` may refer to the
+  # module's stateDirectory.
+  options = stateDirectory: {
+    listen = {
+      type = "str";
+      default = "0.0.0.0:5575";
+      description = ''
+        Address to serve the cache (and `/metrics`, `/healthz`) on. The
+        default answers the whole LAN; `openFirewall` opens its port.
+      '';
+    };
+    cache-dir = {
+      type = "str";
+      default = stateDirectory;
+      description = ''
+        Directory for the NAR files, temp files and the `index.db`. Only one
+        process may hold it: admin commands on the same host talk to the
+        running server instead.
+      '';
+    };
+    upstream = {
+      type = "listOf str";
+      default = [ "https://cache.nixos.org" ];
+      description = ''
+        Upstream caches, in priority order: on a miss the first is asked,
+        the next when it says not-found, errors or takes over 500 ms.
+      '';
+    };
+    trusted-public-key = {
+      type = "listOf str";
+      default = [ "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=" ];
+      description = ''
+        Keys whose signature makes an upstream narinfo acceptable (the
+        upstreams' keys, e.g. your cachix cache's). The proxy does not
+        re-sign unless `secretKeyFile` is set: clients must trust these
+        keys too (the client module's `publicKeys`).
+      '';
+    };
+    pin = {
+      type = "listOf str";
+      default = [ ];
+      description = ''
+        Store paths kept forever with their closures and prefetched at every
+        start, such as a Linux builder's disk image.
+      '';
+    };
+    negative-ttl = {
+      type = "str";
+      default = "1m";
+      description = ''
+        How long "no upstream has this path" is remembered (Go duration,
+        `0` turns it off). Keep it short: a path pushed to cachix should
+        be found soon after.
+      '';
+    };
+    min-free = {
+      type = "str";
+      default = "1GiB";
+      description = ''
+        Free space on the cache's file system below which `/readyz`
+        answers 503 (`500MB`, `10GiB`).
+      '';
+    };
+    log-format = {
+      type = "str";
+      default = "text";
+      description = "`text` or `json`.";
+    };
+  };
+
+  # Secrets: files given by path, never put in the Nix store or argv. On
+  # NixOS they are loaded with systemd's LoadCredential (under the name
+  # given here) and passed to the flag as a path in $CREDENTIALS_DIRECTORY;
+  # on nix-darwin the flag gets the path itself.
+  secrets = {
+    netrcFile = {
+      flag = "netrc-file";
+      credential = "netrc";
+      description = ''
+        netrc file with upstream credentials, read as Nix reads its
+        `netrc-file` (a private cachix cache: `machine mycache.cachix.org
+        password <token>`).
+      '';
+    };
+    adminTokenFile = {
+      flag = "admin-token-file";
+      credential = "admin-token";
+      description = ''
+        File holding the bearer token of the admin API (`/_/`). Without it
+        the admin API answers local requests only.
+      '';
+    };
+    writeTokenFile = {
+      flag = "write-token-file";
+      credential = "write-token";
+      description = ''
+        File holding the token uploads (`nix copy --to http://…`) must
+        carry (at least 16 characters, e.g. `openssl rand -hex 32`).
+        Uploads are off without it.
+      '';
+    };
+    secretKeyFile = {
+      flag = "secret-key-file";
+      credential = "secret-key";
+      description = ''
+        Nix secret signing key (`nix key generate-secret`,
+        `nix-cache-proxy keygen`): every narinfo served is also signed by
+        it, so clients may trust the proxy's key alone.
+      '';
+    };
+  };
+
+  # The settings example shown in the modules' documentation.
+  example = {
+    upstream = [ "https://mycache.cachix.org" "https://cache.nixos.org" ];
+    trusted-public-key = [
+      "mycache.cachix.org-1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+      "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY="
+    ];
+    pin = [ "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-rosetta-builder.img" ];
+    negative-ttl = "30s";
+    metrics-listen = "127.0.0.1:9575";
+    log-format = "json";
+  };
+}

@@ -1,0 +1,52 @@
+{
+  description = "nix-cache-proxy: a LAN binary cache for Nix that pulls from upstream caches once and keeps what it serves";
+
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
+
+  outputs = { self, nixpkgs }:
+    let
+      inherit (nixpkgs) lib;
+      systems = [ "x86_64-linux" "aarch64-linux" "x86_64-darwin" "aarch64-darwin" ];
+      forAllSystems = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+
+      version = self.shortRev or self.dirtyShortRev or "dev";
+      commit = self.rev or self.dirtyRev or "unknown";
+
+      # The package for any nixpkgs (the modules build it with the system's
+      # own pkgs, overlays and cross-compilation included). go.mod asks for
+      # Go 1.26: older nixpkgs default to an older go.
+      packageFor = pkgs:
+        pkgs.callPackage ./deploy/nix/package.nix {
+          inherit version commit;
+          buildGoModule =
+            if lib.versionAtLeast pkgs.go.version "1.26" then pkgs.buildGoModule else pkgs.buildGo126Module;
+        };
+    in
+    {
+      packages = forAllSystems (pkgs: {
+        default = packageFor pkgs;
+        nix-cache-proxy = packageFor pkgs;
+      });
+
+      apps = forAllSystems (pkgs: {
+        default = {
+          type = "app";
+          program = lib.getExe (packageFor pkgs);
+          meta.description = "Run nix-cache-proxy (serve, check-config, version, admin commands)";
+        };
+      });
+
+      overlays.default = final: _prev: { nix-cache-proxy = packageFor final; };
+
+      # services.nix-cache-proxy: the server.
+      nixosModules.default = import ./deploy/nix/nixos.nix { inherit packageFor; };
+      darwinModules.default = import ./deploy/nix/darwin.nix { inherit packageFor; };
+
+      # nix-cache-proxy.client: points Nix at the server (the same module
+      # works on NixOS and nix-darwin).
+      nixosModules.client = ./deploy/nix/client.nix;
+      darwinModules.client = ./deploy/nix/client.nix;
+
+      formatter = forAllSystems (pkgs: pkgs.nixfmt-rfc-style);
+    };
+}
