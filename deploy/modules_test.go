@@ -1,0 +1,102 @@
+package deploy
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"testing"
+)
+
+// TestModuleSettings runs what the NixOS and nix-darwin modules generate
+// and document (deploy/nix/settings.nix) through check-config: every
+// documented settings key with its default, the documented example on top,
+// and every secret flag with a valid file.
+func TestModuleSettings(t *testing.T) {
+	flags := flagNames(t)
+	type option struct {
+		Type        string `json:"type"`
+		Default     any    `json:"default"`
+		Description string `json:"description"`
+	}
+	var opts map[string]option
+	nixEval(t, `(import ./settings.nix).options "/var/lib/nix-cache-proxy"`, &opts)
+	if len(opts) == 0 {
+		t.Fatal("settings.nix documents no options")
+	}
+	defaults := map[string]any{}
+	for _, k := range sortedKeys(opts) {
+		o := opts[k]
+		if !flags[k] || k == "config" {
+			t.Errorf("settings.%s is documented in the modules but is no setting of nix-cache-proxy serve", k)
+		}
+		if o.Description == "" {
+			t.Errorf("settings.%s has no description", k)
+		}
+		defaults[k] = fromJSON(o.Default)
+	}
+	effective := checkConfig(t, "module defaults", nil, "--config", writeTOML(t, defaults))
+	for _, k := range sortedKeys(opts) {
+		_, isList := effective[k].([]any)
+		if wantList := opts[k].Type == "listOf str"; isList != wantList {
+			t.Errorf("settings.%s has type %q, but check-config prints it as %T", k, opts[k].Type, effective[k])
+		}
+	}
+
+	var example map[string]any
+	nixEval(t, `(import ./settings.nix).example`, &example)
+	merged := map[string]any{}
+	for k, v := range defaults {
+		merged[k] = v
+	}
+	for k, v := range fromJSON(example).(map[string]any) {
+		merged[k] = v
+	}
+	config := writeTOML(t, merged)
+	checkConfig(t, "module example settings", nil, "--config", config)
+
+	var secrets map[string]struct {
+		Flag        string `json:"flag"`
+		Credential  string `json:"credential"`
+		Description string `json:"description"`
+	}
+	nixEval(t, `(import ./settings.nix).secrets`, &secrets)
+	args := []string{"--config", config}
+	dir := t.TempDir()
+	for _, name := range sortedKeys(secrets) {
+		s := secrets[name]
+		if !flags[s.Flag] {
+			t.Errorf("secret option %s passes --%s, which nix-cache-proxy serve does not take", name, s.Flag)
+			continue
+		}
+		args = append(args, "--"+s.Flag, sampleSecret(t, dir, s.Flag))
+	}
+	checkConfig(t, "module secrets", nil, args...)
+}
+
+// TestModuleFlagLiterals checks the flags the Nix files spell out
+// literally ("--config") are flags of serve.
+func TestModuleFlagLiterals(t *testing.T) {
+	flags := flagNames(t)
+	files, err := filepath.Glob("nix/*.nix")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no deploy/nix/*.nix: %v", err)
+	}
+	files = append(files, "../flake.nix")
+	lit := regexp.MustCompile(`"--([a-z][a-z0-9-]*)"`)
+	seen := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range lit.FindAllStringSubmatch(string(b), -1) {
+			seen++
+			if !flags[m[1]] {
+				t.Errorf("%s passes --%s, which nix-cache-proxy serve does not take", f, m[1])
+			}
+		}
+	}
+	if seen == 0 {
+		t.Error("no flag literal found in the Nix files: the pattern is stale")
+	}
+}
