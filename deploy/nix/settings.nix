@@ -65,8 +65,28 @@
       type = "str";
       default = "1GiB";
       description = ''
-        Free space on the cache's file system below which `/readyz`
-        answers 503 (`500MB`, `10GiB`).
+        Free space to keep on the cache's file system (`500MB`, `10GiB`):
+        under it the least recently used NARs are evicted, and `/readyz`
+        answers 503 while it cannot be kept.
+      '';
+    };
+    max-size = {
+      type = "str";
+      default = "0";
+      description = ''
+        Bound on the cache's size, NAR files plus index (`200GiB`): past
+        it the least recently used NARs are evicted (pins, their closures
+        and `keep-latest` stay). `0`: no bound but `min-free`.
+      '';
+    };
+    keep-latest = {
+      type = "listOf str";
+      default = [ ];
+      description = ''
+        `GLOB=K` rules: of the cached store paths whose name matches GLOB,
+        the K seen most recently are kept with their closures, like pins
+        (`"*rosetta-builder*=2"` keeps the current builder image and the
+        one before).
       '';
     };
     log-format = {
@@ -127,6 +147,8 @@
     ];
     pin = [ "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-rosetta-builder.img" ];
     negative-ttl = "30s";
+    max-size = "200GiB";
+    keep-latest = [ "*rosetta-builder*=2" ];
     metrics-listen = "127.0.0.1:9575";
     log-format = "json";
   };
