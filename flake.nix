@@ -46,7 +46,5 @@
       # works on NixOS and nix-darwin).
       nixosModules.client = ./deploy/nix/client.nix;
       darwinModules.client = ./deploy/nix/client.nix;
-
-      formatter = forAllSystems (pkgs: pkgs.nixfmt-rfc-style);
     };
 }

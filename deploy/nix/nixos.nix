@@ -24,7 +24,7 @@ in
       serviceConfig = {
         # %d is $CREDENTIALS_DIRECTORY: the secrets are readable by this
         # service only, and their paths, not their contents, are in argv.
-        ExecStart = lib.escapeShellArgs ([ (lib.getExe cfg.package) "serve" "--config" (common.configFile cfg) ]
+        ExecStart = lib.escapeShellArgs ([ (lib.getExe cfg.package) "serve" "--config" "${common.configFile cfg}" ]
           ++ common.secretFlags cfg (_: s: _: "%d/${s.credential}"));
         LoadCredential = lib.concatLists (lib.mapAttrsToList (name: s:
           lib.optional (cfg.${name} != null) "${s.credential}:${cfg.${name}}") common.secrets);
