@@ -16,7 +16,8 @@ type Netrc struct {
 }
 
 type netrcEntry struct {
-	host     string // empty for the default entry
+	host     string
+	isDef    bool // the "default" entry; host is then empty
 	login    string
 	password string
 }
@@ -71,12 +72,12 @@ func ParseNetrc(r io.Reader) (*Netrc, error) {
 		return nil, fmt.Errorf("upstream: netrc: %w", err)
 	}
 	n := &Netrc{}
-	lx := &netrcLexer{s: string(data)}
+	lx := &netrcLexer{s: string(data), line: 1}
 	var cur *netrcEntry // nil until the first machine or default
 	finish := func() {
 		switch {
 		case cur == nil:
-		case cur.host == "":
+		case cur.isDef:
 			if n.def == nil {
 				n.def = cur
 			}
@@ -95,7 +96,9 @@ func ParseNetrc(r io.Reader) (*Netrc, error) {
 		switch tok {
 		case "machine", "default":
 			finish()
-			cur = &netrcEntry{}
+			// `machine ""` names no host: it must not become the
+			// default, whose credentials go to every host.
+			cur = &netrcEntry{isDef: tok == "default"}
 			if tok == "machine" {
 				if cur.host, err = lx.value(tok); err != nil {
 					return nil, err

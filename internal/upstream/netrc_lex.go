@@ -8,9 +8,10 @@ import (
 // netrcLexer splits netrc text into tokens. It is line-aware only where the
 // format is: comments end at a newline, macdef bodies at a blank line.
 type netrcLexer struct {
-	s    string
-	pos  int
-	line int // 1-based line of the last token, for messages
+	s       string
+	pos     int
+	line    int // 1-based line of the last token, for messages; start at 1
+	counted int // s[:counted] has been counted into line
 }
 
 func isSpace(b byte) bool {
@@ -30,7 +31,10 @@ func (l *netrcLexer) next() (tok string, ok bool, err error) {
 				l.pos = len(l.s)
 			}
 		default:
-			l.line = 1 + strings.Count(l.s[:l.pos], "\n")
+			// Count only what is new since the last token: counting from
+			// the start each time is quadratic in the file's size.
+			l.line += strings.Count(l.s[l.counted:l.pos], "\n")
+			l.counted = l.pos
 			if b == '"' {
 				tok, err = l.quoted()
 				return tok, err == nil, err
