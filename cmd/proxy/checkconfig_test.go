@@ -54,6 +54,8 @@ pin = ["/nix/store/0123456789abcdfghijklmnpqrsvwxyz-builder.img"]
 		{"bad log format", []string{"--log-format", "xml"}, 1, []string{"--log-format"}},
 		{"bad pin", []string{"--pin", "/nix/store/short-x"}, 1, []string{"--pin"}},
 		{"negative duration", []string{"--negative-ttl", "-1m"}, 1, []string{"--negative-ttl"}},
+		{"negative max connections", []string{"--max-connections", "-1"}, 1, []string{"--max-connections"}},
+		{"negative write stall", []string{"--write-stall-timeout", "-1s"}, 1, []string{"--write-stall-timeout"}},
 		{"missing netrc", []string{"--netrc-file", "/nonexistent/netrc"}, 1, []string{"--netrc-file"}},
 		{"missing token file", []string{"--admin-token-file", "/nonexistent/token"}, 1, []string{"--admin-token-file"}},
 		{"empty token file", []string{"--admin-token-file", writeFile(t, "empty", "\n")}, 1, []string{"--admin-token-file"}},

@@ -84,6 +84,7 @@ func (cfg *serveConfig) check() error {
 	}{
 		{"--negative-ttl", cfg.negativeTTL}, {"--upstream-timeout", cfg.upstreamTimeout},
 		{"--shutdown-timeout", cfg.shutdownTimeout}, {"--miss-recheck", cfg.missRecheck}, {"--miss-recheck-max", cfg.missRecheckMax},
+		{"--write-stall-timeout", cfg.writeStallTimeout},
 	} {
 		if d.v < 0 {
 			return fmt.Errorf("%s %s: negative", d.flag, d.v)
@@ -95,6 +96,7 @@ func (cfg *serveConfig) check() error {
 	}{
 		{"--priority", int64(cfg.priority)}, {"--miss-log-max", int64(cfg.missLogMax)},
 		{"--prefetch-concurrency", int64(cfg.prefetchConcurrency)}, {"--min-free", cfg.minFree}, {"--max-size", cfg.maxSize},
+		{"--max-connections", int64(cfg.maxConnections)},
 	} {
 		if n.v < 0 {
 			return fmt.Errorf("%s %d: negative", n.flag, n.v)

@@ -56,7 +56,7 @@ type config struct {
 // proxy is the real server.New handler over a real store and cache, on
 // httptest, asking fake upstreams.
 type proxy struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	store   *store.Store
 	cache   *cache.Cache
@@ -66,7 +66,7 @@ type proxy struct {
 	stopped bool
 }
 
-func newProxy(t *testing.T, cfg config) *proxy {
+func newProxy(t testing.TB, cfg config) *proxy {
 	t.Helper()
 	if cfg.dir == "" {
 		cfg.dir = t.TempDir()
