@@ -112,7 +112,8 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any) err
 	if err != nil {
 		return err
 	}
-	if in != nil {
+	if in != nil || (method != http.MethodGet && method != http.MethodHead) {
+		// The server refuses writes of any other type (see guard).
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if c.token != "" {
