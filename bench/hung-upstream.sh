@@ -99,5 +99,9 @@ awk '$2 > max {max = $2} END {printf "slowest: %.3f s\n", max}' "$work/present"
 
 echo "== breaker metrics"
 curl -fs "$px/metrics" | grep -E '^nix_cache_proxy_upstream_breaker'
+echo "== status page (JSON): each upstream's health and breaker"
+curl -fs "$px/?format=json" | python3 -c 'import json, sys
+for u in json.load(sys.stdin)["upstreams"]: print(u["name"], u["health"], u["breaker"])'
+curl -fs "$px/" | grep -o '<span class="badge [a-z]*"[^>]*>[a-z]*</span>' | sed 's/ title="[^"]*"//' | sort | uniq -c
 echo "== the last absent lookup's reason"
 curl -s -D - -o /dev/null "$px/$(tail -1 "$work/hashes").narinfo" | grep -i '^x-nix-cache-proxy-error' || true
