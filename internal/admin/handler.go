@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -49,10 +50,27 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such admin endpoint: "+r.Method+" "+r.URL.Path)
 	})
-	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusMethodNotAllowed, "method not allowed: "+r.Method+" "+r.URL.Path)
+	r.MethodNotAllowed(func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Allow", allowed(r, req))
+		writeError(w, http.StatusMethodNotAllowed, "method not allowed: "+req.Method+" "+req.URL.Path)
 	})
 	return r
+}
+
+// allowed is the Allow header a 405 must carry (RFC 9110): the methods
+// routes has for req's path. chi tells only its own 405 handler, so ask.
+func allowed(routes chi.Routes, req *http.Request) string {
+	path := req.URL.Path
+	if rc := chi.RouteContext(req.Context()); rc != nil && rc.RoutePath != "" {
+		path = rc.RoutePath // below the mount point
+	}
+	var out []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+		if routes.Match(chi.NewRouteContext(), m, path) {
+			out = append(out, m)
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 type handler struct {

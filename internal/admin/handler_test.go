@@ -131,3 +131,21 @@ func TestEmptyListsAreArrays(t *testing.T) {
 		}
 	}
 }
+
+// TestMethodNotAllowed: a 405 from the admin API says which methods the
+// endpoint takes, in the Allow header RFC 9110 requires of it.
+func TestMethodNotAllowed(t *testing.T) {
+	e := newEnv(t, "")
+	tests := []struct{ method, path, allow string }{
+		{http.MethodDelete, "/_/misses", "GET"},
+		{http.MethodGet, "/_/check", "POST"},
+		{http.MethodPut, "/_/pins", "GET, POST, DELETE"},
+		{http.MethodDelete, "/_/prefetch/x", "GET"},
+	}
+	for _, tt := range tests {
+		w := e.do(tt.method, tt.path, "{}", "127.0.0.1:1234", "")
+		if w.Code != http.StatusMethodNotAllowed || w.Header().Get("Allow") != tt.allow {
+			t.Errorf("%s %s: %d, Allow %q; want 405, Allow %q", tt.method, tt.path, w.Code, w.Header().Get("Allow"), tt.allow)
+		}
+	}
+}
