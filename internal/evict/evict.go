@@ -31,7 +31,9 @@ type Store interface {
 	Stats(ctx context.Context) (store.Stats, error)
 	IndexSize() int64
 	Disk() (free, total uint64, err error)
-	WalkNARs(ctx context.Context, fn func(*store.NARUse) error) error
+	WalkNARs(ctx context.Context, withSource bool, fn func(*store.NARUse) error) error
+	Refillable(ctx context.Context, names []string) (map[string]bool, error)
+	WalkSources(ctx context.Context, match func(storePath string) bool, fn func(name string, src store.NARSource) error) error
 	FlushAccess(ctx context.Context) error
 	EvictNARs(ctx context.Context, names []string) (int64, error)
 	Pins(ctx context.Context) ([]store.Pin, error)
@@ -49,7 +51,8 @@ type Config struct {
 	// Interval is how often the bound is checked; default 10s. Reservations
 	// and write failures check it at once.
 	Interval time.Duration
-	// Batch is how many files one index transaction evicts; default 256.
+	// Batch is how many files one index transaction evicts; default 2048
+	// (each transaction ends in an fsync).
 	Batch   int
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
@@ -90,7 +93,7 @@ func New(st Store, cfg Config) *Evictor {
 		cfg.Interval = 10 * time.Second
 	}
 	if cfg.Batch <= 0 {
-		cfg.Batch = 256
+		cfg.Batch = 2048
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -47,7 +47,8 @@ type tpath struct {
 	refs   []int
 	upload bool // no upstream: never evicted
 	seen   time.Duration
-	narOf  int // share the NAR of another path id; 0: its own
+	narOf  int  // share the NAR of another path id; 0: its own
+	noNAR  bool // narinfo only: the NAR is not on disk (yet)
 }
 
 func hashOf(id int) string { return fmt.Sprintf("%032d", id) }
@@ -81,7 +82,7 @@ func (d *diskStore) add(t *testing.T, p tpath) {
 	if err := d.PutNarInfo(ctx, hashOf(p.id), []byte(text), narOf(narID), src); err != nil {
 		t.Fatal(err)
 	}
-	if p.narOf != 0 {
+	if p.narOf != 0 || p.noNAR {
 		return
 	}
 	w, err := d.CreateNAR(ctx, narOf(narID))
@@ -390,5 +391,25 @@ func TestReserveNothingEvictable(t *testing.T) {
 	}
 	if u, _ := e.usage(ctx); u.Reserved != 0 {
 		t.Errorf("a refused reservation still counts: %d", u.Reserved)
+	}
+}
+
+// TestKeepLatestCountsNewVariantBeforeItsNAR: a new variant is kept from
+// the moment its narinfo is asked for, so the room its download reserves
+// can come from the variant it supersedes.
+func TestKeepLatestCountsNewVariantBeforeItsNAR(t *testing.T) {
+	d := newDiskStore(t)
+	d.add(t, tpath{id: 10, name: "img-a", size: kb, seen: 0})
+	d.add(t, tpath{id: 20, name: "img-b", size: kb, seen: time.Hour, noNAR: true})
+	e := New(d, Config{KeepLatest: []Rule{{Glob: "img-*", Keep: 1}}, MaxSize: boundFor(d, kb/2)})
+	rep, err := e.Pass(context.Background(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := evictedNames(rep); !slices.Equal(got, names(10)) {
+		t.Errorf("chose %v, want the superseded %v", got, names(10))
+	}
+	if len(rep.Kept) != 1 || rep.Kept[0].Hash != hashOf(20) {
+		t.Errorf("kept %+v, want the new variant", rep.Kept)
 	}
 }

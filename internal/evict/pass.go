@@ -1,6 +1,7 @@
 package evict
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -97,13 +98,12 @@ func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, err
 	if u.NeedSize <= 0 && u.NeedSpace <= 0 && !retention {
 		return rep, nil
 	}
-	var cands []candidate
 	variants := newVariants(e.cfg.KeepLatest)
-	err = e.st.WalkNARs(ctx, func(n *store.NARUse) error {
-		variants.add(n)
-		if !n.Refillable {
-			return nil // no other copy: never dropped
-		}
+	if err := variants.collect(ctx, e.st); err != nil {
+		return rep, err
+	}
+	var cands []candidate
+	err = e.st.WalkNARs(ctx, false, func(n *store.NARUse) error {
 		cands = append(cands, candidate{name: n.Name, size: n.Size, access: n.Access.UnixNano()})
 		return nil
 	})
@@ -120,13 +120,19 @@ func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, err
 	var chosen []Evicted
 	taken := map[string]bool{}
 	if retention {
-		for _, name := range variants.superseded() {
-			if keep[name] || taken[name] {
-				continue
-			}
-			i := slices.IndexFunc(cands, func(c candidate) bool { return c.name == name })
-			if i < 0 {
-				continue // not refillable
+		byName := make(map[string]int, len(cands))
+		for i, c := range cands {
+			byName[c.name] = i
+		}
+		superseded := variants.superseded()
+		refill, err := e.st.Refillable(ctx, superseded)
+		if err != nil {
+			return rep, err
+		}
+		for _, name := range superseded {
+			i, ok := byName[name]
+			if !ok || !refill[name] || keep[name] || taken[name] {
+				continue // not on disk, not refillable, or kept through another rule
 			}
 			c := cands[i]
 			taken[name] = true
@@ -140,21 +146,38 @@ func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, err
 	}
 	need := max(u.NeedSize, u.NeedSpace)
 	if freed < need {
-		slices.SortFunc(cands, func(a, b candidate) int { return int(max(-1, min(1, a.access-b.access))) })
-		for _, c := range cands {
-			if freed >= need {
-				break
+		slices.SortFunc(cands, func(a, b candidate) int { return cmp.Compare(a.access, b.access) })
+		// Least recently served first, a chunk at a time: the chunk's
+		// refillability is read in one transaction (a NAR with no upstream
+		// is never dropped).
+		const chunk = 1024
+		for lo := 0; lo < len(cands) && freed < need; lo += chunk {
+			part := cands[lo:min(lo+chunk, len(cands))]
+			names := make([]string, 0, len(part))
+			for _, c := range part {
+				if !keep[c.name] && !taken[c.name] {
+					names = append(names, c.name)
+				}
 			}
-			if keep[c.name] || taken[c.name] {
-				rep.Skipped++
-				continue
+			refill, err := e.st.Refillable(ctx, names)
+			if err != nil {
+				return rep, err
 			}
-			reason := ReasonSize
-			if freed >= u.NeedSize {
-				reason = ReasonFreeSpace
+			for _, c := range part {
+				if freed >= need {
+					break
+				}
+				if keep[c.name] || taken[c.name] || !refill[c.name] {
+					rep.Skipped++
+					continue
+				}
+				reason := ReasonSize
+				if freed >= u.NeedSize {
+					reason = ReasonFreeSpace
+				}
+				chosen = append(chosen, Evicted{NAR: c.name, Bytes: c.size, Access: time.Unix(0, c.access).UTC(), Reason: reason})
+				freed += c.size
 			}
-			chosen = append(chosen, Evicted{NAR: c.name, Bytes: c.size, Access: time.Unix(0, c.access).UTC(), Reason: reason})
-			freed += c.size
 		}
 	}
 	cands = nil

@@ -62,19 +62,54 @@ func newVariants(rules []Rule) *variants {
 	return &variants{rules: rules, found: make([][]Variant, len(rules))}
 }
 
-func (v *variants) add(n *store.NARUse) {
-	if len(v.rules) == 0 || len(n.StorePath) < len(narinfo.StoreDir)+1+32+1 {
-		return
+// match reports whether any rule matches storePath's name.
+func (v *variants) match(storePath string) bool {
+	name, ok := pathName(storePath)
+	if !ok {
+		return false
 	}
-	name := n.StorePath[len(narinfo.StoreDir)+1+33:]
-	for i, r := range v.rules {
+	for _, r := range v.rules {
 		if ok, _ := path.Match(r.Glob, name); ok {
-			v.found[i] = append(v.found[i], Variant{Rule: r.String(), Hash: n.Hash, StorePath: n.StorePath, NAR: n.Name, Seen: n.Seen})
+			return true
 		}
 	}
+	return false
 }
 
-// decide marks the Keep newest of each rule kept, once.
+// pathName is a store path's name, after "<hash>-".
+func pathName(storePath string) (string, bool) {
+	const prefix = len(narinfo.StoreDir) + 1 + 33
+	if len(storePath) <= prefix {
+		return "", false
+	}
+	return storePath[prefix:], true
+}
+
+func (v *variants) add(nar string, src store.NARSource) error {
+	name, _ := pathName(src.StorePath)
+	for i, r := range v.rules {
+		if ok, _ := path.Match(r.Glob, name); ok {
+			v.found[i] = append(v.found[i], Variant{Rule: r.String(), Hash: src.Hash, StorePath: src.StorePath, NAR: nar, Seen: src.Seen})
+		}
+	}
+	return nil
+}
+
+// collect finds every known store path the rules match: every narinfo
+// the cache holds, its NAR on disk or not, so the newest variant is kept
+// from the moment it is first asked for.
+func (v *variants) collect(ctx context.Context, st Store) error {
+	if len(v.rules) == 0 {
+		return nil
+	}
+	if err := st.WalkSources(ctx, v.match, v.add); err != nil {
+		return fmt.Errorf("walk NAR sources: %w", err)
+	}
+	v.decide()
+	return nil
+}
+
+// decide marks the Keep newest of each rule kept.
 func (v *variants) decide() {
 	for i, r := range v.rules {
 		f := v.found[i]
@@ -128,7 +163,6 @@ func (v *variants) paths() map[string]string {
 // protected returns the NAR names that must stay: those of the pinned
 // paths, the kept variants, and everything in their closures.
 func (e *Evictor) protected(ctx context.Context, v *variants) (map[string]bool, error) {
-	v.decide()
 	pins, err := e.st.Pins(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("pins: %w", err)
@@ -196,10 +230,9 @@ func (e *Evictor) Kept(ctx context.Context) ([]Variant, error) {
 		return e.kept, nil
 	}
 	v := newVariants(e.cfg.KeepLatest)
-	if err := e.st.WalkNARs(ctx, func(n *store.NARUse) error { v.add(n); return nil }); err != nil {
+	if err := v.collect(ctx, e.st); err != nil {
 		return nil, err
 	}
-	v.decide()
 	e.kept, e.keptAt = v.kept(), time.Now()
 	return e.kept, nil
 }

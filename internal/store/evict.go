@@ -1,12 +1,14 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"time"
+	"unsafe"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -30,10 +32,12 @@ type NARUse struct {
 }
 
 // WalkNARs calls fn for every NAR file in the index, with the accesses
-// not yet flushed applied. The NARUse is reused between calls: fn copies
-// what it keeps. It reads in one transaction: a pass over 200,000 files
-// holds it for a fraction of a second, and readers never wait on it.
-func (s *Store) WalkNARs(ctx context.Context, fn func(*NARUse) error) error {
+// not yet flushed applied. With withSource it also reads each NAR's source
+// row (Hash, StorePath, Seen, Refillable), which doubles the cost; without,
+// those are zero and Refillable is false: ask Refillable for the few files
+// chosen. The NARUse is reused between calls: fn copies what it keeps. It
+// reads in one transaction, and readers never wait on it.
+func (s *Store) WalkNARs(ctx context.Context, withSource bool, fn func(*NARUse) error) error {
 	return s.db.View(func(tx *bolt.Tx) error {
 		srcs := tx.Bucket(bucketNARSource)
 		var u NARUse
@@ -57,6 +61,9 @@ func (s *Store) WalkNARs(ctx context.Context, fn func(*NARUse) error) error {
 			if t, ok := s.access.get(u.Name); ok {
 				u.Access = t
 			}
+			if !withSource {
+				return fn(&u)
+			}
 			if sv := srcs.Get(k); sv != nil {
 				src = NARSource{}
 				if err := json.Unmarshal(sv, &src); err != nil {
@@ -72,6 +79,65 @@ func (s *Store) WalkNARs(ctx context.Context, fn func(*NARUse) error) error {
 			return fn(&u)
 		})
 	})
+}
+
+// WalkSources calls fn for every NAR source row whose store path match
+// accepts, with the NAR's name: the narinfos the cache holds, whether or
+// not their NAR is on disk. match sees each row's store path cut out of
+// the row without decoding it, so a walk over a million rows that match
+// little is cheap.
+func (s *Store) WalkSources(ctx context.Context, match func(storePath string) bool, fn func(name string, src NARSource) error) error {
+	key := []byte(`"store_path":"`)
+	return s.db.View(func(tx *bolt.Tx) error {
+		n := 0
+		return tx.Bucket(bucketNARSource).ForEach(func(k, v []byte) error {
+			if n++; n%4096 == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			i := bytes.Index(v, key)
+			if i < 0 {
+				return nil
+			}
+			rest := v[i+len(key):]
+			j := bytes.IndexByte(rest, '"')
+			if j < 0 || !match(unsafeString(rest[:j])) {
+				return nil
+			}
+			var src NARSource
+			if err := json.Unmarshal(v, &src); err != nil {
+				return fmt.Errorf("decode NAR source %s: %w", k, err)
+			}
+			return fn(string(k), src)
+		})
+	})
+}
+
+// unsafeString views b as a string for a call that does not keep it.
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// Refillable reports, for each name, whether its NAR can be fetched again
+// once evicted (NARSource.Refillable); a NAR with no source row cannot.
+func (s *Store) Refillable(ctx context.Context, names []string) (map[string]bool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	out := make(map[string]bool, len(names))
+	err := s.db.View(func(tx *bolt.Tx) error {
+		srcs := tx.Bucket(bucketNARSource)
+		for _, name := range names {
+			var src NARSource
+			if v := srcs.Get([]byte(name)); v != nil {
+				if err := json.Unmarshal(v, &src); err != nil {
+					return fmt.Errorf("decode NAR source %s: %w", name, err)
+				}
+				out[name] = src.Refillable()
+			}
+		}
+		return nil
+	})
+	return out, err
 }
 
 // FlushAccess writes the accesses recorded in memory into the index, in

@@ -1,0 +1,305 @@
+//go:build scale
+
+// The scale benchmark: a synthetic index of 1,000,000 narinfos and 200,000
+// NAR files, as a LAN cache has after years. It is behind the "scale" build
+// tag (building the index takes a minute): see BENCHMARKS.md.
+//
+//	go test -tags scale -run '^$' -bench Scale -benchtime 1x -timeout 30m ./internal/evict
+package evict
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	bolt "go.etcd.io/bbolt"
+)
+
+const (
+	scaleNarInfos = 1_000_000
+	scaleNARs     = 200_000
+	// 200,000 x 400 KiB = 76 GiB of NARs: a bound 10 GiB under that is
+	// still above the 90 % low watermark, so one pass frees 10 GiB.
+	scaleNARSize = 400 << 10
+)
+
+var (
+	scaleOnce sync.Once
+	scaleDir  string
+)
+
+// scaleIndex writes the synthetic index straight with bbolt, in large
+// transactions (PutNarInfo's one transaction per narinfo would take an
+// hour), in the rows' own formats. No NAR file exists on disk: eviction
+// reads the index, and removing a file that is not there is the same
+// unlink(2) call. It is built once per process, in a temp dir.
+func scaleIndex(b *testing.B) string {
+	scaleOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "evict-scale-")
+		if err != nil {
+			b.Fatal(err)
+		}
+		scaleDir = dir
+		db, err := bolt.Open(filepath.Join(dir, "index.db"), 0o644, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer db.Close()
+		db.NoSync = true
+		start := time.Now()
+		stored := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+		text := []byte(strings.Repeat("x", 500)) // a narinfo's typical size
+		const batch = 20000
+		for lo := 0; lo < scaleNarInfos; lo += batch {
+			err := db.Update(func(tx *bolt.Tx) error {
+				ni, _ := tx.CreateBucketIfNotExists([]byte("narinfo"))
+				srcs, _ := tx.CreateBucketIfNotExists([]byte("narsrc"))
+				nars, _ := tx.CreateBucketIfNotExists([]byte("nar"))
+				for i := lo; i < lo+batch; i++ {
+					hash, nar := fmt.Sprintf("%032d", i), fmt.Sprintf("%052d.nar.xz", i)
+					if err := ni.Put([]byte(hash), text); err != nil {
+						return err
+					}
+					src, _ := json.Marshal(store.NARSource{Hash: hash, StorePath: "/nix/store/" + hash + "-pkg-" + strconv.Itoa(i),
+						Upstream: "https://cache.nixos.org", URL: "https://cache.nixos.org/nar/" + nar, Size: scaleNARSize,
+						SHA256: make([]byte, 32), Seen: stored})
+					if err := srcs.Put([]byte(nar), src); err != nil {
+						return err
+					}
+					if i < scaleNARs {
+						at := stored.Add(time.Duration(i*7919%scaleNARs) * time.Second) // shuffled ages
+						row := `{"size":` + strconv.Itoa(scaleNARSize) + `,"stored":"` + stored.Format(time.RFC3339Nano) +
+							`","access":"` + at.Format(time.RFC3339Nano) + `"}`
+						if err := nars.Put([]byte(nar), []byte(row)); err != nil {
+							return err
+						}
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := db.Sync(); err != nil {
+			b.Fatal(err)
+		}
+		st, _ := os.Stat(filepath.Join(dir, "index.db"))
+		b.Logf("built index: %d narinfos, %d NAR rows, %d MiB, in %s", scaleNarInfos, scaleNARs, st.Size()>>20, time.Since(start).Round(time.Second))
+	})
+	return scaleDir
+}
+
+// copyIndex gives a benchmark its own copy, so eviction in one does not
+// change what the next one sees.
+func copyIndex(b *testing.B) string {
+	src := scaleIndex(b)
+	dst := b.TempDir()
+	in, err := os.Open(filepath.Join(src, "index.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(filepath.Join(dst, "index.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer out.Close()
+	if _, err := io.Copy(out, in); err != nil {
+		b.Fatal(err)
+	}
+	// On disk before anything is timed: the first fsync of the index must
+	// not be the one that writes the whole copy out.
+	if err := out.Sync(); err != nil {
+		b.Fatal(err)
+	}
+	return dst
+}
+
+// procStatus reads fields (in kB) of /proc/self/status, in bytes.
+func procStatus(field string) int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return -1
+}
+
+// rssSampler samples the process's anonymous RSS (the heap, what the pass
+// itself holds) and its total RSS (plus the index's mmapped pages, which
+// the kernel can drop at will) every 5 ms until stopped, and returns the
+// peaks above what they were at the start.
+func rssSampler() (stop func() (anon, total int64)) {
+	baseAnon, baseTotal := procStatus("RssAnon"), procStatus("VmRSS")
+	var peakAnon, peakTotal atomic.Int64
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if a := procStatus("RssAnon"); a > peakAnon.Load() {
+				peakAnon.Store(a)
+			}
+			if v := procStatus("VmRSS"); v > peakTotal.Load() {
+				peakTotal.Store(v)
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() (int64, int64) {
+		close(done)
+		<-finished
+		return peakAnon.Load() - baseAnon, peakTotal.Load() - baseTotal
+	}
+}
+
+func BenchmarkScaleOpen(b *testing.B) {
+	dir := copyIndex(b)
+	for b.Loop() {
+		st, err := store.Open(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		st.Close()
+	}
+}
+
+// BenchmarkScalePass is one eviction pass choosing 10 GiB of 195 GiB to
+// free, over the whole index.
+func BenchmarkScalePass(b *testing.B) {
+	var took time.Duration
+	var freed, anon, total, alloc int64
+	for b.Loop() {
+		b.StopTimer()
+		dir := copyIndex(b)
+		st, err := store.Open(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		s, _ := st.Stats(context.Background())
+		// The bound whose low watermark is 10 GiB under today's size.
+		max := (s.NARBytes + st.IndexSize() - 10<<30) / 9 * 10
+		e := New(st, Config{MaxSize: max})
+		debug.FreeOSMemory()
+		var before runtime.MemStats
+		runtime.ReadMemStats(&before)
+		stop := rssSampler()
+		b.StartTimer()
+		start := time.Now()
+		rep, err := e.Pass(context.Background(), false)
+		took = time.Since(start)
+		b.StopTimer()
+		if err != nil {
+			b.Fatal(err)
+		}
+		var after runtime.MemStats
+		runtime.ReadMemStats(&after)
+		anon, total = stop()
+		alloc = int64(after.TotalAlloc - before.TotalAlloc)
+		freed = rep.Reasons[0].Bytes
+		st.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(took.Seconds(), "s/pass")
+	b.ReportMetric(float64(freed)/(1<<30), "GiB-freed")
+	b.ReportMetric(float64(anon)/(1<<20), "MiB-peak-anon-RSS")
+	b.ReportMetric(float64(total)/(1<<20), "MiB-peak-RSS")
+	b.ReportMetric(float64(alloc)/(1<<20), "MiB-allocated")
+}
+
+// BenchmarkScaleHitsDuringEviction measures narinfo hits per second from
+// as many goroutines as Ps, alone and while eviction passes (dry runs: the
+// same walk and choice, repeatable) run back to back.
+func BenchmarkScaleHitsDuringEviction(b *testing.B) {
+	dir := copyIndex(b)
+	st, err := store.Open(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	s, _ := st.Stats(context.Background())
+	e := New(st, Config{MaxSize: (s.NARBytes + st.IndexSize() - 10<<30) / 9 * 10})
+	hashes := make([]string, 4096)
+	for i := range hashes {
+		hashes[i] = fmt.Sprintf("%032d", i*241)
+	}
+	ctx := context.Background()
+	hits := func(d time.Duration) float64 {
+		var n atomic.Int64
+		var wg sync.WaitGroup
+		stop := time.Now().Add(d)
+		for p := range runtime.GOMAXPROCS(0) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				i, k := p*1000, int64(0)
+				for time.Now().Before(stop) {
+					for range 256 {
+						if _, err := st.NarInfo(ctx, hashes[i%len(hashes)]); err != nil {
+							panic(err)
+						}
+						i++
+						k++
+					}
+				}
+				n.Add(k)
+			}()
+		}
+		wg.Wait()
+		return float64(n.Load()) / d.Seconds()
+	}
+	hits(time.Second) // warm the hot set
+	var alone, during float64
+	passes := 0
+	for b.Loop() {
+		alone = hits(5 * time.Second)
+		done := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if _, err := e.Pass(ctx, true); err != nil {
+					panic(err)
+				}
+				passes++
+			}
+		}()
+		during = hits(5 * time.Second)
+		close(done)
+		wg.Wait()
+	}
+	b.ReportMetric(alone, "hits/s-alone")
+	b.ReportMetric(during, "hits/s-during")
+	b.ReportMetric(during/alone, "ratio")
+	b.ReportMetric(float64(passes), "passes")
+}
