@@ -54,6 +54,8 @@ type Options struct {
 	NegativeTTL time.Duration
 	// FetchTimeout bounds one whole NAR download; default 6h.
 	FetchTimeout time.Duration
+	// Fetch tunes how NARs come from the upstreams.
+	Fetch FetchOptions
 	// Misses records what was not answered from the store; may be nil.
 	Misses MissRecorder
 	// Room is the disk bound; nil keeps every NAR.
@@ -61,6 +63,39 @@ type Options struct {
 	// Metrics, if nil, are kept but not exported.
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
+}
+
+// FetchOptions tune NAR downloads. Zero values mean defaults.
+type FetchOptions struct {
+	// Connections is how many ranged connections fetch one NAR of at least
+	// Threshold bytes at once, from an upstream that accepts ranges
+	// (--fetch-connections); default 4, 1 for one stream.
+	Connections int
+	// Threshold is the size from which a NAR is fetched in segments;
+	// default 64 MiB.
+	Threshold int64
+	// Retries is how many times in a row a broken or stalled connection is
+	// resumed from where it stopped without landing a byte; default 5.
+	Retries int
+	// Backoff is the wait before the first resume, doubled for each next
+	// one up to 30s; default 1s.
+	Backoff time.Duration
+}
+
+func (o FetchOptions) withDefaults() FetchOptions {
+	if o.Connections <= 0 {
+		o.Connections = 4
+	}
+	if o.Threshold <= 0 {
+		o.Threshold = 64 << 20
+	}
+	if o.Retries <= 0 {
+		o.Retries = 5
+	}
+	if o.Backoff <= 0 {
+		o.Backoff = time.Second
+	}
+	return o
 }
 
 // MissRecorder is told about every lookup not answered from the store and
@@ -98,6 +133,7 @@ type Cache struct {
 	verify    bool
 	secretKey *narinfo.SecretKey
 	fetchTTL  time.Duration
+	fetch     FetchOptions
 	log       *slog.Logger
 	negative  *negativeCache
 	misses    MissRecorder
@@ -154,6 +190,7 @@ func New(opts Options) (*Cache, error) {
 		verify:    !opts.SkipVerify,
 		secretKey: opts.SecretKey,
 		fetchTTL:  opts.FetchTimeout,
+		fetch:     opts.Fetch.withDefaults(),
 		log:       opts.Logger,
 		negative:  newNegativeCache(opts.NegativeTTL),
 		misses:    opts.Misses,

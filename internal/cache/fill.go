@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"time"
 
@@ -88,14 +87,15 @@ func (c *Cache) fetchToStore(ctx context.Context, fl *flight, src store.NARSourc
 	var kept bool
 	var writeErr error
 	defer func() { release(kept, writeErr) }()
-	body, size, err := client.NAR(ctx, loc)
+	first, err := client.FetchNAR(ctx, loc, 0, -1)
 	if errors.Is(err, upstream.ErrNotFound) {
 		return 0, fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
 	if err != nil {
 		return 0, err
 	}
-	defer body.Close()
+	defer first.Body.Close() // the fetch closes it too: Close twice is harmless
+	size := first.Size
 	if src.Size > 0 {
 		if size >= 0 && size != src.Size {
 			return 0, verifyFailed("size", "upstream sends %d bytes, FileSize is %d", size, src.Size)
@@ -109,45 +109,57 @@ func (c *Cache) fetchToStore(ctx context.Context, fl *flight, src store.NARSourc
 		return 0, fmt.Errorf("%w: %w", errNotKept, err)
 	}
 	defer wr.Cancel()
+	readBack, err := wr.OpenPartial()
+	if err != nil {
+		writeErr = err
+		c.metrics.NARNotKept.WithLabelValues("disk-error").Inc()
+		return 0, fmt.Errorf("%w: %w", errNotKept, err)
+	}
+	defer readBack.Close()
 	fl.start(wr, size)
 
 	check := newNARCheck(src)
 	if check != nil {
 		defer check.result() // after h.stop below: no more writes
 	}
-	h := newHasher(check)
+	h := newPrefixHash(readBack, check)
 	defer h.stop()
-	var n int64
-	for {
-		buf := h.buffer()
-		k, rerr := body.Read(buf)
-		if k > 0 {
-			if size >= 0 && n+int64(k) > size {
-				return n, verifyFailed("size", "upstream sent more than %d bytes", size)
-			}
-			if _, err := wr.Write(buf[:k]); err != nil {
-				// ENOSPC, EIO: the clients that have bytes already are cut
-				// cleanly, the others stream it from the upstream; nothing
-				// of it is indexed (the deferred Cancel).
-				writeErr = err
-				c.metrics.NARNotKept.WithLabelValues("disk-error").Inc()
-				return n, fmt.Errorf("%w: write: %w", errNotKept, err)
-			}
-			h.write(buf[:k])
-			n += int64(k)
-			fl.progress(int64(k))
-		} else {
-			h.release(buf)
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			return n, rerr
-		}
+	f := &rangeFetch{
+		client: client, orig: loc, final: first.URL, size: size, out: wr,
+		backoff: c.fetch.Backoff,
+		segs: []*segment{{end: size, state: segLive}},
+		grew: func(p int64) {
+			fl.progress(p - h.target.Load())
+			h.grow(p)
+		},
 	}
-	sum := h.sum()
-	if err := verifyNAR(src, size, n, sum, check); err != nil {
+	if first.Ranges {
+		// Resume only from an upstream that says it takes ranges: asking
+		// another would fetch the whole NAR again.
+		f.retries = c.fetch.Retries
+	}
+	if n := c.fetch.Connections; size >= c.fetch.Threshold && n > 1 && first.Ranges && wr.RandomAccess() {
+		f.segs = split(size, n)
+	}
+	err = f.run(ctx, first)
+	n := f.Fetched()
+	var wf *writeFailed
+	if errors.As(err, &wf) {
+		// ENOSPC, EIO: the clients that have bytes already are cut
+		// cleanly, the others stream it from the upstream; nothing of it
+		// is indexed (the deferred Cancel).
+		writeErr = wf.err
+		c.metrics.NARNotKept.WithLabelValues("disk-error").Inc()
+		return n, fmt.Errorf("%w: %w", errNotKept, err)
+	}
+	if err != nil {
+		return n, err
+	}
+	sum, hashed, err := h.result()
+	if err != nil {
+		return n, fmt.Errorf("read back NAR %s: %w", fl.name, err)
+	}
+	if err := verifyNAR(src, size, hashed, sum, check); err != nil {
 		return n, err
 	}
 	if err := wr.Commit(ctx); err != nil {

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"reflect"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -39,17 +40,41 @@ type Fault struct {
 	// blocks in Hold to freeze a download mid-way.
 	HoldAt int
 	Hold   func()
+
+	// Ranges says Accept-Ranges: bytes and answers a Range header
+	// ("bytes=a-b" or "bytes=a-") with a 206 of those bytes. CutAt,
+	// StallAt and HoldAt count from the file's start, so they hit only the
+	// connection carrying that offset.
+	Ranges bool
+	// IgnoreRange says Accept-Ranges: bytes but answers any Range with a
+	// 200 of the whole body.
+	IgnoreRange bool
+	// WrongRange answers a Range with a 206 whose Content-Range and bytes
+	// start one byte later than asked.
+	WrongRange bool
+	// Redirect answers every request with a 302 to RedirectPrefix+path,
+	// which serves the path as it is (its requests counted under it).
+	Redirect bool
 }
+
+// RedirectPrefix is where Fault.Redirect sends a client.
+const RedirectPrefix = "/_redirected"
 
 func (f Fault) isZero() bool { return reflect.ValueOf(f).IsZero() }
 
 func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
 	u.mu.Lock()
 	u.counts[r.URL.Path]++
-	f := u.faults[r.URL.Path]
-	body, ok := u.files[r.URL.Path]
+	path, redirected := strings.CutPrefix(r.URL.Path, RedirectPrefix)
+	f := u.faults[path]
+	body, ok := u.files[path]
 	done := u.done
 	u.mu.Unlock()
+	if f.Redirect && !redirected {
+		http.Redirect(w, r, RedirectPrefix+r.URL.Path, http.StatusFound)
+		return
+	}
+
 	if r.URL.Path == "/nix-cache-info" {
 		body, ok = u.info, true
 	}
@@ -81,14 +106,57 @@ func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
 	if f.Extra > 0 {
 		body = append(append([]byte(nil), body...), make([]byte, f.Extra)...)
 	}
-	if !f.Chunked {
-		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	if f.Ranges || f.IgnoreRange || f.WrongRange {
+		w.Header().Set("Accept-Ranges", "bytes")
 	}
-	w.WriteHeader(http.StatusOK)
+	status, off := http.StatusOK, 0
+	if first, last, ok := parseRange(r.Header.Get("Range"), len(body)); ok && !f.IgnoreRange && (f.Ranges || f.WrongRange) {
+		if f.WrongRange {
+			first++
+		}
+		w.Header().Set("Content-Range", "bytes "+strconv.Itoa(first)+"-"+strconv.Itoa(last)+"/"+strconv.Itoa(len(body)))
+		status, off = http.StatusPartialContent, first
+		body = body[:last+1]
+		// A fault at or before the range's start is not on this
+		// connection: a resume from where one broke goes through.
+		f.CutAt, f.StallAt, f.HoldAt = shift(f.CutAt, first), shift(f.StallAt, first), shift(f.HoldAt, first)
+	}
+	if !f.Chunked {
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)-off))
+	}
+	w.WriteHeader(status)
 	if r.Method == http.MethodHead {
 		return
 	}
-	u.writeBody(w, body, f, hang)
+	u.writeBody(w, body[off:], f, hang)
+}
+
+func shift(at, first int) int {
+	if at > first {
+		return at - first
+	}
+	return 0
+}
+
+// parseRange reads "bytes=a-b" or "bytes=a-" for a body of size bytes.
+func parseRange(h string, size int) (first, last int, ok bool) {
+	spec, ok := strings.CutPrefix(h, "bytes=")
+	a, b, ok2 := strings.Cut(spec, "-")
+	if !ok || !ok2 {
+		return 0, 0, false
+	}
+	first, err := strconv.Atoi(a)
+	if err != nil || first >= size {
+		return 0, 0, false
+	}
+	last = size - 1
+	if b != "" {
+		if last, err = strconv.Atoi(b); err != nil || last < first {
+			return 0, 0, false
+		}
+		last = min(last, size-1)
+	}
+	return first, last, true
 }
 
 // writeBody sends body as f says, stopping early at CutAt or StallAt.

@@ -125,9 +125,10 @@ type dirPart struct {
 	done  bool
 }
 
-func (p *dirPart) Write(b []byte) (int, error)   { return p.f.Write(b) }
-func (p *dirPart) Sync() error                   { return p.f.Sync() }
-func (p *dirPart) OpenPartial() (NARFile, error) { return os.Open(p.f.Name()) }
+func (p *dirPart) Write(b []byte) (int, error)              { return p.f.Write(b) }
+func (p *dirPart) WriteAt(b []byte, off int64) (int, error) { return p.f.WriteAt(b, off) }
+func (p *dirPart) Sync() error                              { return p.f.Sync() }
+func (p *dirPart) OpenPartial() (NARFile, error)            { return os.Open(p.f.Name()) }
 
 // Commit fsyncs the temp file, renames it into place and fsyncs the
 // directory, so a crash never leaves a name whose bytes are not on disk.

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -117,7 +119,8 @@ type Writer struct {
 	// A background fsync every syncEvery bytes overlaps the disk's
 	// writeback with the download, so Commit's final fsync of a multi-GB
 	// file is short instead of a pause as long as the disk is slow.
-	unsynced int64
+	unsynced atomic.Int64
+	appended atomic.Int64 // bytes written in all
 	syncReq  chan struct{}
 	syncDone chan struct{}
 }
@@ -155,15 +158,44 @@ func (w *Writer) stopSync() {
 // Write appends to the file.
 func (w *Writer) Write(p []byte) (int, error) {
 	n, err := w.part.Write(p)
-	w.unsynced += int64(n)
-	if w.unsynced >= syncEvery {
-		w.unsynced = 0
+	w.wrote(n)
+	return n, err
+}
+
+// RandomAccess reports whether WriteAt takes any offset, so a download can
+// land in several ranges at once; without it, WriteAt only appends.
+func (w *Writer) RandomAccess() bool {
+	_, ok := w.part.(io.WriterAt)
+	return ok
+}
+
+// WriteAt writes p at off. Calls for disjoint ranges may run concurrently
+// when RandomAccess; otherwise off must be where the file ends and calls
+// must not overlap.
+func (w *Writer) WriteAt(p []byte, off int64) (int, error) {
+	wa, ok := w.part.(io.WriterAt)
+	if !ok {
+		if off != w.appended.Load() {
+			return 0, fmt.Errorf("store: write at %d of a file that only appends, at %d", off, w.appended.Load())
+		}
+		return w.Write(p)
+	}
+	n, err := wa.WriteAt(p, off)
+	w.wrote(n)
+	return n, err
+}
+
+// wrote counts n bytes written, starting a background fsync every
+// syncEvery bytes.
+func (w *Writer) wrote(n int) {
+	w.appended.Add(int64(n))
+	if w.unsynced.Add(int64(n)) >= syncEvery {
+		w.unsynced.Store(0)
 		select {
 		case w.syncReq <- struct{}{}:
 		default: // one is running: the next request covers these bytes
 		}
 	}
-	return n, err
 }
 
 // OpenPartial opens the file as written so far, for readers that follow

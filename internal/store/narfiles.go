@@ -35,7 +35,9 @@ type NARFile interface {
 	Stat() (fs.FileInfo, error)
 }
 
-// PartFile is a NAR file being written.
+// PartFile is a NAR file being written. One that is also an io.WriterAt
+// (safe for concurrent writes of disjoint ranges, like *os.File) lets a
+// download land in several ranges at once.
 type PartFile interface {
 	io.Writer
 	// Sync makes what was written so far durable.

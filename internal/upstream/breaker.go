@@ -230,7 +230,8 @@ func (c *Client) begin(probe bool) (ticket, error) {
 func (c *Client) end(parent context.Context, t ticket, err error) {
 	o := answered
 	switch {
-	case err == nil, errors.Is(err, ErrNotFound):
+	case err == nil, errors.Is(err, ErrNotFound), errors.Is(err, ErrRangeRefused):
+		// A refused range is an answer: the upstream is up.
 	case parent.Err() != nil:
 		o = abandoned
 	default:

@@ -26,6 +26,9 @@ var (
 	// ErrForeignURL means a narinfo's URL points at a host other than the
 	// upstream's own, which the proxy refuses to follow.
 	ErrForeignURL = errors.New("upstream: NAR URL points at another host")
+	// ErrRangeRefused means a ranged GET was not answered with exactly the
+	// range asked for (a 200 with the whole NAR, a wrong Content-Range).
+	ErrRangeRefused = errors.New("upstream: range refused")
 )
 
 // Unexported causes, used to tell our own deadlines apart from the caller's

@@ -86,7 +86,7 @@ func (c *Client) get(parent context.Context, rel string, limit int64) (body []by
 	defer func() { c.observe(parent, kind, start, err) }()
 	ctx, cancel := context.WithTimeoutCause(parent, c.timeout, errTimeout)
 	defer cancel()
-	resp, err := c.do(parent, ctx, c.join(rel), start.Add(c.timeout))
+	resp, err := c.do(parent, ctx, c.join(rel), start.Add(c.timeout), "")
 	if err != nil {
 		return nil, err
 	}

@@ -2,9 +2,13 @@ package upstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -49,12 +53,38 @@ func (c *Client) ResolveNAR(ref string) (*url.URL, error) {
 // truncated transfer. Cancelling ctx aborts the transfer too. The caller
 // must Close the body.
 func (c *Client) NAR(ctx context.Context, u *url.URL) (body io.ReadCloser, size int64, err error) {
+	p, err := c.FetchNAR(ctx, u, 0, -1)
+	return p.Body, p.Size, err
+}
+
+// NARPart is an upstream's answer to a NAR GET, whole or ranged.
+type NARPart struct {
+	// Body streams the bytes from Offset on; the caller must Close it.
+	Body   io.ReadCloser
+	Offset int64
+	// Size is the whole NAR's: a 200's Content-Length or a 206's
+	// Content-Range total; -1 when unknown.
+	Size int64
+	// Ranges reports that the upstream said Accept-Ranges: bytes.
+	Ranges bool
+	// URL is where the answer came from, after redirects: ask ranges of
+	// it rather than redirecting once per range.
+	URL *url.URL
+}
+
+// FetchNAR is NAR for the bytes of u from off up to end (exclusive; -1 for
+// the end of the NAR). A ranged request (off > 0 or end >= 0) must be
+// answered with exactly that range: a 200 (the upstream ignored Range) or
+// a 206 with another Content-Range fails with ErrRangeRefused, before any
+// byte of its body is read.
+func (c *Client) FetchNAR(ctx context.Context, u *url.URL, off, end int64) (p NARPart, err error) {
+	p.Size = -1
 	if u == nil {
-		return nil, -1, fmt.Errorf("upstream %s: nil NAR URL", c.name)
+		return p, fmt.Errorf("upstream %s: nil NAR URL", c.name)
 	}
 	t, err := c.begin(false)
 	if err != nil {
-		return nil, -1, err
+		return p, err
 	}
 	start := time.Now()
 	defer func() {
@@ -71,18 +101,79 @@ func (c *Client) NAR(ctx context.Context, u *url.URL) (body io.ReadCloser, size 
 	// large NAR may legitimately take far longer, which the stall timer
 	// polices instead.
 	headers := time.AfterFunc(c.timeout, func() { cancel(errTimeout) })
-	resp, err := c.do(ctx, reqCtx, u, start.Add(c.timeout))
+	ranged := off > 0 || end >= 0
+	rng := ""
+	if ranged {
+		last := ""
+		if end >= 0 {
+			last = strconv.FormatInt(end-1, 10)
+		}
+		rng = "bytes=" + strconv.FormatInt(off, 10) + "-" + last
+	}
+	resp, err := c.do(ctx, reqCtx, u, start.Add(c.timeout), rng)
 	fired := !headers.Stop()
 	if err != nil {
 		cancel(nil)
-		return nil, -1, err
+		return p, err
 	}
 	if fired {
 		// The headers won the race against the timer, but the request is
 		// already cancelled, so the body is useless.
 		resp.Body.Close()
 		defer cancel(nil)
-		return nil, -1, c.requestError(ctx, reqCtx, context.Cause(reqCtx))
+		return p, c.requestError(ctx, reqCtx, context.Cause(reqCtx))
 	}
-	return newStallBody(c, ctx, reqCtx, cancel, resp.Body, time.Since(start)), resp.ContentLength, nil
+	if ranged && resp.StatusCode == http.StatusPartialContent || !ranged && resp.StatusCode == http.StatusOK {
+		p.Size = resp.ContentLength
+		if ranged {
+			p.Size, err = checkContentRange(resp.Header.Get("Content-Range"), off, end)
+		}
+	} else {
+		err = &failure{c.name, "answered a ranged GET with " + resp.Status, ErrRangeRefused, nil}
+	}
+	if err != nil {
+		if !errors.Is(err, ErrRangeRefused) {
+			drain(resp.Body)
+		}
+		resp.Body.Close()
+		cancel(nil)
+		var f *failure
+		if errors.Is(err, ErrRangeRefused) && !errors.As(err, &f) {
+			err = &failure{c.name, err.Error(), ErrRangeRefused, nil}
+		}
+		return p, err
+	}
+	p.Body = newStallBody(c, ctx, reqCtx, cancel, resp.Body, time.Since(start))
+	p.Offset = off
+	p.Ranges = resp.Header.Get("Accept-Ranges") == "bytes"
+	p.URL = resp.Request.URL
+	return p, nil
+}
+
+// checkContentRange checks that a 206's Content-Range is the range asked
+// for (off up to end, exclusive; end -1 for the end), and returns the NAR's
+// total size from it (-1 for "*").
+func checkContentRange(cr string, off, end int64) (int64, error) {
+	spec, ok := strings.CutPrefix(cr, "bytes ")
+	first, rest, ok2 := strings.Cut(spec, "-")
+	last, total, ok3 := strings.Cut(rest, "/")
+	if !ok || !ok2 || !ok3 {
+		return -1, fmt.Errorf("%w: Content-Range %q", ErrRangeRefused, cr)
+	}
+	a, err1 := strconv.ParseInt(first, 10, 64)
+	b, err2 := strconv.ParseInt(last, 10, 64)
+	size := int64(-1)
+	var err3 error
+	if total != "*" {
+		size, err3 = strconv.ParseInt(total, 10, 64)
+	}
+	switch {
+	case err1 != nil || err2 != nil || err3 != nil || a != off || b < a:
+		return -1, fmt.Errorf("%w: Content-Range %q for bytes %d-", ErrRangeRefused, cr, off)
+	case end >= 0 && b != end-1, end < 0 && size >= 0 && b != size-1:
+		return -1, fmt.Errorf("%w: Content-Range %q does not end where asked", ErrRangeRefused, cr)
+	case size >= 0 && b >= size:
+		return -1, fmt.Errorf("%w: Content-Range %q past its total", ErrRangeRefused, cr)
+	}
+	return size, nil
 }

@@ -25,7 +25,7 @@ const (
 // as long as the wait ends before deadline and ctx is not done. Errors are
 // in our vocabulary: parent is the caller's context, ctx the request's,
 // whose cause names our own timers (see requestError).
-func (c *Client) do(parent, ctx context.Context, u *url.URL, deadline time.Time) (*http.Response, error) {
+func (c *Client) do(parent, ctx context.Context, u *url.URL, deadline time.Time, rng string) (*http.Response, error) {
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d // the caller's
 	}
@@ -33,6 +33,9 @@ func (c *Client) do(parent, ctx context.Context, u *url.URL, deadline time.Time)
 		req, err := c.newRequest(ctx, u)
 		if err != nil {
 			return nil, err
+		}
+		if rng != "" {
+			req.Header.Set("Range", rng)
 		}
 		resp, err := c.hc.Do(req)
 		var wait time.Duration
@@ -42,6 +45,9 @@ func (c *Client) do(parent, ctx context.Context, u *url.URL, deadline time.Time)
 			retry = retryableError(err) && ctx.Err() == nil
 			err = c.requestError(parent, ctx, err)
 		default:
+			if rng != "" && resp.StatusCode == http.StatusPartialContent {
+				return resp, nil // checked by the caller
+			}
 			if err = c.statusError(resp); err == nil {
 				if err = c.htmlError(resp); err == nil {
 					return resp, nil

@@ -1,0 +1,152 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/fakeupstream"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
+)
+
+// TestRangeFetch fetches one NAR over a fake upstream that takes ranges,
+// or not, or breaks, and checks every byte arrives once it checks out, over
+// the number of upstream requests a segmented, resuming fetch should make.
+func TestRangeFetch(t *testing.T) {
+	const size = 1 << 20 // 4 segments of 256 KiB with Threshold 512 KiB
+	tests := []struct {
+		name  string
+		conns int
+		fault fakeupstream.Fault
+		// requests to the NAR's path, and to its redirect target
+		want, wantRedirected int
+		wantErr              error
+	}{
+		{name: "ranges, 4 connections", conns: 4, fault: fakeupstream.Fault{Ranges: true}, want: 4},
+		{name: "ranges, 1 connection", conns: 1, fault: fakeupstream.Fault{Ranges: true}, want: 1},
+		{name: "no ranges", conns: 4, fault: fakeupstream.Fault{}, want: 1},
+		{name: "Range ignored, 200", conns: 4, fault: fakeupstream.Fault{IgnoreRange: true}, want: 4},
+		{name: "wrong Content-Range", conns: 4, fault: fakeupstream.Fault{WrongRange: true}, want: 4},
+		{name: "redirect per request", conns: 4, fault: fakeupstream.Fault{Ranges: true, Redirect: true}, want: 1, wantRedirected: 4},
+		{name: "dropped in the first segment", conns: 4, fault: fakeupstream.Fault{Ranges: true, CutAt: size/8 + 123}, want: 5},
+		{name: "dropped in the last segment", conns: 4, fault: fakeupstream.Fault{Ranges: true, CutAt: size - 1000}, want: 5},
+		{name: "dropped, one connection", conns: 1, fault: fakeupstream.Fault{Ranges: true, CutAt: size / 3}, want: 2},
+		{name: "stalled, one connection", conns: 1, fault: fakeupstream.Fault{Ranges: true, StallAt: size / 3}, want: 2},
+		{name: "stalled in a segment", conns: 4, fault: fakeupstream.Fault{Ranges: true, StallAt: size/2 + 10}, want: 5},
+		{name: "dropped, no ranges: fails", conns: 4, fault: fakeupstream.Fault{CutAt: size / 3}, want: 1, wantErr: ErrAborted},
+		{name: "wrong bytes in a segment", conns: 4, fault: fakeupstream.Fault{Ranges: true, Corrupt: true}, want: 4, wantErr: ErrAborted},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newFetchEnv(t, FetchOptions{Connections: tt.conns, Threshold: 512 << 10, Backoff: 10 * time.Millisecond})
+			file := fakeupstream.RandomBytes(size)
+			it := e.up.Add(fakeupstream.Path{File: file, Compression: "xz"})
+			e.up.SetFault(it.NARPath, tt.fault)
+			rec, err := e.get(t, it)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("ServeNAR = %v, want %v", err, tt.wantErr)
+				}
+				if has, _ := e.st.HasNAR(context.Background(), e.narName(t, it)); has {
+					t.Error("a failed fetch was kept")
+				}
+			} else {
+				if err != nil {
+					t.Fatalf("ServeNAR: %v", err)
+				}
+				if rec.Code != http.StatusOK || !bytes.Equal(rec.Body.Bytes(), file) {
+					t.Fatalf("got %d, %d bytes, equal %v", rec.Code, rec.Body.Len(), bytes.Equal(rec.Body.Bytes(), file))
+				}
+				f, err := e.st.OpenNAR(context.Background(), e.narName(t, it))
+				if err != nil {
+					t.Fatalf("not kept: %v", err)
+				}
+				f.Close()
+			}
+			if n := e.up.Count(it.NARPath); n != tt.want {
+				t.Errorf("upstream requests: %d, want %d", n, tt.want)
+			}
+			if n := e.up.Count(fakeupstream.RedirectPrefix + it.NARPath); n != tt.wantRedirected {
+				t.Errorf("upstream requests after the redirect: %d, want %d", n, tt.wantRedirected)
+			}
+		})
+	}
+}
+
+// TestRangeFetchFollowers: clients that join a segmented fetch mid-way get
+// the whole NAR in order, though the segments land out of order.
+func TestRangeFetchFollowers(t *testing.T) {
+	const size = 2 << 20
+	e := newFetchEnv(t, FetchOptions{Connections: 4, Threshold: 1 << 20, Backoff: 10 * time.Millisecond})
+	file := fakeupstream.RandomBytes(size)
+	it := e.up.Add(fakeupstream.Path{File: file, Compression: "xz"})
+	// The first segment crawls, so the others land first.
+	e.up.SetFault(it.NARPath, fakeupstream.Fault{Ranges: true, Chunk: 64 << 10, Delay: time.Millisecond})
+	ent, err := e.c.Lookup(context.Background(), it.Hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []byte, 3)
+	for range 3 {
+		go func() {
+			rec := httptest.NewRecorder()
+			if err := e.c.ServeNAR(rec, httptest.NewRequest(http.MethodGet, "/nar/"+ent.NARName, nil), ent.NARName); err != nil {
+				t.Error(err)
+			}
+			got <- rec.Body.Bytes()
+		}()
+	}
+	for range 3 {
+		if b := <-got; !bytes.Equal(b, file) {
+			t.Errorf("a follower got %d bytes, equal %v", len(b), bytes.Equal(b, file))
+		}
+	}
+	if n := e.up.Count(it.NARPath); n != 4 {
+		t.Errorf("upstream requests: %d, want 4", n)
+	}
+}
+
+type fetchEnv struct {
+	up *fakeupstream.Upstream
+	st *store.Store
+	c  *Cache
+}
+
+func newFetchEnv(t *testing.T, fetch FetchOptions) *fetchEnv {
+	t.Helper()
+	up := fakeupstream.New(t)
+	client, err := upstream.New(up.URL(), upstream.Options{Timeout: 5 * time.Second, StallTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(Options{Store: st, Upstreams: upstream.NewGroup([]*upstream.Client{client}, 0),
+		Keys: []narinfo.PublicKey{up.PublicKey()}, Fetch: fetch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Close()
+		st.Close()
+	})
+	return &fetchEnv{up: up, st: st, c: c}
+}
+
+func (e *fetchEnv) get(t *testing.T, it *fakeupstream.Item) (*httptest.ResponseRecorder, error) {
+	t.Helper()
+	return (&roomEnv{c: e.c}).get(t, it)
+}
+
+func (e *fetchEnv) narName(t *testing.T, it *fakeupstream.Item) string {
+	t.Helper()
+	return (&roomEnv{c: e.c}).narName(t, it)
+}
