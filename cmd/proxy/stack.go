@@ -99,6 +99,7 @@ func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 		SkipVerify:  !cfg.verifySignatures,
 		SecretKey:   secretKey,
 		NegativeTTL: negTTL,
+		Fetch:       cache.FetchOptions{Connections: cfg.fetchConnections},
 		Misses:      s.misses,
 		Room:        room,
 		Metrics:     m,

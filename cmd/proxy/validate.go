@@ -102,6 +102,9 @@ func (cfg *serveConfig) check() error {
 			return fmt.Errorf("%s %d: negative", n.flag, n.v)
 		}
 	}
+	if cfg.fetchConnections < 1 || cfg.fetchConnections > 64 {
+		return fmt.Errorf("--fetch-connections %d: must be 1 to 64", cfg.fetchConnections)
+	}
 	if cfg.uploadMaxSize <= 0 {
 		return errors.New("--upload-max-size: must be positive")
 	}

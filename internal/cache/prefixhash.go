@@ -32,6 +32,10 @@ func newPrefixHash(r io.Reader, also io.Writer) *prefixHash {
 	return h
 }
 
+// hashBufferSize is the read-back chunk: large enough that the syscalls
+// cost nothing next to the hashing.
+const hashBufferSize = 256 << 10
+
 func (h *prefixHash) run() {
 	defer close(h.done)
 	buf := make([]byte, hashBufferSize)

@@ -165,9 +165,6 @@ func (f *rangeFetch) Fetched() int64 {
 	return f.fetched
 }
 
-// errSegmentDead ends a segment's connection without failing the fetch.
-var errSegmentDead = errors.New("cache: segment given up")
-
 // writeFailed is a write to the part file that failed (ENOSPC, EIO).
 type writeFailed struct{ err error }
 
