@@ -30,8 +30,9 @@ type config struct {
 	keys []narinfo.PublicKey // nil: trust every upstream's key
 	dir  string              // cache dir; default a fresh t.TempDir()
 	// timeout is each upstream client's Timeout (default 300ms); the
-	// StallTimeout is always 500ms.
+	// StallTimeout is stall, default 500ms.
 	timeout     time.Duration
+	stall       time.Duration
 	hedge       time.Duration
 	negativeTTL time.Duration // default 1m; negative disables
 	errStatus   int
@@ -74,7 +75,10 @@ func newProxy(t testing.TB, cfg config) *proxy {
 	if cfg.timeout == 0 {
 		cfg.timeout = 300 * time.Millisecond
 	}
-	opts := upstream.Options{Timeout: cfg.timeout, StallTimeout: 500 * time.Millisecond}
+	if cfg.stall == 0 {
+		cfg.stall = 500 * time.Millisecond
+	}
+	opts := upstream.Options{Timeout: cfg.timeout, StallTimeout: cfg.stall}
 	var m *metrics.Metrics
 	if cfg.reg != nil {
 		m = metrics.New(cfg.reg)

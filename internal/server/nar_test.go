@@ -199,7 +199,10 @@ func TestNARConcurrent(t *testing.T) {
 		early   = 512 << 10 // what each joiner reads while the upstream is frozen
 	)
 	fu := fakeupstream.New(t)
-	p := newProxy(t, config{ups: ups(fu)})
+	// The upstream is frozen while 15 clients join; on a loaded machine
+	// that can take longer than the usual 500 ms stall timeout, which
+	// would end the download the test is about.
+	p := newProxy(t, config{ups: ups(fu), stall: time.Minute})
 	file := fakeupstream.RandomBytes(size)
 	want := sha256.Sum256(file)
 	it := fu.Add(fakeupstream.Path{File: file, Compression: "xz"})
