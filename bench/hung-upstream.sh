@@ -5,7 +5,8 @@
 # wrote and signed. Times, with curl, 20 narinfo lookups of absent paths and
 # 10 of paths the second upstream has, one after the other, and prints the
 # breaker's metrics afterwards. Extra arguments go to `serve`, e.g.
-# `--upstream-timeout 2s`. PROXY_BIN names a binary built already.
+# `--upstream-timeout 2s`. PROXY_BIN names a binary built already;
+# PARALLEL=1 sends the 20 absent lookups at once, as Nix does.
 #
 #   bench/hung-upstream.sh [SERVE_FLAGS...]
 set -euo pipefail
@@ -85,9 +86,14 @@ for _ in range(21):
     print("".join(random.choice("0123456789abcdfghijklmnpqrsvwxyz") for _ in range(32)))' > "$work/hashes"
 lookup() { curl -s -o /dev/null -w '%{http_code} %{time_total}\n' "$px/$1.narinfo"; }
 
-echo "== 20 lookups of absent paths"
+echo "== 20 lookups of absent paths${PARALLEL:+, at once}"
 start=$(date +%s.%N)
-head -20 "$work/hashes" | while read -r h; do lookup "$h"; done > "$work/absent"
+if [ -n "${PARALLEL:-}" ]; then  # at once, as Nix queries narinfos
+  export px
+  head -20 "$work/hashes" | xargs -P 20 -I{} curl -s -o /dev/null -w '%{http_code} %{time_total}\n' "$px/{}.narinfo" > "$work/absent"
+else
+  head -20 "$work/hashes" | while read -r h; do lookup "$h"; done > "$work/absent"
+fi
 end=$(date +%s.%N)
 awk '{printf "%s %.3fs  ", $1, $2} NR % 5 == 0 {print ""}' "$work/absent"
 echo "total: $(echo "$end - $start" | bc) s"
