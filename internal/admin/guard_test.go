@@ -1,12 +1,16 @@
 package admin_test
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/admin"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/fakeupstream"
@@ -165,4 +169,56 @@ func send(t *testing.T, base string, tt guardCase) (*http.Response, []byte) {
 		t.Fatal(err)
 	}
 	return resp, body
+}
+
+// TestSlowBodyIsCut trickles a request body, the slow loris past the
+// headers: the server answers 408 and closes within the body timeout, and
+// a refused request's unread body is not waited for either.
+func TestSlowBodyIsCut(t *testing.T) {
+	e := newEnvOpts(t, admin.HandlerOptions{BodyTimeout: 300 * time.Millisecond})
+	it := e.Upstream.Add(fakeupstream.Path{Name: "slow", File: fakeupstream.RandomBytes(100)})
+	body := `{"paths": ["` + it.StorePath + `"]}`
+	for _, tt := range []struct {
+		name, host string
+		want       int
+	}{
+		{"accepted request", "127.0.0.1", http.StatusRequestTimeout},
+		{"refused request", "evil.example", http.StatusForbidden},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			fmt.Fprintf(c, "POST /_/pins HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", tt.host, len(body))
+			go func() {
+				for i := 0; i < len(body); i++ {
+					if _, err := c.Write([]byte{body[i]}); err != nil {
+						return
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+			}()
+			start := time.Now()
+			c.SetReadDeadline(start.Add(5 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			if resp.StatusCode != tt.want {
+				t.Errorf("status %d, want %d", resp.StatusCode, tt.want)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			assertJSONError(t, b)
+			// The server hangs up rather than wait for the rest.
+			if _, err := io.Copy(io.Discard, c); err != nil {
+				t.Errorf("connection not closed within 5s: %v", err)
+			}
+			t.Logf("answered %d and closed after %v", resp.StatusCode, time.Since(start).Round(time.Millisecond))
+		})
+	}
+	if pins, err := e.client.Pins(context.Background()); err != nil || len(pins) != 0 {
+		t.Errorf("pins after slow bodies: %v, %v", pins, err)
+	}
 }

@@ -25,8 +25,10 @@ type HandlerOptions struct {
 	Token string
 	// Hosts are Host names answered without a token besides loopback
 	// addresses and localhost: the host part of the listen address.
-	Hosts  []string
-	Logger *slog.Logger
+	Hosts []string
+	// BodyTimeout bounds the arrival of a request body; default 30s.
+	BodyTimeout time.Duration
+	Logger      *slog.Logger
 }
 
 // Handler returns the admin API for s, to be mounted at Prefix.
@@ -36,7 +38,10 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 	}
 	h := &handler{svc: s, log: opts.Logger}
 	r := chi.NewRouter()
-	r.Use(newGuard(opts.Token, opts.Hosts).wrap)
+	if opts.BodyTimeout <= 0 {
+		opts.BodyTimeout = 30 * time.Second
+	}
+	r.Use(bodyDeadline(opts.BodyTimeout), newGuard(opts.Token, opts.Hosts).wrap, readBody)
 	r.Get("/misses", h.json(h.misses))
 	r.Get("/prefetch", h.json(func(r *http.Request) (any, error) { return s.Jobs(r.Context()) }))
 	r.Post("/prefetch", h.json(h.startPrefetch))
@@ -144,7 +149,7 @@ func (h *handler) check(r *http.Request) (any, error) {
 }
 
 func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return badRequestf("request body: %w", err)
