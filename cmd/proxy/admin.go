@@ -16,6 +16,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/evict"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/verify"
 )
 
 // adminBackend is what the admin subcommands need: the admin API of a
@@ -30,6 +31,8 @@ type adminBackend interface {
 	Check(ctx context.Context, req admin.CheckRequest) (admin.CheckResult, error)
 	GC(ctx context.Context, req admin.GCRequest) (evict.Report, error)
 	Kept(ctx context.Context) ([]evict.Variant, error)
+	Verify(ctx context.Context, req verify.Request) (verify.Status, error)
+	WaitVerify(ctx context.Context, id string, wait time.Duration, from int) (verify.Status, error)
 }
 
 var (

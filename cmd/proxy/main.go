@@ -22,6 +22,7 @@ Usage:
   nix-cache-proxy check [--closure] [--upstream] PATH...
                                                    exit 0 iff every path is cached (or upstream)
   nix-cache-proxy gc [--dry-run]                   evict now what the disk bound and --keep-latest say
+  nix-cache-proxy verify [--repair] [--deep]       check every NAR file and the index; exit 0 iff sound
   nix-cache-proxy keygen NAME                      write a signing key pair (NAME.secret, NAME.public)
   nix-cache-proxy check-config [--config FILE] [flags]
                                                    check a configuration as serve would, print it
@@ -61,6 +62,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return gcCommand(ctx, args, stdout, stderr)
 	case "check":
 		return checkCommand(ctx, args, stdout, stderr)
+	case "verify":
+		return verifyCommand(ctx, args, stdout, stderr)
 	case "keygen":
 		return keygenCommand(args, stdout, stderr)
 	case "check-config":

@@ -8,7 +8,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 )
 
-// progress renders a prefetch job's status: one line redrawn in place on a
+// progress renders a prefetch or verify job's status: one line redrawn in place on a
 // terminal, a plain line every few seconds otherwise (logs, CI).
 type progress struct {
 	w        io.Writer
@@ -27,22 +27,35 @@ func newProgress(w io.Writer, tty bool) *progress {
 	return &progress{w: w, tty: tty, start: now, lastLine: now}
 }
 
-func (p *progress) update(st prefetch.Status) {
+// show draws line: in place on a terminal, else as "label: line" every
+// plainEvery.
+func (p *progress) show(label, line string) {
 	if p.tty {
-		fmt.Fprintf(p.w, "\r\033[K%s", p.line(st))
+		fmt.Fprintf(p.w, "\r\033[K%s", line)
 		p.drawn = true
 		return
 	}
 	if time.Since(p.lastLine) >= plainEvery {
-		fmt.Fprintf(p.w, "prefetch %s: %s\n", st.ID, p.line(st))
+		fmt.Fprintf(p.w, "%s: %s\n", label, line)
 		p.lastLine = time.Now()
 	}
 }
 
-func (p *progress) finish(st prefetch.Status) {
+// clear erases the line drawn in place, so other output starts on a clean
+// line; the next show draws it again.
+func (p *progress) clear() {
 	if p.drawn {
 		fmt.Fprint(p.w, "\r\033[K")
+		p.drawn = false
 	}
+}
+
+func (p *progress) update(st prefetch.Status) {
+	p.show("prefetch "+st.ID, p.line(st))
+}
+
+func (p *progress) finish(st prefetch.Status) {
+	p.clear()
 	took := time.Since(p.start)
 	if !st.Finished.IsZero() {
 		took = st.Finished.Sub(st.Started)
@@ -60,13 +73,18 @@ func (p *progress) line(st prefetch.Status) string {
 // average rate since the job started, and the time left at that rate.
 func progressLine(st prefetch.Status, now time.Time) string {
 	s := fmt.Sprintf("[%d/%d paths] %s / %s", st.Cached, st.Paths, formatBytes(st.BytesDone), formatBytes(st.BytesTotal))
-	elapsed := now.Sub(st.Started)
-	if elapsed <= 0 || st.BytesDone == 0 {
-		return s
+	return s + rateETA(st.BytesDone, st.BytesTotal, now.Sub(st.Started))
+}
+
+// rateETA is "  <rate>/s  ETA <left>" for done of total bytes in elapsed,
+// or "" before there is a rate.
+func rateETA(done, total int64, elapsed time.Duration) string {
+	if elapsed <= 0 || done == 0 {
+		return ""
 	}
-	rate := float64(st.BytesDone) / elapsed.Seconds()
-	s += fmt.Sprintf("  %s/s", formatBytes(int64(rate)))
-	if left := st.BytesTotal - st.BytesDone; left > 0 && rate > 0 {
+	rate := float64(done) / elapsed.Seconds()
+	s := fmt.Sprintf("  %s/s", formatBytes(int64(rate)))
+	if left := total - done; left > 0 && rate > 0 {
 		s += fmt.Sprintf("  ETA %s", time.Duration(float64(left)/rate*float64(time.Second)).Round(time.Second))
 	}
 	return s

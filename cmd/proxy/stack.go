@@ -18,6 +18,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/s3store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/verify"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -33,6 +34,7 @@ type stack struct {
 	cache     *cache.Cache
 	evict     *evict.Evictor
 	prefetch  *prefetch.Manager
+	verify    *verify.Manager
 	admin     *admin.Service
 	keys      []narinfo.PublicKey
 	secretKey *narinfo.SecretKey
@@ -110,7 +112,8 @@ func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 	}
 	s.prefetch = prefetch.NewManager(s.cache, prefetch.Options{Concurrency: cfg.prefetchConcurrency, Metrics: m, Logger: log})
 	metrics.RegisterPrefetch(reg, s.prefetch.Pending)
-	s.admin = admin.NewService(st, s.misses, s.cache, s.prefetch, s.evict)
+	s.verify = verify.NewManager(st, verify.Options{Logger: log})
+	s.admin = admin.NewService(st, s.misses, s.cache, s.prefetch, s.evict, s.verify)
 	return s, nil
 }
 
@@ -129,6 +132,9 @@ func (s *stack) closeReporting(log *slog.Logger, err *error) {
 func (s *stack) close() error {
 	if s.prefetch != nil {
 		s.prefetch.Close()
+	}
+	if s.verify != nil {
+		s.verify.Close()
 	}
 	if s.cache != nil {
 		s.cache.Close()

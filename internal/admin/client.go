@@ -9,12 +9,14 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/verify"
 )
 
 // ErrNoServer means nothing listens at the server URL, so the caller may
@@ -99,6 +101,20 @@ func (c *Client) Check(ctx context.Context, req CheckRequest) (CheckResult, erro
 	return out, c.call(ctx, http.MethodPost, "/check", req, &out)
 }
 
+// Verify starts a verify job.
+func (c *Client) Verify(ctx context.Context, req verify.Request) (verify.Status, error) {
+	var out verify.Status
+	return out, c.call(ctx, http.MethodPost, "/verify", req, &out)
+}
+
+// WaitVerify returns a verify job's status with its problems from index
+// from on, once it has one past from or has finished, or after at most wait.
+func (c *Client) WaitVerify(ctx context.Context, id string, wait time.Duration, from int) (verify.Status, error) {
+	var out verify.Status
+	q := url.Values{"wait": {wait.String()}, "from": {strconv.Itoa(from)}}
+	return out, c.call(ctx, http.MethodGet, "/verify/"+url.PathEscape(id)+"?"+q.Encode(), nil, &out)
+}
+
 func (c *Client) call(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
@@ -142,6 +158,8 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any) err
 			return badRequest(errors.New(e.Error))
 		case http.StatusNotFound:
 			return notFound(errors.New(e.Error))
+		case http.StatusConflict:
+			return conflict(errors.New(e.Error))
 		default:
 			return fmt.Errorf("admin API: %s: %s", resp.Status, e.Error)
 		}

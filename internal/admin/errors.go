@@ -11,6 +11,9 @@ import (
 var (
 	ErrBadRequest = errors.New("admin: bad request")
 	ErrNotFound   = errors.New("admin: not found")
+	// ErrConflict means the request clashes with work in progress (a
+	// verify job while another runs).
+	ErrConflict = errors.New("admin: conflict")
 )
 
 // kindError is an error that matches kind (ErrBadRequest, ErrNotFound) and
@@ -34,3 +37,5 @@ func notFound(err error) error { return &kindError{ErrNotFound, err} }
 func notFoundf(format string, args ...any) error {
 	return notFound(fmt.Errorf(format, args...))
 }
+
+func conflict(err error) error { return &kindError{ErrConflict, err} }

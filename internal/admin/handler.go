@@ -7,10 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/verify"
 )
 
 // Prefix is where the admin API lives. "_" is not in Nix base32 and no
@@ -52,6 +55,9 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 	r.Post("/check", h.json(h.check))
 	r.Post("/gc", h.json(h.gc))
 	r.Get("/kept", h.json(func(r *http.Request) (any, error) { return s.Kept(r.Context()) }))
+	r.Get("/verify", h.json(func(r *http.Request) (any, error) { return s.VerifyJobs(r.Context()) }))
+	r.Post("/verify", h.json(h.startVerify))
+	r.Get("/verify/{id}", h.json(h.verifyJob))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such admin endpoint: "+r.Method+" "+r.URL.Path)
 	})
@@ -148,6 +154,38 @@ func (h *handler) check(r *http.Request) (any, error) {
 	return h.svc.Check(r.Context(), req)
 }
 
+func (h *handler) startVerify(r *http.Request) (any, error) {
+	var req verify.Request
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	return h.svc.Verify(r.Context(), req)
+}
+
+// verifyJob answers GET /_/verify/{id}: with ?wait=DURATION it answers once
+// the job has a problem past ?from=N (default 0) or has finished, or that
+// long has passed; its problems list starts at from.
+func (h *handler) verifyJob(r *http.Request) (any, error) {
+	q := r.URL.Query()
+	from := 0
+	if v := q.Get("from"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return nil, badRequestf("from: want a count, got %q", v)
+		}
+		from = n
+	}
+	wait := time.Duration(0)
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return nil, badRequestf("wait: %w", err)
+		}
+		wait = d
+	}
+	return h.svc.WaitVerify(r.Context(), chi.URLParam(r, "id"), wait, from)
+}
+
 func decode(r *http.Request, v any) error {
 	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
 	dec.DisallowUnknownFields()
@@ -173,6 +211,8 @@ func (h *handler) json(fn func(*http.Request) (any, error)) http.HandlerFunc {
 			writeError(w, http.StatusBadRequest, err.Error())
 		case errors.Is(err, ErrNotFound):
 			writeError(w, http.StatusNotFound, err.Error())
+		case errors.Is(err, ErrConflict):
+			writeError(w, http.StatusConflict, err.Error())
 		default:
 			h.log.Error("admin request failed", "path", r.URL.Path, "err", err)
 			writeError(w, http.StatusInternalServerError, err.Error())

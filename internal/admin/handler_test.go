@@ -6,7 +6,14 @@ import (
 	"strings"
 	"testing"
 
+	"context"
+	"errors"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/admin"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/fakeupstream"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/verify"
+	"os"
+	"path/filepath"
+	"time"
 )
 
 const (
@@ -147,5 +154,40 @@ func TestMethodNotAllowed(t *testing.T) {
 		if w.Code != http.StatusMethodNotAllowed || w.Header().Get("Allow") != tt.allow {
 			t.Errorf("%s %s: %d, Allow %q; want 405, Allow %q", tt.method, tt.path, w.Code, w.Header().Get("Allow"), tt.allow)
 		}
+	}
+}
+
+// TestVerifyRoundTrip starts a verify job through the client and follows
+// it with the long poll to its end; a bad file is named in it.
+func TestVerifyRoundTrip(t *testing.T) {
+	e := newEnv(t, "")
+	ctx := context.Background()
+	name := strings.Repeat("1", 52) + ".nar"
+	os.MkdirAll(filepath.Join(e.Dir, "nar", "11"), 0o755)
+	if err := os.WriteFile(filepath.Join(e.Dir, "nar", "11", name), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.client.Verify(ctx, verify.Request{Repair: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var problems []verify.Problem
+	for st.State == verify.StateRunning || len(st.Problems) > 0 {
+		problems = append(problems, st.Problems...)
+		if st.State != verify.StateRunning {
+			break
+		}
+		if st, err = e.client.WaitVerify(ctx, st.ID, 5*time.Second, st.From+len(st.Problems)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(problems) != 1 || problems[0].Name != "nar/11/"+name || !problems[0].Repaired || !st.Sound() {
+		t.Errorf("verify: %+v, problems %+v", st, problems)
+	}
+	if _, err := e.client.WaitVerify(ctx, "nope", time.Second, 0); !errors.Is(err, admin.ErrNotFound) {
+		t.Errorf("WaitVerify of an unknown job: %v", err)
+	}
+	if w := e.do("GET", "/_/verify/"+st.ID+"?from=x", "", "127.0.0.1:1", ""); w.Code != 400 {
+		t.Errorf("from=x: %d", w.Code)
 	}
 }

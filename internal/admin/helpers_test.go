@@ -15,6 +15,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/server"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/verify"
 )
 
 // env is the proxy as serve wires it: a real store, miss log, cache,
@@ -47,7 +48,9 @@ func newEnvWith(t *testing.T, opts envOptions) *env {
 	t.Helper()
 	token := opts.handler.Token
 	e := cachetest.New(t, prefetch.Options{})
-	svc := admin.NewService(e.Store, e.Misses, e.Cache, e.Prefetch, evict.New(e.Store, evict.Config{KeepLatest: opts.keepLatest}))
+	vm := verify.NewManager(e.Store, verify.Options{})
+	t.Cleanup(vm.Close)
+	svc := admin.NewService(e.Store, e.Misses, e.Cache, e.Prefetch, evict.New(e.Store, evict.Config{KeepLatest: opts.keepLatest}), vm)
 	h, err := server.New(server.Config{Cache: e.Cache, Admin: admin.Handler(svc, opts.handler)})
 	if err != nil {
 		t.Fatal(err)

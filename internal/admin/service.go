@@ -1,5 +1,5 @@
 // Package admin is the operator's side of the proxy: the miss log, prefetch
-// jobs, pins and cache checks, as a Service that works on an open cache, a
+// jobs, pins, cache checks and verify jobs, as a Service that works on an open cache, a
 // JSON HTTP API for it under /_/, and a Client for that API. The CLI talks
 // to a running server through Client, or, when none runs, to a Service of
 // its own: both satisfy the same method set.
@@ -15,6 +15,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/verify"
 )
 
 // Store is what the Service needs of the store.
@@ -46,11 +47,12 @@ type Service struct {
 	cache    Cache
 	prefetch *prefetch.Manager
 	gc       Collector
+	verify   *verify.Manager
 }
 
 // NewService returns a Service; gc may be nil (no gc, nothing kept).
-func NewService(st Store, misses MissLog, c Cache, m *prefetch.Manager, gc Collector) *Service {
-	return &Service{store: st, misses: misses, cache: c, prefetch: m, gc: gc}
+func NewService(st Store, misses MissLog, c Cache, m *prefetch.Manager, gc Collector, v *verify.Manager) *Service {
+	return &Service{store: st, misses: misses, cache: c, prefetch: m, gc: gc, verify: v}
 }
 
 // MissFilter selects miss log rows; zero values select everything.

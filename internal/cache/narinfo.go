@@ -178,16 +178,15 @@ func (c *Cache) admit(u *upstream.Client, hash string, body []byte) ([]byte, str
 	if err != nil {
 		return nil, "", src, err
 	}
-	src = store.NARSource{Hash: hash, StorePath: ni.StorePath, Upstream: u.String(), URL: loc.String(), Size: int64(ni.FileSize)}
+	// NarHash, NarSize and Compression are kept for `verify --deep` too.
+	src = store.NARSource{Hash: hash, StorePath: ni.StorePath, Upstream: u.String(), URL: loc.String(), Size: int64(ni.FileSize),
+		NarHash: ni.NarHash.Digest(), NarSize: int64(ni.NarSize), Compression: ni.Compression}
 	if ni.FileHash != nil && ni.FileHash.Algo() == nixhash.SHA256 {
 		src.SHA256 = ni.FileHash.Digest()
-	} else {
+	} else if ni.Compression == "none" && src.Size == 0 {
 		// No FileHash (attic and some S3 uploaders): the download is checked
 		// against the uncompressed NAR's hash instead, where we can.
-		src.NarHash, src.NarSize, src.Compression = ni.NarHash.Digest(), int64(ni.NarSize), ni.Compression
-		if ni.Compression == "none" && src.Size == 0 {
-			src.Size = int64(ni.NarSize)
-		}
+		src.Size = int64(ni.NarSize)
 	}
 	ni.URL = "nar/" + name
 	if c.secretKey != nil {

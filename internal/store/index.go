@@ -23,7 +23,9 @@ type NARSource struct {
 	SHA256    []byte `json:"sha256,omitempty"`     // FileHash digest; nil when unknown
 	// NarHash and NarSize describe the uncompressed NAR. Without SHA256 they
 	// are what a download is checked against: directly when Compression is
-	// "none", after decompressing when it is "zstd".
+	// "none", after decompressing when it is "zstd". `verify --deep` checks
+	// them always. Rows written before they were kept with a FileHash lack
+	// them; NAREntries then reads them from the narinfo.
 	NarHash     []byte `json:"nar_hash,omitempty"`
 	NarSize     int64  `json:"nar_size,omitempty"`
 	Compression string `json:"compression,omitempty"`

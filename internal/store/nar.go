@@ -132,8 +132,10 @@ func (s *Store) CreateNAR(ctx context.Context, name string) (*Writer, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	s.live.add(name)
 	part, err := s.files.Create(name)
 	if err != nil {
+		s.live.done(name)
 		return nil, err
 	}
 	w := &Writer{s: s, name: name, part: part, syncReq: make(chan struct{}, 1), syncDone: make(chan struct{})}
@@ -215,6 +217,7 @@ func (w *Writer) Commit(ctx context.Context) error {
 		return err
 	}
 	w.done = true
+	defer w.s.live.done(w.name) // after the index row is in
 	w.stopSync()
 	size, err := w.part.Commit()
 	if err != nil {
@@ -259,6 +262,7 @@ func (w *Writer) Cancel() error {
 		return nil
 	}
 	w.done = true
+	defer w.s.live.done(w.name)
 	w.stopSync()
 	return w.part.Discard()
 }

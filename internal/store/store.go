@@ -52,6 +52,8 @@ type Store struct {
 	access accessLog
 
 	present func([]byte) []byte // Options.Present; nil: served as stored
+	// live are the NAR names being written now.
+	live liveFiles
 
 	// Totals of the NAR files indexed, kept in memory so a metrics scrape
 	// does not walk the index.

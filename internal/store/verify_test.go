@@ -1,0 +1,158 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
+)
+
+// narFile is where the local directory keeps the NAR file called name.
+func narFile(s *Store, name string) string {
+	return filepath.Join(s.Dir(), "nar", name[:2], name)
+}
+
+func commitNAR(t *testing.T, s *Store, name string, body []byte) {
+	t.Helper()
+	w, err := s.CreateNAR(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(body); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDropNARLeavesANewerFile: a repair must remove only the file verify
+// read, never one a download committed under the same name since.
+func TestDropNARLeavesANewerFile(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, t.TempDir())
+	commitNAR(t, s, narName, []byte("bad bytes"))
+	old, err := os.Stat(narFile(s, narName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	commitNAR(t, s, narName, []byte("fresh bytes")) // a refetch renamed over it
+	if err := s.DropNAR(ctx, narName, old); !errors.Is(err, ErrChanged) {
+		t.Fatalf("DropNAR of a replaced file: %v, want ErrChanged", err)
+	}
+	if got, err := readNAR(t, s, narName); err != nil || string(got) != "fresh bytes" {
+		t.Fatalf("after a refused drop: %q, %v", got, err)
+	}
+	cur, _ := os.Stat(narFile(s, narName))
+	if err := s.DropNAR(ctx, narName, cur); err != nil {
+		t.Fatalf("DropNAR: %v", err)
+	}
+	assertAbsent(t, s, narName)
+	if st, _ := s.Stats(ctx); st.NARs != 0 || st.NARBytes != 0 {
+		t.Errorf("totals after drop: %+v", st)
+	}
+	if left := dirEntries(t, filepath.Join(s.Dir(), "tmp")); len(left) != 0 {
+		t.Errorf("tmp/ after drop: %v", left)
+	}
+}
+
+// TestStraysAndLiveWriters: files without rows and temp files are strays,
+// unless a writer of this process is on them; one indexed after it was
+// found is not removed.
+func TestStraysAndLiveWriters(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, t.TempDir())
+	w, err := s.CreateNAR(ctx, narName) // in progress
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Cancel()
+	other := "1123456789abcdfghijklmnpqrsvwxyz0123456789abcdfghijk.nar"
+	os.MkdirAll(filepath.Dir(narFile(s, other)), 0o755)
+	os.WriteFile(narFile(s, other), []byte("x"), 0o644)
+	os.WriteFile(filepath.Join(s.Dir(), "tmp", other+".99"), []byte("y"), 0o644)
+	var got []Stray
+	collect := func() {
+		got = nil
+		err := s.Strays(ctx, narinfo.ValidNARName, func(st Stray) error { got = append(got, st); return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	collect()
+	want := []string{"unindexed nar/11/" + other, "temp tmp/" + other + ".99"}
+	var kinds []string
+	for _, st := range got {
+		kinds = append(kinds, st.Kind+" "+st.Path)
+	}
+	if diff := cmp.Diff(want, kinds); diff != "" {
+		t.Fatalf("strays (-want +got):\n%s", diff)
+	}
+	// The unindexed file gets its row (a commit landed): not removed.
+	commitNAR(t, s, other, []byte("x"))
+	if err := s.RemoveStray(ctx, got[0]); !errors.Is(err, ErrChanged) {
+		t.Errorf("RemoveStray of a file indexed since: %v, want ErrChanged", err)
+	}
+	if _, err := readNAR(t, s, other); err != nil {
+		t.Errorf("the indexed file went: %v", err)
+	}
+	if err := s.RemoveStray(ctx, got[1]); err != nil {
+		t.Errorf("RemoveStray(temp): %v", err)
+	}
+	collect()
+	if len(got) != 0 {
+		t.Errorf("strays left: %+v", got)
+	}
+}
+
+// TestNAREntriesPagesAndOldRows: pages cover every row once, in order, and
+// a source row written without NarHash gets it from its narinfo.
+func TestNAREntriesPagesAndOldRows(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, t.TempDir())
+	hash := "0123456789abcdfghijklmnpqrsvwxyz"
+	nh := "sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s"
+	text := []byte("StorePath: /nix/store/" + hash + "-x\nURL: nar/" + narName + "\nCompression: xz\nNarHash: " + nh + "\nNarSize: 7\nReferences: \n")
+	if err := s.PutNarInfo(ctx, hash, text, narName, NARSource{Hash: hash, SHA256: []byte{1}}); err != nil {
+		t.Fatal(err)
+	}
+	names := []string{narName, "1123456789abcdfghijklmnpqrsvwxyz0123456789abcdfghijk.nar", "2123456789abcdfghijklmnpqrsvwxyz0123456789abcdfghijk.nar"}
+	for _, n := range names {
+		commitNAR(t, s, n, []byte("abc"))
+	}
+	var seen []string
+	after := ""
+	for {
+		page, err := s.NAREntries(ctx, after, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		for _, e := range page {
+			seen = append(seen, e.Name)
+			if e.Size != 3 || e.Err != nil {
+				t.Errorf("%s: size %d, err %v", e.Name, e.Size, e.Err)
+			}
+			if e.Name == narName && (!e.HasSource || e.Source.NarSize != 7 || e.Source.Compression != "xz" || len(e.Source.NarHash) != 32) {
+				t.Errorf("old source row not filled from its narinfo: %+v", e.Source)
+			}
+			if e.Name != narName && e.HasSource {
+				t.Errorf("%s has a source", e.Name)
+			}
+		}
+		after = page[len(page)-1].Name
+	}
+	if diff := cmp.Diff(names, seen); diff != "" {
+		t.Errorf("entries (-want +got):\n%s", diff)
+	}
+	if faults, err := s.CheckIndex(ctx); err != nil || len(faults) != 0 {
+		t.Errorf("CheckIndex: %v, %v", faults, err)
+	}
+}
