@@ -57,7 +57,11 @@ func (s *Store) NAREntries(ctx context.Context, after string, limit int) ([]NARE
 		if k != nil && string(k) == after {
 			k, v = c.Next()
 		}
+		evicting := tx.Bucket(bucketEvicting)
 		for ; k != nil && len(out) < limit; k, v = c.Next() {
+			if evicting.Get(k) != nil {
+				continue // going away right now: not verify's to judge
+			}
 			e := NAREntry{Name: string(k)}
 			var r narRow
 			if err := json.Unmarshal(v, &r); err != nil {
@@ -136,7 +140,7 @@ func (s *Store) DropNAR(ctx context.Context, name string, checked fs.FileInfo) e
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketNAR)
 		old := b.Get([]byte(name))
-		if old == nil {
+		if old == nil || tx.Bucket(bucketEvicting).Get([]byte(name)) != nil {
 			return fmt.Errorf("%w: %s is no longer indexed", ErrChanged, name)
 		}
 		var r narRow
@@ -355,11 +359,16 @@ func (s *Store) CheckIndex(ctx context.Context) ([]error, error) {
 	return faults, err
 }
 
-// NARIndexed reports whether the index has a row for the NAR called name.
+// NARIndexed reports whether the index has a row for the NAR called name
+// that no eviction is removing (eviction removes the file before the row).
 func (s *Store) NARIndexed(ctx context.Context, name string) (bool, error) {
-	_, err := s.get(ctx, bucketNAR, name)
-	if errors.Is(err, ErrNotFound) {
-		return false, nil
+	if err := ctx.Err(); err != nil {
+		return false, err
 	}
-	return err == nil, err
+	var ok bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		ok = tx.Bucket(bucketNAR).Get([]byte(name)) != nil && tx.Bucket(bucketEvicting).Get([]byte(name)) == nil
+		return nil
+	})
+	return ok, err
 }

@@ -17,7 +17,7 @@ func narFile(s *Store, name string) string {
 	return filepath.Join(s.Dir(), "nar", name[:2], name)
 }
 
-func commitNAR(t *testing.T, s *Store, name string, body []byte) {
+func writeNAR(t *testing.T, s *Store, name string, body []byte) {
 	t.Helper()
 	w, err := s.CreateNAR(context.Background(), name)
 	if err != nil {
@@ -36,12 +36,12 @@ func commitNAR(t *testing.T, s *Store, name string, body []byte) {
 func TestDropNARLeavesANewerFile(t *testing.T) {
 	ctx := context.Background()
 	s := openStore(t, t.TempDir())
-	commitNAR(t, s, narName, []byte("bad bytes"))
+	writeNAR(t, s, narName, []byte("bad bytes"))
 	old, err := os.Stat(narFile(s, narName))
 	if err != nil {
 		t.Fatal(err)
 	}
-	commitNAR(t, s, narName, []byte("fresh bytes")) // a refetch renamed over it
+	writeNAR(t, s, narName, []byte("fresh bytes")) // a refetch renamed over it
 	if err := s.DropNAR(ctx, narName, old); !errors.Is(err, ErrChanged) {
 		t.Fatalf("DropNAR of a replaced file: %v, want ErrChanged", err)
 	}
@@ -94,7 +94,7 @@ func TestStraysAndLiveWriters(t *testing.T) {
 		t.Fatalf("strays (-want +got):\n%s", diff)
 	}
 	// The unindexed file gets its row (a commit landed): not removed.
-	commitNAR(t, s, other, []byte("x"))
+	writeNAR(t, s, other, []byte("x"))
 	if err := s.RemoveStray(ctx, got[0]); !errors.Is(err, ErrChanged) {
 		t.Errorf("RemoveStray of a file indexed since: %v, want ErrChanged", err)
 	}
@@ -123,7 +123,7 @@ func TestNAREntriesPagesAndOldRows(t *testing.T) {
 	}
 	names := []string{narName, "1123456789abcdfghijklmnpqrsvwxyz0123456789abcdfghijk.nar", "2123456789abcdfghijklmnpqrsvwxyz0123456789abcdfghijk.nar"}
 	for _, n := range names {
-		commitNAR(t, s, n, []byte("abc"))
+		writeNAR(t, s, n, []byte("abc"))
 	}
 	var seen []string
 	after := ""
