@@ -17,6 +17,9 @@ import (
 	"time"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/connlimit"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // hostile is the main listener's http.Server as serve builds it, over a
@@ -266,6 +269,18 @@ func TestConnectionBound(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // let the server accept all it will
 	if n := h.ln.Open(); n != max {
 		t.Errorf("server holds %d connections, want the bound %d", n, max)
+	}
+	reg := prometheus.NewRegistry()
+	metrics.RegisterConnections(reg, h.ln.Open, max)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP nix_cache_proxy_http_connections_max The bound on client connections (--max-connections); 0 for none.
+# TYPE nix_cache_proxy_http_connections_max gauge
+nix_cache_proxy_http_connections_max 8
+# HELP nix_cache_proxy_http_connections_open Client connections open on the main listener.
+# TYPE nix_cache_proxy_http_connections_open gauge
+nix_cache_proxy_http_connections_open 8
+`)); err != nil {
+		t.Errorf("connection gauges: %v", err)
 	}
 	for _, c := range conns {
 		c.Close()

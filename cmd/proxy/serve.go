@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/admin"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/server"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
@@ -103,6 +104,7 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) (err err
 		}
 	}
 	srv, bounded := newHTTPServer(h, ln, limits, log)
+	metrics.RegisterConnections(s.registry, bounded.Open, limits.maxConns)
 	upstreamNames := make([]string, len(s.upstreams.Clients()))
 	for i, u := range s.upstreams.Clients() {
 		upstreamNames[i] = u.String()

@@ -173,6 +173,22 @@ func RegisterPrefetch(reg prometheus.Registerer, pending func() int) {
 	}, func() float64 { return float64(pending()) }))
 }
 
+// RegisterConnections adds the gauges of client connections open on the
+// main listener, read from open at scrape time, and of their bound (0: no
+// bound), so an alert can fire before clients start to queue.
+func RegisterConnections(reg prometheus.Registerer, open func() int, max int) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "http_connections_open",
+		Help: "Client connections open on the main listener.",
+	}, func() float64 { return float64(open()) }))
+	bound := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "http_connections_max",
+		Help: "The bound on client connections (--max-connections); 0 for none.",
+	})
+	bound.Set(float64(max))
+	reg.MustRegister(bound)
+}
+
 // UpstreamRequest records one upstream request.
 func (m *Metrics) UpstreamRequest(upstream, kind, outcome string, d time.Duration) {
 	m.UpstreamRequests.WithLabelValues(upstream, kind, outcome).Inc()
