@@ -125,6 +125,9 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) (err err
 	defer func() { stopEvict(); <-evicted }()
 
 	if err := prefetchPins(ctx, s, cfg.pins.values, log); err != nil {
+		if ctx.Err() != nil {
+			return nil // told to stop while starting: a clean stop, not a failure
+		}
 		return err
 	}
 	watchCtx, stopWatch := context.WithCancel(context.Background())
