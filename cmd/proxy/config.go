@@ -31,6 +31,8 @@ type serveConfig struct {
 	listen              string
 	cacheDir            string
 	storage             string
+	advertiseURL        string
+	fillLeaseTTL        time.Duration
 	upstreams           stringList
 	keys                stringList
 	verifySignatures    bool
@@ -76,6 +78,8 @@ func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
 	fs.String("config", "", "TOML config `file`; keys are flag names (upstream = [\"...\"])")
 	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:5575", "`address` to serve on; 0.0.0.0:5575 for the LAN")
 	fs.StringVar(&cfg.cacheDir, "cache-dir", defaultCacheDir(), "`directory` for NAR files and the index")
+	fs.StringVar(&cfg.advertiseURL, "advertise-url", "", "`URL` where the other proxies on the same --storage bucket reach this one to join its downloads (http://10.0.0.5:5575)")
+	fs.DurationVar(&cfg.fillLeaseTTL, "fill-lease-ttl", 30*time.Second, "with s3 storage, how long a download's lease lives unrenewed: how long a dead proxy holds up a NAR before another takes it over")
 	fs.StringVar(&cfg.storage, "storage", "", "where NAR files and narinfos live: the cache dir (default), or s3://BUCKET[/PREFIX]?endpoint=HOST:PORT&scheme=http&region=R, shared by several proxies (the index stays in the cache dir)")
 	cfg.upstreams = stringList{values: []string{defaultUpstream}}
 	fs.Var(&cfg.upstreams, "upstream", "upstream cache `URL`, repeatable, in priority order")

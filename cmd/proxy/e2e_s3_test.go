@@ -1,14 +1,19 @@
 package main
 
 import (
+	"crypto/sha256"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/fakeupstream"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/nixtest"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/s3test"
 )
@@ -78,4 +83,221 @@ func TestFleetRealNix(t *testing.T) {
 	copyThrough(t, "C, fresh, the closure uploaded to B", cp.url, pub, built)
 	b.terminate(t)
 	cp.terminate(t)
+}
+
+// startReplica starts a proxy on storage that advertises its own URL to
+// its peers, with a short fill lease so a dead holder is taken over fast.
+func startReplica(t *testing.T, bin, storage, publicKey, upstream string) *proxyProcess {
+	t.Helper()
+	addr := freeAddr(t)
+	return startProxyAt(t, bin, addr, t.TempDir(), publicKey, []string{upstream},
+		"--storage", storage, "--advertise-url", "http://"+addr, "--fill-lease-ttl", "2s")
+}
+
+// fetchResult is one client's GET of a NAR.
+type fetchResult struct {
+	sum       [32]byte
+	n         int64
+	firstByte time.Duration
+	err       error
+}
+
+func fetchNAR(url string) fetchResult {
+	start := time.Now()
+	resp, err := http.Get(url)
+	if err != nil {
+		return fetchResult{err: err}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fetchResult{err: fmt.Errorf("status %s", resp.Status)}
+	}
+	h := sha256.New()
+	var r fetchResult
+	buf := make([]byte, 1)
+	if _, err := io.ReadFull(resp.Body, buf); err != nil {
+		return fetchResult{err: err}
+	}
+	r.firstByte = time.Since(start)
+	h.Write(buf)
+	n, err := io.Copy(h, resp.Body)
+	r.n, r.err = n+1, err
+	copy(r.sum[:], h.Sum(nil))
+	return r
+}
+
+// TestFleetColdImageOnce: a cold 48 MiB image asked from three proxies on
+// one bucket at once costs the upstream one fetch; the proxy holding the
+// fill lease fetches it, the other two stream it from that proxy's
+// download in progress, and every client gets the same, right bytes
+// while the (slow) upstream is still sending.
+func TestFleetColdImageOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test; skipped in -short mode")
+	}
+	storage := startFleet(t)
+	bin, err := proxyBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := fakeupstream.New(t)
+	image := fakeupstream.RandomBytes(48 << 20)
+	item := up.Add(fakeupstream.Path{File: image, Compression: "none"})
+	// About 3 s for the whole image: long enough that every client
+	// starts before the fill ends.
+	up.SetFault(item.NARPath, fakeupstream.Fault{Chunk: 1 << 20, Delay: 60 * time.Millisecond})
+	pub := up.PublicKey().String()
+	var replicas []*proxyProcess
+	for range 3 {
+		replicas = append(replicas, startReplica(t, bin, storage, pub, up.URL()))
+	}
+	// Each proxy learns the narinfo first, as Nix clients do.
+	var narURL string
+	for _, p := range replicas {
+		resp, err := http.Get(p.url + "/" + item.Hash + ".narinfo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("narinfo from %s: %s", p.url, resp.Status)
+		}
+		for _, line := range strings.Split(string(body), "\n") {
+			if u, ok := strings.CutPrefix(line, "URL: "); ok {
+				narURL = u
+			}
+		}
+	}
+	want := sha256.Sum256(image)
+	results := make([]fetchResult, 6)
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = fetchNAR(replicas[i%3].url + "/" + narURL)
+		}()
+	}
+	wg.Wait()
+	for i, r := range results {
+		if r.err != nil || r.sum != want || r.n != int64(len(image)) {
+			t.Errorf("client %d (proxy %d): %d bytes, right bytes %v, err %v", i, i%3, r.n, r.sum == want, r.err)
+		}
+		t.Logf("client %d (proxy %d): first byte after %v", i, i%3, r.firstByte.Round(time.Millisecond))
+		if r.firstByte > time.Second {
+			t.Errorf("client %d waited %v for its first byte", i, r.firstByte)
+		}
+	}
+	if n := up.Count(item.NARPath); n != 1 {
+		t.Errorf("the upstream served the image %d times, want 1", n)
+	}
+	// One proxy took the lease; the other two joined its download.
+	var taken, joined int
+	for _, p := range replicas {
+		m := scrape(t, p.url)
+		if strings.Contains(m, `nix_cache_proxy_fleet_fill_leases_total{event="taken"} 1`) {
+			taken++
+		}
+		if strings.Contains(m, `nix_cache_proxy_fleet_fill_joins_total{result="ok"} 1`) {
+			joined++
+		}
+	}
+	if taken != 1 || joined != 2 {
+		t.Errorf("%d proxies took a lease and %d joined a peer's fill; want 1 and 2", taken, joined)
+	}
+	// Now a hit on every proxy, from the bucket.
+	for _, p := range replicas {
+		if r := fetchNAR(p.url + "/" + narURL); r.err != nil || r.sum != want {
+			t.Errorf("hit on %s: %v", p.url, r.err)
+		}
+	}
+	if n := up.Count(item.NARPath); n != 1 {
+		t.Errorf("after the hits the upstream served the image %d times, want 1", n)
+	}
+}
+
+// TestFleetHolderKilled: the proxy filling an image is killed with
+// SIGKILL midway; its fill lease expires, another proxy takes it over,
+// and clients that retry get the whole image.
+func TestFleetHolderKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test; skipped in -short mode")
+	}
+	storage := startFleet(t)
+	bin, err := proxyBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := fakeupstream.New(t)
+	image := fakeupstream.RandomBytes(24 << 20)
+	item := up.Add(fakeupstream.Path{File: image, Compression: "none"})
+	up.SetFault(item.NARPath, fakeupstream.Fault{Chunk: 1 << 20, Delay: 150 * time.Millisecond})
+	pub := up.PublicKey().String()
+	a := startReplica(t, bin, storage, pub, up.URL())
+	b := startReplica(t, bin, storage, pub, up.URL())
+	narURL := "nar/" + item.FileHash + ".nar"
+	for _, p := range []*proxyProcess{a, b} {
+		resp, err := http.Get(p.url + "/" + item.Hash + ".narinfo")
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("narinfo from %s: %v %v", p.url, resp, err)
+		}
+		resp.Body.Close()
+	}
+	want := sha256.Sum256(image)
+	first := make(chan fetchResult, 2)
+	go func() { first <- fetchNAR(a.url + "/" + narURL) }()
+	time.Sleep(500 * time.Millisecond) // a holds the lease
+	go func() { first <- fetchNAR(b.url + "/" + narURL) }()
+	time.Sleep(1 * time.Second) // b has joined a's fill
+	if err := a.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-a.done
+	for range 2 {
+		if r := <-first; r.err == nil && r.sum == want {
+			t.Logf("a client got the whole image despite the kill")
+		}
+	}
+	// Retry on the survivor, as Nix does: b takes the lease over once it
+	// expires, fetches the image again and serves it whole.
+	var r fetchResult
+	for try := range 5 {
+		if r = fetchNAR(b.url + "/" + narURL); r.err == nil {
+			break
+		}
+		t.Logf("retry %d: %v", try, r.err)
+		time.Sleep(500 * time.Millisecond)
+	}
+	if r.err != nil || r.sum != want {
+		t.Fatalf("after retries: %d bytes, right %v, err %v", r.n, r.sum == want, r.err)
+	}
+	if n := up.Count(item.NARPath); n != 2 {
+		t.Errorf("the upstream served the image %d times, want 2 (a's cut fill, b's after the takeover)", n)
+	}
+	metrics := scrape(t, b.url)
+	if !strings.Contains(metrics, `nix_cache_proxy_fleet_fill_leases_total{event="taken-over"} 1`) {
+		t.Errorf("b's metrics do not count the takeover:\n%s", grepLines(metrics, "fleet"))
+	}
+}
+
+func scrape(t *testing.T, base string) string {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return string(body)
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -135,7 +135,12 @@ func startProxy(t *testing.T, bin, cacheDir, publicKey string, upstreams ...stri
 // startProxyArgs is startProxy with extra serve flags after the usual ones.
 func startProxyArgs(t *testing.T, bin, cacheDir, publicKey string, upstreams []string, extra ...string) *proxyProcess {
 	t.Helper()
-	addr := freeAddr(t)
+	return startProxyAt(t, bin, freeAddr(t), cacheDir, publicKey, upstreams, extra...)
+}
+
+// startProxyAt is startProxyArgs on a given address.
+func startProxyAt(t *testing.T, bin, addr, cacheDir, publicKey string, upstreams []string, extra ...string) *proxyProcess {
+	t.Helper()
 	args := []string{"serve", "--listen", addr, "--cache-dir", cacheDir,
 		"--trusted-public-key", publicKey, "--log-level", "debug"}
 	for _, u := range upstreams {

@@ -11,6 +11,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/admin"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/evict"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/fleet"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/misslog"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
@@ -64,12 +65,14 @@ func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 		sk := *secretKey
 		storeOpts.Present = func(text []byte) []byte { return narinfo.SignText(text, sk) }
 	}
+	var fills cache.Fleet
 	if cfg.storage != "" {
 		b, err := openBucket(cfg)
 		if err != nil {
 			return nil, err
 		}
 		storeOpts.Files, storeOpts.Shared = b, b
+		fills = fleet.New(b, fleet.Options{URL: cfg.advertiseURL, TTL: cfg.fillLeaseTTL, Metrics: m, Logger: log})
 	}
 	st, err := store.OpenWith(cfg.cacheDir, storeOpts)
 	if err != nil {
@@ -104,6 +107,7 @@ func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 		Fetch:       cache.FetchOptions{Connections: cfg.fetchConnections},
 		Misses:      s.misses,
 		Room:        room,
+		Fleet:       fills,
 		Metrics:     m,
 		Logger:      log,
 	})

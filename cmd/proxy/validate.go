@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -74,6 +75,14 @@ func (cfg *serveConfig) check() error {
 		// One proxy evicting from a shared bucket would delete NARs whose
 		// narinfos the others handed out: fleet-wide eviction needs a
 		// lease and a grace period, which are not built yet.
+		if cfg.advertiseURL != "" {
+			if u, err := url.Parse(cfg.advertiseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return fmt.Errorf("--advertise-url %q: want http://HOST:PORT", cfg.advertiseURL)
+			}
+		}
+		if cfg.fillLeaseTTL < time.Second {
+			return errors.New("--fill-lease-ttl: at least 1s")
+		}
 		if cfg.maxSize > 0 || len(cfg.keepRules) > 0 {
 			return errors.New("--max-size and --keep-latest: not supported with --storage s3:// yet (eviction would delete NARs the other proxies serve)")
 		}

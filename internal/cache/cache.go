@@ -60,6 +60,9 @@ type Options struct {
 	Misses MissRecorder
 	// Room is the disk bound; nil keeps every NAR.
 	Room Room
+	// Fleet, if set, makes one proxy of those on the same shared storage
+	// fetch each NAR, the others streaming it from that one.
+	Fleet Fleet
 	// Metrics, if nil, are kept but not exported.
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
@@ -138,6 +141,7 @@ type Cache struct {
 	negative  *negativeCache
 	misses    MissRecorder
 	room      Room
+	fleet     Fleet
 	metrics   *metrics.Metrics
 	hits      prometheus.Counter // narinfo hits: resolved once, not per request
 	lookups   singleflight.Group
@@ -195,6 +199,7 @@ func New(opts Options) (*Cache, error) {
 		negative:  newNegativeCache(opts.NegativeTTL),
 		misses:    opts.Misses,
 		room:      opts.Room,
+		fleet:     opts.Fleet,
 		metrics:   opts.Metrics,
 		hits:      opts.Metrics.Lookups.WithLabelValues("narinfo", "hit"),
 		ctx:       ctx,

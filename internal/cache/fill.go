@@ -87,7 +87,11 @@ func (c *Cache) fetchToStore(ctx context.Context, fl *flight, src store.NARSourc
 	var kept bool
 	var writeErr error
 	defer func() { release(kept, writeErr) }()
-	first, err := client.FetchNAR(ctx, loc, 0, -1)
+	first, done, err := c.openBody(ctx, fl.name, client, loc)
+	if errors.Is(err, errStoredMeanwhile) {
+		return 0, nil
+	}
+	defer done() // after the deferred Cancel or the Commit below
 	if errors.Is(err, upstream.ErrNotFound) {
 		return 0, fmt.Errorf("%w: %w", ErrNotFound, err)
 	}

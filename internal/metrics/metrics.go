@@ -44,6 +44,10 @@ type Metrics struct {
 	EvictedBytes prometheus.Counter     // bytes of NAR files evicted
 	StoreMaxSize prometheus.Gauge       // --max-size; 0 for none
 	NARNotKept   *prometheus.CounterVec // reason (no-room, disk-error)
+
+	// Several proxies on one bucket (--storage s3://).
+	FleetLeases *prometheus.CounterVec // event (taken, taken-over, lost)
+	FleetJoins  *prometheus.CounterVec // result (ok, error)
 }
 
 // New creates the metrics and registers them, with Go and process
@@ -124,6 +128,14 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "nar_not_kept_total",
 			Help: "NARs streamed to clients without being kept, by reason: no room within the bound (no-room), writing to the cache dir failed (disk-error).",
 		}, []string{"reason"}),
+		FleetLeases: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "fleet_fill_leases_total",
+			Help: "Fill leases on the shared bucket: taken (this proxy fetches the NAR), taken-over (from a proxy whose lease expired), lost (another proxy took this one's over).",
+		}, []string{"event"}),
+		FleetJoins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "fleet_fill_joins_total",
+			Help: "NAR fills joined from another proxy's download in progress instead of the upstream: ok, or error (the peer did not answer; asked again).",
+		}, []string{"result"}),
 		BreakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "upstream_breaker_state",
 			Help: "Each upstream's circuit breaker: 0 closed (asked), 1 open (skipped after consecutive failures), 2 half-open (one trial request in flight).",
@@ -136,7 +148,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.Requests, m.RequestDuration, m.Lookups, m.ServedBytes, m.Downloads,
 		m.DownloadClients, m.VerifyFailures, m.MissesRecorded, m.Uploads, m.UploadBytes, m.PrefetchBytes,
 		m.UpstreamRequests, m.UpstreamDuration, m.UpstreamBytes, m.BreakerState, m.BreakerTrips,
-		m.Evictions, m.EvictedBytes, m.StoreMaxSize, m.NARNotKept,
+		m.Evictions, m.EvictedBytes, m.StoreMaxSize, m.NARNotKept, m.FleetLeases, m.FleetJoins,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Pre-create the series alerts and the status page read, so they are 0
 	// rather than absent before the first event.
@@ -156,6 +168,12 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	for _, reason := range []string{"no-room", "disk-error"} {
 		m.NARNotKept.WithLabelValues(reason)
+	}
+	for _, event := range []string{"taken", "taken-over", "lost"} {
+		m.FleetLeases.WithLabelValues(event)
+	}
+	for _, result := range []string{"ok", "error"} {
+		m.FleetJoins.WithLabelValues(result)
 	}
 	return m
 }

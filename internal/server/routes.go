@@ -61,6 +61,14 @@ func (s *Server) serveNAR(w http.ResponseWriter, r *http.Request) error {
 	return s.cache.ServeNAR(w, withRequestID(w, r), file)
 }
 
+func (s *Server) serveFill(w http.ResponseWriter, r *http.Request) error {
+	file := chi.URLParam(r, "file")
+	if !narinfo.ValidNARName(file) {
+		return errBadName
+	}
+	return s.cache.ServeFill(w, withRequestID(w, r), file)
+}
+
 func (s *Server) serveLog(w http.ResponseWriter, r *http.Request) error {
 	name := chi.URLParam(r, "name")
 	if !narinfo.ValidStorePathName(name) {

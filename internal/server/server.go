@@ -99,6 +99,10 @@ func New(cfg Config) (*Server, error) {
 	r := chi.NewRouter()
 	r.Get("/nix-cache-info", s.handle("nix-cache-info", s.serveCacheInfo))
 	r.Head("/nix-cache-info", s.handle("nix-cache-info", s.serveCacheInfo))
+	// Peers on the same shared storage join this proxy's NAR fills here
+	// (internal/fleet). Like /nar/ it needs no credentials: it sends only
+	// what /nar/<file> would, and never starts a download.
+	r.Get("/_/fill/{file}", s.handle("fill", s.serveFill))
 	if cfg.Admin != nil {
 		r.Mount("/_", cfg.Admin)
 	}
