@@ -131,7 +131,7 @@ func (c *Cache) fetchToStore(ctx context.Context, fl *flight, src store.NARSourc
 	f := &rangeFetch{
 		client: client, orig: loc, final: first.URL, size: size, out: wr,
 		backoff: c.fetch.Backoff,
-		segs: []*segment{{end: size, state: segLive}},
+		segs:    []*segment{{end: size, state: segLive}},
 		grew: func(p int64) {
 			fl.progress(p - h.target.Load())
 			h.grow(p)
