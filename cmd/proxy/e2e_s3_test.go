@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -215,6 +216,47 @@ func TestFleetColdImageOnce(t *testing.T) {
 	if n := up.Count(item.NARPath); n != 1 {
 		t.Errorf("after the hits the upstream served the image %d times, want 1", n)
 	}
+
+	// What a hit costs in bucket requests, on a proxy past its first
+	// lookup of the path: a narinfo hit is answered from its own index.
+	p := replicas[0]
+	before := bucketRequests(t, p.url)
+	for range 10 {
+		resp, err := http.Get(p.url + "/" + item.Hash + ".narinfo")
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("narinfo hit: %v %v", resp, err)
+		}
+		resp.Body.Close()
+	}
+	afterInfo := bucketRequests(t, p.url)
+	if r := fetchNAR(p.url + "/" + narURL); r.err != nil || r.sum != want {
+		t.Fatalf("NAR hit: %v", r.err)
+	}
+	afterNAR := bucketRequests(t, p.url)
+	t.Logf("bucket requests: %.1f per narinfo hit, %d per NAR hit", float64(afterInfo-before)/10, afterNAR-afterInfo)
+	if afterInfo != before {
+		t.Errorf("10 narinfo hits cost %d bucket requests, want 0", afterInfo-before)
+	}
+	if d := afterNAR - afterInfo; d != 2 {
+		t.Errorf("a NAR hit cost %d bucket requests, want 2 (HEAD, ranged GET)", d)
+	}
+}
+
+// bucketRequests sums nix_cache_proxy_bucket_requests_total on a proxy.
+func bucketRequests(t *testing.T, base string) int {
+	t.Helper()
+	total := 0
+	for _, l := range strings.Split(scrape(t, base), "\n") {
+		if strings.HasPrefix(l, "nix_cache_proxy_bucket_requests_total{") {
+			f := strings.Fields(l)
+			n, err := strconv.Atoi(f[len(f)-1])
+			if err != nil {
+				t.Fatalf("metrics line %q: %v", l, err)
+			}
+			total += n
+		}
+	}
+	return total
 }
 
 // TestFleetHolderKilled: the proxy filling an image is killed with

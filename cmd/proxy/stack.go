@@ -67,7 +67,7 @@ func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 	}
 	var fills cache.Fleet
 	if cfg.storage != "" {
-		b, err := openBucket(cfg)
+		b, err := openBucket(cfg, m)
 		if err != nil {
 			return nil, err
 		}
@@ -154,14 +154,14 @@ func (s *stack) close() error {
 
 // openBucket opens the --storage bucket, with credentials found the usual
 // AWS way; the cache dir keeps the index and the spool of fills.
-func openBucket(cfg *serveConfig) (*s3store.Bucket, error) {
+func openBucket(cfg *serveConfig, m *metrics.Metrics) (*s3store.Bucket, error) {
 	loc, err := s3store.ParseURL(cfg.storage)
 	if err != nil {
 		return nil, fmt.Errorf("--storage: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	b, err := s3store.Open(ctx, loc, s3store.Options{SpoolDir: filepath.Join(cfg.cacheDir, "spool")})
+	b, err := s3store.Open(ctx, loc, s3store.Options{SpoolDir: filepath.Join(cfg.cacheDir, "spool"), Observe: m.ObserveBucket})
 	if err != nil {
 		return nil, fmt.Errorf("--storage: %w", err)
 	}

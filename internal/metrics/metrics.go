@@ -46,8 +46,16 @@ type Metrics struct {
 	NARNotKept   *prometheus.CounterVec // reason (no-room, disk-error)
 
 	// Several proxies on one bucket (--storage s3://).
-	FleetLeases *prometheus.CounterVec // event (taken, taken-over, lost)
-	FleetJoins  *prometheus.CounterVec // result (ok, error)
+	FleetLeases    *prometheus.CounterVec   // event (taken, taken-over, lost)
+	FleetJoins     *prometheus.CounterVec   // result (ok, error)
+	BucketRequests *prometheus.CounterVec   // operation, result (ok, not-found, conflict, error)
+	BucketDuration *prometheus.HistogramVec // operation
+}
+
+// ObserveBucket records one bucket operation (s3store.Options.Observe).
+func (m *Metrics) ObserveBucket(op, result string, d time.Duration) {
+	m.BucketRequests.WithLabelValues(op, result).Inc()
+	m.BucketDuration.WithLabelValues(op).Observe(d.Seconds())
 }
 
 // New creates the metrics and registers them, with Go and process
@@ -136,6 +144,15 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "fleet_fill_joins_total",
 			Help: "NAR fills joined from another proxy's download in progress instead of the upstream: ok, or error (the peer did not answer; asked again).",
 		}, []string{"result"}),
+		BucketRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "bucket_requests_total",
+			Help: "Operations on the --storage bucket, by S3 operation and result: ok, not-found, conflict (a conditional write lost), error.",
+		}, []string{"operation", "result"}),
+		BucketDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "bucket_request_duration_seconds",
+			Help:    "Time of an operation on the --storage bucket to its response headers, retries included.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
+		}, []string{"operation"}),
 		BreakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "upstream_breaker_state",
 			Help: "Each upstream's circuit breaker: 0 closed (asked), 1 open (skipped after consecutive failures), 2 half-open (one trial request in flight).",
@@ -149,6 +166,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.DownloadClients, m.VerifyFailures, m.MissesRecorded, m.Uploads, m.UploadBytes, m.PrefetchBytes,
 		m.UpstreamRequests, m.UpstreamDuration, m.UpstreamBytes, m.BreakerState, m.BreakerTrips,
 		m.Evictions, m.EvictedBytes, m.StoreMaxSize, m.NARNotKept, m.FleetLeases, m.FleetJoins,
+		m.BucketRequests, m.BucketDuration,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Pre-create the series alerts and the status page read, so they are 0
 	// rather than absent before the first event.

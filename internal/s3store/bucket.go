@@ -8,11 +8,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/middleware"
 )
 
 // Bucket is a proxy's view of its bucket. It is safe for concurrent use.
@@ -37,6 +39,11 @@ type Options struct {
 	PartSize int64
 	// HTTPClient, if set, makes the bucket requests.
 	HTTPClient *http.Client
+	// Observe, if set, is told of every bucket operation (the S3 API's
+	// name: GetObject, PutObject...) once it ends, retries included: its
+	// result (ok, not-found, conflict, error) and how long it took to its
+	// response headers.
+	Observe func(op, result string, d time.Duration)
 }
 
 // Open returns the bucket at loc. It checks that the bucket answers, so a
@@ -82,6 +89,9 @@ func Open(ctx context.Context, loc Location, opts Options) (*Bucket, error) {
 		// servers refuse the SDK's default trailing checksums.
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+		if opts.Observe != nil {
+			o.APIOptions = append(o.APIOptions, observe(opts.Observe))
+		}
 	})
 	b := &Bucket{loc: loc, client: client, spool: opts.SpoolDir, partSize: opts.PartSize}
 	if _, err := client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(loc.Bucket)}); err != nil {
@@ -107,6 +117,34 @@ func sweep(dir string) error {
 		}
 	}
 	return nil
+}
+
+// observe adds a middleware that reports each operation to fn.
+func observe(fn func(op, result string, d time.Duration)) func(*middleware.Stack) error {
+	return func(st *middleware.Stack) error {
+		op := st.ID()
+		return st.Initialize.Add(middleware.InitializeMiddlewareFunc("NixCacheProxyObserve",
+			func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+				start := time.Now()
+				out, md, err := next.HandleInitialize(ctx, in)
+				fn(op, result(mapErr(err)), time.Since(start))
+				return out, md, err
+			}), middleware.Before)
+	}
+}
+
+// result is an operation's outcome as metrics label it.
+func result(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, fs.ErrNotExist):
+		return "not-found"
+	case errors.Is(err, ErrConflict):
+		return "conflict"
+	default:
+		return "error"
+	}
 }
 
 // ErrConflict means a conditional write lost: the object exists (for
