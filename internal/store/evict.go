@@ -51,7 +51,7 @@ func (s *Store) WalkNARs(ctx context.Context, withSource bool, fn func(*NARUse) 
 				}
 			}
 			row = narRow{}
-			if err := json.Unmarshal(v, &row); err != nil {
+			if err := decodeNARRow(v, &row); err != nil {
 				return fmt.Errorf("decode NAR row %s: %w", k, err)
 			}
 			u = NARUse{Name: string(k), Size: row.Size, Access: row.Access}
@@ -158,7 +158,7 @@ func (s *Store) FlushAccess(ctx context.Context) error {
 				continue // evicted or dropped meanwhile
 			}
 			var r narRow
-			if err := json.Unmarshal(v, &r); err != nil {
+			if err := decodeNARRow(v, &r); err != nil {
 				return fmt.Errorf("decode NAR row %s: %w", name, err)
 			}
 			if !at.After(r.Access) {
@@ -186,14 +186,17 @@ func (s *Store) FlushAccess(ctx context.Context) error {
 	return err
 }
 
-// EvictNARs deletes the NAR files named and their index rows, and returns
-// the bytes freed. Only the files go: narinfos and NAR sources stay, so a
-// client holding a narinfo gets the NAR refilled from its upstream. A file
-// being read stays readable through its open handle to the end.
+// EvictNARs deletes the NAR files named and their index rows, in one
+// transaction, and returns the bytes freed. Only the files go: narinfos and
+// NAR sources stay, so a client holding a narinfo gets the NAR refilled
+// from its upstream. A file being read stays readable through its open
+// handle to the end.
 //
-// The names are first recorded as being evicted, then the files removed,
-// then the rows and the record deleted: a crash at any point is finished by
-// the next Open.
+// The rows are deleted first, and the names recorded as being evicted in
+// the same transaction; then the files are removed. A crash in between
+// leaves files without rows, which the next Open removes. A NAR refilled
+// under the same name before its old file is removed keeps its new file
+// (see Writer.Commit).
 func (s *Store) EvictNARs(ctx context.Context, names []string) (int64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
@@ -201,98 +204,119 @@ func (s *Store) EvictNARs(ctx context.Context, names []string) (int64, error) {
 	if len(names) == 0 {
 		return 0, nil
 	}
-	// The intent carries each row's Stored time: a refill that commits a new
-	// file of the same name meanwhile has a newer one and is left alone.
-	intents := make(map[string][]byte, len(names))
+	freed, gone, err := s.evictRows(names)
+	if err != nil {
+		return 0, fmt.Errorf("evict: %w", err)
+	}
+	return freed, s.removeEvicted(gone)
+}
+
+// evictRows deletes the rows of names and records them as being evicted;
+// it returns the bytes of the rows deleted and their names.
+func (s *Store) evictRows(names []string) (int64, []string, error) {
+	var freed int64
+	var gone []string
 	err := s.db.Update(func(tx *bolt.Tx) error {
+		freed, gone = 0, gone[:0]
 		nars, ev := tx.Bucket(bucketNAR), tx.Bucket(bucketEvicting)
+		// Records of earlier evictions whose files are removed by now.
+		s.rmMu.Lock()
+		c := ev.Cursor()
+		for k, _ := c.First(); k != nil; {
+			if s.removing[string(k)] {
+				k, _ = c.Next()
+				continue
+			}
+			if err := c.Delete(); err != nil {
+				s.rmMu.Unlock()
+				return err
+			}
+			k, _ = c.Seek(k)
+		}
+		s.rmMu.Unlock()
 		for _, name := range names {
 			v := nars.Get([]byte(name))
 			if v == nil {
 				continue
 			}
 			var r narRow
-			if err := json.Unmarshal(v, &r); err != nil {
+			if err := decodeNARRow(v, &r); err != nil {
 				return fmt.Errorf("decode NAR row %s: %w", name, err)
-			}
-			stamp, err := r.Stored.MarshalBinary()
-			if err != nil {
-				return err
-			}
-			if err := ev.Put([]byte(name), stamp); err != nil {
-				return err
-			}
-			intents[name] = stamp
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("record eviction: %w", err)
-	}
-	var errs []error
-	for name := range intents {
-		if err := s.files.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("remove NAR %s: %w", name, err))
-			delete(intents, name) // its row stays: the file is still there
-		}
-	}
-	freed, err := s.finishEvictions(intents)
-	return freed, errors.Join(append(errs, err)...)
-}
-
-// finishEvictions deletes the rows of evicted files whose row is still the
-// one the intent recorded, and the intents.
-func (s *Store) finishEvictions(intents map[string][]byte) (int64, error) {
-	var freed, files int64
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		freed, files = 0, 0
-		nars, ev := tx.Bucket(bucketNAR), tx.Bucket(bucketEvicting)
-		for name, stamp := range intents {
-			if err := ev.Delete([]byte(name)); err != nil {
-				return err
-			}
-			v := nars.Get([]byte(name))
-			if v == nil {
-				continue // dropped meanwhile by a reader that found it gone
-			}
-			var r narRow
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("decode NAR row %s: %w", name, err)
-			}
-			if want, err := r.Stored.MarshalBinary(); err != nil || string(want) != string(stamp) {
-				continue // a refill committed a new file under this name
 			}
 			if err := nars.Delete([]byte(name)); err != nil {
 				return err
 			}
+			if err := ev.Put([]byte(name), nil); err != nil {
+				return err
+			}
 			freed += r.Size
-			files++
+			gone = append(gone, name)
 		}
-		tx.OnCommit(func() { s.counted(-files, -freed) })
+		tx.OnCommit(func() {
+			s.counted(-int64(len(gone)), -freed)
+			s.rmMu.Lock()
+			if s.removing == nil {
+				s.removing = make(map[string]bool)
+			}
+			for _, name := range gone {
+				s.removing[name] = true
+			}
+			s.rmMu.Unlock()
+		})
 		return nil
 	})
-	return freed, err
+	return freed, gone, err
 }
 
-// resumeEvictions finishes the evictions a crash interrupted, at Open.
+// removeEvicted removes the files of evicted rows, each unless a new file
+// was committed under its name since.
+func (s *Store) removeEvicted(names []string) error {
+	var errs []error
+	for _, name := range names {
+		s.rmMu.Lock()
+		if s.removing[name] {
+			delete(s.removing, name)
+			if err := s.files.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("remove NAR %s: %w", name, err))
+			}
+		}
+		s.rmMu.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
+// resumeEvictions finishes, at Open, the evictions a crash interrupted:
+// the files of recorded names whose row is gone are removed (a row that is
+// back belongs to a refill), and the records dropped.
 func (s *Store) resumeEvictions() error {
-	intents := map[string][]byte{}
+	var names []string
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketEvicting).ForEach(func(k, v []byte) error {
-			intents[string(k)] = append([]byte(nil), v...)
+		nars := tx.Bucket(bucketNAR)
+		return tx.Bucket(bucketEvicting).ForEach(func(k, _ []byte) error {
+			if nars.Get(k) == nil {
+				names = append(names, string(k))
+			}
 			return nil
 		})
 	})
-	if err != nil || len(intents) == 0 {
+	if err != nil {
 		return err
 	}
-	for name := range intents {
+	for _, name := range names {
 		if err := s.files.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("finish eviction of %s: %w", name, err)
 		}
 	}
-	_, err = s.finishEvictions(intents)
-	return err
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketEvicting).Stats().KeyN == 0 {
+			return nil
+		}
+		if err := tx.DeleteBucket(bucketEvicting); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucket(bucketEvicting)
+		return err
+	})
 }
 
 // IndexSize is the size of the index file, which counts toward the bound
@@ -304,12 +328,4 @@ func (s *Store) IndexSize() int64 {
 		return nil
 	})
 	return n
-}
-
-func jsonGet(b *bolt.Bucket, key string, v any) error {
-	row := b.Get([]byte(key))
-	if row == nil {
-		return ErrNotFound
-	}
-	return json.Unmarshal(row, v)
 }

@@ -22,9 +22,9 @@ func commitNAR(t *testing.T, s *Store, name string, size int) {
 	}
 }
 
-// TestEvictionResumedAtOpen: a crash after an eviction recorded its intent
-// and before it deleted the rows is finished by the next Open: no row
-// without its file, no file without its row, totals right.
+// TestEvictionResumedAtOpen: a crash after an eviction deleted its rows
+// and before it removed the files is finished by the next Open: no file
+// without its row, totals right.
 func TestEvictionResumedAtOpen(t *testing.T) {
 	dir := t.TempDir()
 	s, err := Open(dir)
@@ -34,45 +34,49 @@ func TestEvictionResumedAtOpen(t *testing.T) {
 	commitNAR(t, s, narName, 1000)
 	const other = "1123456789abcdfghijklmnpqrsvwxyz0123456789abcdfghijk.nar"
 	commitNAR(t, s, other, 500)
-	// The intent, as EvictNARs records it, then the "crash".
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		var r narRow
-		if err := jsonGet(tx.Bucket(bucketNAR), narName, &r); err != nil {
-			return err
-		}
-		stamp, _ := r.Stored.MarshalBinary()
-		return tx.Bucket(bucketEvicting).Put([]byte(narName), stamp)
-	})
-	if err != nil {
-		t.Fatal(err)
+	// The rows go, then the "crash" before the files are removed.
+	if _, gone, err := s.evictRows([]string{narName}); err != nil || len(gone) != 1 {
+		t.Fatalf("evictRows = %v, %v", gone, err)
+	}
+	if _, err := s.Files().Stat(narName); err != nil {
+		t.Fatalf("the file went with the row: %v", err)
 	}
 	s.Close()
 	s = openStore(t, dir)
 	if _, err := s.Files().Stat(narName); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("file of the interrupted eviction: %v", err)
 	}
-	if has, _ := s.HasNAR(context.Background(), narName); has {
-		t.Error("row of the interrupted eviction kept")
+	if _, err := s.Files().Stat(other); err != nil {
+		t.Errorf("another NAR's file: %v", err)
 	}
 	if st, _ := s.Stats(context.Background()); st.NARs != 1 || st.NARBytes != 500 {
 		t.Errorf("stats after resume: %+v", st)
 	}
+	var records int
+	s.db.View(func(tx *bolt.Tx) error { records = tx.Bucket(bucketEvicting).Stats().KeyN; return nil })
+	if records != 0 {
+		t.Errorf("%d eviction records left", records)
+	}
 }
 
-// TestEvictLeavesRefill: a NAR committed again (a refill) between the
-// intent and the row's deletion keeps its new row.
+// TestEvictLeavesRefill: a NAR committed again (a refill) between its row's
+// eviction and its file's removal keeps its new file and row.
 func TestEvictLeavesRefill(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	commitNAR(t, s, narName, 100)
-	var r narRow
-	s.db.View(func(tx *bolt.Tx) error { return jsonGet(tx.Bucket(bucketNAR), narName, &r) })
-	stale, _ := r.Stored.Add(-time.Second).MarshalBinary()
-	freed, err := s.finishEvictions(map[string][]byte{narName: stale})
-	if err != nil || freed != 0 {
-		t.Fatalf("finishEvictions = %d, %v", freed, err)
+	_, gone, err := s.evictRows([]string{narName})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if has, _ := s.HasNAR(context.Background(), narName); !has {
-		t.Error("a refilled NAR's row was deleted")
+	commitNAR(t, s, narName, 200) // the refill
+	if err := s.removeEvicted(gone); err != nil {
+		t.Fatal(err)
+	}
+	if size, err := s.Files().Stat(narName); err != nil || size != 200 {
+		t.Errorf("refilled file: %d, %v", size, err)
+	}
+	if st, _ := s.Stats(context.Background()); st.NARs != 1 || st.NARBytes != 200 {
+		t.Errorf("stats %+v", st)
 	}
 }
 

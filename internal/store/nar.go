@@ -99,7 +99,7 @@ func (s *Store) countNARs() error {
 	return s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketNAR).ForEach(func(k, v []byte) error {
 			var r narRow
-			if err := json.Unmarshal(v, &r); err != nil {
+			if err := decodeNARRow(v, &r); err != nil {
 				return fmt.Errorf("decode NAR row %s: %w", k, err)
 			}
 			s.counted(1, r.Size)
@@ -219,7 +219,12 @@ func (w *Writer) Commit(ctx context.Context) error {
 	w.done = true
 	defer w.s.live.done(w.name) // after the index row is in
 	w.stopSync()
+	// A NAR evicted a moment ago whose old file is still to be removed:
+	// this new file must stay (see removeEvicted).
+	w.s.rmMu.Lock()
+	delete(w.s.removing, w.name)
 	size, err := w.part.Commit()
+	w.s.rmMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("commit NAR %s: %w", w.name, err)
 	}

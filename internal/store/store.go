@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -50,6 +51,12 @@ type Store struct {
 	shared Shared
 	hot    *hotNarInfos
 	access accessLog
+
+	// removing holds the NARs whose rows eviction deleted and whose files
+	// it has yet to remove; a Commit of the same name takes it out, so the
+	// new file stays.
+	rmMu     sync.Mutex
+	removing map[string]bool
 
 	present func([]byte) []byte // Options.Present; nil: served as stored
 	// live are the NAR names being written now.
@@ -102,7 +109,13 @@ func OpenWith(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open index: %w", err)
 	}
-	if err := db.Update(initBuckets); err != nil {
+	err = db.View(checkBuckets)
+	if errors.Is(err, errNeedInit) {
+		err = db.Update(initBuckets)
+	} else if err == nil {
+		err = db.View(func(tx *bolt.Tx) error { return checkSchema(tx.Bucket(bucketMeta).Get(keySchema)) })
+	}
+	if err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -118,8 +131,36 @@ func OpenWith(dir string, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// allBuckets are created at Open (uploads is created when first used).
+var allBuckets = [][]byte{bucketNarInfo, bucketNARSource, bucketNAR, bucketAux, bucketMisses, bucketPins, bucketMeta, bucketEvicting}
+
+// errNeedInit means the index lacks a bucket or its schema version.
+var errNeedInit = errors.New("store: index needs its buckets")
+
+// checkBuckets finds whether the index has everything, in a read
+// transaction: opening an existing cache writes nothing (a write
+// transaction ends in an fsync).
+func checkBuckets(tx *bolt.Tx) error {
+	for _, b := range allBuckets {
+		if tx.Bucket(b) == nil {
+			return errNeedInit
+		}
+	}
+	if tx.Bucket(bucketMeta).Get(keySchema) == nil {
+		return errNeedInit
+	}
+	return nil
+}
+
+func checkSchema(v []byte) error {
+	if string(v) != schemaVersion {
+		return fmt.Errorf("%w: index has version %s, this binary reads %s", ErrSchema, v, schemaVersion)
+	}
+	return nil
+}
+
 func initBuckets(tx *bolt.Tx) error {
-	for _, b := range [][]byte{bucketNarInfo, bucketNARSource, bucketNAR, bucketAux, bucketMisses, bucketPins, bucketMeta, bucketEvicting} {
+	for _, b := range allBuckets {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return fmt.Errorf("create bucket %s: %w", b, err)
 		}
