@@ -29,6 +29,9 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 	return st, err
 }
 
+// NARBytes is the total size of the NAR files indexed, kept in memory.
+func (s *Store) NARBytes() int64 { return s.narBytes.Load() }
+
 // ErrLowDisk means the cache dir's file system has less free space than
 // asked for.
 var ErrLowDisk = errors.New("store: low on disk space")
