@@ -34,6 +34,7 @@ type stack struct {
 	misses    *misslog.Log
 	cache     *cache.Cache
 	evict     *evict.Evictor
+	storage   string // --storage; "" for the cache dir
 	prefetch  *prefetch.Manager
 	verify    *verify.Manager
 	admin     *admin.Service
@@ -79,7 +80,7 @@ func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 		return nil, fmt.Errorf("--cache-dir %s: %w", cfg.cacheDir, err)
 	}
 	metrics.RegisterStore(reg, st)
-	s = &stack{registry: reg, metrics: m, upstreams: group, store: st, keys: keys, secretKey: secretKey}
+	s = &stack{registry: reg, metrics: m, upstreams: group, store: st, keys: keys, secretKey: secretKey, storage: cfg.storage}
 	s.misses = misslog.New(st, misslog.Options{Max: cfg.missLogMax, Unlimited: cfg.missLogMax == 0, Logger: log})
 	evictCfg := evict.Config{MaxSize: cfg.maxSize, MinFree: cfg.minFree, KeepLatest: cfg.keepRules, Metrics: m, Logger: log}
 	if cfg.storage != "" {

@@ -21,6 +21,8 @@ func (s *stack) statusPage(log *slog.Logger) http.Handler {
 		Bound:     s.evict,
 		Metrics:   s.metrics,
 		Upstreams: names,
+		Storage:   s.storage,
+		CacheDir:  s.store.Dir(),
 	})
 	return statuspage.Handler(src, statuspage.Options{Logger: log})
 }

@@ -68,6 +68,9 @@ type Config struct {
 	// Upstreams are the configured upstreams' names (upstream.Client's
 	// String), in priority order: listed even before their first request.
 	Upstreams []string
+	// Storage is the --storage URL; "" for the cache dir.
+	Storage  string
+	CacheDir string
 	// Started is when the process started; default when NewCollector runs.
 	Started time.Time
 	// TopMisses is how many misses are listed; default 10.
@@ -119,6 +122,10 @@ func (c *Collector) Snapshot(ctx context.Context) (*Snapshot, error) {
 		Version:        c.version,
 		VerifyFailures: map[string]int64{},
 		Uploads:        map[string]int64{},
+	}
+	s.Storage = Storage{Backend: "dir", Location: c.cfg.CacheDir}
+	if c.cfg.Storage != "" {
+		s.Storage = Storage{Backend: "s3", Location: c.cfg.Storage}
 	}
 	var counts map[string]*upstreamCounts
 	if m := c.cfg.Metrics; m != nil {

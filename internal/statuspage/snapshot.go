@@ -27,6 +27,8 @@ type Snapshot struct {
 	Served  Served  `json:"served"`
 	Disk    Disk    `json:"disk"`
 
+	Storage Storage `json:"storage"`
+
 	Upstreams []Upstream `json:"upstreams"`
 	// VerifyFailures counts upstream answers refused, by check
 	// (signature, narinfo, size, hash).
@@ -44,6 +46,25 @@ type Snapshot struct {
 	TopMisses []store.Miss    `json:"top_misses"`
 	MissRows  int             `json:"miss_rows"` // rows in the miss log
 	Errors    []string        `json:"errors,omitempty"`
+}
+
+// Storage is where NAR files live and, with a shared bucket, this proxy's
+// part in the fleet: counters since start.
+type Storage struct {
+	Backend  string `json:"backend"`  // "dir" or "s3"
+	Location string `json:"location"` // the cache dir, or the s3:// URL
+	// Fill leases this proxy took, took over from a dead proxy, or lost.
+	LeasesTaken     int64 `json:"leases_taken"`
+	LeasesTakenOver int64 `json:"leases_taken_over"`
+	LeasesLost      int64 `json:"leases_lost"`
+	// Fills joined from another proxy's download in progress, and joins
+	// that failed (asked again).
+	Joins      int64 `json:"joins"`
+	JoinErrors int64 `json:"join_errors"`
+	// Bucket operations, those that failed, and their mean latency.
+	BucketRequests   int64   `json:"bucket_requests"`
+	BucketErrors     int64   `json:"bucket_errors"`
+	BucketLatencySec float64 `json:"bucket_latency_seconds"`
 }
 
 // Version identifies the running binary, from its build info.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/evict"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
@@ -377,5 +378,39 @@ func TestFormat(t *testing.T) {
 	}
 	if diff := cmp.Diff(pathParts{Dir: "/nix/store/", Hash: "0c9m0k6d5bs8qvkkjcqj6yf4h8fvhq7c", Name: "-hello"}, splitPath("/nix/store/0c9m0k6d5bs8qvkkjcqj6yf4h8fvhq7c-hello")); diff != "" {
 		t.Error(diff)
+	}
+}
+
+// TestSharedStorage: with an s3:// bucket the page shows this proxy's part
+// in the fleet, from the metrics; with the cache dir it shows no section.
+func TestSharedStorage(t *testing.T) {
+	m := metrics.Discard()
+	m.FleetLeases.WithLabelValues("taken").Add(3)
+	m.FleetLeases.WithLabelValues("taken-over").Inc()
+	m.FleetJoins.WithLabelValues("ok").Add(5)
+	m.FleetJoins.WithLabelValues("error").Inc()
+	m.ObserveBucket("GetObject", "ok", 20*time.Millisecond)
+	m.ObserveBucket("GetObject", "not-found", 10*time.Millisecond)
+	m.ObserveBucket("PutObject", "error", 30*time.Millisecond)
+	cfg := Config{Metrics: m, Storage: "s3://cache/fleet?endpoint=s3.lan:7070&scheme=http", CacheDir: "/var/cache/x"}
+	s, err := NewCollector(cfg).Snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Storage{Backend: "s3", Location: cfg.Storage, LeasesTaken: 3, LeasesTakenOver: 1, Joins: 5, JoinErrors: 1,
+		BucketRequests: 3, BucketErrors: 1, BucketLatencySec: 0.02}
+	if diff := cmp.Diff(want, s.Storage, cmpopts.EquateApprox(0, 1e-9)); diff != "" {
+		t.Errorf("storage (-want +got):\n%s", diff)
+	}
+	page, _ := io.ReadAll(get(t, Handler(NewCollector(cfg), Options{}), http.MethodGet, "/").Body)
+	for _, want := range []string{"Shared storage", "1 taken over from a dead proxy", "Fills joined from another proxy: 5", "1 errors", "mean 20 ms"} {
+		if !strings.Contains(string(page), want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+	cfg.Storage = ""
+	page, _ = io.ReadAll(get(t, Handler(NewCollector(cfg), Options{}), http.MethodGet, "/").Body)
+	if strings.Contains(string(page), "Shared storage") {
+		t.Error("a proxy on its cache dir shows a shared storage section")
 	}
 }
