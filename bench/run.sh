@@ -20,8 +20,16 @@
 # and peak RSS (VmHWM; nginx master + all its children). It prints one table:
 # median, min–max over the runs, and the ratio of each median to ref's.
 #
+# A WAN upstream (the same files, each connection limited to --wan-mib-s,
+# default 24 MiB/s: one TCP connection over a long path is bound by its
+# latency, not by the link) gives the cold1wan rows: the image by curl
+# straight from it (ref), through nginx and through the proxy; and the
+# wankill rows (proxy only): 4 clients while the upstream's nginx workers
+# are killed twice mid-image, each client's bytes compared with the file,
+# upstream bytes as the proxy counted them.
+#
 #   bench/run.sh [--quick] [--reps N] [--image-mib N] [--small N] [--wrk-secs N]
-#                [--proxy BINARY] [--keep]
+#                [--wan-mib-s N] [--proxy BINARY] [--keep]
 #
 # --quick: 128 MiB image, 2 runs, 3 s of wrk: a few minutes, for iteration.
 # Default: 1 GiB image, 3 runs, 10 s of wrk: about 6 minutes on 2 cores.
@@ -31,7 +39,7 @@
 # started (--keep keeps the dir, for a look at the logs).
 set -euo pipefail
 
-image_mib=1024 reps=3 wrk_secs=10 small=49 keep=0 proxy_bin=
+image_mib=1024 reps=3 wrk_secs=10 small=49 keep=0 proxy_bin= wan_mib_s=24
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) image_mib=128 reps=2 wrk_secs=3 ;;
@@ -39,6 +47,7 @@ while [ $# -gt 0 ]; do
     --image-mib) image_mib=$2; shift ;;
     --small) small=$2; shift ;;
     --wrk-secs) wrk_secs=$2; shift ;;
+    --wan-mib-s) wan_mib_s=$2; shift ;;
     --keep) keep=1 ;;
     --proxy) proxy_bin=$(realpath "$2"); shift ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -189,7 +198,7 @@ image_file_size=$(sed -n 's/^FileSize: //p' "$work/up/$image_hash.narinfo")
 log "cache of $npaths paths, image NAR $image_file_size bytes, built in $(awk "BEGIN {printf \"%.0f\", $EPOCHREALTIME - $t0}") s"
 
 # --- servers -------------------------------------------------------------------
-port_ref=$(free_port) port_slow=$(free_port) port_nginx=$(free_port) port_proxy=$(free_port)
+port_ref=$(free_port) port_slow=$(free_port) port_nginx=$(free_port) port_proxy=$(free_port) port_wan=$(free_port)
 declare -A url=([ref]=http://127.0.0.1:$port_ref [nginx]=http://127.0.0.1:$port_nginx [proxy]=http://127.0.0.1:$port_proxy)
 user_line=""
 [ "$(id -u)" = 0 ] && user_line="user root;"
@@ -242,6 +251,11 @@ $(nginx_temp "$work/ref")
     listen 127.0.0.1:$port_slow;
     root $work/up;
     location /nar/ { access_log $work/ref/nar.log bytes; limit_rate $slow_rate; }
+  }
+  server {
+    listen 127.0.0.1:$port_wan;
+    root $work/up;
+    location /nar/ { access_log $work/ref/nar.log bytes; limit_rate ${wan_mib_s}m; }
   }
 }
 EOF
@@ -374,7 +388,7 @@ cold() { # cold SUFFIX CLIENTS [UPSTREAM_PORT]
   for s in "${servers[@]}"; do
     reset "$s" "$up"
     path=$(nar_path "$s")
-    [ "$s" = ref ] && [ "$up" = "$port_slow" ] && url[ref]=http://127.0.0.1:$port_slow
+    [ "$s" = ref ] && url[ref]=http://127.0.0.1:$up
     before=$(upstream_bytes)
     fetch_many "$s" "$n" "$path"
     url[ref]=http://127.0.0.1:$port_ref
@@ -382,6 +396,39 @@ cold() { # cold SUFFIX CLIENTS [UPSTREAM_PORT]
     rec "cold$suffix.total" "$s" "$wall"
     rec "cold$suffix.upstream" "$s" "$(fdiv "$(($(upstream_bytes) - before))" "$image_file_size")"
   done
+}
+
+# proxy_fetched prints the NAR bytes the proxy counted from its upstream.
+proxy_fetched() {
+  curl -fsS "${url[proxy]}/metrics" | awk '/^nix_cache_proxy_upstream_fetched_bytes_total/ {s += $2} END {printf "%.0f", s}'
+}
+
+# wan_kill: 4 clients fetch the image cold through the proxy from the WAN
+# upstream, whose nginx workers are killed (the master starts new ones)
+# at 1/3 and 2/3 of the time a 4-connection fetch takes. Every client must
+# get the file's exact bytes.
+wan_kill() {
+  local n=4 i t0 want clients=() w per
+  reset proxy "$port_wan"
+  path=$(nar_path proxy)
+  want=$(sha256sum <"$work/up$(nar_path ref)" | cut -d' ' -f1)
+  per=$(awk "BEGIN {print $image_bytes / ($wan_mib_s * 1048576 * 4) / 3}")
+  t0=$EPOCHREALTIME
+  for i in $(seq "$n"); do
+    (curl -sS "${url[proxy]}$path" | sha256sum | cut -d' ' -f1 >"$work/kill.$i") &
+    clients+=($!)
+  done
+  for _ in 1 2; do
+    sleep "$per"
+    for w in $(cat "/proc/${pid[ref]}/task/"*/children 2>/dev/null); do kill -KILL "$w" 2>/dev/null || true; done
+  done
+  wait "${clients[@]}" || true
+  rec wankill.total proxy "$(awk "BEGIN {printf \"%.6f\", $EPOCHREALTIME - $t0}")"
+  for i in $(seq "$n"); do
+    [ "$(cat "$work/kill.$i")" = "$want" ] || die "wan_kill: client $i got other bytes than the image"
+  done
+  rm -f "$work"/kill.*
+  rec wankill.upstream proxy "$(fdiv "$(proxy_fetched)" "$image_file_size")"
 }
 
 nix_copy() { # nix_copy MODE (cold: every cache emptied first)
@@ -458,6 +505,10 @@ for r in $(seq "$reps"); do
   cold 8 8
   log "run $r/$reps: cold image fetch, 8 clients, slow upstream"
   cold 8slow 8 "$port_slow"
+  log "run $r/$reps: cold image fetch, 1 client, WAN upstream (${wan_mib_s} MiB/s per connection)"
+  cold 1wan 1 "$port_wan"
+  log "run $r/$reps: cold image through the proxy, WAN upstream workers killed twice"
+  wan_kill
   log "run $r/$reps: nix copy, cold and warm"
   nix_copy cold
   nix_copy warm
@@ -485,6 +536,10 @@ cold8.upstream	cold image, 8 clients: upstream bytes	× image	low
 cold8slow.ttfb	slow upstream, 8 clients: slowest first byte	s	low
 cold8slow.total	slow upstream, 8 clients: until the last is done	s	low
 cold8slow.upstream	slow upstream, 8 clients: upstream bytes	× image	low
+cold1wan.total	WAN upstream, 1 client: total	s	low
+cold1wan.upstream	WAN upstream, 1 client: upstream bytes	× image	low
+wankill.total	WAN upstream workers killed twice, 4 clients: total	s	low
+wankill.upstream	WAN upstream workers killed twice: upstream bytes	× image	low
 copy.cold	nix copy of the closure, cold	s	low
 copy.warm	nix copy of the closure, warm	s	low
 rss	peak RSS over the run (VmHWM)	MiB	low
@@ -547,6 +602,13 @@ awk -F'\t' '
     med("cold8.upstream,proxy"); med("cold8slow.upstream,proxy")
     m = mx["cold8.upstream,proxy"] > mx["cold8slow.upstream,proxy"] ? mx["cold8.upstream,proxy"] : mx["cold8slow.upstream,proxy"]
     target(m > 0.999 && m < 1.001, sprintf("8 cold clients cost the upstream 1x the image: at most %.3fx in every run", m))
+    r = med("cold1wan.total,ref") / med("cold1wan.total,proxy")
+    r2 = med("cold1wan.total,nginx") / med("cold1wan.total,proxy")
+    target(r >= 3.5 && r2 >= 3.5, sprintf("cold image over the WAN >= 3.5x faster than curl direct (%.2fx) and nginx (%.2fx)", r, r2))
+    m = med("cold1wan.upstream,proxy")
+    target(mx["cold1wan.upstream,proxy"] <= 1.02, sprintf("... costing the upstream <= 1.02x the image: at most %.3fx", mx["cold1wan.upstream,proxy"]))
+    m = med("wankill.upstream,proxy")
+    target(mx["wankill.upstream,proxy"] <= 1.1, sprintf("upstream workers killed mid-image: every client has the image, upstream <= 1.1x: at most %.3fx", mx["wankill.upstream,proxy"]))
     r = med("rss,proxy")
     target(r < 100, sprintf("proxy peak RSS < 100 MB: %.1f MiB", r))
   }' "$results"

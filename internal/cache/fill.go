@@ -87,32 +87,66 @@ func (c *Cache) fetchToStore(ctx context.Context, fl *flight, src store.NARSourc
 	var kept bool
 	var writeErr error
 	defer func() { release(kept, writeErr) }()
-	first, done, err := c.openBody(ctx, fl.name, client, loc)
-	if errors.Is(err, errStoredMeanwhile) {
-		return 0, nil
-	}
-	defer done() // after the deferred Cancel or the Commit below
-	if errors.Is(err, upstream.ErrNotFound) {
-		return 0, fmt.Errorf("%w: %w", ErrNotFound, err)
-	}
-	if err != nil {
-		return 0, err
-	}
-	defer first.Body.Close() // the fetch closes it too: Close twice is harmless
-	size := first.Size
-	if src.Size > 0 {
-		if size >= 0 && size != src.Size {
-			return 0, verifyFailed("size", "upstream sends %d bytes, FileSize is %d", size, src.Size)
+	// A large NAR lands where a restart finds it, with a note of how far
+	// it got: the next fetch carries on from there.
+	var (
+		wr      *store.Writer
+		resumed *fetchNote
+		first   *upstream.NARPart
+		size    = src.Size
+	)
+	// Not in a fleet: there the files are shared, and the lease (see
+	// openBody) says who fills.
+	if src.Size >= c.fetch.Threshold && c.fleet == nil {
+		var note []byte
+		wr, note, _, err = c.store.CreateResumableNAR(ctx, fl.name, func(note []byte) bool {
+			return parseNote(note, src.Size) != nil
+		})
+		if err != nil {
+			writeErr = err
+			c.metrics.NARNotKept.WithLabelValues("disk-error").Inc()
+			return 0, fmt.Errorf("%w: %w", errNotKept, err)
 		}
-		size = src.Size
+		resumed = parseNote(note, src.Size)
 	}
-	wr, err := c.store.CreateNAR(ctx, fl.name)
-	if err != nil {
-		writeErr = err
-		c.metrics.NARNotKept.WithLabelValues("disk-error").Inc()
-		return 0, fmt.Errorf("%w: %w", errNotKept, err)
+	suspend := false // keep the part file for a later try, not Cancel it
+	defer func() {
+		if wr != nil && suspend {
+			wr.Suspend()
+		} else if wr != nil {
+			wr.Cancel()
+		}
+	}()
+	if resumed == nil {
+		p, done, err := c.openBody(ctx, fl.name, client, loc)
+		if errors.Is(err, errStoredMeanwhile) {
+			return 0, nil
+		}
+		defer done() // after the Commit below
+		if errors.Is(err, upstream.ErrNotFound) {
+			return 0, fmt.Errorf("%w: %w", ErrNotFound, err)
+		}
+		if err != nil {
+			suspend = true
+			return 0, err
+		}
+		first = &p
+		defer first.Body.Close() // the fetch closes it too: Close twice is harmless
+		size = first.Size
+		if src.Size > 0 {
+			if size >= 0 && size != src.Size {
+				return 0, verifyFailed("size", "upstream sends %d bytes, FileSize is %d", size, src.Size)
+			}
+			size = src.Size
+		}
 	}
-	defer wr.Cancel()
+	if wr == nil {
+		if wr, err = c.store.CreateNAR(ctx, fl.name); err != nil {
+			writeErr = err
+			c.metrics.NARNotKept.WithLabelValues("disk-error").Inc()
+			return 0, fmt.Errorf("%w: %w", errNotKept, err)
+		}
+	}
 	readBack, err := wr.OpenPartial()
 	if err != nil {
 		writeErr = err
@@ -129,21 +163,30 @@ func (c *Cache) fetchToStore(ctx context.Context, fl *flight, src store.NARSourc
 	h := newPrefixHash(readBack, check)
 	defer h.stop()
 	f := &rangeFetch{
-		client: client, orig: loc, final: first.URL, size: size, out: wr,
+		client: client, orig: loc, final: loc, size: size, out: wr,
 		backoff: c.fetch.Backoff,
 		segs:    []*segment{{end: size, state: segLive}},
-		grew: func(p int64) {
-			fl.progress(p - h.target.Load())
-			h.grow(p)
-		},
+		save:    wr.SaveNote,
 	}
-	if first.Ranges {
+	var published int64
+	f.grew = func(p int64) {
+		fl.progress(p - published)
+		published = p
+		h.grow(p)
+	}
+	switch {
+	case resumed != nil:
+		// Ranges it took when the note was saved: it takes them still.
+		f.retries, f.segs = c.fetch.Retries, resumed.segments()
+	case first.Ranges:
 		// Resume only from an upstream that says it takes ranges: asking
 		// another would fetch the whole NAR again.
-		f.retries = c.fetch.Retries
-	}
-	if n := c.fetch.Connections; size >= c.fetch.Threshold && n > 1 && first.Ranges && wr.RandomAccess() {
-		f.segs = split(size, n)
+		f.retries, f.final = c.fetch.Retries, first.URL
+		if n := c.fetch.Connections; size >= c.fetch.Threshold && n > 1 && wr.RandomAccess() {
+			f.segs = split(size, n)
+		}
+	default:
+		f.save = nil // no resuming from this upstream
 	}
 	err = f.run(ctx, first)
 	n := f.Fetched()
@@ -157,6 +200,8 @@ func (c *Cache) fetchToStore(ctx context.Context, fl *flight, src store.NARSourc
 		return n, fmt.Errorf("%w: %w", errNotKept, err)
 	}
 	if err != nil {
+		var verr *verifyError
+		suspend = f.save != nil && !errors.As(err, &verr)
 		return n, err
 	}
 	sum, hashed, err := h.result()

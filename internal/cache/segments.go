@@ -33,7 +33,10 @@ type rangeFetch struct {
 	out     io.WriterAt
 	retries int
 	backoff time.Duration
-	grew    func(prefix int64) // called with mu held, as the prefix grows
+	grew    func(prefix int64)      // called with mu held, as the prefix grows
+	save    func(note []byte) error // saves a progress note; nil: not resumable
+	notes   noter
+	savedAt int64 // fetched when the last note was saved
 
 	mu      sync.Mutex
 	changed *sync.Cond
@@ -72,9 +75,21 @@ func split(size int64, n int) []*segment {
 }
 
 // run fetches every segment, the first from first (the upstream's answer to
-// the plain GET), and returns when all have landed or one cannot.
-func (f *rangeFetch) run(ctx context.Context, first upstream.NARPart) error {
+// the plain GET; nil to ask for its range like the others), and returns
+// when all have landed or one cannot. A resumable fetch that fails saves
+// its note for the next try.
+func (f *rangeFetch) run(ctx context.Context, first *upstream.NARPart) (err error) {
 	f.changed = sync.NewCond(&f.mu)
+	f.notes.save = f.save
+	defer func() {
+		f.notes.wg.Wait()
+		if err != nil {
+			f.saveNow()
+		}
+	}()
+	f.mu.Lock()
+	f.regrow() // what a previous try left: followers and the hash start there
+	f.mu.Unlock()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -82,7 +97,7 @@ func (f *rangeFetch) run(ctx context.Context, first upstream.NARPart) error {
 		wg.Go(func() {
 			var body *upstream.NARPart
 			if i == 0 {
-				body = &first
+				body = first
 			}
 			if err := f.worker(ctx, i, body); err != nil {
 				f.mu.Lock()
@@ -138,6 +153,13 @@ func (f *rangeFetch) landed(i int, off int64, n int) {
 	s := f.segs[i]
 	s.done = max(s.done, off+int64(n)-s.start)
 	f.fetched += int64(n)
+	f.regrow()
+	f.maybeSave()
+}
+
+// regrow moves the prefix to the end of the segments landed in order;
+// f.mu must be held.
+func (f *rangeFetch) regrow() {
 	p := f.prefix
 	for _, s := range f.segs {
 		p = s.start + s.done

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,7 +45,11 @@ func TestRangeFetch(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newFetchEnv(t, FetchOptions{Connections: tt.conns, Threshold: 512 << 10, Backoff: 10 * time.Millisecond})
+			stall := 10 * time.Second
+			if tt.fault.StallAt > 0 {
+				stall = 300 * time.Millisecond
+			}
+			e := newFetchEnv(t, stall, FetchOptions{Connections: tt.conns, Threshold: 512 << 10, Backoff: 10 * time.Millisecond})
 			file := fakeupstream.RandomBytes(size)
 			it := e.up.Add(fakeupstream.Path{File: file, Compression: "xz"})
 			e.up.SetFault(it.NARPath, tt.fault)
@@ -83,7 +88,7 @@ func TestRangeFetch(t *testing.T) {
 // the whole NAR in order, though the segments land out of order.
 func TestRangeFetchFollowers(t *testing.T) {
 	const size = 2 << 20
-	e := newFetchEnv(t, FetchOptions{Connections: 4, Threshold: 1 << 20, Backoff: 10 * time.Millisecond})
+	e := newFetchEnv(t, 10*time.Second, FetchOptions{Connections: 4, Threshold: 1 << 20, Backoff: 10 * time.Millisecond})
 	file := fakeupstream.RandomBytes(size)
 	it := e.up.Add(fakeupstream.Path{File: file, Compression: "xz"})
 	// The first segment crawls, so the others land first.
@@ -113,19 +118,26 @@ func TestRangeFetchFollowers(t *testing.T) {
 }
 
 type fetchEnv struct {
-	up *fakeupstream.Upstream
-	st *store.Store
-	c  *Cache
+	up    *fakeupstream.Upstream
+	st    *store.Store
+	c     *Cache
+	close func()
 }
 
-func newFetchEnv(t *testing.T, fetch FetchOptions) *fetchEnv {
+func newFetchEnv(t *testing.T, stall time.Duration, fetch FetchOptions) *fetchEnv {
 	t.Helper()
-	up := fakeupstream.New(t)
-	client, err := upstream.New(up.URL(), upstream.Options{Timeout: 5 * time.Second, StallTimeout: 300 * time.Millisecond})
+	return newFetchEnvIn(t, fakeupstream.New(t), t.TempDir(), stall, fetch)
+}
+
+// newFetchEnvIn is a cache on dir over up, closed at the end of the test
+// (or by the test, to restart it).
+func newFetchEnvIn(t *testing.T, up *fakeupstream.Upstream, dir string, stall time.Duration, fetch FetchOptions) *fetchEnv {
+	t.Helper()
+	client, err := upstream.New(up.URL(), upstream.Options{Timeout: 5 * time.Second, StallTimeout: stall})
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(t.TempDir())
+	st, err := store.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,11 +146,16 @@ func newFetchEnv(t *testing.T, fetch FetchOptions) *fetchEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		c.Close()
-		st.Close()
-	})
-	return &fetchEnv{up: up, st: st, c: c}
+	var once sync.Once
+	e := &fetchEnv{up: up, st: st, c: c}
+	e.close = func() {
+		once.Do(func() {
+			c.Close()
+			st.Close()
+		})
+	}
+	t.Cleanup(e.close)
+	return e
 }
 
 func (e *fetchEnv) get(t *testing.T, it *fakeupstream.Item) (*httptest.ResponseRecorder, error) {

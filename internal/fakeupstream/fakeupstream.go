@@ -34,6 +34,7 @@ type Upstream struct {
 	files   map[string][]byte
 	faults  map[string]Fault
 	counts  map[string]int
+	sent    map[string]int64 // body bytes written, by path
 	info    []byte
 	stopped bool
 }
@@ -53,6 +54,7 @@ func New(t testing.TB) *Upstream {
 		files:  make(map[string][]byte),
 		faults: make(map[string]Fault),
 		counts: make(map[string]int),
+		sent:   make(map[string]int64),
 		info:   []byte("StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n"),
 	}
 	u.start(nil)
@@ -120,6 +122,14 @@ func (u *Upstream) Count(urlPath string) int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.counts[urlPath]
+}
+
+// Sent returns how many body bytes the upstream wrote for urlPath (a
+// redirect's target counts under its own path).
+func (u *Upstream) Sent(urlPath string) int64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.sent[urlPath]
 }
 
 // Total returns how many requests reached the upstream.

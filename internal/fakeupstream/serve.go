@@ -128,7 +128,7 @@ func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodHead {
 		return
 	}
-	u.writeBody(w, body[off:], f, hang)
+	u.writeBody(w, body[off:], f, hang, r.URL.Path)
 }
 
 func shift(at, first int) int {
@@ -160,7 +160,7 @@ func parseRange(h string, size int) (first, last int, ok bool) {
 }
 
 // writeBody sends body as f says, stopping early at CutAt or StallAt.
-func (u *Upstream) writeBody(w http.ResponseWriter, body []byte, f Fault, hang func()) {
+func (u *Upstream) writeBody(w http.ResponseWriter, body []byte, f Fault, hang func(), path string) {
 	end := len(body)
 	if f.CutAt > 0 && f.CutAt < end {
 		end = f.CutAt
@@ -183,7 +183,11 @@ func (u *Upstream) writeBody(w http.ResponseWriter, body []byte, f Fault, hang f
 		if f.HoldAt > 0 && !held && sent < f.HoldAt {
 			n = min(n, f.HoldAt-sent)
 		}
-		if _, err := w.Write(body[sent : sent+n]); err != nil {
+		k, err := w.Write(body[sent : sent+n])
+		u.mu.Lock()
+		u.sent[path] += int64(k)
+		u.mu.Unlock()
+		if err != nil {
 			return
 		}
 		sent += n

@@ -20,12 +20,15 @@ var _ NARFiles = (*DirFiles)(nil)
 // OpenDirFiles returns the NAR files under dir, creating the directories
 // and sweeping the temp files a previous process left behind.
 func OpenDirFiles(dir string) (*DirFiles, error) {
-	for _, d := range []string{dir, filepath.Join(dir, "nar"), filepath.Join(dir, "tmp")} {
+	for _, d := range []string{dir, filepath.Join(dir, "nar"), filepath.Join(dir, "tmp"), filepath.Join(dir, "partial")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("create cache dir: %w", err)
 		}
 	}
 	if err := sweepTemp(filepath.Join(dir, "tmp")); err != nil {
+		return nil, err
+	}
+	if err := sweepPartials(filepath.Join(dir, "partial"), partialMaxAge); err != nil {
 		return nil, err
 	}
 	return &DirFiles{dir: dir}, nil

@@ -1,0 +1,105 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/fakeupstream"
+)
+
+// TestResumeAfterRestart: a segmented download cut by the cache closing
+// (a restart) is carried on by the next process from where each segment
+// stopped, re-hashing what is on disk: the upstream sends the NAR about
+// once in all, and what is kept is the NAR.
+func TestResumeAfterRestart(t *testing.T) {
+	const size = 4 << 20
+	dir := t.TempDir()
+	up := fakeupstream.New(t)
+	opts := FetchOptions{Connections: 4, Threshold: 1 << 20, Backoff: 10 * time.Millisecond}
+	file := fakeupstream.RandomBytes(size)
+	it := up.Add(fakeupstream.Path{File: file, Compression: "xz"})
+	held := make(chan struct{})
+	release := make(chan struct{})
+	defer close(release)
+	// The first segment freezes at 512 KiB; the others complete.
+	up.SetFault(it.NARPath, fakeupstream.Fault{Ranges: true, HoldAt: 512 << 10, Hold: func() {
+		select {
+		case held <- struct{}{}:
+		default:
+		}
+		<-release
+	}})
+
+	e := newFetchEnvIn(t, up, dir, 10*time.Second, opts)
+	ent, err := e.c.Lookup(context.Background(), it.Hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.c.EnsureNAR(context.Background(), ent.NARName, nil) }()
+	<-held
+	// Wait for the other three segments to land, as the fill sees them.
+	deadline := time.Now().Add(20 * time.Second)
+	for sent := int64(0); sent < size-(1<<20)+512<<10; sent = up.Sent(it.NARPath) {
+		if time.Now().After(deadline) {
+			t.Fatalf("upstream sent %d bytes, want the 3 free segments", sent)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // the client writes what it read
+	e.close()
+	if err := <-done; err == nil {
+		t.Fatal("EnsureNAR finished though the cache closed mid-download")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "partial", ent.NARName+".note")); err != nil {
+		t.Fatalf("no progress note after the restart: %v", err)
+	}
+	first := up.Sent(it.NARPath)
+
+	up.SetFault(it.NARPath, fakeupstream.Fault{Ranges: true})
+	e2 := newFetchEnvIn(t, up, dir, 10*time.Second, opts)
+	if err := e2.c.EnsureNAR(context.Background(), ent.NARName, nil); err != nil {
+		t.Fatalf("EnsureNAR after the restart: %v", err)
+	}
+	f, err := e2.st.OpenNAR(context.Background(), ent.NARName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got, _ := io.ReadAll(f)
+	if !bytes.Equal(got, file) {
+		t.Fatalf("kept %d bytes, equal to the NAR: false", len(got))
+	}
+	total := up.Sent(it.NARPath)
+	if total > size*11/10 {
+		t.Errorf("upstream sent %d bytes in all (%d before the restart), more than 1.1x the NAR's %d", total, first, size)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "partial", ent.NARName)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("partial file left after commit: %v", err)
+	}
+}
+
+// TestResumeNoteRejected: a note for another size starts the file over.
+func TestResumeNoteRejected(t *testing.T) {
+	for _, tc := range []struct {
+		note string
+		ok   bool
+	}{
+		{`{"size":10,"segments":[[0,5,5],[5,10,2]]}`, true},
+		{`{"size":11,"segments":[[0,5,5],[5,10,2]]}`, false},
+		{`{"size":10,"segments":[[0,5,6],[5,10,2]]}`, false},
+		{`{"size":10,"segments":[[0,4,4],[5,10,2]]}`, false},
+		{`{"size":10,"segments":[]}`, false},
+		{`not json`, false},
+	} {
+		if got := parseNote([]byte(tc.note), 10) != nil; got != tc.ok {
+			t.Errorf("parseNote(%s) accepted %v, want %v", tc.note, got, tc.ok)
+		}
+	}
+}
