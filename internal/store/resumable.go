@@ -113,8 +113,10 @@ func (s *Store) CreateResumableNAR(ctx context.Context, name string, keep func(n
 	if err := ctx.Err(); err != nil {
 		return nil, nil, false, err
 	}
+	s.live.add(name)
 	part, note, err := rf.CreateResumable(name, keep)
 	if err != nil {
+		s.live.done(name)
 		return nil, nil, false, err
 	}
 	w = &Writer{s: s, name: name, part: part, syncReq: make(chan struct{}, 1), syncDone: make(chan struct{})}
@@ -140,6 +142,7 @@ func (w *Writer) Suspend() error {
 		return w.Cancel()
 	}
 	w.done = true
+	defer w.s.live.done(w.name)
 	w.stopSync()
 	rp.done = true
 	return rp.f.Close()
