@@ -36,6 +36,18 @@
         };
       });
 
+      # The package builds (with its install check), and on Linux a NixOS VM
+      # test of the server and client modules (deploy/nix/tests/nixos.nix).
+      checks = forAllSystems (pkgs: {
+        package = packageFor pkgs;
+      } // lib.optionalAttrs pkgs.stdenv.hostPlatform.isLinux {
+        nixos = import ./deploy/nix/tests/nixos.nix {
+          inherit pkgs;
+          serverModule = self.nixosModules.default;
+          clientModule = self.nixosModules.client;
+        };
+      });
+
       overlays.default = final: _prev: { nix-cache-proxy = packageFor final; };
 
       # services.nix-cache-proxy: the server.
