@@ -17,7 +17,7 @@ buildGoModule {
   # go.sum, print the new one with deploy/nix/vendor-hash.sh (CI fails
   # while it is stale), or set lib.fakeHash, run `nix build .#default` and
   # copy the hash after "got:".
-  vendorHash = "sha256-LQMa7jqEhZSDUqSGax4UQdZNzA3MoP0Arv9+wD2gnFs=";
+  vendorHash = "sha256-oX9MWyvxNcgYvJAG8oIDlR1GPzdEQ9jARfsjFa6AvJk=";
 
   subPackages = [ "cmd/proxy" ];
   env.CGO_ENABLED = 0;
