@@ -219,6 +219,10 @@ func (w *Writer) Commit(ctx context.Context) error {
 	w.done = true
 	defer w.s.live.done(w.name) // after the index row is in
 	w.stopSync()
+	if err := w.s.markCommitting(w.name); err != nil {
+		w.part.Discard()
+		return fmt.Errorf("commit NAR %s: %w", w.name, err)
+	}
 	// A NAR evicted a moment ago whose old file is still to be removed:
 	// this new file must stay (see removeEvicted).
 	w.s.rmMu.Lock()
@@ -253,6 +257,9 @@ func (s *Store) indexNAR(ctx context.Context, name string, size int64) error {
 			}
 		}
 		if err := b.Put([]byte(name), row); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketCommitting).Delete([]byte(name)); err != nil {
 			return err
 		}
 		// Counted once the transaction has committed.

@@ -128,11 +128,16 @@ func OpenWith(dir string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	// After the count: indexing a file counts it.
+	if err := s.resumeCommits(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
 // allBuckets are created at Open (uploads is created when first used).
-var allBuckets = [][]byte{bucketNarInfo, bucketNARSource, bucketNAR, bucketAux, bucketMisses, bucketPins, bucketMeta, bucketEvicting}
+var allBuckets = [][]byte{bucketNarInfo, bucketNARSource, bucketNAR, bucketAux, bucketMisses, bucketPins, bucketMeta, bucketEvicting, bucketCommitting}
 
 // errNeedInit means the index lacks a bucket or its schema version.
 var errNeedInit = errors.New("store: index needs its buckets")

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 )
@@ -155,4 +156,44 @@ func TestNAREntriesPagesAndOldRows(t *testing.T) {
 	if faults, err := s.CheckIndex(ctx); err != nil || len(faults) != 0 {
 		t.Errorf("CheckIndex: %v, %v", faults, err)
 	}
+}
+
+// TestCrashBetweenRenameAndRow: a kill after a NAR file is renamed into
+// place but before its index row leaves an intent; Open indexes the file
+// then (and forgets an intent whose file never arrived).
+func TestCrashBetweenRenameAndRow(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := "1123456789abcdfghijklmnpqrsvwxyz0123456789abcdfghijk.nar"
+	for _, n := range []string{narName, other} {
+		if err := s.markCommitting(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.MkdirAll(filepath.Dir(narFile(s, narName)), 0o755)
+	os.WriteFile(narFile(s, narName), []byte("renamed, not indexed"), 0o644) // what the rename left
+	s.Close()
+
+	s = openStore(t, dir)
+	if got, err := readNAR(t, s, narName); err != nil || string(got) != "renamed, not indexed" {
+		t.Errorf("after Open: %q, %v", got, err)
+	}
+	if st, _ := s.Stats(ctx); st.NARs != 1 || st.NARBytes != 20 {
+		t.Errorf("totals: %+v, want 1 file of 20 bytes", st)
+	}
+	var strays []Stray
+	s.Strays(ctx, narinfo.ValidNARName, func(st Stray) error { strays = append(strays, st); return nil })
+	if len(strays) != 0 {
+		t.Errorf("strays: %+v", strays)
+	}
+	s.db.View(func(tx *bolt.Tx) error {
+		if n := tx.Bucket(bucketCommitting).Stats().KeyN; n != 0 {
+			t.Errorf("%d commit intents left", n)
+		}
+		return nil
+	})
 }
