@@ -43,6 +43,7 @@ type serveConfig struct {
 	upstreamTimeout     time.Duration
 	upstreamFailures    int
 	upstreamBackoffMax  time.Duration
+	upstreamStraggle    time.Duration
 	shutdownTimeout     time.Duration
 	logLevel            string
 	logFormat           string
@@ -92,6 +93,7 @@ func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
 	fs.IntVar(&cfg.upstreamErrorStatus, "upstream-error-status", 404, "`status` for a lookup failed by upstream errors: 404 lets Nix move on, 502 shows the failure")
 	fs.DurationVar(&cfg.upstreamTimeout, "upstream-timeout", 10*time.Second, "bound for an upstream narinfo request or a NAR's response headers")
 	fs.IntVar(&cfg.upstreamFailures, "upstream-failure-threshold", 3, "upstream requests failing in a row (timeouts, connection errors, 5xx) after which that upstream is skipped until a probe or trial finds it back")
+	fs.DurationVar(&cfg.upstreamStraggle, "upstream-straggle", time.Second, "once every other upstream has answered a lookup, how long after asking it an upstream may still take before it counts as failing (0: wait for --upstream-timeout)")
 	fs.DurationVar(&cfg.upstreamBackoffMax, "upstream-backoff-max", 30*time.Second, "longest wait before a skipped upstream is tried again (the wait starts at 1s and doubles)")
 	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for in-flight responses")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")

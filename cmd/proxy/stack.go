@@ -200,7 +200,14 @@ func newUpstreams(cfg *serveConfig, obs upstream.Observer) (*upstream.Group, err
 		}
 		clients = append(clients, c)
 	}
-	return upstream.NewGroup(clients, 0), nil
+	straggle := cfg.upstreamStraggle
+	switch {
+	case straggle < 0:
+		return nil, fmt.Errorf("--upstream-straggle %s: must not be negative", straggle)
+	case straggle == 0:
+		straggle = upstream.NoStraggle
+	}
+	return upstream.NewGroupWith(clients, upstream.GroupOptions{Straggle: straggle}), nil
 }
 
 func parseKeys(cfg *serveConfig) ([]narinfo.PublicKey, error) {

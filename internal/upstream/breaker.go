@@ -232,6 +232,9 @@ func (c *Client) end(parent context.Context, t ticket, err error) {
 	switch {
 	case err == nil, errors.Is(err, ErrNotFound), errors.Is(err, ErrRangeRefused):
 		// A refused range is an answer: the upstream is up.
+	case errors.Is(context.Cause(parent), ErrStraggler):
+		// The Group gave up on it while the others had answered: failing.
+		o, err = failed, ErrStraggler
 	case parent.Err() != nil:
 		o = abandoned
 	default:

@@ -10,7 +10,16 @@ import (
 	"time"
 )
 
-const defaultHedge = 500 * time.Millisecond
+const (
+	defaultHedge    = 500 * time.Millisecond
+	defaultStraggle = time.Second
+)
+
+// ErrStraggler is the cause of a request the Group gave up on because
+// every other upstream had answered and it had not within the straggle
+// bound. It counts as the upstream failing, so a hung upstream trips its
+// breaker after a few lookups instead of a few full timeouts.
+var ErrStraggler = errors.New("no answer while every other upstream had answered")
 
 // Group asks several upstreams, in priority order, with hedging: a slow
 // first choice does not hold a lookup hostage while the next one could
@@ -18,8 +27,9 @@ const defaultHedge = 500 * time.Millisecond
 // ErrUnavailable, so the next one is asked without waiting; meanwhile the
 // Group probes it in the background until it answers again.
 type Group struct {
-	clients []*Client
-	hedge   time.Duration
+	clients  []*Client
+	hedge    time.Duration
+	straggle time.Duration // 0: wait for the client's own timeout
 
 	ctx    context.Context // cancelled by Close: ends the probes
 	cancel context.CancelFunc
@@ -31,7 +41,30 @@ type Group struct {
 // as well; 0 means 500ms. It starts a watcher per client, which Close
 // stops.
 func NewGroup(clients []*Client, hedge time.Duration) *Group {
-	g := &Group{clients: slices.Clone(clients), hedge: orDefault(hedge, defaultHedge)}
+	return NewGroupWith(clients, GroupOptions{Hedge: hedge})
+}
+
+// GroupOptions configure a Group. Zero values mean defaults.
+type GroupOptions struct {
+	// Hedge is how long a request may go unanswered before the next
+	// upstream is asked as well; default 500ms.
+	Hedge time.Duration
+	// Straggle bounds how long, from when it was asked, an upstream may
+	// take to answer once every other upstream has answered without an
+	// accepted narinfo: a hung upstream then costs a lookup about a second
+	// rather than its whole timeout, and counts as failing. Default 1s;
+	// NoStraggle waits for the client's own timeout.
+	Straggle time.Duration
+}
+
+// NoStraggle as GroupOptions.Straggle never gives up on an upstream
+// before its own timeout.
+const NoStraggle time.Duration = -1
+
+// NewGroupWith returns a Group over clients, highest priority first.
+func NewGroupWith(clients []*Client, opts GroupOptions) *Group {
+	g := &Group{clients: slices.Clone(clients), hedge: orDefault(opts.Hedge, defaultHedge),
+		straggle: max(orDefault(opts.Straggle, defaultStraggle), 0)}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	for _, c := range g.clients {
 		c.breaker.setProbed(true)
@@ -87,6 +120,11 @@ func (g *Group) NarInfo(ctx context.Context, hash string, accept func(*Client, [
 	next, inflight := 0, 0
 	hedge := time.NewTimer(g.hedge)
 	defer hedge.Stop()
+	// Each request can be given up on alone, with ErrStraggler as cause.
+	stop := make([]context.CancelCauseFunc, len(g.clients))
+	actxs := make([]context.Context, len(g.clients))
+	asked := make([]time.Time, len(g.clients))
+	answered := make([]bool, len(g.clients))
 	startNext := func() {
 		if next == len(g.clients) {
 			return
@@ -94,11 +132,30 @@ func (g *Group) NarInfo(ctx context.Context, hash string, accept func(*Client, [
 		i := next
 		next++
 		inflight++
+		actx, cancel := context.WithCancelCause(ctx)
+		stop[i], actxs[i], asked[i] = cancel, actx, time.Now()
 		go func() {
-			body, err := g.clients[i].NarInfo(ctx, hash)
+			body, err := g.clients[i].NarInfo(actx, hash)
 			results <- attempt{i, body, err}
 		}()
 		hedge.Reset(g.hedge)
+	}
+	// straggler fires when the one request left unanswered, every other
+	// upstream having answered, has had its straggle time.
+	straggler := time.NewTimer(time.Hour)
+	straggler.Stop()
+	defer straggler.Stop()
+	armStraggler := func() {
+		if g.straggle <= 0 || next < len(g.clients) || inflight == 0 {
+			return
+		}
+		var first time.Time
+		for i := range g.clients {
+			if !answered[i] && (first.IsZero() || asked[i].Before(first)) {
+				first = asked[i]
+			}
+		}
+		straggler.Reset(max(time.Until(first.Add(g.straggle)), 0))
 	}
 
 	reasons := make([]error, len(g.clients))
@@ -109,9 +166,21 @@ func (g *Group) NarInfo(ctx context.Context, hash string, accept func(*Client, [
 			return Answer{}, parent.Err()
 		case <-hedge.C:
 			startNext()
+			armStraggler()
+		case <-straggler.C:
+			for i := range g.clients {
+				if !answered[i] && stop[i] != nil {
+					stop[i](ErrStraggler)
+				}
+			}
 		case r := <-results:
 			inflight--
+			answered[r.i] = true
 			err := r.err
+			if err != nil && errors.Is(context.Cause(actxs[r.i]), ErrStraggler) {
+				err = &failure{g.clients[r.i].name, fmt.Sprintf("%v after %v", ErrStraggler,
+					time.Since(asked[r.i]).Round(10*time.Millisecond)), ErrUnavailable, ErrStraggler}
+			}
 			if err == nil && accept != nil {
 				if aerr := accept(g.clients[r.i], r.body); aerr != nil {
 					err = fmt.Errorf("upstream %s: refused: %w", g.clients[r.i], aerr)
@@ -122,6 +191,7 @@ func (g *Group) NarInfo(ctx context.Context, hash string, accept func(*Client, [
 			}
 			reasons[r.i] = err
 			startNext()
+			armStraggler()
 		}
 	}
 	if err := parent.Err(); err != nil {

@@ -202,3 +202,56 @@ func TestGroupCloseStopsProbes(t *testing.T) {
 		t.Errorf("after Close the abandoned probe left the breaker %v, want open", state)
 	}
 }
+
+// TestGroupHungFirstUpstreamDefaultTimeout is the same goal at the default
+// 10 s timeout, as a user runs it: the Group gives up on the silent
+// upstream a second after asking it once the other has answered, and that
+// counts toward its breaker, so 20 absent lookups take ~3 s, not 3 × 10 s.
+func TestGroupHungFirstUpstreamDefaultTimeout(t *testing.T) {
+	second := newUpstream(t, func(<-chan struct{}) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) }
+	})
+	hung := newClient(t, hungListener(t), Options{})
+	g := NewGroup([]*Client{hung, newClient(t, second.URL, Options{})}, 0)
+	t.Cleanup(g.Close)
+	start := time.Now()
+	for i := range 20 {
+		_, err := g.NarInfo(t.Context(), "absent"+string(rune('a'+i)), nil)
+		if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNotFound) {
+			t.Fatalf("lookup %d: %v, want ErrUnavailable", i, err)
+		}
+		if i == 0 && !strings.Contains(err.Error(), ErrStraggler.Error()) {
+			t.Errorf("first lookup's error does not say the upstream straggled: %v", err)
+		}
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("20 lookups of absent paths took %v at the default timeout, want under 5s", d)
+	}
+	if state, _ := hung.Breaker(); state == BreakerClosed {
+		t.Errorf("hung upstream's breaker is %v", state)
+	}
+}
+
+// TestGroupSlowFirstUpstreamAnswers: an upstream slower than the hedge but
+// within the straggle bound still gets to answer, and wins.
+func TestGroupSlowFirstUpstreamAnswers(t *testing.T) {
+	slow := newUpstream(t, func(<-chan struct{}) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(700 * time.Millisecond)
+			_, _ = w.Write([]byte("from the slow one"))
+		}
+	})
+	fast := newUpstream(t, func(<-chan struct{}) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) }
+	})
+	c := newClient(t, slow.URL, Options{})
+	g := NewGroupWith([]*Client{c, newClient(t, fast.URL, Options{})}, GroupOptions{Straggle: 3 * time.Second})
+	t.Cleanup(g.Close)
+	ans, err := g.NarInfo(t.Context(), "somehash", nil)
+	if err != nil || string(ans.Body) != "from the slow one" {
+		t.Fatalf("got %q, %v; want the slow upstream's answer", ans.Body, err)
+	}
+	if state, _ := c.Breaker(); state != BreakerClosed {
+		t.Errorf("slow upstream's breaker is %v", state)
+	}
+}
