@@ -1,8 +1,13 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/evict"
 )
 
 func TestParseSize(t *testing.T) {
@@ -64,5 +69,24 @@ func TestSizeFlags(t *testing.T) {
 	_, _, err = parseServeConfig([]string{"--min-free", "abc"}, func(string) string { return "" })
 	if err == nil || !strings.Contains(err.Error(), `min-free: want a size like 10GiB or 500MB, got "abc"`) {
 		t.Errorf("bad flag size: %v", err)
+	}
+}
+
+func TestEvictionConfigFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "proxy.toml")
+	if err := os.WriteFile(file, []byte("max-size = \"200GiB\"\nmin-free = \"5GB\"\nkeep-latest = [\"nixos*.qcow2=3\", \"*.img=1\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := parseServeConfig([]string{"--config", file}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []evict.Rule{{Glob: "nixos*.qcow2", Keep: 3}, {Glob: "*.img", Keep: 1}}
+	if cfg.maxSize != 200<<30 || cfg.minFree != 5e9 || !slices.Equal(cfg.keepRules, want) {
+		t.Errorf("max-size %d, min-free %d, keep-latest %v", cfg.maxSize, cfg.minFree, cfg.keepRules)
+	}
+	if _, _, err := parseServeConfig([]string{"--keep-latest", "x"}, func(string) string { return "" }); err == nil ||
+		!strings.Contains(err.Error(), "--keep-latest: want GLOB=K") {
+		t.Errorf("bad --keep-latest: %v", err)
 	}
 }

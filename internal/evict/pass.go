@@ -87,16 +87,16 @@ func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, err
 	}
 	rep.Before = u
 	e.checkDisk(u)
-	if u.NeedSize <= 0 && u.NeedSpace <= 0 && !retention && len(e.cfg.KeepLatest) == 0 {
-		return rep, nil // the common case: no walk at all
-	}
+	// The accesses since the last pass go into the index at every pass
+	// (one transaction, nothing when there were none), so a restart keeps
+	// the order up to 10 s ago.
 	if !dryRun {
 		if err := e.st.FlushAccess(ctx); err != nil {
 			return rep, fmt.Errorf("flush accesses: %w", err)
 		}
 	}
 	if u.NeedSize <= 0 && u.NeedSpace <= 0 && !retention {
-		return rep, nil
+		return rep, nil // the common case: no walk at all
 	}
 	variants := newVariants(e.cfg.KeepLatest)
 	if err := variants.collect(ctx, e.st); err != nil {
