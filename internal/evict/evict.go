@@ -75,7 +75,8 @@ type Evictor struct {
 
 	running sync.Mutex // one pass at a time
 	passMu  sync.Mutex
-	passes  uint64        // completed passes, for Reserve's wait
+	started uint64        // passes started, for Reserve's wait
+	passes  uint64        // passes ended
 	passed  chan struct{} // closed and replaced after each pass
 
 	mu       sync.Mutex

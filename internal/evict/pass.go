@@ -75,6 +75,9 @@ func (e *Evictor) Collect(ctx context.Context, dryRun bool) (Report, error) {
 func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, error) {
 	e.running.Lock()
 	defer e.running.Unlock()
+	e.passMu.Lock()
+	e.started++
+	e.passMu.Unlock()
 	defer e.passDone()
 	start := time.Now()
 	rep := Report{DryRun: dryRun, Evicted: []Evicted{}, Kept: []Variant{}}

@@ -2,6 +2,7 @@ package evict
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -64,31 +65,46 @@ func (e *Evictor) reserve(ctx context.Context, size int64) (*reservation, error)
 		if !over {
 			return r, nil
 		}
+		// Only a pass that starts after this point sees this reservation:
+		// wait for one to end (passes run one at a time, in order).
 		e.passMu.Lock()
-		passed := e.passed
+		want := e.started + 1
 		e.passMu.Unlock()
 		e.Kick()
-		wait := time.Until(deadline)
-		if wait <= 0 {
+		if err := e.waitPass(ctx, want, deadline); err != nil {
 			r.release(false, nil)
-			return nil, fmt.Errorf("%w: eviction could not make room for %d bytes", ErrNoRoom, size)
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("%w: eviction could not make room for %d bytes in %s", ErrNoRoom, size, roomWait)
 		}
-		t := time.NewTimer(wait)
+		// One pass frees all it can: if it did not make room, the rest is
+		// pinned or kept.
+		if u2, err := e.usage(ctx); err == nil && (u2.MaxSize > 0 && u2.NARBytes+u2.Index+u2.Reserved > u2.MaxSize ||
+			u2.Free >= 0 && u2.Free-u2.Reserved < u2.MinFree) {
+			r.release(false, nil)
+			return nil, fmt.Errorf("%w: eviction cannot make room for %d bytes: the rest is pinned or kept", ErrNoRoom, size)
+		}
+	}
+}
+
+// waitPass waits until pass number want (counted from 1) has ended.
+func (e *Evictor) waitPass(ctx context.Context, want uint64, deadline time.Time) error {
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	for {
+		e.passMu.Lock()
+		done, passed := e.passes, e.passed
+		e.passMu.Unlock()
+		if done >= want {
+			return nil
+		}
 		select {
 		case <-passed:
-			t.Stop()
-			// One pass frees all it can: if it did not make room, the rest
-			// is pinned or kept.
-			if u2, err := e.usage(ctx); err == nil && (u2.MaxSize > 0 && u2.NARBytes+u2.Index+u2.Reserved > u2.MaxSize ||
-				u2.Free >= 0 && u2.Free-u2.Reserved < u2.MinFree) && u2.NARBytes >= u.NARBytes {
-				r.release(false, nil)
-				return nil, fmt.Errorf("%w: eviction cannot make room for %d bytes: the rest is pinned or kept", ErrNoRoom, size)
-			}
 		case <-ctx.Done():
-			t.Stop()
-			r.release(false, nil)
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-t.C:
+			return errors.New("timed out")
 		}
 	}
 }
