@@ -94,6 +94,10 @@ func (c *Client) observeAfter(parent context.Context, kind string, d time.Durati
 	case err == nil:
 	case errors.Is(err, ErrNotFound):
 		outcome = "not_found"
+	case errors.Is(context.Cause(parent), ErrStraggler):
+		// Given up on while every other upstream had answered: its
+		// silence is the upstream's doing, and shows as an error.
+		outcome = "error"
 	case parent.Err() != nil:
 		return
 	default:

@@ -211,7 +211,8 @@ func TestGroupHungFirstUpstreamDefaultTimeout(t *testing.T) {
 	second := newUpstream(t, func(<-chan struct{}) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) }
 	})
-	hung := newClient(t, hungListener(t), Options{})
+	obs := &countingObserver{}
+	hung := newClient(t, hungListener(t), Options{Observer: obs})
 	g := NewGroup([]*Client{hung, newClient(t, second.URL, Options{})}, 0)
 	t.Cleanup(g.Close)
 	start := time.Now()
@@ -229,6 +230,11 @@ func TestGroupHungFirstUpstreamDefaultTimeout(t *testing.T) {
 	}
 	if state, _ := hung.Breaker(); state == BreakerClosed {
 		t.Errorf("hung upstream's breaker is %v", state)
+	}
+	// The lookups it straggled on show as its errors (the status page's
+	// health and the error-ratio alert read them).
+	if n := obs.count(hung.String(), "error"); n < 3 {
+		t.Errorf("hung upstream has %d requests counted as errors, want at least 3", n)
 	}
 }
 
@@ -254,4 +260,28 @@ func TestGroupSlowFirstUpstreamAnswers(t *testing.T) {
 	if state, _ := c.Breaker(); state != BreakerClosed {
 		t.Errorf("slow upstream's breaker is %v", state)
 	}
+}
+
+// countingObserver counts requests by upstream and outcome.
+type countingObserver struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (o *countingObserver) UpstreamRequest(upstream, _, outcome string, _ time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.n == nil {
+		o.n = map[string]int{}
+	}
+	o.n[upstream+" "+outcome]++
+}
+
+func (o *countingObserver) UpstreamFetched(string, int64)     {}
+func (o *countingObserver) UpstreamBreaker(string, int, bool) {}
+
+func (o *countingObserver) count(upstream, outcome string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.n[upstream+" "+outcome]
 }
