@@ -11,6 +11,8 @@ import (
 	"unsafe"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/crashpoint"
 )
 
 // bucketEvicting records the NAR files an eviction is removing, so a crash
@@ -208,6 +210,7 @@ func (s *Store) EvictNARs(ctx context.Context, names []string) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("evict: %w", err)
 	}
+	crashpoint.Hit("evict-rows-deleted")
 	return freed, s.removeEvicted(gone)
 }
 

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/crashpoint"
 )
 
 // narRow is the index row of a NAR file present on disk.
@@ -223,6 +225,7 @@ func (w *Writer) Commit(ctx context.Context) error {
 		w.part.Discard()
 		return fmt.Errorf("commit NAR %s: %w", w.name, err)
 	}
+	crashpoint.Hit("nar-intent")
 	// A NAR evicted a moment ago whose old file is still to be removed:
 	// this new file must stay (see removeEvicted).
 	w.s.rmMu.Lock()
@@ -232,6 +235,7 @@ func (w *Writer) Commit(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("commit NAR %s: %w", w.name, err)
 	}
+	crashpoint.Hit("nar-renamed")
 	if err := w.s.indexNAR(ctx, w.name, size); err != nil {
 		return err
 	}

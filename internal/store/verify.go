@@ -12,6 +12,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/crashpoint"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 )
 
@@ -147,15 +148,25 @@ func (s *Store) DropNAR(ctx context.Context, name string, checked fs.FileInfo) e
 		if json.Unmarshal(old, &r) == nil {
 			tx.OnCommit(func() { s.counted(-1, -r.Size) })
 		}
+		if checked != nil {
+			// Recorded like an eviction: a crash before the file is gone
+			// is finished by the next Open (resumeEvictions).
+			if err := tx.Bucket(bucketEvicting).Put([]byte(name), nil); err != nil {
+				return err
+			}
+		}
 		return b.Delete([]byte(name))
 	})
 	if err != nil || checked == nil {
 		return err
 	}
+	crashpoint.Hit("verify-row-dropped")
 	if err := s.files.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("drop NAR %s: %w", name, err)
 	}
-	return nil
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketEvicting).Delete([]byte(name))
+	})
 }
 
 // stillChecked returns nil if the NAR file name is still the file checked
