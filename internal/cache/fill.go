@@ -201,7 +201,9 @@ func (c *Cache) fetchToStore(ctx context.Context, fl *flight, src store.NARSourc
 	}
 	if err != nil {
 		var verr *verifyError
-		suspend = f.save != nil && !errors.As(err, &verr)
+		// Kept for a later try unless the bytes were wrong or the upstream
+		// no longer takes ranges (a resume would fail the same way).
+		suspend = f.save != nil && !errors.As(err, &verr) && !errors.Is(err, upstream.ErrRangeRefused)
 		return n, err
 	}
 	sum, hashed, err := h.result()

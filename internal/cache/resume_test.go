@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/fakeupstream"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
 )
 
 // TestResumeAfterRestart: a segmented download cut by the cache closing
@@ -18,6 +19,11 @@ import (
 // stopped, re-hashing what is on disk: the upstream sends the NAR about
 // once in all, and what is kept is the NAR.
 func TestResumeAfterRestart(t *testing.T) {
+	t.Run("ranges", func(t *testing.T) { testResumeAfterRestart(t, false) })
+	t.Run("ranges no more", func(t *testing.T) { testResumeAfterRestart(t, true) })
+}
+
+func testResumeAfterRestart(t *testing.T, noRanges bool) {
 	const size = 4 << 20
 	dir := t.TempDir()
 	up := fakeupstream.New(t)
@@ -61,6 +67,22 @@ func TestResumeAfterRestart(t *testing.T) {
 		t.Fatalf("no progress note after the restart: %v", err)
 	}
 	first := up.Sent(it.NARPath)
+	if noRanges {
+		// The upstream no longer takes ranges: the resume fails once and
+		// drops the partial, and the next fetch starts over and succeeds.
+		up.SetFault(it.NARPath, fakeupstream.Fault{})
+		e2 := newFetchEnvIn(t, up, dir, 10*time.Second, opts)
+		if err := e2.c.EnsureNAR(context.Background(), ent.NARName, nil); !errors.Is(err, upstream.ErrRangeRefused) {
+			t.Fatalf("resume from an upstream without ranges: %v, want ErrRangeRefused", err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "partial", ent.NARName)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("partial kept after the upstream refused ranges: %v", err)
+		}
+		if err := e2.c.EnsureNAR(context.Background(), ent.NARName, nil); err != nil {
+			t.Fatalf("fetch after the partial was dropped: %v", err)
+		}
+		return
+	}
 
 	up.SetFault(it.NARPath, fakeupstream.Fault{Ranges: true})
 	e2 := newFetchEnvIn(t, up, dir, 10*time.Second, opts)
