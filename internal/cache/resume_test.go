@@ -30,7 +30,7 @@ func testResumeAfterRestart(t *testing.T, noRanges bool) {
 	opts := FetchOptions{Connections: 4, Threshold: 1 << 20, Backoff: 10 * time.Millisecond}
 	file := fakeupstream.RandomBytes(size)
 	it := up.Add(fakeupstream.Path{File: file, Compression: "xz"})
-	held := make(chan struct{})
+	held := make(chan struct{}, 1) // the hold must not wait for the test to listen
 	release := make(chan struct{})
 	defer close(release)
 	// The first segment freezes at 512 KiB; the others complete.
