@@ -118,7 +118,18 @@ func (c *Cache) fetchToStore(ctx context.Context, fl *flight, src store.NARSourc
 		}
 	}()
 	if resumed == nil {
-		p, done, err := c.openBody(ctx, fl.name, client, loc)
+		// A NAR to fetch in segments asks only for its first one: the
+		// rest of a whole body, closed at the segment's end, would come
+		// anyway, as far as the socket buffers reach.
+		firstEnd := int64(-1)
+		if n := c.fetch.Connections; src.Size >= c.fetch.Threshold && n > 1 && c.fleet == nil {
+			firstEnd = split(src.Size, n)[0].end
+		}
+		p, done, err := c.openBody(ctx, fl.name, client, loc, firstEnd)
+		if errors.Is(err, upstream.ErrRangeRefused) {
+			done()
+			p, done, err = c.openBody(ctx, fl.name, client, loc, -1)
+		}
 		if errors.Is(err, errStoredMeanwhile) {
 			return 0, nil
 		}
@@ -178,7 +189,7 @@ func (c *Cache) fetchToStore(ctx context.Context, fl *flight, src store.NARSourc
 	case resumed != nil:
 		// Ranges it took when the note was saved: it takes them still.
 		f.retries, f.segs = c.fetch.Retries, resumed.segments()
-	case first.Ranges:
+	case first.Ranges || first.Ranged:
 		// Resume only from an upstream that says it takes ranges: asking
 		// another would fetch the whole NAR again.
 		f.retries, f.final = c.fetch.Retries, first.URL

@@ -38,7 +38,7 @@ var errStoredMeanwhile = errors.New("cache: NAR stored by another proxy")
 // openBody opens the NAR's body: from the proxy already filling it when
 // there is one, else from its upstream. done is to be called once the
 // body is consumed and the file committed or dropped.
-func (c *Cache) openBody(ctx context.Context, name string, client *upstream.Client, loc *url.URL) (first upstream.NARPart, done func(), err error) {
+func (c *Cache) openBody(ctx context.Context, name string, client *upstream.Client, loc *url.URL, end int64) (first upstream.NARPart, done func(), err error) {
 	done = func() {}
 	if c.fleet != nil {
 		claim, err := c.fleet.Claim(ctx, name)
@@ -50,12 +50,12 @@ func (c *Cache) openBody(ctx context.Context, name string, client *upstream.Clie
 		case claim.Peer != nil:
 			// No ranges: a peer's body that breaks fails this fill, and
 			// the clients' retry decides again who fetches.
-			return upstream.NARPart{Body: claim.Peer, Size: claim.Size, URL: loc}, done, nil
+			return upstream.NARPart{Body: claim.Peer, Size: claim.Size, URL: loc, End: claim.Size}, done, nil
 		case claim.Release != nil:
 			done = claim.Release
 		}
 	}
-	first, err = client.FetchNAR(ctx, loc, 0, -1)
+	first, err = client.FetchNAR(ctx, loc, 0, end)
 	if err != nil {
 		done()
 		return first, func() {}, err

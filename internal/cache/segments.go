@@ -231,7 +231,10 @@ const maxBackoff = 30 * time.Second
 func (f *rangeFetch) worker(ctx context.Context, i int, body *upstream.NARPart) error {
 	var bodyPos, bodyEnd int64 // where body's next byte goes, and where it ends (-1: EOF)
 	if body != nil {
-		bodyPos, bodyEnd = body.Offset, f.size
+		bodyPos, bodyEnd = body.Offset, body.End
+		if bodyEnd < 0 {
+			bodyEnd = f.size
+		}
 	}
 	closeBody := func() {
 		if body != nil {

@@ -28,12 +28,14 @@ func TestRangeFetch(t *testing.T) {
 		// requests to the NAR's path, and to its redirect target
 		want, wantRedirected int
 		wantErr              error
+		once                 bool // the upstream sends each byte once
 	}{
-		{name: "ranges, 4 connections", conns: 4, fault: fakeupstream.Fault{Ranges: true}, want: 4},
+		{name: "ranges, 4 connections", conns: 4, fault: fakeupstream.Fault{Ranges: true}, want: 4, once: true},
 		{name: "ranges, 1 connection", conns: 1, fault: fakeupstream.Fault{Ranges: true}, want: 1},
 		{name: "no ranges", conns: 4, fault: fakeupstream.Fault{}, want: 1},
 		{name: "Range ignored, 200", conns: 4, fault: fakeupstream.Fault{IgnoreRange: true}, want: 4},
-		{name: "wrong Content-Range", conns: 4, fault: fakeupstream.Fault{WrongRange: true}, want: 4},
+		// The first range is refused too: asked again whole.
+		{name: "wrong Content-Range", conns: 4, fault: fakeupstream.Fault{WrongRange: true}, want: 5},
 		{name: "redirect per request", conns: 4, fault: fakeupstream.Fault{Ranges: true, Redirect: true}, want: 1, wantRedirected: 4},
 		{name: "dropped in the first segment", conns: 4, fault: fakeupstream.Fault{Ranges: true, CutAt: size/8 + 123}, want: 5},
 		{name: "dropped in the last segment", conns: 4, fault: fakeupstream.Fault{Ranges: true, CutAt: size - 1000}, want: 5},
@@ -73,6 +75,9 @@ func TestRangeFetch(t *testing.T) {
 					t.Fatalf("not kept: %v", err)
 				}
 				f.Close()
+			}
+			if sent := e.up.Sent(it.NARPath); tt.once && sent != size {
+				t.Errorf("upstream sent %d bytes, want the NAR's %d once", sent, size)
 			}
 			if n := e.up.Count(it.NARPath); n != tt.want {
 				t.Errorf("upstream requests: %d, want %d", n, tt.want)

@@ -70,13 +70,18 @@ type NARPart struct {
 	// URL is where the answer came from, after redirects: ask ranges of
 	// it rather than redirecting once per range.
 	URL *url.URL
+	// End is where Body ends in the NAR (exclusive); -1 when unknown.
+	End int64
+	// Ranged reports that the answer is the 206 of a range.
+	Ranged bool
 }
 
 // FetchNAR is NAR for the bytes of u from off up to end (exclusive; -1 for
 // the end of the NAR). A ranged request (off > 0 or end >= 0) must be
 // answered with exactly that range: a 200 (the upstream ignored Range) or
 // a 206 with another Content-Range fails with ErrRangeRefused, before any
-// byte of its body is read.
+// byte of its body is read. A range from 0 may be answered with the whole
+// NAR (a 200): that is no refusal, only a NARPart from 0 to the end.
 func (c *Client) FetchNAR(ctx context.Context, u *url.URL, off, end int64) (p NARPart, err error) {
 	p.Size = -1
 	if u == nil {
@@ -123,10 +128,15 @@ func (c *Client) FetchNAR(ctx context.Context, u *url.URL, off, end int64) (p NA
 		defer cancel(nil)
 		return p, c.requestError(ctx, reqCtx, context.Cause(reqCtx))
 	}
-	if ranged && resp.StatusCode == http.StatusPartialContent || !ranged && resp.StatusCode == http.StatusOK {
-		p.Size = resp.ContentLength
-		if ranged {
+	whole := resp.StatusCode == http.StatusOK && (!ranged || off == 0)
+	if ranged && resp.StatusCode == http.StatusPartialContent || whole {
+		p.Size, p.End = resp.ContentLength, resp.ContentLength
+		if !whole {
 			p.Size, err = checkContentRange(resp.Header.Get("Content-Range"), off, end)
+			p.End, p.Ranged = end, true
+			if end < 0 {
+				p.End = p.Size
+			}
 		}
 	} else {
 		err = &failure{c.name, "answered a ranged GET with " + resp.Status, ErrRangeRefused, nil}
