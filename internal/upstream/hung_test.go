@@ -211,7 +211,7 @@ func TestGroupHungFirstUpstreamDefaultTimeout(t *testing.T) {
 	second := newUpstream(t, func(<-chan struct{}) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) }
 	})
-	obs := &countingObserver{}
+	obs := &outcomes{}
 	hung := newClient(t, hungListener(t), Options{Observer: obs})
 	g := NewGroup([]*Client{hung, newClient(t, second.URL, Options{})}, 0)
 	t.Cleanup(g.Close)
@@ -233,7 +233,7 @@ func TestGroupHungFirstUpstreamDefaultTimeout(t *testing.T) {
 	}
 	// The lookups it straggled on show as its errors (the status page's
 	// health and the error-ratio alert read them).
-	if n := obs.count(hung.String(), "error"); n < 3 {
+	if n := obs.count("narinfo/error"); n < 3 {
 		t.Errorf("hung upstream has %d requests counted as errors, want at least 3", n)
 	}
 }
@@ -262,26 +262,3 @@ func TestGroupSlowFirstUpstreamAnswers(t *testing.T) {
 	}
 }
 
-// countingObserver counts requests by upstream and outcome.
-type countingObserver struct {
-	mu sync.Mutex
-	n  map[string]int
-}
-
-func (o *countingObserver) UpstreamRequest(upstream, _, outcome string, _ time.Duration) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.n == nil {
-		o.n = map[string]int{}
-	}
-	o.n[upstream+" "+outcome]++
-}
-
-func (o *countingObserver) UpstreamFetched(string, int64)     {}
-func (o *countingObserver) UpstreamBreaker(string, int, bool) {}
-
-func (o *countingObserver) count(upstream, outcome string) int {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.n[upstream+" "+outcome]
-}
