@@ -261,4 +261,3 @@ func TestGroupSlowFirstUpstreamAnswers(t *testing.T) {
 		t.Errorf("slow upstream's breaker is %v", state)
 	}
 }
-
