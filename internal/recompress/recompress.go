@@ -1,0 +1,134 @@
+// Package recompress turns a NAR file kept in a slow-to-unpack compression
+// (xz, bzip2) or none at all into zstd, checking the NAR inside against the
+// narinfo's NarHash and NarSize on the way: a file whose NAR is not the one
+// promised is never written out as good.
+package recompress
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/nardecode"
+)
+
+// ErrMismatch means the NAR inside the file is not the one its narinfo
+// names (NarHash or NarSize differ, or the file does not decode).
+var ErrMismatch = errors.New("recompress: NAR does not match its narinfo")
+
+// MinNone is the NarSize from which an uncompressed NAR is worth
+// compressing: below it the saving does not pay for a second file.
+const MinNone = 64 << 10
+
+// Eligible reports whether a NAR file compressed as compression, holding a
+// NAR of narSize bytes, is recompressed to zstd.
+func Eligible(compression string, narSize int64) bool {
+	switch compression {
+	case "xz", "bzip2":
+		return true
+	case "none":
+		return narSize >= MinNone
+	}
+	return false
+}
+
+// Name is the zstd file's name for the NAR whose sha256 is narHash. It
+// depends on the NAR alone, so it is known before the file exists and never
+// changes: a narinfo pointing at it stays valid for as long as it is kept.
+func Name(narHash []byte) string {
+	return nixbase32.EncodeToString(narHash) + ".nar.zst"
+}
+
+// Result is what one Transcode read and wrote.
+type Result struct {
+	In     int64  // bytes of the original file
+	NAR    int64  // bytes of the NAR inside
+	Out    int64  // bytes of zstd written
+	SHA256 []byte // of the zstd file: its FileHash
+}
+
+// Transcode reads a NAR file compressed as compression from r and writes
+// the NAR inside to w as zstd, with as many encoder goroutines as there are
+// CPUs. It returns ErrMismatch if the NAR is not narHash/narSize; then what
+// was written to w must be thrown away.
+func Transcode(ctx context.Context, w io.Writer, r io.Reader, compression string, narHash []byte, narSize int64) (Result, error) {
+	var res Result
+	in := &counter{r: r}
+	dec, err := nardecode.NewReader(in, compression)
+	if err != nil {
+		return res, fmt.Errorf("%w: %w", ErrMismatch, err)
+	}
+	defer dec.Close()
+	fileHash := sha256.New()
+	out := &counter{w: io.MultiWriter(w, fileHash)}
+	enc, err := zstd.NewWriter(out, zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
+		zstd.WithEncoderLevel(zstd.SpeedDefault))
+	if err != nil {
+		return res, fmt.Errorf("zstd encoder: %w", err)
+	}
+	narSum := sha256.New()
+	n, err := io.Copy(io.MultiWriter(enc, narSum), &ctxReader{ctx: ctx, r: dec})
+	if err != nil {
+		enc.Close()
+		if ctx.Err() != nil || errors.Is(err, errWrite) {
+			return res, err
+		}
+		return res, fmt.Errorf("%w: decode %s: %w", ErrMismatch, compression, err)
+	}
+	if err := enc.Close(); err != nil {
+		return res, fmt.Errorf("zstd: %w", err)
+	}
+	res = Result{In: in.n, NAR: n, Out: out.n, SHA256: fileHash.Sum(nil)}
+	if n != narSize {
+		return res, fmt.Errorf("%w: NAR is %d bytes, NarSize is %d", ErrMismatch, n, narSize)
+	}
+	if !bytes.Equal(narSum.Sum(nil), narHash) {
+		return res, fmt.Errorf("%w: NarHash differs", ErrMismatch)
+	}
+	return res, nil
+}
+
+// errWrite marks a failure of the destination, not of the file read.
+var errWrite = errors.New("recompress: write")
+
+// counter counts what passes through it, reading or writing.
+type counter struct {
+	r io.Reader
+	w io.Writer
+	n int64
+}
+
+func (c *counter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *counter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	if err != nil {
+		err = fmt.Errorf("%w: %w", errWrite, err)
+	}
+	return n, err
+}
+
+// ctxReader stops a long transcode when ctx ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
