@@ -106,6 +106,7 @@ func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 		SecretKey:   secretKey,
 		NegativeTTL: negTTL,
 		Fetch:       cache.FetchOptions{Connections: cfg.fetchConnections},
+		Recompress:  cfg.recompress == "zstd",
 		Misses:      s.misses,
 		Room:        room,
 		Fleet:       fills,

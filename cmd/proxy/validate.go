@@ -114,6 +114,9 @@ func (cfg *serveConfig) check() error {
 	if cfg.fetchConnections < 1 || cfg.fetchConnections > 64 {
 		return fmt.Errorf("--fetch-connections %d: must be 1 to 64", cfg.fetchConnections)
 	}
+	if cfg.recompress != "off" && cfg.recompress != "zstd" {
+		return fmt.Errorf("--recompress %q: must be off or zstd", cfg.recompress)
+	}
 	if cfg.uploadMaxSize <= 0 {
 		return errors.New("--upload-max-size: must be positive")
 	}

@@ -63,6 +63,9 @@ type Options struct {
 	// Fleet, if set, makes one proxy of those on the same shared storage
 	// fetch each NAR, the others streaming it from that one.
 	Fleet Fleet
+	// Recompress makes a zstd file of every NAR fetched as xz, bzip2 or
+	// (from 64 KiB) none, and serves that one from then on (--recompress).
+	Recompress bool
 	// Metrics, if nil, are kept but not exported.
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
@@ -145,6 +148,9 @@ type Cache struct {
 	metrics   *metrics.Metrics
 	hits      prometheus.Counter // narinfo hits: resolved once, not per request
 	lookups   singleflight.Group
+	// recompress: see transcode.go; transcodes runs each once.
+	recompress bool
+	transcodes singleflight.Group
 
 	// Downloads and shared lookups are detached from the requests that
 	// start them; ctx ends them at Close, wg waits for them.
@@ -187,24 +193,25 @@ func New(opts Options) (*Cache, error) {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	return &Cache{
-		store:     opts.Store,
-		upstreams: opts.Upstreams,
-		clients:   clients,
-		keys:      opts.Keys,
-		verify:    !opts.SkipVerify,
-		secretKey: opts.SecretKey,
-		fetchTTL:  opts.FetchTimeout,
-		fetch:     opts.Fetch.withDefaults(),
-		log:       opts.Logger,
-		negative:  newNegativeCache(opts.NegativeTTL),
-		misses:    opts.Misses,
-		room:      opts.Room,
-		fleet:     opts.Fleet,
-		metrics:   opts.Metrics,
-		hits:      opts.Metrics.Lookups.WithLabelValues("narinfo", "hit"),
-		ctx:       ctx,
-		stop:      stop,
-		flights:   make(map[string]*flight),
+		store:      opts.Store,
+		upstreams:  opts.Upstreams,
+		clients:    clients,
+		keys:       opts.Keys,
+		verify:     !opts.SkipVerify,
+		secretKey:  opts.SecretKey,
+		fetchTTL:   opts.FetchTimeout,
+		fetch:      opts.Fetch.withDefaults(),
+		log:        opts.Logger,
+		negative:   newNegativeCache(opts.NegativeTTL),
+		misses:     opts.Misses,
+		room:       opts.Room,
+		fleet:      opts.Fleet,
+		recompress: opts.Recompress,
+		metrics:    opts.Metrics,
+		hits:       opts.Metrics.Lookups.WithLabelValues("narinfo", "hit"),
+		ctx:        ctx,
+		stop:       stop,
+		flights:    make(map[string]*flight),
 	}, nil
 }
 

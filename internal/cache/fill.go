@@ -56,6 +56,9 @@ func (c *Cache) fill(fl *flight, src store.NARSource, id uint64) {
 	c.mu.Unlock()
 	c.metrics.Downloads.Dec()
 	fl.finish(err)
+	if err == nil && n > 0 {
+		c.afterFill(fl.name, src)
+	}
 }
 
 // fetchToStore is the one GET of a kept NAR from its upstream: it writes

@@ -50,6 +50,11 @@ type Metrics struct {
 	FleetJoins     *prometheus.CounterVec   // result (ok, error)
 	BucketRequests *prometheus.CounterVec   // operation, result (ok, not-found, conflict, error)
 	BucketDuration *prometheus.HistogramVec // operation
+
+	// Recompression to zstd.
+	Recompressed    *prometheus.CounterVec // result (done, mismatch, error)
+	RecompressBytes *prometheus.CounterVec // direction (in, out)
+	RecompressCPU   prometheus.Counter     // CPU seconds spent transcoding
 }
 
 // ObserveBucket records one bucket operation (s3store.Options.Observe).
@@ -153,6 +158,18 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help:    "Time of an operation on the --storage bucket to its response headers, retries included.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
 		}, []string{"operation"}),
+		Recompressed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "recompressed_nars_total",
+			Help: "NARs recompressed to zstd, by result: kept (done), not the NAR its narinfo names (mismatch), failed otherwise (error).",
+		}, []string{"result"}),
+		RecompressBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "recompressed_bytes_total",
+			Help: "Bytes of NAR files recompressed to zstd: the original files read (in), the zstd files kept (out).",
+		}, []string{"direction"}),
+		RecompressCPU: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "recompress_cpu_seconds_total",
+			Help: "CPU seconds the process spent while recompressing NARs to zstd (process CPU time over each transcode: it includes whatever else ran meanwhile).",
+		}),
 		BreakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "upstream_breaker_state",
 			Help: "Each upstream's circuit breaker: 0 closed (asked), 1 open (skipped after consecutive failures), 2 half-open (one trial request in flight).",
@@ -167,6 +184,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.UpstreamRequests, m.UpstreamDuration, m.UpstreamBytes, m.BreakerState, m.BreakerTrips,
 		m.Evictions, m.EvictedBytes, m.StoreMaxSize, m.NARNotKept, m.FleetLeases, m.FleetJoins,
 		m.BucketRequests, m.BucketDuration,
+		m.Recompressed, m.RecompressBytes, m.RecompressCPU,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Pre-create the series alerts and the status page read, so they are 0
 	// rather than absent before the first event.
@@ -192,6 +210,12 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	for _, result := range []string{"ok", "error"} {
 		m.FleetJoins.WithLabelValues(result)
+	}
+	for _, result := range []string{"done", "mismatch", "error"} {
+		m.Recompressed.WithLabelValues(result)
+	}
+	for _, dir := range []string{"in", "out"} {
+		m.RecompressBytes.WithLabelValues(dir)
 	}
 	return m
 }

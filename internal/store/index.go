@@ -29,6 +29,11 @@ type NARSource struct {
 	NarHash     []byte `json:"nar_hash,omitempty"`
 	NarSize     int64  `json:"nar_size,omitempty"`
 	Compression string `json:"compression,omitempty"`
+	// From, when set, names the NAR file this one is made from by
+	// recompressing it (internal/recompress): it is refilled by bringing
+	// that one back and recompressing it again, not from URL. SHA256 and
+	// Size are then this file's own.
+	From string `json:"from,omitempty"`
 	// Seen is when a narinfo naming this NAR was first stored; PutNarInfo
 	// sets it and keeps it. Zero in rows from before it was recorded.
 	Seen time.Time `json:"seen,omitzero"`

@@ -1,0 +1,221 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/recompress"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/nix-community/go-nix/pkg/nixhash"
+)
+
+// Recompression. A NAR whose upstream file is xz or bzip2 (or none, from
+// recompress.MinNone) is first fetched and served as it is: the first
+// clients stream it as fast as without this. Once it is committed, it is
+// recompressed beside them to a zstd file named from its NarHash
+// (recompress.Name), checked against NarHash/NarSize, committed, and the
+// narinfo then points at it with FileHash/FileSize of the zstd file (no
+// signature covers those). The original file is evicted: the zstd file is
+// the entry. A narinfo handed out before still names the original, whose
+// source row stays: asking for it refills it from its upstream.
+//
+// An evicted zstd file (source row with From) is refilled by bringing the
+// original back and recompressing it again.
+
+// transcodeTimeout bounds one recompression.
+const transcodeTimeout = time.Hour
+
+// afterFill starts recompressing the NAR name just fetched from src, in the
+// background, if it is one to recompress.
+func (c *Cache) afterFill(name string, src store.NARSource) {
+	if !c.recompress || src.From != "" || src.Hash == "" || !c.detach() {
+		return
+	}
+	go func() {
+		defer c.wg.Done()
+		ctx, cancel := context.WithTimeout(c.ctx, transcodeTimeout)
+		defer cancel()
+		c.transcodeShared(ctx, src.Hash, name)
+	}()
+}
+
+// transcodeShared runs transcode once per original however many callers
+// ask at the same moment, detached from each of them; it returns the zstd
+// file's name, or "" when the NAR is not recompressed.
+func (c *Cache) transcodeShared(ctx context.Context, hash, orig string) (string, error) {
+	ch := c.transcodes.DoChan(orig, func() (any, error) {
+		if !c.detach() {
+			return "", ErrClosed
+		}
+		defer c.wg.Done()
+		ctx, cancel := context.WithTimeout(c.ctx, transcodeTimeout)
+		defer cancel()
+		return c.transcode(ctx, hash, orig)
+	})
+	select {
+	case res := <-ch:
+		name, _ := res.Val.(string)
+		return name, res.Err
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// transcode recompresses the stored NAR orig, named by hash's narinfo, and
+// points that narinfo at the result. It returns the zstd file's name, or ""
+// when the narinfo does not call for it.
+func (c *Cache) transcode(ctx context.Context, hash, orig string) (string, error) {
+	text, err := c.store.ReadNarInfo(ctx, hash)
+	if err != nil {
+		return "", err
+	}
+	ni, err := narinfo.Parse(text)
+	if err != nil {
+		return "", fmt.Errorf("stored narinfo %s: %w", hash, err)
+	}
+	if ni.NarHash == nil || ni.NarHash.Algo() != nixhash.SHA256 {
+		return "", nil
+	}
+	zname := recompress.Name(ni.NarHash.Digest())
+	url := strings.TrimPrefix(ni.URL, "nar/")
+	switch {
+	case url == zname:
+		// Already pointed at it: this is a refill of the zstd file.
+		if ok, err := c.store.HasNAR(ctx, zname); err != nil || ok {
+			return zname, err
+		}
+		zsrc, err := c.store.NARSource(ctx, zname)
+		if err != nil {
+			return "", fmt.Errorf("source of %s: %w", zname, err)
+		}
+		if zsrc.From == "" {
+			return "", fmt.Errorf("zstd NAR %s has no original to be made from", zname)
+		}
+		// Bring the original back from its upstream first.
+		orig = zsrc.From
+		if err := c.EnsureNAR(ctx, orig, nil); err != nil {
+			return "", fmt.Errorf("refill %s to recompress it: %w", orig, err)
+		}
+	case url != orig || !recompress.Eligible(ni.Compression, int64(ni.NarSize)):
+		return "", nil
+	}
+	osrc, err := c.store.NARSource(ctx, orig)
+	if err != nil {
+		return "", fmt.Errorf("source of %s: %w", orig, err)
+	}
+	compression, ok := compressionOf(orig)
+	if !ok || !recompress.Eligible(compression, int64(ni.NarSize)) {
+		return "", nil
+	}
+	res, err := c.writeZstd(ctx, orig, zname, compression, ni)
+	if err != nil {
+		return "", err
+	}
+	zsrc := store.NARSource{Hash: hash, StorePath: ni.StorePath, Upstream: osrc.Upstream, From: orig,
+		Size: res.Out, SHA256: res.SHA256, NarHash: ni.NarHash.Digest(), NarSize: int64(ni.NarSize),
+		Compression: "zstd", Seen: osrc.Seen}
+	ni.URL, ni.Compression = "nar/"+zname, "zstd"
+	ni.FileHash, ni.FileSize = nixhash.MustNewHashWithEncoding(nixhash.SHA256, res.SHA256, nixhash.NixBase32, true), uint64(res.Out)
+	if err := c.store.PutNarInfo(ctx, hash, narinfo.Marshal(ni), zname, zsrc); err != nil {
+		return "", err
+	}
+	// The zstd file is the entry now; the original is refilled from its
+	// upstream for whoever still holds a narinfo naming it.
+	if _, err := c.store.EvictNARs(ctx, []string{orig}); err != nil {
+		return zname, fmt.Errorf("evict %s after recompressing it: %w", orig, err)
+	}
+	return zname, nil
+}
+
+// writeZstd recompresses the stored file orig into the store as zname,
+// keeping it only if the NAR inside is the one ni names.
+func (c *Cache) writeZstd(ctx context.Context, orig, zname, compression string, ni *narinfo.Info) (recompress.Result, error) {
+	var res recompress.Result
+	f, err := c.store.OpenNAR(ctx, orig)
+	if err != nil {
+		return res, fmt.Errorf("open %s to recompress it: %w", orig, err)
+	}
+	defer f.Close()
+	release, err := c.room.Reserve(ctx, 0)
+	if err != nil {
+		return res, fmt.Errorf("%w: %w", errNotKept, err)
+	}
+	var kept bool
+	var writeErr error
+	defer func() { release(kept, writeErr) }()
+	wr, err := c.store.CreateNAR(ctx, zname)
+	if err != nil {
+		writeErr = err
+		return res, err
+	}
+	defer wr.Cancel()
+	cpu := cpuTime()
+	start := time.Now()
+	res, err = recompress.Transcode(ctx, wr, f, compression, ni.NarHash.Digest(), int64(ni.NarSize))
+	c.metrics.RecompressCPU.Add((cpuTime() - cpu).Seconds())
+	switch {
+	case errors.Is(err, recompress.ErrMismatch):
+		c.metrics.Recompressed.WithLabelValues("mismatch").Inc()
+		c.metrics.VerifyFailures.WithLabelValues("hash").Inc()
+		c.log.Warn("recompress", "nar", orig, "store_path", ni.StorePath, "outcome", "mismatch", "err", err)
+		return res, err
+	case err != nil:
+		c.metrics.Recompressed.WithLabelValues("error").Inc()
+		return res, err
+	}
+	if err := wr.Commit(ctx); err != nil {
+		c.metrics.Recompressed.WithLabelValues("error").Inc()
+		writeErr = err
+		return res, err
+	}
+	kept = true
+	c.metrics.Recompressed.WithLabelValues("done").Inc()
+	c.metrics.RecompressBytes.WithLabelValues("in").Add(float64(res.In))
+	c.metrics.RecompressBytes.WithLabelValues("out").Add(float64(res.Out))
+	c.log.Info("recompress", "nar", orig, "to", zname, "store_path", ni.StorePath, "in", res.In, "out", res.Out,
+		"duration", time.Since(start).Round(time.Millisecond), "outcome", "done")
+	return res, nil
+}
+
+// compressionOf reads an original file's compression from its name
+// (narinfo.NARName): the narinfo names the zstd file once it is made.
+func compressionOf(name string) (string, bool) {
+	switch {
+	case strings.HasSuffix(name, ".nar.xz"):
+		return "xz", true
+	case strings.HasSuffix(name, ".nar.bz2"):
+		return "bzip2", true
+	case strings.HasSuffix(name, ".nar"):
+		return "none", true
+	}
+	return "", false
+}
+
+// cpuTime is the CPU time the process has used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// refillRecompressed brings back the evicted zstd file name, made from
+// src.From: the original is fetched again (or found stored) and
+// recompressed. Its clients wait for both: this is the rare path.
+func (c *Cache) refillRecompressed(ctx context.Context, name string, src store.NARSource) error {
+	got, err := c.transcodeShared(ctx, src.Hash, src.From)
+	if err != nil {
+		return err
+	}
+	if got != name {
+		// The narinfo moved on (another NarHash): this name is not made.
+		return fmt.Errorf("%w: NAR %s is no longer made from %s", ErrNotFound, name, src.From)
+	}
+	return nil
+}

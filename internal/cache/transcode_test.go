@@ -1,0 +1,291 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/ulikunitz/xz"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/fakeupstream"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/recompress"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
+)
+
+// zstdEnv is a recompressing cache over a fake upstream.
+type zstdEnv struct {
+	up *fakeupstream.Upstream
+	st *store.Store
+	c  *Cache
+	m  *metrics.Metrics
+}
+
+func newZstdEnv(t *testing.T) *zstdEnv {
+	t.Helper()
+	up := fakeupstream.New(t)
+	client, err := upstream.New(up.URL(), upstream.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.Discard()
+	c, err := New(Options{Store: st, Upstreams: upstream.NewGroup([]*upstream.Client{client}, 0),
+		Keys: []narinfo.PublicKey{up.PublicKey()}, Recompress: true, Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Close()
+		st.Close()
+	})
+	return &zstdEnv{up: up, st: st, c: c, m: m}
+}
+
+// narinfo returns what the cache serves for hash now.
+func (e *zstdEnv) narinfo(t *testing.T, hash string) *narinfo.Info {
+	t.Helper()
+	text, err := e.c.NarInfo(context.Background(), hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ni, err := narinfo.Parse(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ni
+}
+
+// get GETs url ("nar/…") from the cache.
+func (e *zstdEnv) get(t *testing.T, url string) []byte {
+	t.Helper()
+	name := url[len("nar/"):]
+	rec := httptest.NewRecorder()
+	if err := e.c.ServeNAR(rec, httptest.NewRequest(http.MethodGet, "/"+url, nil), name); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	if rec.Code != http.StatusOK {
+		t.Fatalf("GET %s: %d", url, rec.Code)
+	}
+	return rec.Body.Bytes()
+}
+
+// unpack is what a client does with a NAR file of ni's Compression.
+func unpack(t *testing.T, file []byte, compression string) []byte {
+	t.Helper()
+	switch compression {
+	case "zstd":
+		d, err := zstd.NewReader(bytes.NewReader(file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		nar, err := io.ReadAll(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nar
+	case "none":
+		return file
+	}
+	t.Fatalf("unpack %s", compression)
+	return nil
+}
+
+func xzFile(t *testing.T, nar []byte) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	w, err := xz.NewWriter(&b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(nar)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// testNAR is a compressible NAR of at least n bytes.
+func testNAR(t *testing.T, n int) []byte {
+	t.Helper()
+	one, err := os.ReadFile("../nardecode/testdata/nar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nar := bytes.Repeat(one, n/len(one)+1)
+	return nar
+}
+
+func TestRecompress(t *testing.T) {
+	nar := testNAR(t, 1<<20)
+	small, err := os.ReadFile("../nardecode/testdata/nar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bz2, err := os.ReadFile("../nardecode/testdata/nar.bz2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name        string
+		compression string
+		nar, file   []byte
+		recompress  bool
+	}{
+		{"xz", "xz", nar, xzFile(t, nar), true},
+		{"bzip2", "bzip2", small, bz2, true},
+		{"none", "none", nar, nar, true},
+		{"none below MinNone", "none", small, small, false},
+		{"zstd stays", "zstd", small, zstdFile(t, small), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newZstdEnv(t)
+			sum := sha256.Sum256(tt.nar)
+			it := e.up.Add(fakeupstream.Path{File: tt.file, Compression: tt.compression,
+				NarHash: sum[:], NarSize: uint64(len(tt.nar))})
+			ctx := context.Background()
+
+			// The first client gets the upstream's file as it is.
+			before := e.narinfo(t, it.Hash)
+			if before.Compression != tt.compression {
+				t.Fatalf("first narinfo says %s", before.Compression)
+			}
+			if got := e.get(t, before.URL); !bytes.Equal(got, tt.file) {
+				t.Fatal("first client did not get the upstream's file")
+			}
+			orig := before.URL[len("nar/"):]
+			zname, err := e.c.transcodeShared(ctx, it.Hash, orig)
+			if err != nil {
+				t.Fatal(err)
+			}
+			after := e.narinfo(t, it.Hash)
+			if !tt.recompress {
+				if zname != "" || after.URL != before.URL {
+					t.Fatalf("recompressed to %q, narinfo URL %s", zname, after.URL)
+				}
+				return
+			}
+			if want := "nar/" + recompress.Name(sum[:]); after.URL != want || after.Compression != "zstd" {
+				t.Fatalf("narinfo after: URL %s Compression %s, want %s zstd", after.URL, after.Compression, want)
+			}
+			// The upstream's signature still holds: it covers none of
+			// URL, Compression, FileHash, FileSize.
+			if err := narinfo.Verify(after, []narinfo.PublicKey{e.up.PublicKey()}); err != nil {
+				t.Fatalf("signature after recompressing: %v", err)
+			}
+			zfile := e.get(t, after.URL)
+			zsum := sha256.Sum256(zfile)
+			if after.FileSize != uint64(len(zfile)) || !bytes.Equal(after.FileHash.Digest(), zsum[:]) {
+				t.Fatalf("FileSize %d FileHash %s, file is %d bytes", after.FileSize, after.FileHash, len(zfile))
+			}
+			if !bytes.Equal(unpack(t, zfile, "zstd"), tt.nar) {
+				t.Fatal("zstd file does not unpack to the NAR")
+			}
+			// The zstd file is the entry: the original is gone from disk,
+			// but a narinfo handed out before still works (refilled).
+			if ok, _ := e.st.HasNAR(ctx, orig); ok {
+				t.Fatal("original still on disk beside the zstd file")
+			}
+			if got := e.get(t, before.URL); !bytes.Equal(got, tt.file) {
+				t.Fatal("the old narinfo's URL does not serve the original")
+			}
+			if n := e.up.Count(it.NARPath); n != 2 {
+				t.Fatalf("upstream asked %d times for the NAR, want 2 (first fill, old URL refill)", n)
+			}
+			if got := testutil.ToFloat64(e.m.Recompressed.WithLabelValues("done")); got != 1 {
+				t.Fatalf("recompressed done = %v", got)
+			}
+			if in := testutil.ToFloat64(e.m.RecompressBytes.WithLabelValues("in")); in != float64(len(tt.file)) {
+				t.Fatalf("bytes in = %v, want %d", in, len(tt.file))
+			}
+		})
+	}
+}
+
+func zstdFile(t *testing.T, nar []byte) []byte {
+	t.Helper()
+	enc, err := zstd.NewWriter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return enc.EncodeAll(nar, nil)
+}
+
+// A NAR whose file matches FileHash but holds another NAR than NarHash
+// says is served as it is (as without recompression) but never kept as
+// zstd.
+func TestRecompressMismatchNotKept(t *testing.T) {
+	e := newZstdEnv(t)
+	nar := testNAR(t, 256<<10)
+	wrong := sha256.Sum256([]byte("another NAR"))
+	it := e.up.Add(fakeupstream.Path{File: xzFile(t, nar), Compression: "xz", NarHash: wrong[:], NarSize: uint64(len(nar))})
+	ctx := context.Background()
+	before := e.narinfo(t, it.Hash)
+	e.get(t, before.URL)
+	_, err := e.c.transcodeShared(ctx, it.Hash, before.URL[len("nar/"):])
+	if !errors.Is(err, recompress.ErrMismatch) {
+		t.Fatalf("transcode err = %v, want ErrMismatch", err)
+	}
+	if ok, _ := e.st.HasNAR(ctx, recompress.Name(wrong[:])); ok {
+		t.Fatal("a zstd file that is not its NarHash was kept")
+	}
+	if after := e.narinfo(t, it.Hash); after.URL != before.URL {
+		t.Fatalf("narinfo moved to %s", after.URL)
+	}
+	if got := testutil.ToFloat64(e.m.Recompressed.WithLabelValues("mismatch")); got < 1 {
+		t.Fatalf("mismatch count %v", got)
+	}
+}
+
+// An evicted zstd file is made again from its original, fetched again.
+func TestRecompressRefill(t *testing.T) {
+	e := newZstdEnv(t)
+	nar := testNAR(t, 256<<10)
+	sum := sha256.Sum256(nar)
+	it := e.up.Add(fakeupstream.Path{File: xzFile(t, nar), Compression: "xz", NarHash: sum[:], NarSize: uint64(len(nar))})
+	ctx := context.Background()
+	before := e.narinfo(t, it.Hash)
+	e.get(t, before.URL)
+	zname, err := e.c.transcodeShared(ctx, it.Hash, before.URL[len("nar/"):])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.st.EvictNARs(ctx, []string{zname}); err != nil {
+		t.Fatal(err)
+	}
+	for _, how := range []string{"GET", "EnsureNAR"} {
+		if how == "EnsureNAR" {
+			if _, err := e.st.EvictNARs(ctx, []string{zname}); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.c.EnsureNAR(ctx, zname, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		after := e.narinfo(t, it.Hash)
+		if after.URL != "nar/"+zname {
+			t.Fatalf("%s: narinfo URL %s", how, after.URL)
+		}
+		zfile := e.get(t, after.URL)
+		zsum := sha256.Sum256(zfile)
+		if !bytes.Equal(unpack(t, zfile, "zstd"), nar) || !bytes.Equal(after.FileHash.Digest(), zsum[:]) {
+			t.Fatalf("%s: refilled zstd file is not the NAR, or not its FileHash", how)
+		}
+	}
+}
