@@ -66,6 +66,10 @@ type Options struct {
 	// Recompress makes a zstd file of every NAR fetched as xz, bzip2 or
 	// (from 64 KiB) none, and serves that one from then on (--recompress).
 	Recompress bool
+	// RecompressGrace is how long an original stays on disk once its zstd
+	// file is served instead, for clients that got the narinfo just
+	// before; default 10m.
+	RecompressGrace time.Duration
 	// Metrics, if nil, are kept but not exported.
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
@@ -149,8 +153,9 @@ type Cache struct {
 	hits      prometheus.Counter // narinfo hits: resolved once, not per request
 	lookups   singleflight.Group
 	// recompress: see transcode.go; transcodes runs each once.
-	recompress bool
-	transcodes singleflight.Group
+	recompress      bool
+	recompressGrace time.Duration
+	transcodes      singleflight.Group
 
 	// Downloads and shared lookups are detached from the requests that
 	// start them; ctx ends them at Close, wg waits for them.
@@ -175,6 +180,9 @@ func New(opts Options) (*Cache, error) {
 	if opts.FetchTimeout == 0 {
 		opts.FetchTimeout = 6 * time.Hour
 	}
+	if opts.RecompressGrace <= 0 {
+		opts.RecompressGrace = 10 * time.Minute
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -193,25 +201,26 @@ func New(opts Options) (*Cache, error) {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	return &Cache{
-		store:      opts.Store,
-		upstreams:  opts.Upstreams,
-		clients:    clients,
-		keys:       opts.Keys,
-		verify:     !opts.SkipVerify,
-		secretKey:  opts.SecretKey,
-		fetchTTL:   opts.FetchTimeout,
-		fetch:      opts.Fetch.withDefaults(),
-		log:        opts.Logger,
-		negative:   newNegativeCache(opts.NegativeTTL),
-		misses:     opts.Misses,
-		room:       opts.Room,
-		fleet:      opts.Fleet,
-		recompress: opts.Recompress,
-		metrics:    opts.Metrics,
-		hits:       opts.Metrics.Lookups.WithLabelValues("narinfo", "hit"),
-		ctx:        ctx,
-		stop:       stop,
-		flights:    make(map[string]*flight),
+		store:           opts.Store,
+		upstreams:       opts.Upstreams,
+		clients:         clients,
+		keys:            opts.Keys,
+		verify:          !opts.SkipVerify,
+		secretKey:       opts.SecretKey,
+		fetchTTL:        opts.FetchTimeout,
+		fetch:           opts.Fetch.withDefaults(),
+		log:             opts.Logger,
+		negative:        newNegativeCache(opts.NegativeTTL),
+		misses:          opts.Misses,
+		room:            opts.Room,
+		fleet:           opts.Fleet,
+		recompress:      opts.Recompress,
+		recompressGrace: opts.RecompressGrace,
+		metrics:         opts.Metrics,
+		hits:            opts.Metrics.Lookups.WithLabelValues("narinfo", "hit"),
+		ctx:             ctx,
+		stop:            stop,
+		flights:         make(map[string]*flight),
 	}, nil
 }
 

@@ -20,9 +20,10 @@ import (
 // recompressed beside them to a zstd file named from its NarHash
 // (recompress.Name), checked against NarHash/NarSize, committed, and the
 // narinfo then points at it with FileHash/FileSize of the zstd file (no
-// signature covers those). The original file is evicted: the zstd file is
-// the entry. A narinfo handed out before still names the original, whose
-// source row stays: asking for it refills it from its upstream.
+// signature covers those). The original file is evicted after a grace
+// (dropOriginal): the zstd file is the entry. A narinfo handed out before
+// still names the original, whose source row stays: asking for it
+// refills it from its upstream.
 //
 // An evicted zstd file (source row with From) is refilled by bringing the
 // original back and recompressing it again.
@@ -124,12 +125,33 @@ func (c *Cache) transcode(ctx context.Context, hash, orig string) (string, error
 	if err := c.store.PutNarInfo(ctx, hash, narinfo.Marshal(ni), zname, zsrc); err != nil {
 		return "", err
 	}
-	// The zstd file is the entry now; the original is refilled from its
-	// upstream for whoever still holds a narinfo naming it.
-	if _, err := c.store.EvictNARs(ctx, []string{orig}); err != nil {
-		return zname, fmt.Errorf("evict %s after recompressing it: %w", orig, err)
-	}
+	c.dropOriginal(orig)
 	return zname, nil
+}
+
+// dropOriginal evicts the original file once the zstd file is the entry,
+// after a grace: a client that fetched the narinfo just before it moved
+// (nix asks for the NAR right after) still finds the original on disk,
+// even with the upstream down. Later, the original is refilled from its
+// upstream for whoever still holds a narinfo naming it. A proxy stopped
+// during the grace leaves the original to the eviction's LRU.
+func (c *Cache) dropOriginal(orig string) {
+	if !c.detach() {
+		return
+	}
+	go func() {
+		defer c.wg.Done()
+		t := time.NewTimer(c.recompressGrace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-c.ctx.Done():
+			return
+		}
+		if _, err := c.store.EvictNARs(c.ctx, []string{orig}); err != nil {
+			c.log.Warn("recompress: evict the original", "nar", orig, "err", err)
+		}
+	}()
 }
 
 // writeZstd recompresses the stored file orig into the store as zname,

@@ -45,7 +45,7 @@ func newZstdEnv(t *testing.T) *zstdEnv {
 	}
 	m := metrics.Discard()
 	c, err := New(Options{Store: st, Upstreams: upstream.NewGroup([]*upstream.Client{client}, 0),
-		Keys: []narinfo.PublicKey{up.PublicKey()}, Recompress: true, Metrics: m})
+		Keys: []narinfo.PublicKey{up.PublicKey()}, Recompress: true, RecompressGrace: time.Millisecond, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,9 +199,7 @@ func TestRecompress(t *testing.T) {
 			}
 			// The zstd file is the entry: the original is gone from disk,
 			// but a narinfo handed out before still works (refilled).
-			if ok, _ := e.st.HasNAR(ctx, orig); ok {
-				t.Fatal("original still on disk beside the zstd file")
-			}
+			waitGone(t, e.st, orig)
 			if got := e.get(t, before.URL); !bytes.Equal(got, tt.file) {
 				t.Fatal("the old narinfo's URL does not serve the original")
 			}
@@ -286,6 +284,23 @@ func TestRecompressRefill(t *testing.T) {
 		zsum := sha256.Sum256(zfile)
 		if !bytes.Equal(unpack(t, zfile, "zstd"), nar) || !bytes.Equal(after.FileHash.Digest(), zsum[:]) {
 			t.Fatalf("%s: refilled zstd file is not the NAR, or not its FileHash", how)
+		}
+	}
+}
+
+// waitGone waits for the original's eviction after its grace.
+func waitGone(t *testing.T, st *store.Store, name string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		ok, err := st.HasNAR(context.Background(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("original %s still on disk beside the zstd file", name)
 		}
 	}
 }

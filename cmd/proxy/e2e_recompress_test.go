@@ -1,0 +1,90 @@
+package main
+
+import (
+	"bytes"
+	"net/http"
+	"path"
+	"testing"
+	"time"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/nixtest"
+)
+
+// TestEndToEndRecompress copies a closure whose small paths the upstream
+// (real nix, compression=xz) holds as xz through the proxy: the first copy
+// gets the xz files, the proxy recompresses them, the narinfos then name
+// zstd files, a second copy with real nix unpacks those, and the narinfo a
+// client got before still names a file that is served.
+func TestEndToEndRecompress(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test; skipped in -short mode")
+	}
+	nixtest.Require(t)
+	bin, err := proxyBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, cache := nixtest.BuildClosure(t, 1<<20)
+	upstream, _ := nixtest.ServeDir(t, cache.Dir)
+	p := startProxy(t, bin, t.TempDir(), cache.PublicKey, upstream)
+	defer p.terminate(t)
+
+	// Before: every narinfo as the proxy hands it out the first time.
+	before := make(map[string]*narinfo.Info)
+	for _, sp := range c.Paths {
+		hash := path.Base(sp)[:32]
+		before[hash] = getNarInfo(t, p.url, hash)
+	}
+	copyThrough(t, "first client", p.url, cache.PublicKey, c)
+
+	xz := 0
+	for hash, ni := range before {
+		if ni.Compression != "xz" {
+			continue
+		}
+		xz++
+		after := waitZstd(t, p.url, hash)
+		if after.NarHash.String() != ni.NarHash.String() || !bytes.Equal(after.FileHash.Digest(), sumOf(getSum(t, p.url+"/"+after.URL))) {
+			t.Fatalf("%s: recompressed narinfo does not describe its file", hash)
+		}
+		// The narinfo handed out before still works: its URL serves the
+		// file its FileHash names.
+		if !bytes.Equal(ni.FileHash.Digest(), sumOf(getSum(t, p.url+"/"+ni.URL))) {
+			t.Fatalf("%s: the old narinfo's %s is not the file it names", hash, ni.URL)
+		}
+	}
+	if xz == 0 {
+		t.Fatal("no xz path in the closure: nothing was recompressed")
+	}
+	copyThrough(t, "after recompression", p.url, cache.PublicKey, c)
+	body := mustRead(t, must(http.Get(p.url + "/metrics")))
+	if !bytes.Contains(body, []byte(`nix_cache_proxy_recompressed_nars_total{result="done"}`)) {
+		t.Fatalf("no recompressed_nars_total in /metrics")
+	}
+}
+
+func sumOf(s [32]byte) []byte { return s[:] }
+
+func getNarInfo(t *testing.T, base, hash string) *narinfo.Info {
+	t.Helper()
+	ni, err := narinfo.Parse(mustRead(t, must(http.Get(base+"/"+hash+".narinfo"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ni
+}
+
+// waitZstd waits until the proxy's narinfo for hash names a zstd file.
+func waitZstd(t *testing.T, base, hash string) *narinfo.Info {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		ni := getNarInfo(t, base, hash)
+		if ni.Compression == "zstd" {
+			return ni
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still %s after 2 minutes", hash, ni.Compression)
+		}
+	}
+}
