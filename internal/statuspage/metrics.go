@@ -63,6 +63,28 @@ func readCounters(m *metrics.Metrics, s *Snapshot) map[string]*upstreamCounts {
 		s.UploadBytes += int64(d.GetCounter().GetValue())
 	})
 	readFleet(m, &s.Storage)
+	each(m.Recompressed, func(l map[string]string, d *dto.Metric) {
+		n := int64(d.GetCounter().GetValue())
+		switch l["result"] {
+		case "done":
+			s.Recompressed.NARs += n
+		case "mismatch":
+			s.Recompressed.Mismatches += n
+		default:
+			s.Recompressed.Errors += n
+		}
+	})
+	each(m.RecompressBytes, func(l map[string]string, d *dto.Metric) {
+		n := int64(d.GetCounter().GetValue())
+		if l["direction"] == "in" {
+			s.Recompressed.InBytes += n
+		} else {
+			s.Recompressed.OutBytes += n
+		}
+	})
+	each(m.RecompressCPU, func(_ map[string]string, d *dto.Metric) {
+		s.Recompressed.CPUSeconds += d.GetCounter().GetValue()
+	})
 	ups := map[string]*upstreamCounts{}
 	get := func(name string) *upstreamCounts {
 		if ups[name] == nil {

@@ -100,6 +100,10 @@ func busyConfig() Config {
 	m.Uploads.WithLabelValues("narinfo", "ok").Add(3)
 	m.Uploads.WithLabelValues("narinfo", "rejected").Inc()
 	m.UploadBytes.WithLabelValues("nar").Add(2 << 30)
+	m.Recompressed.WithLabelValues("done").Add(12)
+	m.RecompressBytes.WithLabelValues("in").Add(1 << 30)
+	m.RecompressBytes.WithLabelValues("out").Add(2 << 30)
+	m.RecompressCPU.Add(30)
 	cfg.Index = &fakeIndex{
 		stats: store.Stats{NarInfos: 1234, NARs: 456, NARBytes: 42 << 30},
 		free:  120 << 30, total: 500 << 30,
@@ -159,7 +163,7 @@ func TestPage(t *testing.T) {
 			"No prefetch jobs since start.", upA, upB, "idle", "400 GiB</b> free of 500 GiB", "v1.2.3",
 			"up 1 min",
 		},
-		absent: []string{"healthy", `role="alert"`, "Uploads", "Kept variants", "bound <b>", "skipped", "retrying"},
+		absent: []string{"healthy", `role="alert"`, "Uploads", "Recompressed", "Kept variants", "bound <b>", "skipped", "retrying"},
 	}, {
 		name: "busy cache",
 		cfg:  busyConfig(),
@@ -174,6 +178,7 @@ func TestPage(t *testing.T) {
 			"&lt;script&gt;alert(1)&lt;/script&gt;", "top 3 of 3", "upstream error",
 			"running", "12 / 40", "1.0 GiB of 3.0 GiB", "up 3 h 12 min",
 			"6 stored (2.0 GiB)", "1 refused",
+			"Recompressed to zstd: 12 NARs, 1.0 GiB read → 2.0 GiB kept, 30.0 CPU s (15.0 s per GiB)",
 		},
 		absent: []string{"<script>", "alert(1)</script>", "Kept variants"},
 	}, {
