@@ -22,6 +22,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/recompress"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/verify"
 )
 
 // zstdEnv is a recompressing cache over a fake upstream.
@@ -206,6 +207,11 @@ func TestRecompress(t *testing.T) {
 			if n := e.up.Count(it.NARPath); n != 2 {
 				t.Fatalf("upstream asked %d times for the NAR, want 2 (first fill, old URL refill)", n)
 			}
+			// verify --deep judges the zstd file against its own
+			// FileHash and the NarHash inside.
+			if st := runVerify(t, e.st); !st.Sound() || st.Files < 1 {
+				t.Fatalf("verify --deep after recompressing: %+v", st)
+			}
 			if got := testutil.ToFloat64(e.m.Recompressed.WithLabelValues("done")); got != 1 {
 				t.Fatalf("recompressed done = %v", got)
 			}
@@ -303,4 +309,24 @@ func waitGone(t *testing.T, st *store.Store, name string) {
 			t.Fatalf("original %s still on disk beside the zstd file", name)
 		}
 	}
+}
+
+// runVerify runs verify --deep over st to its end.
+func runVerify(t *testing.T, st *store.Store) verify.Status {
+	t.Helper()
+	mgr := verify.NewManager(st, verify.Options{})
+	defer mgr.Close()
+	s, err := mgr.Start(verify.Request{Deep: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); s.State == verify.StateRunning; {
+		if time.Now().After(deadline) {
+			t.Fatalf("verify still running: %+v", s)
+		}
+		if s, err = mgr.Wait(context.Background(), s.ID, time.Second, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
 }
