@@ -58,7 +58,7 @@ func TestEndToEndRecompress(t *testing.T) {
 		t.Fatal("no xz path in the closure: nothing was recompressed")
 	}
 	copyThrough(t, "after recompression", p.url, cache.PublicKey, c)
-	body := mustRead(t, must(http.Get(p.url + "/metrics")))
+	body := mustRead(t, must(http.Get(p.url+"/metrics")))
 	if !bytes.Contains(body, []byte(`nix_cache_proxy_recompressed_nars_total{result="done"}`)) {
 		t.Fatalf("no recompressed_nars_total in /metrics")
 	}
