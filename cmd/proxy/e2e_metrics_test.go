@@ -58,7 +58,10 @@ func TestMetricsRealNixPrometheus(t *testing.T) {
 	}
 	step("built a closure of %d paths, %d NAR bytes, into a signed upstream", paths, fileBytes)
 
-	p := startProxyArgs(t, bin, t.TempDir(), cache.PublicKey, []string{upstream}, "--metrics-listen", metricsAddr)
+	// The byte and file counts below are the upstream's files: no zstd
+	// files made beside them (TestEndToEndRecompress covers those).
+	p := startProxyArgs(t, bin, t.TempDir(), cache.PublicKey, []string{upstream}, "--metrics-listen", metricsAddr,
+		"--recompress", "off")
 	prom.waitFor(t, `up{job="nix-cache-proxy"}`, 1)
 	step("prometheus scrapes the proxy at %s (serving at %s)", metricsAddr, p.url)
 
