@@ -88,6 +88,10 @@ func (c *Cache) transcode(ctx context.Context, hash, orig string) (string, error
 	case url == zname:
 		// Already pointed at it: this is a refill of the zstd file.
 		if ok, err := c.store.HasNAR(ctx, zname); err != nil || ok {
+			if ok {
+				// An original refilled for an old narinfo goes again.
+				c.dropOriginal(orig)
+			}
 			return zname, err
 		}
 		zsrc, err := c.store.NARSource(ctx, zname)

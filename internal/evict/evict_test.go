@@ -413,3 +413,34 @@ func TestKeepLatestCountsNewVariantBeforeItsNAR(t *testing.T) {
 		t.Errorf("kept %+v, want the new variant", rep.Kept)
 	}
 }
+
+// TestKeepLatestRecompressed: a recompressed NAR has two source rows (the
+// original and the zstd file made from it): one variant, whose NAR is the
+// zstd file, so keeping 1 keeps it and supersedes only the older path.
+func TestKeepLatestRecompressed(t *testing.T) {
+	now := time.Now()
+	v := newVariants([]Rule{{Glob: "img-*", Keep: 1}})
+	old := store.NARSource{Hash: hashOf(1), StorePath: "/nix/store/" + hashOf(1) + "-img-a", Seen: now.Add(-time.Hour)}
+	orig := store.NARSource{Hash: hashOf(2), StorePath: "/nix/store/" + hashOf(2) + "-img-b", Seen: now}
+	zstd := orig
+	zstd.From = narOf(2) + ".xz"
+	for _, order := range [][]string{{"orig", "zstd"}, {"zstd", "orig"}} {
+		v := newVariants(v.rules)
+		v.add(narOf(1)+".xz", old)
+		for _, which := range order {
+			if which == "orig" {
+				v.add(narOf(2)+".xz", orig)
+			} else {
+				v.add(narOf(2)+".zst", zstd)
+			}
+		}
+		v.decide()
+		kept := v.kept()
+		if len(kept) != 1 || kept[0].NAR != narOf(2)+".zst" {
+			t.Errorf("%v: kept %+v, want the zstd file alone", order, kept)
+		}
+		if got := v.superseded(); !slices.Equal(got, []string{narOf(1) + ".xz"}) {
+			t.Errorf("%v: superseded %v, want the older path's NAR alone", order, got)
+		}
+	}
+}

@@ -56,10 +56,18 @@ type Variant struct {
 type variants struct {
 	rules []Rule
 	found [][]Variant // per rule
+	// at is where each store path hash is in found[rule]: a recompressed
+	// NAR has two source rows (the original and the zstd file made from
+	// it, NARSource.From), and is still one variant.
+	at []map[string]int
 }
 
 func newVariants(rules []Rule) *variants {
-	return &variants{rules: rules, found: make([][]Variant, len(rules))}
+	at := make([]map[string]int, len(rules))
+	for i := range at {
+		at[i] = map[string]int{}
+	}
+	return &variants{rules: rules, found: make([][]Variant, len(rules)), at: at}
 }
 
 // match reports whether any rule matches storePath's name.
@@ -88,9 +96,18 @@ func pathName(storePath string) (string, bool) {
 func (v *variants) add(nar string, src store.NARSource) error {
 	name, _ := pathName(src.StorePath)
 	for i, r := range v.rules {
-		if ok, _ := path.Match(r.Glob, name); ok {
-			v.found[i] = append(v.found[i], Variant{Rule: r.String(), Hash: src.Hash, StorePath: src.StorePath, NAR: nar, Seen: src.Seen})
+		ok, _ := path.Match(r.Glob, name)
+		if !ok {
+			continue
 		}
+		if j, dup := v.at[i][src.Hash]; dup && src.Hash != "" {
+			if src.From != "" {
+				v.found[i][j].NAR = nar // the zstd file is the entry
+			}
+			continue
+		}
+		v.at[i][src.Hash] = len(v.found[i])
+		v.found[i] = append(v.found[i], Variant{Rule: r.String(), Hash: src.Hash, StorePath: src.StorePath, NAR: nar, Seen: src.Seen})
 	}
 	return nil
 }
