@@ -207,6 +207,8 @@ func TestRecompress(t *testing.T) {
 			if n := e.up.Count(it.NARPath); n != 2 {
 				t.Fatalf("upstream asked %d times for the NAR, want 2 (first fill, old URL refill)", n)
 			}
+			// And the refilled original goes again after its grace.
+			waitGone(t, e.st, orig)
 			// verify --deep judges the zstd file against its own
 			// FileHash and the NarHash inside.
 			if st := runVerify(t, e.st); !st.Sound() || st.Files < 1 {
