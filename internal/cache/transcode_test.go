@@ -33,7 +33,9 @@ type zstdEnv struct {
 	m  *metrics.Metrics
 }
 
-func newZstdEnv(t *testing.T) *zstdEnv {
+func newZstdEnv(t *testing.T) *zstdEnv { return newZstdEnvGrace(t, time.Millisecond) }
+
+func newZstdEnvGrace(t *testing.T, grace time.Duration) *zstdEnv {
 	t.Helper()
 	up := fakeupstream.New(t)
 	client, err := upstream.New(up.URL(), upstream.Options{Timeout: 5 * time.Second})
@@ -46,7 +48,7 @@ func newZstdEnv(t *testing.T) *zstdEnv {
 	}
 	m := metrics.Discard()
 	c, err := New(Options{Store: st, Upstreams: upstream.NewGroup([]*upstream.Client{client}, 0),
-		Keys: []narinfo.PublicKey{up.PublicKey()}, Recompress: true, RecompressGrace: time.Millisecond, Metrics: m})
+		Keys: []narinfo.PublicKey{up.PublicKey()}, Recompress: true, RecompressGrace: grace, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,13 +209,10 @@ func TestRecompress(t *testing.T) {
 			if n := e.up.Count(it.NARPath); n != 2 {
 				t.Fatalf("upstream asked %d times for the NAR, want 2 (first fill, old URL refill)", n)
 			}
-			// And the refilled original goes again after its grace.
+			// And the refilled original goes again after its grace (the
+			// client can have its last byte just before the commit).
+			time.Sleep(50 * time.Millisecond)
 			waitGone(t, e.st, orig)
-			// verify --deep judges the zstd file against its own
-			// FileHash and the NarHash inside.
-			if st := runVerify(t, e.st); !st.Sound() || st.Files < 1 {
-				t.Fatalf("verify --deep after recompressing: %+v", st)
-			}
 			if got := testutil.ToFloat64(e.m.Recompressed.WithLabelValues("done")); got != 1 {
 				t.Fatalf("recompressed done = %v", got)
 			}
@@ -331,4 +330,21 @@ func runVerify(t *testing.T, st *store.Store) verify.Status {
 		}
 	}
 	return s
+}
+
+// verify --deep judges the zstd file against its own FileHash and the
+// NarHash inside, and the original (in its grace) against its own.
+func TestRecompressVerify(t *testing.T) {
+	e := newZstdEnvGrace(t, time.Hour)
+	nar := testNAR(t, 256<<10)
+	sum := sha256.Sum256(nar)
+	it := e.up.Add(fakeupstream.Path{File: xzFile(t, nar), Compression: "xz", NarHash: sum[:], NarSize: uint64(len(nar))})
+	before := e.narinfo(t, it.Hash)
+	e.get(t, before.URL)
+	if _, err := e.c.transcodeShared(context.Background(), it.Hash, before.URL[len("nar/"):]); err != nil {
+		t.Fatal(err)
+	}
+	if st := runVerify(t, e.st); !st.Sound() || st.Files != 2 {
+		t.Fatalf("verify --deep after recompressing: %+v", st)
+	}
 }
