@@ -118,6 +118,16 @@ func (c *Cache) transcode(ctx context.Context, hash, orig string) (string, error
 		return "", nil
 	}
 	res, err := c.writeZstd(ctx, orig, zname, compression, ni)
+	// The original can be evicted between its refill and its opening
+	// (the grace of an earlier recompression ending): fetch it again.
+	for range refills {
+		if !errors.Is(err, store.ErrNotFound) || url != zname {
+			break
+		}
+		if err = c.EnsureNAR(ctx, orig, nil); err == nil {
+			res, err = c.writeZstd(ctx, orig, zname, compression, ni)
+		}
+	}
 	if err != nil {
 		return "", err
 	}
