@@ -27,7 +27,7 @@ func TestEndToEndRecompress(t *testing.T) {
 	}
 	c, cache := nixtest.BuildClosure(t, 1<<20)
 	upstream, _ := nixtest.ServeDir(t, cache.Dir)
-	p := startProxy(t, bin, t.TempDir(), cache.PublicKey, upstream)
+	p := startProxyArgs(t, bin, t.TempDir(), cache.PublicKey, []string{upstream}, "--recompress", "zstd")
 	defer p.terminate(t)
 
 	// Before: every narinfo as the proxy hands it out the first time.
