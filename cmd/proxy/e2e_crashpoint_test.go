@@ -110,8 +110,21 @@ func TestCrashPoints(t *testing.T) {
 		}
 	}
 
-	p := armed("evict-rows-deleted", "--max-size", "1KiB")
-	http.Post(p.url+"/_/gc", "application/json", bytes.NewReader([]byte("{}")))
+	// Over its bound from the start, the proxy may reach the point in its
+	// first background pass, before it answers: spawn it without waiting,
+	// and ask for a pass in case it got that far.
+	t.Setenv("NIX_CACHE_PROXY_CRASHPOINT", "evict-rows-deleted")
+	p := spawnProxy(t, bin, freeAddr(t), cacheDir, key, []string{up.URL()}, "--max-size", "1KiB")
+	t.Setenv("NIX_CACHE_PROXY_CRASHPOINT", "")
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if resp, err := http.Post(p.url+"/_/gc", "application/json", bytes.NewReader([]byte("{}"))); err == nil {
+			resp.Body.Close()
+			break
+		}
+		if p.exited() {
+			break
+		}
+	}
 	died(p, "evict-rows-deleted")
 	restartClean("evict-rows-deleted", 2).terminate(t)
 

@@ -141,6 +141,15 @@ func startProxyArgs(t *testing.T, bin, cacheDir, publicKey string, upstreams []s
 // startProxyAt is startProxyArgs on a given address.
 func startProxyAt(t *testing.T, bin, addr, cacheDir, publicKey string, upstreams []string, extra ...string) *proxyProcess {
 	t.Helper()
+	p := spawnProxy(t, bin, addr, cacheDir, publicKey, upstreams, extra...)
+	p.waitReady(t)
+	return p
+}
+
+// spawnProxy starts the proxy without waiting for it to answer, for a
+// test in which it may die on purpose before it is ready.
+func spawnProxy(t *testing.T, bin, addr, cacheDir, publicKey string, upstreams []string, extra ...string) *proxyProcess {
+	t.Helper()
 	args := []string{"serve", "--listen", addr, "--cache-dir", cacheDir,
 		"--trusted-public-key", publicKey, "--log-level", "debug"}
 	for _, u := range upstreams {
@@ -169,14 +178,19 @@ func startProxyAt(t *testing.T, bin, addr, cacheDir, publicKey string, upstreams
 			t.Logf("proxy %s output:\n%s", p.url, p.output.Bytes())
 		}
 	})
+	return p
+}
 
+// waitReady waits until the proxy answers GET /nix-cache-info.
+func (p *proxyProcess) waitReady(t *testing.T) {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		resp, err := http.Get(p.url + "/nix-cache-info")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return p
+				return
 			}
 		}
 		select {
@@ -263,4 +277,14 @@ func (b *lockedBuffer) Bytes() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return bytes.Clone(b.buf.Bytes())
+}
+
+// exited reports whether the proxy process has ended.
+func (p *proxyProcess) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
 }
