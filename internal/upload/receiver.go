@@ -87,7 +87,7 @@ type Receiver struct {
 	log  *slog.Logger
 
 	mu    sync.Mutex
-	locks map[string]*sync.Mutex // one writer per NAR name or narinfo hash
+	locks map[string]*keyLock // one writer per NAR name or narinfo hash
 
 	stop chan struct{}
 	done chan struct{}
@@ -107,7 +107,7 @@ func New(opts Options) (*Receiver, error) {
 	if opts.Observe == nil {
 		opts.Observe = func(string, string, int64) {}
 	}
-	r := &Receiver{opts: opts, log: opts.Logger, locks: make(map[string]*sync.Mutex),
+	r := &Receiver{opts: opts, log: opts.Logger, locks: make(map[string]*keyLock),
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go r.sweepLoop()
 	return r, nil
@@ -120,25 +120,32 @@ func (r *Receiver) Close() {
 }
 
 // lock serialises work on one key, so two concurrent uploads of one path
-// leave one entry and do the work once.
+// leave one entry and do the work once. A key's mutex is shared by every
+// caller that holds or waits for it, and dropped by the last of them.
 func (r *Receiver) lock(key string) func() {
 	r.mu.Lock()
-	l, ok := r.locks[key]
+	k, ok := r.locks[key]
 	if !ok {
-		l = new(sync.Mutex)
-		r.locks[key] = l
+		k = new(keyLock)
+		r.locks[key] = k
 	}
+	k.users++
 	r.mu.Unlock()
-	l.Lock()
+	k.mu.Lock()
 	return func() {
-		l.Unlock()
+		k.mu.Unlock()
 		r.mu.Lock()
-		if r.locks[key] == l && l.TryLock() {
+		if k.users--; k.users == 0 {
 			delete(r.locks, key)
-			l.Unlock()
 		}
 		r.mu.Unlock()
 	}
+}
+
+// keyLock is one key's mutex and how many callers hold or wait for it.
+type keyLock struct {
+	mu    sync.Mutex
+	users int // guarded by Receiver.mu
 }
 
 // compressionOf returns the Compression a NAR name's suffix stands for.
