@@ -61,13 +61,7 @@ const missSurvives = 2 * time.Second
 // connection is fine), that every acknowledged pin survives, and that every
 // miss older than missSurvives survives.
 func TestCrashSafety(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test; skipped in -short mode")
-	}
-	bin, err := proxyBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := e2eBinary(t, false)
 	rounds, seed := crashRounds(t), crashSeed(t)
 	t.Logf("%d rounds, seed %d (NIX_CACHE_PROXY_CRASH_SEED=%d replays the choices)", rounds, seed, seed)
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))

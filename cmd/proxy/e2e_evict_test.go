@@ -25,14 +25,7 @@ import (
 // that fetched its narinfo before the eviction still gets identical bytes,
 // and nix copies that closure again whole.
 func TestEvictionRealNix(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test; skipped in -short mode")
-	}
-	nixtest.Require(t)
-	bin, err := proxyBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := e2eBinary(t, true)
 	const image = 8 << 20
 	const bound = 20 << 20
 	c1, cache := nixtest.BuildClosure(t, image)

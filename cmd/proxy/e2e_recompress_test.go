@@ -17,14 +17,7 @@ import (
 // zstd files, a second copy with real nix unpacks those, and the narinfo a
 // client got before still names a file that is served.
 func TestEndToEndRecompress(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test; skipped in -short mode")
-	}
-	nixtest.Require(t)
-	bin, err := proxyBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := e2eBinary(t, true)
 	c, cache := nixtest.BuildClosure(t, 1<<20)
 	upstream, _ := nixtest.ServeDir(t, cache.Dir)
 	p := startProxyArgs(t, bin, t.TempDir(), cache.PublicKey, []string{upstream}, "--recompress", "zstd")

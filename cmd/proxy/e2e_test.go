@@ -54,18 +54,29 @@ var proxyBinary = sync.OnceValues(func() (string, error) {
 	return bin, nil
 })
 
-// TestEndToEndRealNix copies a closure with a 64 MiB path through the proxy
-// with real nix: from a live upstream, then from the proxy's disk alone with
-// the upstream stopped, then again after a graceful restart.
-func TestEndToEndRealNix(t *testing.T) {
+// e2eBinary is the start of every end-to-end test: skipped with -short,
+// skipped (or failed under CI) without the nix CLI when withNix, and the
+// proxy binary built once.
+func e2eBinary(t *testing.T, withNix bool) string {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end test; skipped in -short mode")
 	}
-	nixtest.Require(t)
+	if withNix {
+		nixtest.Require(t)
+	}
 	bin, err := proxyBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return bin
+}
+
+// TestEndToEndRealNix copies a closure with a 64 MiB path through the proxy
+// with real nix: from a live upstream, then from the proxy's disk alone with
+// the upstream stopped, then again after a graceful restart.
+func TestEndToEndRealNix(t *testing.T) {
+	bin := e2eBinary(t, true)
 	c, cache := nixtest.BuildClosure(t, 64<<20)
 	upstream, stopUpstream := nixtest.ServeDir(t, cache.Dir)
 

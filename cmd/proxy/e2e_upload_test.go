@@ -23,14 +23,7 @@ import (
 // store copies it all back trusting only that key. A build log goes in
 // with `nix store copy-log` and comes back with `nix log`.
 func TestUploadRealNix(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test; skipped in -short mode")
-	}
-	nixtest.Require(t)
-	bin, err := proxyBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := e2eBinary(t, true)
 	c, builderCache := nixtest.BuildClosure(t, 64<<20)
 
 	dir := t.TempDir()
@@ -100,13 +93,7 @@ func TestUploadRealNix(t *testing.T) {
 // TestUploadKilledMidway: a proxy killed with SIGKILL while a NAR upload is
 // half received shows nothing of it after a restart.
 func TestUploadKilledMidway(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test; skipped in -short mode")
-	}
-	bin, err := proxyBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := e2eBinary(t, false)
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "token")
 	token := "killed-midway-token-0123456789"
