@@ -10,11 +10,12 @@
 #
 #   bench/hung-upstream.sh [SERVE_FLAGS...]
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 for tool in nix:nix-bin nginx:nginx; do
   command -v "${tool%%:*}" >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq "${tool#*:}" >/dev/null; } \
@@ -23,8 +24,6 @@ done
 export NIX_CONFIG=$'experimental-features = nix-command\nsandbox = false\nbuild-users-group =\nsubstituters =\n'
 export XDG_CACHE_HOME=$work/xdg
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 100); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
 
 echo "== a signed binary cache of 10 paths, written by nix copy"
 nix key generate-secret --key-name bench-1 > "$work/sk"
@@ -37,22 +36,7 @@ done
 nix copy --store "$work/store" --to "file://$work/up?secret-key=$work/sk" "${paths[@]}" 2>/dev/null
 rm -rf "$work/store"
 
-up_port=$(free_port)
-cat > "$work/nginx.conf" <<EOF
-daemon off;
-user root;
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx.err;
-events { worker_connections 256; }
-http {
-  access_log off;
-  server { listen 127.0.0.1:$up_port; root $work/up; }
-}
-EOF
-nginx -c "$work/nginx.conf" &
-pids+=($!)
-wait_http "http://127.0.0.1:$up_port/nix-cache-info"
+static_upstream "$work/up"
 
 hung_port=$(free_port)
 python3 - "$hung_port" <<'PY' &
@@ -69,8 +53,7 @@ PY
 pids+=($!)
 
 echo "== the proxy: --upstream http://127.0.0.1:$hung_port (hung) --upstream http://127.0.0.1:$up_port (nginx) $*"
-if [ -n "${PROXY_BIN:-}" ]; then cp "$PROXY_BIN" "$work/nix-cache-proxy"
-else (cd "$root" && CGO_ENABLED=0 go build -o "$work/nix-cache-proxy" ./cmd/proxy); fi
+proxy_binary
 px_port=$(free_port)
 "$work/nix-cache-proxy" serve --listen "127.0.0.1:$px_port" --cache-dir "$work/cache" \
   --upstream "http://127.0.0.1:$hung_port" --upstream "http://127.0.0.1:$up_port" \

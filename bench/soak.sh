@@ -20,11 +20,12 @@
 set -euo pipefail
 duration=${1:-60} conns=${2:-256}
 small=${SMALL:-40} images=${IMAGES:-6} image_mib=${IMAGE_MIB:-48} bound_mib=${BOUND_MIB:-160}
-root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 log() { printf '== %s\n' "$*" >&2; }
 
 for tool in nix:nix-bin nginx:nginx-light wrk:wrk curl:curl; do
@@ -35,8 +36,6 @@ done
 PATH=$PATH:/usr/sbin
 export NIX_CONFIG=$'experimental-features = nix-command\nsandbox = false\nbuild-users-group =\nsubstituters =\n'
 export XDG_CACHE_HOME=$work/xdg
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 200); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
 
 log "upstream: $small small paths and $images images of $image_mib MiB, written and signed by nix copy"
 nix key generate-secret --key-name soak-1 > "$work/sk"
@@ -56,22 +55,9 @@ nix copy --store "$work/store" --to "file://$work/up?compression=zstd&secret-key
 nix copy --store "$work/store" --to "file://$work/up?compression=none&secret-key=$work/sk" "${imgs[@]}" 2>/dev/null
 rm -rf "$work/store"
 
-up_port=$(free_port)
-cat > "$work/nginx.conf" <<EOF
-daemon off;
-user root;
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx.err;
-events { worker_connections 1024; }
-http { access_log off; server { listen 127.0.0.1:$up_port; root $work/up; } }
-EOF
-nginx -c "$work/nginx.conf" &
-pids+=($!)
-wait_http "http://127.0.0.1:$up_port/nix-cache-info"
+static_upstream "$work/up"
 
-if [ -n "${PROXY_BIN:-}" ]; then cp "$PROXY_BIN" "$work/nix-cache-proxy"
-else (cd "$root" && CGO_ENABLED=0 go build -o "$work/nix-cache-proxy" ./cmd/proxy); fi
+proxy_binary
 px_port=$(free_port)
 px=http://127.0.0.1:$px_port
 admin=("--server" "$px")
