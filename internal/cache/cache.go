@@ -115,18 +115,20 @@ type MissRecorder interface {
 }
 
 // Room holds disk room for NAR downloads (internal/evict). Reserve is asked
-// before a NAR of size bytes (0: unknown) is fetched to be kept; an error
-// means it is streamed to its clients without being kept. release is called
-// once the download ends, with whether it was kept and the error writing
-// it to disk failed with (nil if none).
+// before a NAR of size bytes (FileSize, else NarSize; 0: unknown) is
+// fetched to be kept; an error means it is streamed to its clients without
+// being kept. grow is called, without waiting, when more bytes than size
+// turn out to land (total is all of them); release once the download
+// ends, with whether it was kept and the error writing it to disk failed
+// with (nil if none).
 type Room interface {
-	Reserve(ctx context.Context, size int64) (release func(kept bool, writeErr error), err error)
+	Reserve(ctx context.Context, size int64) (grow func(total int64), release func(kept bool, writeErr error), err error)
 }
 
 type unbounded struct{}
 
-func (unbounded) Reserve(context.Context, int64) (func(bool, error), error) {
-	return func(bool, error) {}, nil
+func (unbounded) Reserve(context.Context, int64) (func(int64), func(bool, error), error) {
+	return func(int64) {}, func(bool, error) {}, nil
 }
 
 type discardMisses struct{}

@@ -81,8 +81,11 @@ func (c *Cache) fetchToStore(ctx context.Context, fl *flight, src store.NARSourc
 		return 0, fmt.Errorf("NAR source URL: %w", err)
 	}
 	// Room first: a NAR that cannot be kept is streamed to each client
-	// straight from the upstream (see serveFlight).
-	release, err := c.room.Reserve(ctx, src.Size)
+	// straight from the upstream (see serveFlight). Without FileSize the
+	// room held is NarSize: a compressed NAR is at most about that, and
+	// the reservation grows with the bytes if it is more.
+	held := reserveSize(src)
+	grow, release, err := c.room.Reserve(ctx, held)
 	if err != nil {
 		c.metrics.NARNotKept.WithLabelValues("no-room").Inc()
 		return 0, fmt.Errorf("%w: %w", errNotKept, err)
@@ -147,6 +150,10 @@ func (c *Cache) fetchToStore(ctx context.Context, fl *flight, src store.NARSourc
 		first = &p
 		defer first.Body.Close() // the fetch closes it too: Close twice is harmless
 		size = first.Size
+		if src.Size == 0 && size > held {
+			held = size // Content-Length says more than NarSize
+			grow(held)
+		}
 		if src.Size > 0 {
 			if size >= 0 && size != src.Size {
 				return 0, verifyFailed("size", "upstream sends %d bytes, FileSize is %d", size, src.Size)
@@ -184,6 +191,10 @@ func (c *Cache) fetchToStore(ctx context.Context, fl *flight, src store.NARSourc
 	}
 	var published int64
 	f.grew = func(p int64) {
+		if p > held {
+			held = p
+			grow(held)
+		}
 		fl.progress(p - published)
 		published = p
 		h.grow(p)
@@ -237,4 +248,14 @@ func (c *Cache) fetchToStore(ctx context.Context, fl *flight, src store.NARSourc
 	}
 	kept = true
 	return n, nil
+}
+
+// reserveSize is the room to hold before fetching src: its FileSize, else
+// its NarSize (a compressed NAR is rarely larger than the NAR inside, and
+// the reservation grows if it is), else nothing.
+func reserveSize(src store.NARSource) int64 {
+	if src.Size > 0 {
+		return src.Size
+	}
+	return src.NarSize
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -118,8 +119,8 @@ func (p *failingPart) Write(b []byte) (int, error) {
 
 type refuseRoom struct{}
 
-func (refuseRoom) Reserve(context.Context, int64) (func(bool, error), error) {
-	return nil, evict.ErrNoRoom
+func (refuseRoom) Reserve(context.Context, int64) (func(int64), func(bool, error), error) {
+	return nil, nil, evict.ErrNoRoom
 }
 
 // TestNARNotKeptWhenNoRoom: a NAR the bound has no room for is streamed to
@@ -328,5 +329,101 @@ func TestFollowGoneAfterDownload(t *testing.T) {
 	rec2, err := e.get(t, it)
 	if err != nil || !bytes.Equal(rec2.Body.Bytes(), file) {
 		t.Fatalf("GET after: %v", err)
+	}
+}
+
+// recordRoom is a Room that keeps everything and records what it was asked
+// to hold.
+type recordRoom struct {
+	mu       sync.Mutex
+	reserved []int64
+	held     int64 // the last reservation's size, grown
+}
+
+func (r *recordRoom) Reserve(_ context.Context, size int64) (func(int64), func(bool, error), error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reserved = append(r.reserved, size)
+	r.held = size
+	grow := func(total int64) {
+		r.mu.Lock()
+		r.held = max(r.held, total)
+		r.mu.Unlock()
+	}
+	return grow, func(bool, error) {}, nil
+}
+
+// TestReserveWithoutFileSize: a download whose narinfo gives no FileSize
+// holds its NarSize, and more if the bytes turn out to be more (with or
+// without a Content-Length).
+func TestReserveWithoutFileSize(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		narSize   uint64
+		omitSize  bool
+		chunked   bool
+		want      int64 // reserved before the download
+		wantGrown int64 // held at its end
+	}{
+		{"FileSize", 8 << 20, false, false, 1 << 20, 1 << 20},
+		{"NarSize", 8 << 20, true, false, 8 << 20, 8 << 20},
+		{"larger than NarSize", 1000, true, false, 1000, 1 << 20},
+		{"larger than NarSize, chunked", 1000, true, true, 1000, 1 << 20},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			room := &recordRoom{}
+			e := newRoomEnv(t, t.TempDir(), func(*store.Store, *metrics.Metrics) Room { return room })
+			file := fakeupstream.RandomBytes(1 << 20)
+			it := e.up.Add(fakeupstream.Path{File: file, Compression: "xz", OmitFileSize: tt.omitSize,
+				NarHash: make([]byte, 32), NarSize: tt.narSize})
+			e.up.SetFault(it.NARPath, fakeupstream.Fault{Chunked: tt.chunked})
+			if rec, err := e.get(t, it); err != nil || !bytes.Equal(rec.Body.Bytes(), file) {
+				t.Fatalf("GET: %v", err)
+			}
+			room.mu.Lock()
+			defer room.mu.Unlock()
+			if len(room.reserved) != 1 || room.reserved[0] != tt.want {
+				t.Errorf("reserved %v, want [%d]", room.reserved, tt.want)
+			}
+			if room.held != tt.wantGrown {
+				t.Errorf("held %d at the end, want %d", room.held, tt.wantGrown)
+			}
+			if has, _ := e.st.HasNAR(context.Background(), e.narName(t, it)); !has {
+				t.Error("not kept")
+			}
+		})
+	}
+}
+
+// TestUnknownSizeStaysInBound: a NAR whose narinfo has no FileSize does not
+// push the cache past --max-size: its NarSize is made room for before the
+// download starts.
+func TestUnknownSizeStaysInBound(t *testing.T) {
+	const max = 5 << 20
+	var ev *evict.Evictor
+	e := newRoomEnv(t, t.TempDir(), func(st *store.Store, m *metrics.Metrics) Room {
+		ev = evict.New(st, evict.Config{MaxSize: max, Interval: time.Hour, Metrics: m})
+		return ev
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go ev.Run(ctx)
+	for range 3 {
+		it := e.up.Add(fakeupstream.Path{File: fakeupstream.RandomBytes(1 << 20), Compression: "xz"})
+		if _, err := e.get(t, it); err != nil {
+			t.Fatal(err)
+		}
+	}
+	file := fakeupstream.RandomBytes(2 << 20)
+	it := e.up.Add(fakeupstream.Path{File: file, Compression: "xz", OmitFileSize: true,
+		NarHash: make([]byte, 32), NarSize: 2 << 20})
+	if rec, err := e.get(t, it); err != nil || !bytes.Equal(rec.Body.Bytes(), file) {
+		t.Fatalf("GET: %v", err)
+	}
+	if has, _ := e.st.HasNAR(ctx, e.narName(t, it)); !has {
+		t.Fatal("not kept")
+	}
+	if total := e.st.NARBytes() + e.st.IndexSize(); total > max {
+		t.Errorf("NAR files + index = %d after a download without FileSize, bound %d", total, max)
 	}
 }

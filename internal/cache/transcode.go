@@ -177,7 +177,7 @@ func (c *Cache) writeZstd(ctx context.Context, orig, zname, compression string, 
 		return res, fmt.Errorf("open %s to recompress it: %w", orig, err)
 	}
 	defer f.Close()
-	release, err := c.room.Reserve(ctx, 0)
+	_, release, err := c.room.Reserve(ctx, 0)
 	if err != nil {
 		return res, fmt.Errorf("%w: %w", errNotKept, err)
 	}

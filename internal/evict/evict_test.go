@@ -350,11 +350,11 @@ func TestReserve(t *testing.T) {
 	go e.Run(ctx)
 
 	// Larger than the bound allows at all: not kept.
-	if _, err := e.Reserve(ctx, max); !errors.Is(err, ErrNoRoom) {
+	if _, _, err := e.Reserve(ctx, max); !errors.Is(err, ErrNoRoom) {
 		t.Errorf("Reserve(max) = %v, want ErrNoRoom", err)
 	}
 	// Fits only once something is evicted: the pass runs, then it fits.
-	release, err := e.Reserve(ctx, 2*kb)
+	grow, release, err := e.Reserve(ctx, 2*kb)
 	if err != nil {
 		t.Fatalf("Reserve: %v", err)
 	}
@@ -370,7 +370,24 @@ func TestReserve(t *testing.T) {
 	if u.Reserved != 2*kb {
 		t.Errorf("reserved %d", u.Reserved)
 	}
+	// A download larger than reserved holds what landed, and its pass
+	// evicts for it without the download waiting.
+	passes := func() uint64 { e.passMu.Lock(); defer e.passMu.Unlock(); return e.passes }
+	before := passes()
+	grow(3 * kb)
+	grow(2 * kb) // never shrinks
+	if u, _ := e.usage(ctx); u.Reserved != 3*kb {
+		t.Errorf("reserved %d after grow(3 KiB), want %d", u.Reserved, 3*kb)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for passes() == before || d.has(2) {
+		if time.Now().After(deadline) {
+			t.Fatal("grow past the bound did not evict")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	release(true, nil)
+	grow(4 * kb) // after release: nothing
 	if u, _ := e.usage(ctx); u.Reserved != 0 {
 		t.Errorf("reserved after release %d", u.Reserved)
 	}
@@ -386,7 +403,7 @@ func TestReserveNothingEvictable(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go e.Run(ctx)
-	if _, err := e.Reserve(ctx, kb); !errors.Is(err, ErrNoRoom) {
+	if _, _, err := e.Reserve(ctx, kb); !errors.Is(err, ErrNoRoom) {
 		t.Errorf("Reserve with nothing evictable = %v, want ErrNoRoom", err)
 	}
 	if u, _ := e.usage(ctx); u.Reserved != 0 {

@@ -22,19 +22,22 @@ type reservation struct {
 	done bool
 }
 
-// Reserve holds size bytes (FileSize; 0 when unknown) for a download that
-// is to be kept, evicting first (in the background pass) if that would
-// pass a bound. It returns an error wrapping ErrNoRoom when the NAR cannot
-// be kept: then stream it without keeping. Otherwise call release once the
-// download ends, with the error writing it to disk failed with (nil if it
-// did not, also when it failed for another reason): a write failure stops
-// keeping NARs for a while; a NAR kept ends that.
-func (e *Evictor) Reserve(ctx context.Context, size int64) (release func(kept bool, writeErr error), err error) {
+// Reserve holds size bytes (FileSize, else an upper bound such as NarSize;
+// 0 when nothing is known) for a download that is to be kept, evicting
+// first (in the background pass) if that would pass a bound. It returns an
+// error wrapping ErrNoRoom when the NAR cannot be kept: then stream it
+// without keeping. Otherwise call grow with the bytes known to land
+// whenever that passes size (it never waits: it asks for a pass at once
+// if the bound is passed), and release once the download ends, with the
+// error writing it to disk failed with (nil if it did not, also when it
+// failed for another reason): a write failure stops keeping NARs for a
+// while; a NAR kept ends that.
+func (e *Evictor) Reserve(ctx context.Context, size int64) (grow func(total int64), release func(kept bool, writeErr error), err error) {
 	r, err := e.reserve(ctx, size)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return r.release, nil
+	return r.grow, r.release, nil
 }
 
 func (e *Evictor) reserve(ctx context.Context, size int64) (*reservation, error) {
@@ -109,13 +112,32 @@ func (e *Evictor) waitPass(ctx context.Context, want uint64, deadline time.Time)
 	}
 }
 
+// grow raises the bytes r holds to total, when the download turned out
+// larger than reserved. A download is never held up for it: if that
+// passes a bound, the pass kicked now evicts for it.
+func (r *reservation) grow(total int64) {
+	e := r.e
+	e.mu.Lock()
+	if r.done || total <= r.size {
+		e.mu.Unlock()
+		return
+	}
+	e.reserved += total - r.size
+	r.size = total
+	e.mu.Unlock()
+	if u, err := e.usage(context.Background()); err == nil && (u.NeedSize > 0 || u.NeedSpace > 0) {
+		e.Kick()
+	}
+}
+
 func (r *reservation) release(kept bool, writeErr error) {
+	e := r.e
+	e.mu.Lock()
 	if r.done {
+		e.mu.Unlock()
 		return
 	}
 	r.done = true
-	e := r.e
-	e.mu.Lock()
 	e.reserved -= r.size
 	if kept {
 		e.diskErr = nil
