@@ -39,6 +39,7 @@ type serveConfig struct {
 	netrcFile           string
 	priority            int
 	negativeTTL         time.Duration
+	pruneAfter          time.Duration
 	upstreamErrorStatus int
 	upstreamTimeout     time.Duration
 	upstreamFailures    int
@@ -115,6 +116,7 @@ func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
 	cfg.minFree = 1 << 30
 	fs.Var(sizeFlag{&cfg.minFree}, "min-free", "free disk `size` (10GiB, 500MB) to keep: under it the least recently used NARs are evicted, and /readyz answers 503 while it cannot be kept")
 	fs.Var(sizeFlag{&cfg.maxSize}, "max-size", "bound on the cache's `size`, NAR files plus index (200GiB, 500MB): past it the least recently used NARs are evicted; 0: no bound but --min-free")
+	fs.DurationVar(&cfg.pruneAfter, "prune-after", evict.DefaultPruneAfter, "how long a narinfo whose NAR was evicted stays in the index neither served nor stored before it and its origin record are pruned (default Nix's narinfo-cache-positive-ttl, 30 days: keep it at least the clients' setting); 0: never")
 	fs.Var(&cfg.keepLatest, "keep-latest", "`GLOB=K`: of the cached store paths whose name matches GLOB, keep the K first seen most recently, with their closures, like pins; repeatable")
 	fs.StringVar(&cfg.writeTokenFile, "write-token-file", "", "`file` holding the token that uploads (`nix copy --to`) must carry; uploads are off without it")
 	fs.StringVar(&cfg.secretKeyFile, "secret-key-file", "", "Nix secret key `file` (nix key generate-secret, nix-cache-proxy keygen): every narinfo served is also signed by it")

@@ -93,7 +93,7 @@ func (cfg *serveConfig) check() error {
 	}{
 		{"--negative-ttl", cfg.negativeTTL}, {"--upstream-timeout", cfg.upstreamTimeout},
 		{"--shutdown-timeout", cfg.shutdownTimeout}, {"--miss-recheck", cfg.missRecheck}, {"--miss-recheck-max", cfg.missRecheckMax},
-		{"--write-stall-timeout", cfg.writeStallTimeout},
+		{"--write-stall-timeout", cfg.writeStallTimeout}, {"--prune-after", cfg.pruneAfter},
 	} {
 		if d.v < 0 {
 			return fmt.Errorf("%s %s: negative", d.flag, d.v)

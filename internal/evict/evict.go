@@ -38,6 +38,10 @@ type Store interface {
 	EvictNARs(ctx context.Context, names []string) (int64, error)
 	Pins(ctx context.Context) ([]store.Pin, error)
 	ReadNarInfo(ctx context.Context, hash string) ([]byte, error)
+	// For pruning the index (prune.go).
+	FlushServed(ctx context.Context) error
+	WalkNarInfoUse(ctx context.Context, cutoff time.Time, fn func(*store.NarInfoUse) error) error
+	PruneNarInfos(ctx context.Context, hashes []string, cutoff time.Time, keep func(nar string) bool) (int, bool, error)
 }
 
 // Config configures an Evictor. Zero values mean defaults.
@@ -54,7 +58,14 @@ type Config struct {
 	// Batch is how many files one index transaction evicts; default 2048
 	// (each transaction ends in an fsync; 8192 measured slower, as each
 	// commit then rewrites more of the index's pages).
-	Batch   int
+	Batch int
+	// PruneAfter is how long a narinfo whose NAR is evicted stays in the
+	// index neither served nor stored before it is pruned, with its NAR's
+	// origin record; default DefaultPruneAfter. NoPrune keeps them all.
+	PruneAfter time.Duration
+	NoPrune    bool
+	// Now is the clock pruning judges ages by; default time.Now (tests).
+	Now     func() time.Time
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
 }
@@ -87,6 +98,9 @@ type Evictor struct {
 	keptMu sync.Mutex
 	kept   []Variant // Kept's last answer
 	keptAt time.Time
+
+	pruning   sync.Mutex // one Prune at a time
+	nextPrune time.Time  // when Run prunes next
 }
 
 // New returns an Evictor over st; Run starts its background loop.
@@ -103,9 +117,15 @@ func New(st Store, cfg Config) *Evictor {
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.Discard()
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.PruneAfter <= 0 {
+		cfg.PruneAfter = DefaultPruneAfter
+	}
 	cfg.Metrics.StoreMaxSize.Set(float64(cfg.MaxSize))
 	return &Evictor{st: st, cfg: cfg, log: cfg.Logger, m: cfg.Metrics,
-		kick: make(chan struct{}, 1), passed: make(chan struct{})}
+		kick: make(chan struct{}, 1), passed: make(chan struct{}), nextPrune: time.Now().Add(pruneFirst)}
 }
 
 // MaxSize is the configured bound; 0 when there is none.
@@ -119,6 +139,7 @@ func (e *Evictor) Run(ctx context.Context) {
 		if _, err := e.Pass(ctx, false); err != nil && ctx.Err() == nil {
 			e.log.Warn("eviction pass failed", "err", err)
 		}
+		e.housekeep(ctx)
 		select {
 		case <-ctx.Done():
 			return

@@ -44,6 +44,9 @@ type Metrics struct {
 	EvictedBytes prometheus.Counter     // bytes of NAR files evicted
 	StoreMaxSize prometheus.Gauge       // --max-size; 0 for none
 	NARNotKept   *prometheus.CounterVec // reason (no-room, disk-error)
+	// PrunedNarInfos counts narinfos (with their origin records) pruned
+	// from the index: NAR evicted, unused longer than clients hold them.
+	PrunedNarInfos prometheus.Counter
 
 	// Several proxies on one bucket (--storage s3://).
 	FleetLeases    *prometheus.CounterVec   // event (taken, taken-over, lost)
@@ -133,6 +136,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "evicted_bytes_total",
 			Help: "Bytes of NAR files evicted, counted once per file.",
 		}),
+		PrunedNarInfos: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "pruned_narinfos_total",
+			Help: "Narinfos pruned from the index with their origin records: their NAR was evicted and they were neither served nor stored for longer than --prune-after.",
+		}),
 		StoreMaxSize: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "store_max_size_bytes",
 			Help: "The cache's bound (--max-size): NAR files plus index; 0 when there is none.",
@@ -182,7 +189,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.Requests, m.RequestDuration, m.Lookups, m.ServedBytes, m.Downloads,
 		m.DownloadClients, m.VerifyFailures, m.MissesRecorded, m.Uploads, m.UploadBytes, m.PrefetchBytes,
 		m.UpstreamRequests, m.UpstreamDuration, m.UpstreamBytes, m.BreakerState, m.BreakerTrips,
-		m.Evictions, m.EvictedBytes, m.StoreMaxSize, m.NARNotKept, m.FleetLeases, m.FleetJoins,
+		m.Evictions, m.EvictedBytes, m.PrunedNarInfos, m.StoreMaxSize, m.NARNotKept, m.FleetLeases, m.FleetJoins,
 		m.BucketRequests, m.BucketDuration,
 		m.Recompressed, m.RecompressBytes, m.RecompressCPU,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -41,16 +41,20 @@ type NARSource struct {
 
 // NarInfo returns the narinfo text served for hash, or ErrNotFound.
 // The text is shared: callers must not modify it.
+// Each read stamps the narinfo as served today (in memory; see servedLog).
 func (s *Store) NarInfo(ctx context.Context, hash string) ([]byte, error) {
-	if text, ok := s.hot.get(hash); ok {
-		return text, nil
+	if e, ok := s.hot.get(hash); ok {
+		s.stampServed(hash, e)
+		return e.text, nil
 	}
 	text, err := s.get(ctx, bucketNarInfo, hash)
 	if err == nil {
 		if s.present != nil {
 			text = s.present(text)
 		}
-		s.hot.put(hash, text)
+		today := s.servedDays.today.Load()
+		s.servedDays.mark(hash, today)
+		s.hot.put(hash, text, today)
 	}
 	return text, err
 }
@@ -58,8 +62,8 @@ func (s *Store) NarInfo(ctx context.Context, hash string) ([]byte, error) {
 // ReadNarInfo is NarInfo for the proxy's own walks (closures for eviction):
 // it does not fill the hot set, which is for clients' hits.
 func (s *Store) ReadNarInfo(ctx context.Context, hash string) ([]byte, error) {
-	if text, ok := s.hot.get(hash); ok {
-		return text, nil
+	if e, ok := s.hot.get(hash); ok {
+		return e.text, nil
 	}
 	return s.get(ctx, bucketNarInfo, hash)
 }
@@ -95,11 +99,20 @@ func (s *Store) PutNarInfo(ctx context.Context, hash string, text []byte, narNam
 // indexNarInfo is PutNarInfo in this node's index alone.
 func (s *Store) indexNarInfo(ctx context.Context, hash string, text []byte, narName string, src NARSource) error {
 	text = slices.Clone(text) // the hot set shares it with readers
+	today := s.servedDays.tick(s.now())
+	// Its references count as served too: a narinfo stored now must not
+	// lose them to a prune that chose them just before (see PruneNarInfos).
+	for ref := range refHashes(text, hash) {
+		s.servedDays.mark(ref, today)
+	}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketNarInfo).Put([]byte(hash), text); err != nil {
 			return fmt.Errorf("index narinfo %s: %w", hash, err)
 		}
-		tx.OnCommit(func() { s.hot.put(hash, text) })
+		if err := tx.Bucket(bucketServed).Put([]byte(hash), putDay(today)); err != nil {
+			return fmt.Errorf("index narinfo %s: %w", hash, err)
+		}
+		tx.OnCommit(func() { s.hot.put(hash, text, today) })
 		srcs := tx.Bucket(bucketNARSource)
 		if old := srcs.Get([]byte(narName)); old != nil {
 			var prev NARSource

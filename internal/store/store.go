@@ -51,6 +51,8 @@ type Store struct {
 	shared Shared
 	hot    *hotNarInfos
 	access accessLog
+	// servedDays are the days narinfos were last served, not yet flushed.
+	servedDays servedLog
 
 	// removing holds the NARs whose rows eviction deleted and whose files
 	// it has yet to remove; a Commit of the same name takes it out, so the
@@ -59,6 +61,7 @@ type Store struct {
 	removing map[string]bool
 
 	present func([]byte) []byte // Options.Present; nil: served as stored
+	now     func() time.Time    // Options.Now
 	// live are the NAR names being written now.
 	live liveFiles
 
@@ -84,6 +87,9 @@ type Options struct {
 	// publishes each narinfo there once its NAR is stored, and looks there
 	// for what its own index lacks.
 	Shared Shared
+	// Now, if set, is the clock narinfos are stamped served by (the day a
+	// narinfo was last served decides when it may be pruned); for tests.
+	Now func() time.Time
 }
 
 // Open opens (creating if needed) the cache in dir. It sweeps temp files a
@@ -109,9 +115,13 @@ func OpenWith(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open index: %w", err)
 	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
 	err = db.View(checkBuckets)
 	if errors.Is(err, errNeedInit) {
-		err = db.Update(initBuckets)
+		err = db.Update(func(tx *bolt.Tx) error { return initBuckets(tx, now()) })
 	} else if err == nil {
 		err = db.View(func(tx *bolt.Tx) error { return checkSchema(tx.Bucket(bucketMeta).Get(keySchema)) })
 	}
@@ -119,7 +129,8 @@ func OpenWith(dir string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	s := &Store{dir: dir, db: db, files: files, shared: opts.Shared, hot: newHotNarInfos(hotNarInfoBytes), present: opts.Present}
+	s := &Store{dir: dir, db: db, files: files, shared: opts.Shared, hot: newHotNarInfos(hotNarInfoBytes), present: opts.Present, now: now}
+	s.servedDays.tick(now())
 	if err := s.resumeEvictions(); err != nil {
 		db.Close()
 		return nil, err
@@ -137,7 +148,7 @@ func OpenWith(dir string, opts Options) (*Store, error) {
 }
 
 // allBuckets are created at Open (uploads is created when first used).
-var allBuckets = [][]byte{bucketNarInfo, bucketNARSource, bucketNAR, bucketAux, bucketMisses, bucketPins, bucketMeta, bucketEvicting, bucketCommitting}
+var allBuckets = [][]byte{bucketNarInfo, bucketNARSource, bucketNAR, bucketAux, bucketMisses, bucketPins, bucketMeta, bucketEvicting, bucketCommitting, bucketServed}
 
 // errNeedInit means the index lacks a bucket or its schema version.
 var errNeedInit = errors.New("store: index needs its buckets")
@@ -151,7 +162,7 @@ func checkBuckets(tx *bolt.Tx) error {
 			return errNeedInit
 		}
 	}
-	if tx.Bucket(bucketMeta).Get(keySchema) == nil {
+	if tx.Bucket(bucketMeta).Get(keySchema) == nil || tx.Bucket(bucketMeta).Get(keyServedSince) == nil {
 		return errNeedInit
 	}
 	return nil
@@ -164,7 +175,7 @@ func checkSchema(v []byte) error {
 	return nil
 }
 
-func initBuckets(tx *bolt.Tx) error {
+func initBuckets(tx *bolt.Tx, now time.Time) error {
 	for _, b := range allBuckets {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return fmt.Errorf("create bucket %s: %w", b, err)
@@ -173,11 +184,15 @@ func initBuckets(tx *bolt.Tx) error {
 	meta := tx.Bucket(bucketMeta)
 	switch v := meta.Get(keySchema); {
 	case v == nil:
-		return meta.Put(keySchema, []byte(schemaVersion))
+		if err := meta.Put(keySchema, []byte(schemaVersion)); err != nil {
+			return err
+		}
 	case string(v) != schemaVersion:
 		return fmt.Errorf("%w: index has version %s, this binary reads %s", ErrSchema, v, schemaVersion)
 	}
-	return nil
+	// An index from before narinfos were stamped: they count as served
+	// now (the upgrade), since a client may have got one just before.
+	return initServed(tx, now)
 }
 
 // Files are the NAR files themselves, for verify and repair: the index
@@ -187,8 +202,9 @@ func (s *Store) Files() NARFiles { return s.files }
 // Dir is the cache directory.
 func (s *Store) Dir() string { return s.dir }
 
-// Close flushes the NAR accesses recorded in memory and closes the index.
-// Writers still open must be finished first.
+// Close flushes the NAR accesses and narinfo serving days recorded in
+// memory and closes the index. Writers still open must be finished first.
 func (s *Store) Close() error {
-	return errors.Join(s.FlushAccess(context.Background()), s.db.Close())
+	ctx := context.Background()
+	return errors.Join(s.FlushAccess(ctx), s.FlushServed(ctx), s.db.Close())
 }

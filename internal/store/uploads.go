@@ -107,11 +107,15 @@ func (s *Store) claimUpload(ctx context.Context, hash string, text []byte, narNa
 		return fmt.Errorf("encode NAR source: %w", err)
 	}
 	text = slices.Clone(text)
+	today := s.servedDays.tick(s.now())
 	return s.db.Update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketNAR).Get([]byte(narName)) == nil {
 			return fmt.Errorf("claim upload %s: NAR %s: %w", hash, narName, ErrNotFound)
 		}
 		if err := tx.Bucket(bucketNarInfo).Put([]byte(hash), text); err != nil {
+			return fmt.Errorf("index narinfo %s: %w", hash, err)
+		}
+		if err := tx.Bucket(bucketServed).Put([]byte(hash), putDay(today)); err != nil {
 			return fmt.Errorf("index narinfo %s: %w", hash, err)
 		}
 		if err := tx.Bucket(bucketNARSource).Put([]byte(narName), row); err != nil {
@@ -122,7 +126,7 @@ func (s *Store) claimUpload(ctx context.Context, hash string, text []byte, narNa
 				return err
 			}
 		}
-		tx.OnCommit(func() { s.hot.put(hash, text) })
+		tx.OnCommit(func() { s.hot.put(hash, text, today) })
 		return nil
 	})
 }

@@ -1,0 +1,207 @@
+package evict
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+)
+
+// DefaultPruneAfter is how long a narinfo whose NAR is evicted stays in the
+// index unused: Nix's narinfo-cache-positive-ttl (30 days), how long a
+// client holds a narinfo, URL included, without asking again. Pruned
+// earlier, a client holding it would get a 404 for its NAR.
+const DefaultPruneAfter = 30 * 24 * time.Hour
+
+const (
+	// pruneEvery is how often the index is pruned: each round walks every
+	// narinfo twice, and a day's stamps make finer rounds pointless.
+	pruneEvery = time.Hour
+	// pruneFirst is how long after the start the first round runs: not
+	// in the middle of the start, but also for a proxy restarted often.
+	pruneFirst = 5 * time.Minute
+	// pruneMax bounds the narinfos one round considers (and holds in
+	// memory, with their references); the rest wait for the next round.
+	pruneMax = 32768
+	// pruneBatch is how many narinfos one write transaction deletes.
+	pruneBatch = 1024
+)
+
+// PruneReport is what one pruning round did.
+type PruneReport struct {
+	Stale   int      `json:"stale"`   // narinfos stale on their own (up to pruneMax)
+	Needed  int      `json:"needed"`  // of those, kept: a narinfo that stays references them
+	Pruned  int      `json:"pruned"`  // deleted with their origin records
+	Stopped bool     `json:"stopped"` // one was served or refilled meanwhile: the rest waits
+	Took    Duration `json:"took"`
+}
+
+// pruneCand is a stale narinfo a round may prune.
+type pruneCand struct {
+	hash, nar string
+	refs      []string
+	needed    bool // a narinfo that stays references it, maybe through others
+	in        int  // prunable narinfos that reference it, for the order
+}
+
+// housekeep runs after each pass: it writes the narinfo serving days
+// recorded in memory, and prunes the index when a round is due.
+func (e *Evictor) housekeep(ctx context.Context) {
+	if err := e.st.FlushServed(ctx); err != nil && ctx.Err() == nil {
+		e.log.Warn("flush narinfo serving days", "err", err)
+	}
+	if e.cfg.NoPrune || time.Now().Before(e.nextPrune) {
+		return
+	}
+	e.nextPrune = time.Now().Add(pruneEvery)
+	if _, err := e.Prune(ctx); err != nil && ctx.Err() == nil {
+		e.log.Warn("prune the index", "err", err)
+	}
+}
+
+// Prune deletes from the index the narinfos, and their NAR origin records,
+// that no client can still hold and nothing kept needs: the NAR is not on
+// disk (evicted), it can be fetched again from an upstream (never an
+// upload), it was neither served nor stored for PruneAfter (counted in
+// whole days), it is not pinned nor a --keep-latest survivor, and no
+// narinfo that stays references it, directly or through others (Nix fails
+// a substitution whose reference has no narinfo, so pins', survivors' and
+// every kept narinfo's closures stay whole). It runs outside the hit path
+// in bounded batches, referrers before what they reference, and stops at
+// the first narinfo served, pinned or refilled since it was chosen.
+func (e *Evictor) Prune(ctx context.Context) (PruneReport, error) {
+	start := time.Now()
+	var rep PruneReport
+	if e.cfg.NoPrune {
+		return rep, nil
+	}
+	e.pruning.Lock()
+	defer e.pruning.Unlock()
+	if err := e.st.FlushServed(ctx); err != nil {
+		return rep, fmt.Errorf("flush narinfo serving days: %w", err)
+	}
+	cutoff := e.cfg.Now().Add(-e.cfg.PruneAfter)
+	variants := newVariants(e.cfg.KeepLatest)
+	if err := variants.collect(ctx, e.st); err != nil {
+		return rep, err
+	}
+	roots := map[string]bool{}
+	for _, v := range variants.kept() {
+		roots[v.Hash] = true
+	}
+
+	// The stale narinfos, with what they reference.
+	cands := map[string]*pruneCand{}
+	err := e.st.WalkNarInfoUse(ctx, cutoff, func(u *store.NarInfoUse) error {
+		if !u.Stale || roots[u.Hash] || len(cands) >= pruneMax {
+			return nil
+		}
+		c := &pruneCand{hash: strings.Clone(u.Hash), nar: strings.Clone(u.NAR), refs: make([]string, len(u.Refs))}
+		for i, r := range u.Refs {
+			c.refs[i] = strings.Clone(r)
+		}
+		cands[c.hash] = c
+		return nil
+	})
+	if err != nil || len(cands) == 0 {
+		return rep, err
+	}
+	rep.Stale = len(cands)
+	candNARs := map[string]bool{}
+	for _, c := range cands {
+		candNARs[c.nar] = true
+	}
+	// What stays keeps what it references, and the origin records of NARs
+	// it shares with a stale narinfo.
+	keepNAR := map[string]bool{}
+	var queue []*pruneCand
+	need := func(h string) {
+		if c, ok := cands[h]; ok && !c.needed {
+			c.needed = true
+			queue = append(queue, c)
+		}
+	}
+	err = e.st.WalkNarInfoUse(ctx, time.Time{}, func(u *store.NarInfoUse) error {
+		if _, ok := cands[u.Hash]; ok {
+			return nil
+		}
+		if candNARs[u.NAR] {
+			keepNAR[strings.Clone(u.NAR)] = true
+		}
+		for _, r := range u.Refs {
+			need(r)
+		}
+		return nil
+	})
+	if err != nil {
+		return rep, err
+	}
+	for len(queue) > 0 {
+		c := queue[len(queue)-1]
+		queue = queue[:len(queue)-1]
+		rep.Needed++
+		keepNAR[c.nar] = true
+		for _, r := range c.refs {
+			need(r)
+		}
+	}
+	order := pruneOrder(cands)
+	for batch := range slices.Chunk(order, pruneBatch) {
+		n, all, err := e.st.PruneNarInfos(ctx, batch, cutoff, func(nar string) bool { return keepNAR[nar] })
+		rep.Pruned += n
+		e.m.PrunedNarInfos.Add(float64(n))
+		if err != nil {
+			return rep, err
+		}
+		if !all {
+			rep.Stopped = true
+			break
+		}
+	}
+	rep.Took = Duration(time.Since(start))
+	if rep.Pruned > 0 || rep.Stopped {
+		e.log.Info("pruned the index", "narinfos", rep.Pruned, "stale", rep.Stale, "needed", rep.Needed,
+			"stopped", rep.Stopped, "took", time.Since(start).Round(time.Millisecond))
+	}
+	return rep, nil
+}
+
+// pruneOrder lists the candidates not needed, each before those it
+// references (Kahn's order over the references among them), so a round
+// stopped halfway never leaves a narinfo whose reference is gone.
+func pruneOrder(cands map[string]*pruneCand) []string {
+	for _, c := range cands {
+		if c.needed {
+			continue
+		}
+		for _, r := range c.refs {
+			if rc, ok := cands[r]; ok && !rc.needed {
+				rc.in++
+			}
+		}
+	}
+	var ready, order []string
+	for h, c := range cands {
+		if !c.needed && c.in == 0 {
+			ready = append(ready, h)
+		}
+	}
+	for len(ready) > 0 {
+		h := ready[len(ready)-1]
+		ready = ready[:len(ready)-1]
+		order = append(order, h)
+		for _, r := range cands[h].refs {
+			if rc, ok := cands[r]; ok && !rc.needed {
+				if rc.in--; rc.in == 0 {
+					ready = append(ready, r)
+				}
+			}
+		}
+	}
+	// Store paths cannot reference each other in a cycle; should the index
+	// hold one anyway, its narinfos are left alone.
+	return order
+}

@@ -1,0 +1,185 @@
+package evict
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// clock is a settable time for the store's serving stamps and pruning.
+type clock struct{ ns atomic.Int64 }
+
+func (c *clock) now() time.Time      { return time.Unix(0, c.ns.Load()) }
+func (c *clock) set(t time.Time)     { c.ns.Store(t.UnixNano()) }
+func (c *clock) add(d time.Duration) { c.ns.Add(int64(d)) }
+func days(n int) time.Duration       { return time.Duration(n) * 24 * time.Hour }
+func (d *diskStore) hasInfo(id int) bool {
+	_, err := d.ReadNarInfo(context.Background(), hashOf(id))
+	return err == nil
+}
+
+// newClockStore is newDiskStore whose serving stamps follow c.
+func newClockStore(t *testing.T, c *clock) *diskStore {
+	t.Helper()
+	st, err := store.OpenWith(t.TempDir(), store.Options{Now: c.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	d := &diskStore{Store: st}
+	d.free.Store(1 << 40)
+	return d
+}
+
+// evictNAR drops id's NAR file, keeping its narinfo and origin record.
+func (d *diskStore) evictNAR(t *testing.T, id int) {
+	t.Helper()
+	if _, err := d.EvictNARs(context.Background(), []string{narOf(id)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPrune: narinfos whose NAR is gone and that no client can still hold
+// are pruned with their origin records; everything a kept narinfo needs,
+// pins, --keep-latest survivors, uploads, paths on disk and paths served
+// within the TTL stay.
+func TestPrune(t *testing.T) {
+	c := &clock{}
+	c.set(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	d := newClockStore(t, c)
+	ctx := context.Background()
+	paths := []tpath{
+		{id: 1, size: kb},                                 // stale: pruned
+		{id: 2, size: kb, refs: []int{6}},                 // NAR on disk: stays, and keeps 6 and 7
+		{id: 3, size: kb, upload: true},                   // upload: stays
+		{id: 4, size: kb, refs: []int{5}},                 // pinned: stays, with 5
+		{id: 5, size: kb},                                 // in the pin's closure
+		{id: 6, size: kb, refs: []int{7}},                 // referenced by 2
+		{id: 7, size: kb},                                 // referenced by 6
+		{id: 8, size: kb},                                 // served on day 20: stays
+		{id: 9, size: kb, name: "img-a", seen: time.Hour}, // newest variant: stays
+		{id: 10, size: kb, name: "img-b"},                 // superseded variant: pruned
+		{id: 11, size: kb, refs: []int{12, 11}},           // stale, and only it references 12: both pruned
+		{id: 12, size: kb},
+		{id: 13, size: kb, refs: []int{14}}, // served on day 20: keeps 14
+		{id: 14, size: kb},
+	}
+	for _, p := range paths {
+		d.add(t, p)
+	}
+	for _, p := range paths {
+		if p.id != 2 && !p.upload {
+			d.evictNAR(t, p.id)
+		}
+	}
+	if err := d.PutPin(ctx, store.Pin{Hash: hashOf(4), StorePath: hashOf(4)}); err != nil {
+		t.Fatal(err)
+	}
+	reg := metrics.Discard()
+	e := New(d, Config{Interval: time.Hour, KeepLatest: []Rule{{Glob: "img-*", Keep: 1}}, Now: c.now, Metrics: reg})
+
+	// Day 20: 8 and 13 are served; nothing is old enough yet. (The day
+	// hits are stamped with moves on at each eviction pass's flush.)
+	c.add(days(20))
+	if err := d.FlushServed(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []int{8, 13} {
+		if _, err := d.NarInfo(ctx, hashOf(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := e.Prune(ctx)
+	if err != nil || rep.Pruned != 0 {
+		t.Fatalf("Prune on day 20 = %+v, %v; want nothing pruned", rep, err)
+	}
+	// Day 32: stored on day 0, so held by a client until day 31 at most.
+	c.add(days(12))
+	rep, err = e.Prune(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pruned := map[int]bool{1: true, 10: true, 11: true, 12: true}
+	if rep.Pruned != len(pruned) || rep.Stopped {
+		t.Errorf("Prune on day 32 = %+v, want %d pruned", rep, len(pruned))
+	}
+	if n := testutil.ToFloat64(reg.PrunedNarInfos); n != float64(len(pruned)) {
+		t.Errorf("pruned_narinfos_total = %v, want %d", n, len(pruned))
+	}
+	for _, p := range paths {
+		if got := d.hasInfo(p.id); got == pruned[p.id] {
+			t.Errorf("path %d: narinfo present = %v, want %v", p.id, got, !pruned[p.id])
+		}
+		_, err := d.NARSource(ctx, narOf(p.id))
+		if gone := errors.Is(err, store.ErrNotFound); gone != pruned[p.id] {
+			t.Errorf("path %d: origin record gone = %v (%v), want %v", p.id, gone, err, pruned[p.id])
+		}
+	}
+	checkClosed(t, d)
+	// Day 52: 8 and 13 (served on day 20) go, 14 with 13; the rest stays.
+	c.add(days(20))
+	if rep, err := e.Prune(ctx); err != nil || rep.Pruned != 3 {
+		t.Errorf("Prune on day 52 = %+v, %v; want 8, 13, 14 pruned", rep, err)
+	}
+	for _, id := range []int{2, 3, 4, 5, 6, 7, 9} {
+		if !d.hasInfo(id) {
+			t.Errorf("path %d pruned on day 52", id)
+		}
+	}
+	checkClosed(t, d)
+}
+
+// checkClosed fails when a narinfo in the index references one that is not.
+func checkClosed(t *testing.T, d *diskStore) {
+	t.Helper()
+	err := d.WalkNarInfoUse(context.Background(), time.Time{}, func(u *store.NarInfoUse) error {
+		for _, r := range u.Refs {
+			if _, err := d.ReadNarInfo(context.Background(), r); err != nil {
+				t.Errorf("narinfo %s references %s, which is gone: %v", u.Hash, r, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPruneNever: NoPrune keeps every row, however old.
+func TestPruneNever(t *testing.T) {
+	c := &clock{}
+	c.set(time.Now())
+	d := newClockStore(t, c)
+	d.add(t, tpath{id: 1, size: kb})
+	d.evictNAR(t, 1)
+	c.add(days(400))
+	e := New(d, Config{NoPrune: true, Now: c.now})
+	if rep, err := e.Prune(context.Background()); err != nil || rep.Pruned != 0 || !d.hasInfo(1) {
+		t.Errorf("Prune with NoPrune = %+v, %v", rep, err)
+	}
+}
+
+// TestPruneOrder: referrers come before what they reference.
+func TestPruneOrder(t *testing.T) {
+	cands := map[string]*pruneCand{
+		"a": {hash: "a", refs: []string{"b", "c"}},
+		"b": {hash: "b", refs: []string{"c", "x"}},
+		"c": {hash: "c"},
+		"d": {hash: "d", refs: []string{"e"}, needed: true},
+		"e": {hash: "e", needed: true},
+	}
+	order := pruneOrder(cands)
+	pos := map[string]int{}
+	for i, h := range order {
+		pos[h] = i
+	}
+	if len(order) != 3 || pos["a"] > pos["b"] || pos["b"] > pos["c"] {
+		t.Errorf("pruneOrder = %v, want a before b before c, nothing needed", order)
+	}
+}
