@@ -217,9 +217,10 @@ func (c *Cache) fetchToStore(ctx context.Context, fl *flight, src store.NARSourc
 	n := f.Fetched()
 	var wf *writeFailed
 	if errors.As(err, &wf) {
-		// ENOSPC, EIO: the clients that have bytes already are cut
-		// cleanly, the others stream it from the upstream; nothing of it
-		// is indexed (the deferred Cancel).
+		// ENOSPC, EIO: the clients that have bytes already carry on
+		// from the upstream with a range (carryOn), the others stream it
+		// from the upstream; nothing of it is indexed (the deferred
+		// Cancel).
 		writeErr = wf.err
 		c.metrics.NARNotKept.WithLabelValues("disk-error").Inc()
 		return n, fmt.Errorf("%w: %w", errNotKept, err)

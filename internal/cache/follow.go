@@ -15,7 +15,7 @@ import (
 // file so far, then each new chunk as it lands, until the fill ends. It
 // never asks the upstream itself, except for a NAR the fill does not keep,
 // which it relays from the upstream (relayFromUpstream) if it has sent
-// nothing yet. A NAR that was kept and is gone already is errGone, before
+// nothing yet, or carries on from there (carryOn) if it has. A NAR that was kept and is gone already is errGone, before
 // anything is written.
 func (c *Cache) serveFlight(w http.ResponseWriter, r *http.Request, fl *flight, src store.NARSource) error {
 	ctx := r.Context()
@@ -107,6 +107,9 @@ func (c *Cache) serveFlight(w http.ResponseWriter, r *http.Request, fl *flight, 
 		}
 		defer sf.Close()
 		return c.serveStored(w, r, fl.name, sf)
+	case started && last.state == notKept:
+		// Writing to the disk failed midway: the rest from the upstream.
+		return c.carryOn(w, r, fl.name, src, f, sent, last.size)
 	case started:
 		return fmt.Errorf("%w: %w", ErrAborted, last.err)
 	case last.state == notKept:

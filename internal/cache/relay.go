@@ -62,33 +62,9 @@ func (c *Cache) relayFromUpstream(w http.ResponseWriter, r *http.Request, name s
 	if check != nil {
 		sink = io.MultiWriter(sum, check)
 	}
-	served := c.metrics.ServedBytes.WithLabelValues("upstream")
-	buf := make([]byte, 256<<10)
-	var n int64
-	last := make([]byte, 0, 1) // the byte held back: written once everything checks out
-	for {
-		k, rerr := body.Read(buf)
-		if k > 0 {
-			if size >= 0 && n+int64(k) > size {
-				return fmt.Errorf("%w: %w", ErrAborted, verifyFailed("size", "upstream sent more than %d bytes", size))
-			}
-			sink.Write(buf[:k])
-			n += int64(k)
-			if _, err := w.Write(last); err != nil {
-				return fmt.Errorf("%w: %w", ErrAborted, err)
-			}
-			if _, err := w.Write(buf[:k-1]); err != nil {
-				return fmt.Errorf("%w: %w", ErrAborted, err)
-			}
-			served.Add(float64(len(last) + k - 1))
-			last = append(last[:0], buf[k-1])
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			return fmt.Errorf("%w: %w", ErrAborted, rerr)
-		}
+	n, last, err := c.copyHeldBack(w, body, sink, 0, size)
+	if err != nil {
+		return err
 	}
 	if err := verifyNAR(src, size, n, sum.Sum(nil), check); err != nil {
 		c.log.Warn("upstream NAR streamed without keeping failed its check", "nar", name, "err", err)
@@ -97,7 +73,41 @@ func (c *Cache) relayFromUpstream(w http.ResponseWriter, r *http.Request, name s
 	if _, err := w.Write(last); err != nil {
 		return fmt.Errorf("%w: %w", ErrAborted, err)
 	}
-	served.Add(float64(len(last)))
+	c.metrics.ServedBytes.WithLabelValues("upstream").Add(float64(len(last)))
 	c.log.Info("upstream NAR streamed without keeping", "nar", name, "store_path", src.StorePath, "bytes", n)
 	return nil
+}
+
+// copyHeldBack copies body to w and sink, counting from n bytes already
+// sent, up to size (-1: unknown), and returns the total and the last byte
+// read, which it holds back: the caller writes it once the whole checks
+// out, so a wrong body is cut, never completed.
+func (c *Cache) copyHeldBack(w io.Writer, body io.Reader, sink io.Writer, n, size int64) (int64, []byte, error) {
+	served := c.metrics.ServedBytes.WithLabelValues("upstream")
+	buf := make([]byte, 256<<10)
+	last := make([]byte, 0, 1)
+	for {
+		k, rerr := body.Read(buf)
+		if k > 0 {
+			if size >= 0 && n+int64(k) > size {
+				return n, nil, fmt.Errorf("%w: %w", ErrAborted, verifyFailed("size", "upstream sent more than %d bytes", size))
+			}
+			sink.Write(buf[:k])
+			n += int64(k)
+			if _, err := w.Write(last); err != nil {
+				return n, nil, fmt.Errorf("%w: %w", ErrAborted, err)
+			}
+			if _, err := w.Write(buf[:k-1]); err != nil {
+				return n, nil, fmt.Errorf("%w: %w", ErrAborted, err)
+			}
+			served.Add(float64(len(last) + k - 1))
+			last = append(last[:0], buf[k-1])
+		}
+		if rerr == io.EOF {
+			return n, last, nil
+		}
+		if rerr != nil {
+			return n, nil, fmt.Errorf("%w: %w", ErrAborted, rerr)
+		}
+	}
 }
