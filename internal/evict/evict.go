@@ -31,7 +31,8 @@ type Store interface {
 	NARBytes() int64
 	IndexSize() int64
 	Disk() (free, total uint64, err error)
-	WalkNARs(ctx context.Context, withSource bool, fn func(*store.NARUse) error) error
+	NARCount() int64
+	WalkNARs(ctx context.Context, fn func(*store.NARUse) error) error
 	Refillable(ctx context.Context, names []string) (map[string]bool, error)
 	WalkSources(ctx context.Context, match func(storePath string) bool, fn func(name string, src store.NARSource) error) error
 	FlushAccess(ctx context.Context) error

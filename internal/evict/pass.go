@@ -51,12 +51,36 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	return err
 }
 
-// candidate is a NAR file eviction may drop, kept small: a pass over
-// 200,000 files holds one of these for each.
+// candidate is a NAR file eviction may drop, kept small and free of
+// pointers: a pass over 200,000 files holds one of these for each, the
+// garbage collector never scans them, and the names (in one arena) cost
+// one allocation instead of one each.
 type candidate struct {
-	name   string
-	size   int64
 	access int64 // unix nanoseconds
+	size   int64
+	off, n int // the name: names[off:off+n]
+}
+
+// candidates are the NAR files on disk, as the walk found them.
+type candidates struct {
+	list  []candidate
+	names []byte
+}
+
+func (c *candidates) name(x candidate) []byte { return c.names[x.off : x.off+x.n] }
+
+// walk reads every NAR file's size and last access from the store.
+func (c *candidates) walk(ctx context.Context, st Store) error {
+	// Sized for the files counted now, and names of about 60 bytes
+	// ("<52-char hash>.nar.xz"), so neither grows in the common case.
+	n := int(st.NARCount())
+	c.list = make([]candidate, 0, n+n/16+16)
+	c.names = make([]byte, 0, (n+n/16+16)*64)
+	return st.WalkNARs(ctx, func(u *store.NARUse) error {
+		c.list = append(c.list, candidate{access: u.Access, size: u.Size, off: len(c.names), n: len(u.Name)})
+		c.names = append(c.names, u.Name...)
+		return nil
+	})
 }
 
 // Pass runs one eviction now: it evicts the least recently served NAR
@@ -105,12 +129,8 @@ func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, err
 	if err := variants.collect(ctx, e.st); err != nil {
 		return rep, err
 	}
-	var cands []candidate
-	err = e.st.WalkNARs(ctx, false, func(n *store.NARUse) error {
-		cands = append(cands, candidate{name: n.Name, size: n.Size, access: n.Access.UnixNano()})
-		return nil
-	})
-	if err != nil {
+	var cands candidates
+	if err := cands.walk(ctx, e.st); err != nil {
 		return rep, fmt.Errorf("walk NARs: %w", err)
 	}
 	keep, err := e.protected(ctx, variants)
@@ -123,23 +143,28 @@ func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, err
 	var chosen []Evicted
 	taken := map[string]bool{}
 	if retention {
-		byName := make(map[string]int, len(cands))
-		for i, c := range cands {
-			byName[c.name] = i
-		}
 		superseded := variants.superseded()
+		at := make(map[string]int, len(superseded))
+		for _, name := range superseded {
+			at[name] = -1
+		}
+		for i, c := range cands.list {
+			if _, ok := at[string(cands.name(c))]; ok {
+				at[string(cands.name(c))] = i
+			}
+		}
 		refill, err := e.st.Refillable(ctx, superseded)
 		if err != nil {
 			return rep, err
 		}
 		for _, name := range superseded {
-			i, ok := byName[name]
-			if !ok || !refill[name] || keep[name] || taken[name] {
+			i := at[name]
+			if i < 0 || !refill[name] || keep[name] || taken[name] {
 				continue // not on disk, not refillable, or kept through another rule
 			}
-			c := cands[i]
+			c := cands.list[i]
 			taken[name] = true
-			chosen = append(chosen, Evicted{NAR: c.name, StorePath: paths[c.name], Bytes: c.size,
+			chosen = append(chosen, Evicted{NAR: name, StorePath: paths[name], Bytes: c.size,
 				Access: time.Unix(0, c.access).UTC(), Reason: ReasonRetention})
 		}
 	}
@@ -149,28 +174,37 @@ func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, err
 	}
 	need := max(u.NeedSize, u.NeedSpace)
 	if freed < need {
-		slices.SortFunc(cands, func(a, b candidate) int { return cmp.Compare(a.access, b.access) })
+		slices.SortFunc(cands.list, func(a, b candidate) int { return cmp.Compare(a.access, b.access) })
 		// Least recently served first, a chunk at a time: the chunk's
 		// refillability is read in one transaction (a NAR with no upstream
 		// is never dropped).
 		const chunk = 1024
-		for lo := 0; lo < len(cands) && freed < need; lo += chunk {
-			part := cands[lo:min(lo+chunk, len(cands))]
-			names := make([]string, 0, len(part))
+		names := make([]string, 0, chunk)
+		for lo := 0; lo < len(cands.list) && freed < need; lo += chunk {
+			part := cands.list[lo:min(lo+chunk, len(cands.list))]
+			names = names[:0]
 			for _, c := range part {
-				if !keep[c.name] && !taken[c.name] {
-					names = append(names, c.name)
+				if name := cands.name(c); !keep[string(name)] && !taken[string(name)] {
+					names = append(names, string(name))
 				}
 			}
 			refill, err := e.st.Refillable(ctx, names)
 			if err != nil {
 				return rep, err
 			}
+			next := 0 // names[next] is the next part's name not kept nor taken
 			for _, c := range part {
 				if freed >= need {
 					break
 				}
-				if keep[c.name] || taken[c.name] || !refill[c.name] {
+				name := cands.name(c)
+				if keep[string(name)] || taken[string(name)] {
+					rep.Skipped++
+					continue
+				}
+				s := names[next]
+				next++
+				if !refill[s] {
 					rep.Skipped++
 					continue
 				}
@@ -178,12 +212,12 @@ func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, err
 				if freed >= u.NeedSize {
 					reason = ReasonFreeSpace
 				}
-				chosen = append(chosen, Evicted{NAR: c.name, Bytes: c.size, Access: time.Unix(0, c.access).UTC(), Reason: reason})
+				chosen = append(chosen, Evicted{NAR: s, Bytes: c.size, Access: time.Unix(0, c.access).UTC(), Reason: reason})
 				freed += c.size
 			}
 		}
 	}
-	cands = nil
+	cands = candidates{}
 	if freed < need {
 		e.log.Warn("eviction cannot reach its low watermark: the rest is pinned, kept or not refillable",
 			"need", need, "can_free", freed)
@@ -214,16 +248,29 @@ func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, err
 	return rep, nil
 }
 
-// evict deletes chosen in batches and returns what was evicted.
+// evict deletes chosen in batches and returns what was evicted, in
+// chosen's order. The batches go in name order, not in chosen's: the rows
+// of one batch are then neighbours in the index, and its transaction
+// rewrites a few hundred of the index's pages instead of one per row
+// (26,000 rows chosen by age are spread over the whole bucket: in age
+// order each batch of 2048 rewrote ~1,800 pages, and all batches together
+// three times the bucket). All of chosen goes in this pass; only a pass
+// cancelled halfway leaves some older files than it evicted.
 func (e *Evictor) evict(ctx context.Context, chosen []Evicted, rep *Report) []Evicted {
-	done := []Evicted{}
-	for batch := range slices.Chunk(chosen, e.cfg.Batch) {
+	order := make([]int, len(chosen))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(chosen[a].NAR, chosen[b].NAR) })
+	done := make([]bool, len(chosen))
+	names := make([]string, 0, e.cfg.Batch)
+	for batch := range slices.Chunk(order, e.cfg.Batch) {
 		if ctx.Err() != nil {
 			break
 		}
-		names := make([]string, len(batch))
-		for i, c := range batch {
-			names[i] = c.NAR
+		names = names[:0]
+		for _, i := range batch {
+			names = append(names, chosen[i].NAR)
 		}
 		freed, err := e.st.EvictNARs(ctx, names)
 		if err != nil {
@@ -231,12 +278,18 @@ func (e *Evictor) evict(ctx context.Context, chosen []Evicted, rep *Report) []Ev
 			e.log.Warn("eviction batch failed", "files", len(names), "err", err)
 		}
 		e.m.EvictedBytes.Add(float64(freed))
-		for _, c := range batch {
-			e.m.Evictions.WithLabelValues(c.Reason).Inc()
+		for _, i := range batch {
+			e.m.Evictions.WithLabelValues(chosen[i].Reason).Inc()
+			done[i] = true
 		}
-		done = append(done, batch...)
 	}
-	return done
+	out := []Evicted{}
+	for i, c := range chosen {
+		if done[i] {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // passDone wakes those waiting for a pass to end.

@@ -31,6 +31,14 @@ func (a *accessLog) get(name string) (time.Time, bool) {
 	return t, ok
 }
 
+// getBytes is get for a name in the index's memory, without copying it.
+func (a *accessLog) getBytes(name []byte) (time.Time, bool) {
+	a.mu.Lock()
+	t, ok := a.m[string(name)]
+	a.mu.Unlock()
+	return t, ok
+}
+
 // take returns the accesses since the last call and starts a new batch.
 func (a *accessLog) take() map[string]time.Time {
 	a.mu.Lock()

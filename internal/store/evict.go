@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"time"
+	"slices"
 	"unsafe"
 
 	bolt "go.etcd.io/bbolt"
@@ -22,29 +22,24 @@ var bucketEvicting = []byte("evicting")
 
 // NARUse is a NAR file on disk as eviction sees it.
 type NARUse struct {
-	Name   string
-	Size   int64
-	Access time.Time // last served, or stored if never served since
-	// From the NAR's source row; zero when it has none.
-	Hash      string    // store path hash of the narinfo that named it
-	StorePath string    // and its store path
-	Seen      time.Time // when that narinfo was first stored
-	// Refillable is the source's Refillable: false means never evict.
-	Refillable bool
+	// Name is the index's own memory, valid only during the call to fn:
+	// a walk over 200,000 files copies only the names it keeps.
+	Name []byte
+	Size int64
+	// Access is when it was last served, or stored if never served since,
+	// in Unix nanoseconds.
+	Access int64
 }
 
 // WalkNARs calls fn for every NAR file in the index, with the accesses
-// not yet flushed applied. With withSource it also reads each NAR's source
-// row (Hash, StorePath, Seen, Refillable), which doubles the cost; without,
-// those are zero and Refillable is false: ask Refillable for the few files
-// chosen. The NARUse is reused between calls: fn copies what it keeps. It
-// reads in one transaction, and readers never wait on it.
-func (s *Store) WalkNARs(ctx context.Context, withSource bool, fn func(*NARUse) error) error {
+// not yet flushed applied. It reads the NAR rows alone (not their source
+// rows: ask Refillable for the few files chosen) and allocates nothing per
+// row. The NARUse is reused between calls. It reads in one transaction,
+// and readers never wait on it.
+func (s *Store) WalkNARs(ctx context.Context, fn func(*NARUse) error) error {
 	return s.db.View(func(tx *bolt.Tx) error {
-		srcs := tx.Bucket(bucketNARSource)
 		var u NARUse
 		var row narRow
-		var src NARSource
 		n := 0
 		return tx.Bucket(bucketNAR).ForEach(func(k, v []byte) error {
 			if n++; n%4096 == 0 {
@@ -52,32 +47,17 @@ func (s *Store) WalkNARs(ctx context.Context, withSource bool, fn func(*NARUse) 
 					return err
 				}
 			}
-			row = narRow{}
 			if err := decodeNARRow(v, &row); err != nil {
 				return fmt.Errorf("decode NAR row %s: %w", k, err)
 			}
-			u = NARUse{Name: string(k), Size: row.Size, Access: row.Access}
-			if u.Access.IsZero() {
-				u.Access = row.Stored
+			at := row.Access
+			if at.IsZero() {
+				at = row.Stored
 			}
-			if t, ok := s.access.get(u.Name); ok {
-				u.Access = t
+			if t, ok := s.access.getBytes(k); ok {
+				at = t
 			}
-			if !withSource {
-				return fn(&u)
-			}
-			if sv := srcs.Get(k); sv != nil {
-				src = NARSource{}
-				if err := json.Unmarshal(sv, &src); err != nil {
-					return fmt.Errorf("decode NAR source %s: %w", k, err)
-				}
-				u.Hash, u.StorePath, u.Seen, u.Refillable = src.Hash, src.StorePath, src.Seen, src.Refillable()
-				if u.Seen.IsZero() {
-					// Rows from before Seen was recorded: the file's arrival
-					// is the closest thing known.
-					u.Seen = row.Stored
-				}
-			}
+			u = NARUse{Name: k, Size: row.Size, Access: at.UnixNano()}
 			return fn(&u)
 		})
 	})
@@ -121,25 +101,51 @@ func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), l
 
 // Refillable reports, for each name, whether its NAR can be fetched again
 // once evicted (NARSource.Refillable); a NAR with no source row cannot.
+// The names are looked up in key order, so the pages read are read once
+// and in file order.
 func (s *Store) Refillable(ctx context.Context, names []string) (map[string]bool, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	sorted := slices.Clone(names)
+	slices.Sort(sorted)
 	out := make(map[string]bool, len(names))
 	err := s.db.View(func(tx *bolt.Tx) error {
 		srcs := tx.Bucket(bucketNARSource)
-		for _, name := range names {
-			var src NARSource
-			if v := srcs.Get([]byte(name)); v != nil {
+		for _, name := range sorted {
+			v := srcs.Get([]byte(name))
+			if v == nil {
+				continue
+			}
+			refill, ok := fastRefillable(v)
+			if !ok {
+				var src NARSource
 				if err := json.Unmarshal(v, &src); err != nil {
 					return fmt.Errorf("decode NAR source %s: %w", name, err)
 				}
-				out[name] = src.Refillable()
+				refill = src.Refillable()
 			}
+			out[name] = refill
 		}
 		return nil
 	})
 	return out, err
+}
+
+// fastRefillable is NARSource.Refillable read straight from a source row
+// (json.Marshal of a NARSource) without decoding it: the upstream is the
+// only field it needs. ok is false when the row is not laid out as
+// expected; decode it then.
+func fastRefillable(row []byte) (refill, ok bool) {
+	const key = `"upstream":"`
+	i := bytes.Index(row, []byte(key))
+	if i < 0 || i+len(key) >= len(row) {
+		return false, false
+	}
+	// A quote inside a JSON string is escaped, so the key cannot match
+	// inside another field's value. UploadedUpstream is "": the value is
+	// empty exactly when the next byte closes it.
+	return row[i+len(key)] != '"', UploadedUpstream == ""
 }
 
 // FlushAccess writes the accesses recorded in memory into the index, in
@@ -219,6 +225,8 @@ func (s *Store) EvictNARs(ctx context.Context, names []string) (int64, error) {
 func (s *Store) evictRows(names []string) (int64, []string, error) {
 	var freed int64
 	var gone []string
+	sorted := slices.Clone(names)
+	slices.Sort(sorted)
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		freed, gone = 0, gone[:0]
 		nars, ev := tx.Bucket(bucketNAR), tx.Bucket(bucketEvicting)
@@ -237,7 +245,8 @@ func (s *Store) evictRows(names []string) (int64, []string, error) {
 			k, _ = c.Seek(k)
 		}
 		s.rmMu.Unlock()
-		for _, name := range names {
+		// In key order: each page is visited once, in file order.
+		for _, name := range sorted {
 			v := nars.Get([]byte(name))
 			if v == nil {
 				continue

@@ -63,3 +63,6 @@ func (s *Store) Ready(ctx context.Context, minFree int64) error {
 	}
 	return nil
 }
+
+// NARCount is the number of NAR files indexed, kept in memory.
+func (s *Store) NARCount() int64 { return s.narCount.Load() }
