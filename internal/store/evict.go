@@ -111,10 +111,11 @@ func (s *Store) Refillable(ctx context.Context, names []string) (map[string]bool
 	slices.Sort(sorted)
 	out := make(map[string]bool, len(names))
 	err := s.db.View(func(tx *bolt.Tx) error {
-		srcs := tx.Bucket(bucketNARSource)
+		// One cursor for all (Get makes one per call).
+		c := tx.Bucket(bucketNARSource).Cursor()
 		for _, name := range sorted {
-			v := srcs.Get([]byte(name))
-			if v == nil {
+			k, v := c.Seek([]byte(name))
+			if v == nil || string(k) != name {
 				continue
 			}
 			refill, ok := fastRefillable(v)
@@ -246,16 +247,17 @@ func (s *Store) evictRows(names []string) (int64, []string, error) {
 		}
 		s.rmMu.Unlock()
 		// In key order: each page is visited once, in file order.
+		nc := nars.Cursor()
 		for _, name := range sorted {
-			v := nars.Get([]byte(name))
-			if v == nil {
+			k, v := nc.Seek([]byte(name))
+			if v == nil || string(k) != name {
 				continue
 			}
 			var r narRow
 			if err := decodeNARRow(v, &r); err != nil {
 				return fmt.Errorf("decode NAR row %s: %w", name, err)
 			}
-			if err := nars.Delete([]byte(name)); err != nil {
+			if err := nc.Delete(); err != nil {
 				return err
 			}
 			if err := ev.Put([]byte(name), nil); err != nil {
