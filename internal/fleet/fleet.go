@@ -118,7 +118,7 @@ func (f *Fills) Claim(ctx context.Context, name string) (cache.Claim, error) {
 		etag, err := f.b.CreateLease(ctx, key, f.body())
 		if err == nil {
 			f.m.FleetLeases.WithLabelValues("taken").Inc()
-			return cache.Claim{Release: f.hold(key, etag)}, nil
+			return cache.Claim{Release: f.hold(key, etag, f.fillLost)}, nil
 		}
 		if !errors.Is(err, s3store.ErrConflict) {
 			return cache.Claim{}, err
@@ -138,7 +138,7 @@ func (f *Fills) Claim(ctx context.Context, name string) (cache.Claim, error) {
 			if err == nil {
 				f.m.FleetLeases.WithLabelValues("taken-over").Inc()
 				f.log.Warn("fleet: took over an expired fill lease", "nar", name, "from", l.Holder)
-				return cache.Claim{Release: f.hold(key, etag)}, nil
+				return cache.Claim{Release: f.hold(key, etag, f.fillLost)}, nil
 			}
 			if !errors.Is(err, s3store.ErrConflict) {
 				return cache.Claim{}, err
@@ -182,11 +182,18 @@ func (f *Fills) join(ctx context.Context, base, name string) (cache.Claim, error
 // FillPath is the route, below a proxy's URL, where peers join its fills.
 const FillPath = "/_/fill/"
 
+// fillLost is what losing a fill lease does: the fill finishes anyway,
+// since NARs are content-addressed.
+func (f *Fills) fillLost(key string) {
+	f.log.Warn("fleet: lost a fill lease to another proxy", "lease", key)
+	f.m.FleetLeases.WithLabelValues("lost").Inc()
+}
+
 // hold renews the lease key every TTL/3 until the returned release is
 // called, which deletes it. A renewal that loses means another proxy
-// took the lease over (this one looked dead): renewals stop, and the
-// fill finishes anyway, since NARs are content-addressed.
-func (f *Fills) hold(key, etag string) (release func()) {
+// took the lease over (this one looked dead): renewals stop and lost is
+// called.
+func (f *Fills) hold(key, etag string, lost func(key string)) (release func()) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -207,9 +214,8 @@ func (f *Fills) hold(key, etag string) (release func()) {
 			case err == nil:
 				etag = next
 			case errors.Is(err, s3store.ErrConflict):
-				f.log.Warn("fleet: lost a fill lease to another proxy", "lease", key)
-				f.m.FleetLeases.WithLabelValues("lost").Inc()
 				etag = ""
+				lost(key)
 				return
 			default:
 				f.log.Warn("fleet: renewing a fill lease failed", "lease", key, "err", err)

@@ -22,16 +22,48 @@ const maxSmallObject = 1 << 20
 func (b *Bucket) sourceKey(name string) string  { return b.loc.key("_proxy/narsrc/" + name) }
 func (b *Bucket) narInfoKey(hash string) string { return b.loc.key(hash + ".narinfo") }
 
-// PutSource implements store.Shared.
+// PutSource implements store.Shared. The first Seen any proxy recorded
+// stays: --keep-latest orders variants by it, and a proxy seeing an old
+// variant for the first time must not make it the newest. So the source
+// is created if absent, and otherwise rewritten with the earlier Seen
+// (not at all when that changes nothing).
 func (b *Bucket) PutSource(ctx context.Context, name string, src store.NARSource) error {
 	body, err := json.Marshal(src)
 	if err != nil {
 		return fmt.Errorf("encode NAR source: %w", err)
 	}
-	if err := b.put(ctx, b.sourceKey(name), body, "application/json"); err != nil {
+	err = b.putIfAbsent(ctx, b.sourceKey(name), body, "application/json")
+	if errors.Is(err, ErrConflict) {
+		var prev store.NARSource
+		if old, gerr := b.get(ctx, b.sourceKey(name)); gerr == nil && json.Unmarshal(old, &prev) == nil {
+			if !prev.Seen.IsZero() && (src.Seen.IsZero() || prev.Seen.Before(src.Seen)) {
+				src.Seen = prev.Seen
+			}
+			if body, err = json.Marshal(src); err != nil {
+				return fmt.Errorf("encode NAR source: %w", err)
+			}
+			if bytes.Equal(body, old) {
+				return nil
+			}
+		}
+		err = b.put(ctx, b.sourceKey(name), body, "application/json")
+	}
+	if err != nil {
 		return fmt.Errorf("publish NAR source %s: %w", name, err)
 	}
 	return nil
+}
+
+// putIfAbsent writes key unless it exists (ErrConflict then).
+func (b *Bucket) putIfAbsent(ctx context.Context, key string, body []byte, contentType string) error {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	_, err := b.client.PutObject(ctx, &s3.PutObjectInput{
+		Bucket: &b.loc.Bucket, Key: &key, Body: bytes.NewReader(body),
+		ContentLength: aws.Int64(int64(len(body))), ContentType: &contentType,
+		IfNoneMatch: aws.String("*"),
+	})
+	return mapErr(err)
 }
 
 // Source implements store.Shared.
@@ -75,6 +107,11 @@ func (b *Bucket) put(ctx context.Context, key string, body []byte, contentType s
 }
 
 func (b *Bucket) get(ctx context.Context, key string) ([]byte, error) {
+	return b.getUpTo(ctx, key, maxSmallObject)
+}
+
+// getUpTo reads the object key, refusing one larger than limit bytes.
+func (b *Bucket) getUpTo(ctx context.Context, key string, limit int64) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &b.loc.Bucket, Key: &key})
@@ -82,12 +119,12 @@ func (b *Bucket) get(ctx context.Context, key string) ([]byte, error) {
 		return nil, mapErr(err)
 	}
 	defer out.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(out.Body, maxSmallObject+1))
+	body, err := io.ReadAll(io.LimitReader(out.Body, limit+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(body) > maxSmallObject {
-		return nil, errors.New("object larger than 1 MiB")
+	if int64(len(body)) > limit {
+		return nil, fmt.Errorf("object larger than %d bytes", limit)
 	}
 	return body, nil
 }

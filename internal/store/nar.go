@@ -32,7 +32,11 @@ type narRow struct {
 // another node may have stored it.
 func (s *Store) OpenNAR(ctx context.Context, name string) (NARFile, error) {
 	if _, err := s.get(ctx, bucketNAR, name); errors.Is(err, ErrNotFound) {
-		return s.openShared(ctx, name)
+		f, err := s.openShared(ctx, name)
+		if err == nil {
+			s.touch(name)
+		}
+		return f, err
 	} else if err != nil {
 		return nil, err
 	}
@@ -46,8 +50,17 @@ func (s *Store) OpenNAR(ctx context.Context, name string) (NARFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open NAR %s: %w", name, err)
 	}
-	s.access.touch(name, time.Now())
+	s.touch(name)
 	return f, nil
+}
+
+// touch records that the NAR name is being served now.
+func (s *Store) touch(name string) {
+	now := time.Now()
+	s.access.touch(name, now)
+	if s.accessed != nil {
+		s.accessed(name, now)
+	}
 }
 
 // HasNAR reports whether the NAR called name is on disk. Like OpenNAR it

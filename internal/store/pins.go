@@ -3,6 +3,9 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
 	"slices"
 	"time"
 
@@ -18,10 +21,16 @@ type Pin struct {
 	Since     time.Time `json:"since"`
 }
 
-// PutPin pins a path; pinning it again keeps the first Since.
+// PutPin pins a path; pinning it again keeps the first Since. With shared
+// storage the pin is recorded there first, so it holds for every node.
 func (s *Store) PutPin(ctx context.Context, p Pin) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if s.shared != nil {
+		if err := s.shared.PutPin(ctx, p); err != nil {
+			return fmt.Errorf("record pin in shared storage: %w", err)
+		}
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketPins)
@@ -47,17 +56,31 @@ func (s *Store) PutPin(ctx context.Context, p Pin) error {
 }
 
 // DeletePin unpins a path; unpinning a path not pinned is ErrNotFound.
+// With shared storage a pin another node made is unpinned too.
 func (s *Store) DeletePin(ctx context.Context, hash string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	sharedErr := ErrNotFound
+	if s.shared != nil {
+		sharedErr = s.shared.DeletePin(ctx, hash)
+		if errors.Is(sharedErr, fs.ErrNotExist) {
+			sharedErr = ErrNotFound
+		} else if sharedErr != nil {
+			return fmt.Errorf("unpin in shared storage: %w", sharedErr)
+		}
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketPins)
 		if b == nil || b.Get([]byte(hash)) == nil {
 			return ErrNotFound
 		}
 		return b.Delete([]byte(hash))
 	})
+	if errors.Is(err, ErrNotFound) && sharedErr == nil {
+		return nil // pinned on another node
+	}
+	return err
 }
 
 // Pins lists the pinned paths, oldest first.

@@ -25,6 +25,10 @@ type Shared interface {
 	PublishNarInfo(ctx context.Context, hash string, text []byte) error
 	// NarInfo returns a published narinfo.
 	NarInfo(ctx context.Context, hash string) ([]byte, error)
+	// PutPin records a pin where the node evicting for all of them sees
+	// it; DeletePin drops it.
+	PutPin(ctx context.Context, p Pin) error
+	DeletePin(ctx context.Context, hash string) error
 }
 
 // SharedNarInfo looks hash up in the shared storage, for a node whose own

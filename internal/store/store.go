@@ -60,8 +60,9 @@ type Store struct {
 	rmMu     sync.Mutex
 	removing map[string]bool
 
-	present func([]byte) []byte // Options.Present; nil: served as stored
-	now     func() time.Time    // Options.Now
+	present  func([]byte) []byte     // Options.Present; nil: served as stored
+	now      func() time.Time        // Options.Now
+	accessed func(string, time.Time) // Options.Accessed; nil: nobody is told
 	// live are the NAR names being written now.
 	live liveFiles
 
@@ -90,6 +91,11 @@ type Options struct {
 	// Now, if set, is the clock narinfos are stamped served by (the day a
 	// narinfo was last served decides when it may be pruned); for tests.
 	Now func() time.Time
+	// Accessed, if set, is told of every NAR opened to be served, as the
+	// index's access times are: the fleet's eviction orders by the
+	// accesses of every node. It is called on the hit path: it must be
+	// cheap and never block.
+	Accessed func(name string, at time.Time)
 }
 
 // Open opens (creating if needed) the cache in dir. It sweeps temp files a
@@ -129,7 +135,7 @@ func OpenWith(dir string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	s := &Store{dir: dir, db: db, files: files, shared: opts.Shared, hot: newHotNarInfos(hotNarInfoBytes), present: opts.Present, now: now}
+	s := &Store{dir: dir, db: db, files: files, shared: opts.Shared, hot: newHotNarInfos(hotNarInfoBytes), present: opts.Present, now: now, accessed: opts.Accessed}
 	s.servedDays.tick(now())
 	if err := s.resumeEvictions(); err != nil {
 		db.Close()
