@@ -70,9 +70,11 @@ type serveConfig struct {
 	writeToken string
 	secretKey  *narinfo.SecretKey
 
-	maxSize    int64
-	keepLatest stringList
-	keepRules  []evict.Rule // set by check from keepLatest
+	maxSize       int64
+	keepLatest    stringList
+	evictGrace    time.Duration
+	fleetInterval time.Duration
+	keepRules     []evict.Rule // set by check from keepLatest
 }
 
 func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
@@ -83,6 +85,8 @@ func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
 	fs.StringVar(&cfg.cacheDir, "cache-dir", defaultCacheDir(), "`directory` for NAR files and the index")
 	fs.StringVar(&cfg.advertiseURL, "advertise-url", "", "`URL` where the other proxies on the same --storage bucket reach this one to join its downloads (http://10.0.0.5:5575)")
 	fs.DurationVar(&cfg.fillLeaseTTL, "fill-lease-ttl", 30*time.Second, "with s3 storage, how long a download's lease lives unrenewed: how long a dead proxy holds up a NAR before another takes it over")
+	fs.DurationVar(&cfg.evictGrace, "evict-grace", time.Hour, "with s3 storage and --max-size, how long a NAR marked for eviction stays in the bucket before it is deleted, unless a proxy serves it meanwhile; longer than the longest download, and than --fill-lease-ttl")
+	fs.DurationVar(&cfg.fleetInterval, "fleet-interval", time.Minute, "with s3 storage, how often each proxy publishes the NARs it served to the bucket and, with --max-size, tries the fleet's eviction lease")
 	fs.StringVar(&cfg.storage, "storage", "", "where NAR files and narinfos live: the cache dir (default), or s3://BUCKET[/PREFIX]?endpoint=HOST:PORT&scheme=http&region=R, shared by several proxies (the index stays in the cache dir)")
 	cfg.upstreams = stringList{values: []string{defaultUpstream}}
 	fs.Var(&cfg.upstreams, "upstream", "upstream cache `URL`, repeatable, in priority order")

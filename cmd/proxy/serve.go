@@ -123,6 +123,11 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) (err err
 	evicted := make(chan struct{})
 	go func() { defer close(evicted); s.evict.Run(evictCtx) }()
 	defer func() { stopEvict(); <-evicted }()
+	if s.fleetEvict != nil {
+		fleetEvicted := make(chan struct{})
+		go func() { defer close(fleetEvicted); s.fleetEvict.Run(evictCtx) }()
+		defer func() { stopEvict(); <-fleetEvicted }()
+	}
 
 	if err := prefetchPins(ctx, s, cfg.pins.values, log); err != nil {
 		if ctx.Err() != nil {

@@ -34,12 +34,15 @@ type stack struct {
 	misses    *misslog.Log
 	cache     *cache.Cache
 	evict     *evict.Evictor
-	storage   string // --storage; "" for the cache dir
-	prefetch  *prefetch.Manager
-	verify    *verify.Manager
-	admin     *admin.Service
-	keys      []narinfo.PublicKey
-	secretKey *narinfo.SecretKey
+	// fleetEvict keeps the --storage bucket within --max-size with the
+	// other proxies on it; nil for a cache dir.
+	fleetEvict *evict.Fleet
+	storage    string // --storage; "" for the cache dir
+	prefetch   *prefetch.Manager
+	verify     *verify.Manager
+	admin      *admin.Service
+	keys       []narinfo.PublicKey
+	secretKey  *narinfo.SecretKey
 }
 
 // openStack opens the cache dir for cfg, which check has passed. Close it
@@ -66,14 +69,21 @@ func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 		sk := *secretKey
 		storeOpts.Present = func(text []byte) []byte { return narinfo.SignText(text, sk) }
 	}
-	var fills cache.Fleet
+	var (
+		fills      cache.Fleet
+		bucket     *s3store.Bucket
+		leases     *fleet.Fills
+		fleetEvict *evict.Fleet // set below, before anything is served
+	)
 	if cfg.storage != "" {
-		b, err := openBucket(cfg, m)
+		bucket, err = openBucket(cfg, m)
 		if err != nil {
 			return nil, err
 		}
-		storeOpts.Files, storeOpts.Shared = b, b
-		fills = fleet.New(b, fleet.Options{URL: cfg.advertiseURL, TTL: cfg.fillLeaseTTL, Metrics: m, Logger: log})
+		storeOpts.Files, storeOpts.Shared = bucket, bucket
+		leases = fleet.New(bucket, fleet.Options{URL: cfg.advertiseURL, TTL: cfg.fillLeaseTTL, Metrics: m, Logger: log})
+		fills = leases
+		storeOpts.Accessed = func(name string, at time.Time) { fleetEvict.Accessed(name, at) }
 	}
 	st, err := store.OpenWith(cfg.cacheDir, storeOpts)
 	if err != nil {
@@ -87,10 +97,19 @@ func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 	if cfg.storage != "" {
 		// The cache dir holds only the index and the spool: its free
 		// space is no reason to delete from the bucket (--min-free still
-		// drives /readyz), and check refused the other bounds.
-		evictCfg.MinFree = 0
+		// drives /readyz). The bucket's bound is the fleet's, kept by one
+		// proxy at a time; this Evictor only writes the access times
+		// into the index at each pass.
+		evictCfg.MinFree, evictCfg.MaxSize, evictCfg.KeepLatest = 0, 0, nil
 	}
 	s.evict = evict.New(st, evictCfg)
+	if cfg.storage != "" {
+		fleetEvict = evict.NewFleet(st, bucket, evictLessor{leases}, evict.FleetConfig{
+			MaxSize: cfg.maxSize, KeepLatest: cfg.keepRules, Grace: cfg.evictGrace, Interval: cfg.fleetInterval,
+			Node: leases.Holder(), Metrics: m, Logger: log,
+		})
+		s.fleetEvict = fleetEvict
+	}
 	var room cache.Room = s.evict
 	if cfg.storage != "" {
 		room = nil // nothing to reserve: the bucket is not this disk
@@ -120,7 +139,11 @@ func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 	s.prefetch = prefetch.NewManager(s.cache, prefetch.Options{Concurrency: cfg.prefetchConcurrency, Metrics: m, Logger: log})
 	metrics.RegisterPrefetch(reg, s.prefetch.Pending)
 	s.verify = verify.NewManager(st, verify.Options{Logger: log})
-	s.admin = admin.NewService(st, s.misses, s.cache, s.prefetch, s.evict, s.verify)
+	var gc admin.Collector = s.evict
+	if s.fleetEvict != nil {
+		gc = s.fleetEvict
+	}
+	s.admin = admin.NewService(st, s.misses, s.cache, s.prefetch, gc, s.verify)
 	return s, nil
 }
 
@@ -153,6 +176,17 @@ func (s *stack) close() error {
 	}
 	errs = append(errs, s.store.Close())
 	return errors.Join(errs...)
+}
+
+// evictLessor gives fleet eviction its lease, in eviction's words.
+type evictLessor struct{ f *fleet.Fills }
+
+func (l evictLessor) TryLease(ctx context.Context, name string) (context.Context, func(), error) {
+	held, release, err := l.f.TryLease(ctx, name)
+	if errors.Is(err, fleet.ErrHeld) {
+		err = fmt.Errorf("%w: %w", evict.ErrLeaseHeld, err)
+	}
+	return held, release, err
 }
 
 // openBucket opens the --storage bucket, with credentials found the usual

@@ -14,11 +14,15 @@ func (s *stack) statusPage(log *slog.Logger) http.Handler {
 	for _, u := range s.upstreams.Clients() {
 		names = append(names, u.String())
 	}
+	var bound statuspage.Bound = s.evict
+	if s.fleetEvict != nil {
+		bound = s.fleetEvict
+	}
 	src := statuspage.NewCollector(statuspage.Config{
 		Index:     s.store,
 		Downloads: s.cache,
 		Jobs:      s.prefetch,
-		Bound:     s.evict,
+		Bound:     bound,
 		Metrics:   s.metrics,
 		Upstreams: names,
 		Storage:   s.storage,

@@ -72,9 +72,6 @@ func (cfg *serveConfig) check() error {
 		if _, err := s3store.ParseURL(cfg.storage); err != nil {
 			return fmt.Errorf("--storage: %w", err)
 		}
-		// One proxy evicting from a shared bucket would delete NARs whose
-		// narinfos the others handed out: fleet-wide eviction needs a
-		// lease and a grace period, which are not built yet.
 		if cfg.advertiseURL != "" {
 			if u, err := url.Parse(cfg.advertiseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 				return fmt.Errorf("--advertise-url %q: want http://HOST:PORT", cfg.advertiseURL)
@@ -83,8 +80,8 @@ func (cfg *serveConfig) check() error {
 		if cfg.fillLeaseTTL < time.Second {
 			return errors.New("--fill-lease-ttl: at least 1s")
 		}
-		if cfg.maxSize > 0 || len(cfg.keepRules) > 0 {
-			return errors.New("--max-size and --keep-latest: not supported with --storage s3:// yet (eviction would delete NARs the other proxies serve)")
+		if err := checkFleetEviction(cfg); err != nil {
+			return err
 		}
 	}
 	for _, d := range []struct {
@@ -183,4 +180,27 @@ func readToken(path string) (string, error) {
 		return "", fmt.Errorf("%s: want one token on one line", path)
 	}
 	return tok, nil
+}
+
+// checkFleetEviction checks the flags of eviction from a shared bucket.
+// A NAR marked there is deleted one --evict-grace later unless a proxy
+// served it meanwhile, so the grace must outlast a fill (a NAR being
+// filled is never deleted under its writer) and leave every proxy time to
+// publish its accesses (each does every --fleet-interval).
+func checkFleetEviction(cfg *serveConfig) error {
+	if cfg.fleetInterval < 100*time.Millisecond {
+		return fmt.Errorf("--fleet-interval %s: at least 100ms", cfg.fleetInterval)
+	}
+	if cfg.maxSize == 0 && len(cfg.keepRules) == 0 {
+		return nil
+	}
+	if cfg.evictGrace <= cfg.fillLeaseTTL {
+		return fmt.Errorf("--evict-grace %s: must be longer than --fill-lease-ttl %s (a NAR being filled must outlive its mark)",
+			cfg.evictGrace, cfg.fillLeaseTTL)
+	}
+	if cfg.evictGrace < 3*cfg.fleetInterval {
+		return fmt.Errorf("--evict-grace %s: must be at least 3 times --fleet-interval %s, so a proxy serving a marked NAR publishes that before it is deleted",
+			cfg.evictGrace, cfg.fleetInterval)
+	}
+	return nil
 }

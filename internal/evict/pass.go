@@ -16,6 +16,9 @@ type Report struct {
 	Before  usage     `json:"before"`
 	Reasons []Reason  `json:"reasons"` // size, free-space, retention; zero ones too
 	Evicted []Evicted `json:"evicted"`
+	// Pending are the NARs a fleet pass (--storage s3://) marked: deleted
+	// by a later pass once the grace period is over, unless served since.
+	Pending []Evicted `json:"pending,omitempty"`
 	Kept    []Variant `json:"kept"` // variants --keep-latest keeps
 	Skipped int       `json:"skipped"`
 	Took    Duration  `json:"took"`

@@ -191,13 +191,14 @@ func (e *Evictor) protected(ctx context.Context, v *variants) (map[string]bool, 
 	for _, x := range v.kept() {
 		roots = append(roots, x.Hash)
 	}
-	return e.closureNARs(ctx, roots)
+	return closureNARs(ctx, e.st.ReadNarInfo, roots)
 }
 
-// closureNARs follows References from roots through the stored narinfos
-// and returns the NAR names of every path reached. A path whose narinfo is
-// not stored has nothing on disk to keep.
-func (e *Evictor) closureNARs(ctx context.Context, roots []string) (map[string]bool, error) {
+// closureNARs follows References from roots through the narinfos read
+// returns and returns the NAR names of every path reached. A path whose
+// narinfo is not stored (read says store.ErrNotFound) has nothing on disk
+// to keep.
+func closureNARs(ctx context.Context, read func(ctx context.Context, hash string) ([]byte, error), roots []string) (map[string]bool, error) {
 	nars := map[string]bool{}
 	seen := map[string]bool{}
 	queue := slices.Clone(roots)
@@ -208,7 +209,7 @@ func (e *Evictor) closureNARs(ctx context.Context, roots []string) (map[string]b
 			continue
 		}
 		seen[h] = true
-		text, err := e.st.ReadNarInfo(ctx, h)
+		text, err := read(ctx, h)
 		if errors.Is(err, store.ErrNotFound) {
 			continue
 		}

@@ -49,10 +49,16 @@ type Metrics struct {
 	PrunedNarInfos prometheus.Counter
 
 	// Several proxies on one bucket (--storage s3://).
-	FleetLeases    *prometheus.CounterVec   // event (taken, taken-over, lost)
-	FleetJoins     *prometheus.CounterVec   // result (ok, error)
-	BucketRequests *prometheus.CounterVec   // operation, result (ok, not-found, conflict, error)
-	BucketDuration *prometheus.HistogramVec // operation
+	FleetLeases            *prometheus.CounterVec // event (taken, taken-over, lost)
+	FleetJoins             *prometheus.CounterVec // result (ok, error)
+	FleetEvictPasses       *prometheus.CounterVec // result (run, held-elsewhere, error)
+	FleetEvictLeaseHeld    prometheus.Gauge       // 1 while this proxy evicts for the fleet
+	FleetEvictPendingFiles prometheus.Gauge       // NARs marked, waiting for their grace
+	FleetEvictPendingBytes prometheus.Gauge
+	FleetEvictCancelled    prometheus.Counter       // marked NARs kept: served or pinned during the grace
+	FleetBucketBytes       prometheus.Gauge         // the bucket's NAR bytes at the last pass
+	BucketRequests         *prometheus.CounterVec   // operation, result (ok, not-found, conflict, error)
+	BucketDuration         *prometheus.HistogramVec // operation
 
 	// Recompression to zstd.
 	Recompressed    *prometheus.CounterVec // result (done, mismatch, error)
@@ -156,6 +162,30 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "fleet_fill_joins_total",
 			Help: "NAR fills joined from another proxy's download in progress instead of the upstream: ok, or error (the peer did not answer; asked again).",
 		}, []string{"result"}),
+		FleetEvictPasses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "fleet_evict_passes_total",
+			Help: "Fleet eviction passes this proxy tried (--storage s3:// with --max-size): run (it held the eviction lease), held-elsewhere (another proxy was evicting), error.",
+		}, []string{"result"}),
+		FleetEvictLeaseHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "fleet_evict_lease_held",
+			Help: "1 while this proxy holds the fleet's eviction lease and runs a pass over the bucket.",
+		}),
+		FleetEvictPendingFiles: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "fleet_evict_pending_files",
+			Help: "NARs marked for deletion from the bucket, waiting for --evict-grace, as of this proxy's last pass holding the eviction lease.",
+		}),
+		FleetEvictPendingBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "fleet_evict_pending_bytes",
+			Help: "Bytes of the NARs marked for deletion from the bucket, as of this proxy's last pass holding the eviction lease.",
+		}),
+		FleetEvictCancelled: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "fleet_evict_cancelled_total",
+			Help: "NARs marked for deletion and then kept, because a proxy served them (or a pin covered them) during the grace period.",
+		}),
+		FleetBucketBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "fleet_bucket_nar_bytes",
+			Help: "Bytes of NAR objects in the bucket, as this proxy's last pass holding the eviction lease measured them.",
+		}),
 		BucketRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "bucket_requests_total",
 			Help: "Operations on the --storage bucket, by S3 operation and result: ok, not-found, conflict (a conditional write lost), error.",
@@ -190,7 +220,8 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.DownloadClients, m.VerifyFailures, m.MissesRecorded, m.Uploads, m.UploadBytes, m.PrefetchBytes,
 		m.UpstreamRequests, m.UpstreamDuration, m.UpstreamBytes, m.BreakerState, m.BreakerTrips,
 		m.Evictions, m.EvictedBytes, m.PrunedNarInfos, m.StoreMaxSize, m.NARNotKept, m.FleetLeases, m.FleetJoins,
-		m.BucketRequests, m.BucketDuration,
+		m.BucketRequests, m.BucketDuration, m.FleetEvictPasses, m.FleetEvictLeaseHeld, m.FleetEvictPendingFiles,
+		m.FleetEvictPendingBytes, m.FleetEvictCancelled, m.FleetBucketBytes,
 		m.Recompressed, m.RecompressBytes, m.RecompressCPU,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Pre-create the series alerts and the status page read, so they are 0
@@ -214,6 +245,9 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	for _, event := range []string{"taken", "taken-over", "lost"} {
 		m.FleetLeases.WithLabelValues(event)
+	}
+	for _, result := range []string{"run", "held-elsewhere", "error"} {
+		m.FleetEvictPasses.WithLabelValues(result)
 	}
 	for _, result := range []string{"ok", "error"} {
 		m.FleetJoins.WithLabelValues(result)
