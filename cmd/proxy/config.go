@@ -118,8 +118,8 @@ func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
 	fs.IntVar(&cfg.maxConnections, "max-connections", 4096, "client connections open at once; more wait in the kernel's queue (0: no bound)")
 	fs.DurationVar(&cfg.writeStallTimeout, "write-stall-timeout", time.Minute, "cut a client that accepts no response bytes for this long (0: never); a slow download that keeps moving is never cut")
 	cfg.minFree = 1 << 30
-	fs.Var(sizeFlag{&cfg.minFree}, "min-free", "free disk `size` (10GiB, 500MB) to keep: under it the least recently used NARs are evicted, and /readyz answers 503 while it cannot be kept")
-	fs.Var(sizeFlag{&cfg.maxSize}, "max-size", "bound on the cache's `size`, NAR files plus index (200GiB, 500MB): past it the least recently used NARs are evicted; 0: no bound but --min-free")
+	fs.Var(sizeFlag{&cfg.minFree}, "min-free", "free disk `size` (10GiB, 500MB) to keep: under it the least recently used NARs are evicted, and /readyz answers 503 while it cannot be kept; with s3 storage only the cache dir's (index and spool): never a reason to delete from the bucket")
+	fs.Var(sizeFlag{&cfg.maxSize}, "max-size", "bound on the cache's `size`, NAR files plus index (200GiB, 500MB): past it the least recently used NARs are evicted; 0: no bound but --min-free. With s3 storage, the bound on the bucket's NAR objects, kept by one proxy at a time")
 	fs.DurationVar(&cfg.pruneAfter, "prune-after", evict.DefaultPruneAfter, "how long a narinfo whose NAR was evicted stays in the index neither served nor stored before it and its origin record are pruned (default Nix's narinfo-cache-positive-ttl, 30 days: keep it at least the clients' setting); 0: never")
 	fs.Var(&cfg.keepLatest, "keep-latest", "`GLOB=K`: of the cached store paths whose name matches GLOB, keep the K first seen most recently, with their closures, like pins; repeatable")
 	fs.StringVar(&cfg.writeTokenFile, "write-token-file", "", "`file` holding the token that uploads (`nix copy --to`) must carry; uploads are off without it")
