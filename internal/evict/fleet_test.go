@@ -63,7 +63,9 @@ func newReplica(t *testing.T, srv *s3test.Server, bucket string, cfg FleetConfig
 	fills := fleet.New(b, fleet.Options{TTL: 3 * time.Second})
 	cfg.Node, cfg.Metrics = fills.Holder(), r.m
 	if cfg.Interval == 0 {
-		cfg.Interval = time.Hour // passes are run by the test
+		// Passes are run by the test; this only makes NARs candidates
+		// soon after they are written (see settle).
+		cfg.Interval = 10 * time.Millisecond
 	}
 	r.fe = NewFleet(r.st, b, lessor{fills}, cfg)
 	return r
@@ -114,6 +116,11 @@ func (r *replica) serve(t *testing.T, id int) {
 	f.Close()
 	time.Sleep(2 * time.Millisecond) // distinct access times
 }
+
+// settle waits until the NARs just written are candidates for eviction:
+// a pass leaves alone those written within two intervals and the second
+// the bucket rounds write times to.
+func settle() { time.Sleep(2100 * time.Millisecond) }
 
 func (r *replica) pass(t *testing.T) Report {
 	t.Helper()
@@ -170,6 +177,7 @@ func TestFleetEvictionLRUGraceAndBound(t *testing.T) {
 	for id := 1; id <= 6; id++ {
 		a.add(t, tpath{id: id, size: 100 * kib})
 	}
+	settle()
 	b.serve(t, 1)
 	b.serve(t, 2)
 	b.pass(t) // B has no bound: it only publishes its accesses
@@ -233,6 +241,7 @@ func TestFleetPinsAndUploadsHold(t *testing.T) {
 	if err := a.st.PutPin(context.Background(), store.Pin{Hash: hashOf(1), StorePath: hashOf(1), Since: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
+	settle()
 	a.pass(t)
 	b.pass(t)
 	time.Sleep(300 * time.Millisecond)

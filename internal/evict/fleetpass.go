@@ -227,9 +227,13 @@ func (f *Fleet) mark(ctx context.Context, rep *Report, objs map[string]s3store.N
 		o    s3store.NARObject
 		last int64
 	}
+	// A NAR written in the last two intervals (and the second the bucket
+	// rounds write times to) is not a candidate: the accesses of its
+	// first clients may not be published yet.
+	fresh := time.Now().Add(-2*f.cfg.Interval - time.Second)
 	var cands []cand
 	for name, o := range objs {
-		if eligible(name) {
+		if eligible(name) && o.Modified.Before(fresh) {
 			cands = append(cands, cand{o, lastOf(o)})
 		}
 	}

@@ -252,6 +252,11 @@ func (w *Writer) Commit(ctx context.Context) error {
 	if err := w.s.indexNAR(ctx, w.name, size); err != nil {
 		return err
 	}
+	if w.s.accessed != nil {
+		// Its first clients were served as it downloaded: that is its
+		// first access (and more precise than the bucket's write time).
+		w.s.accessed(w.name, time.Now())
+	}
 	return w.s.publish(ctx, w.name)
 }
 
