@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"time"
-
-	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 )
 
 // Report is what one pass freed, or would free on a dry run.
@@ -52,38 +50,6 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
 	*d = Duration(v)
 	return err
-}
-
-// candidate is a NAR file eviction may drop, kept small and free of
-// pointers: a pass over 200,000 files holds one of these for each, the
-// garbage collector never scans them, and the names (in one arena) cost
-// one allocation instead of one each.
-type candidate struct {
-	access int64 // unix nanoseconds
-	size   int64
-	off, n int // the name: names[off:off+n]
-}
-
-// candidates are the NAR files on disk, as the walk found them.
-type candidates struct {
-	list  []candidate
-	names []byte
-}
-
-func (c *candidates) name(x candidate) []byte { return c.names[x.off : x.off+x.n] }
-
-// walk reads every NAR file's size and last access from the store.
-func (c *candidates) walk(ctx context.Context, st Store) error {
-	// Sized for the files counted now, and names of about 60 bytes
-	// ("<52-char hash>.nar.xz"), so neither grows in the common case.
-	n := int(st.NARCount())
-	c.list = make([]candidate, 0, n+n/16+16)
-	c.names = make([]byte, 0, (n+n/16+16)*64)
-	return st.WalkNARs(ctx, func(u *store.NARUse) error {
-		c.list = append(c.list, candidate{access: u.Access, size: u.Size, off: len(c.names), n: len(u.Name)})
-		c.names = append(c.names, u.Name...)
-		return nil
-	})
 }
 
 // Pass runs one eviction now: it evicts the least recently served NAR
@@ -177,14 +143,16 @@ func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, err
 	}
 	need := max(u.NeedSize, u.NeedSpace)
 	if freed < need {
-		slices.SortFunc(cands.list, func(a, b candidate) int { return cmp.Compare(a.access, b.access) })
 		// Least recently served first, a chunk at a time: the chunk's
 		// refillability is read in one transaction (a NAR with no upstream
 		// is never dropped).
-		const chunk = 1024
-		names := make([]string, 0, chunk)
-		for lo := 0; lo < len(cands.list) && freed < need; lo += chunk {
-			part := cands.list[lo:min(lo+chunk, len(cands.list))]
+		ages := newByAge(cands.list)
+		part := make([]candidate, 0, 1024)
+		names := make([]string, 0, cap(part))
+		for freed < need {
+			if part = ages.next(part); len(part) == 0 {
+				break
+			}
 			names = names[:0]
 			for _, c := range part {
 				if name := cands.name(c); !keep[string(name)] && !taken[string(name)] {
