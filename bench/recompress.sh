@@ -165,8 +165,10 @@ for r in $(seq "$reps"); do
   for s in off zstd nginx; do
     start_cache "$s"
     rec cold "$s" "$(copy "$s")"
+    # The zstd proxy recompresses once its first client is done: let it
+    # finish before the next measurement.
+    [ "$s" = zstd ] && wait_zstd
   done
-  wait_zstd
   rec cpu_per_gib zstd "$(awk -v c="$(metric nix_cache_proxy_recompress_cpu_seconds_total)" -v b="$(du -sb "$work/payload" | cut -f1)" 'BEGIN {printf "%.2f", c / (b / 1073741824)}')"
   log "run $r/$reps: warm (ref, nginx, proxy off, proxy zstd)"
   for s in ref nginx off zstd; do

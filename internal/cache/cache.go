@@ -70,6 +70,11 @@ type Options struct {
 	// file is served instead, for clients that got the narinfo just
 	// before; default 10m.
 	RecompressGrace time.Duration
+	// RecompressQuiet is how long no NAR must have been served or fetched
+	// before a recompression goes on; default 2s. RecompressMaxDefer is
+	// how long one waits for such a pause at most; default 10m.
+	RecompressQuiet    time.Duration
+	RecompressMaxDefer time.Duration
 	// Metrics, if nil, are kept but not exported.
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
@@ -158,6 +163,12 @@ type Cache struct {
 	recompress      bool
 	recompressGrace time.Duration
 	transcodes      singleflight.Group
+	// active is the client work in progress, that the queued
+	// recompressions wait to pause for RecompressQuiet.
+	active             *activity
+	queue              transcodeQueue
+	recompressQuiet    time.Duration
+	recompressMaxDefer time.Duration
 
 	// Downloads and shared lookups are detached from the requests that
 	// start them; ctx ends them at Close, wg waits for them.
@@ -185,6 +196,12 @@ func New(opts Options) (*Cache, error) {
 	if opts.RecompressGrace <= 0 {
 		opts.RecompressGrace = 10 * time.Minute
 	}
+	if opts.RecompressQuiet <= 0 {
+		opts.RecompressQuiet = defaultRecompressQuiet
+	}
+	if opts.RecompressMaxDefer <= 0 {
+		opts.RecompressMaxDefer = defaultRecompressMaxDefer
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -203,26 +220,29 @@ func New(opts Options) (*Cache, error) {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	return &Cache{
-		store:           opts.Store,
-		upstreams:       opts.Upstreams,
-		clients:         clients,
-		keys:            opts.Keys,
-		verify:          !opts.SkipVerify,
-		secretKey:       opts.SecretKey,
-		fetchTTL:        opts.FetchTimeout,
-		fetch:           opts.Fetch.withDefaults(),
-		log:             opts.Logger,
-		negative:        newNegativeCache(opts.NegativeTTL),
-		misses:          opts.Misses,
-		room:            opts.Room,
-		fleet:           opts.Fleet,
-		recompress:      opts.Recompress,
-		recompressGrace: opts.RecompressGrace,
-		metrics:         opts.Metrics,
-		hits:            opts.Metrics.Lookups.WithLabelValues("narinfo", "hit"),
-		ctx:             ctx,
-		stop:            stop,
-		flights:         make(map[string]*flight),
+		store:              opts.Store,
+		upstreams:          opts.Upstreams,
+		clients:            clients,
+		keys:               opts.Keys,
+		verify:             !opts.SkipVerify,
+		secretKey:          opts.SecretKey,
+		fetchTTL:           opts.FetchTimeout,
+		fetch:              opts.Fetch.withDefaults(),
+		log:                opts.Logger,
+		negative:           newNegativeCache(opts.NegativeTTL),
+		misses:             opts.Misses,
+		room:               opts.Room,
+		fleet:              opts.Fleet,
+		recompress:         opts.Recompress,
+		recompressGrace:    opts.RecompressGrace,
+		active:             newActivity(),
+		recompressQuiet:    opts.RecompressQuiet,
+		recompressMaxDefer: opts.RecompressMaxDefer,
+		metrics:            opts.Metrics,
+		hits:               opts.Metrics.Lookups.WithLabelValues("narinfo", "hit"),
+		ctx:                ctx,
+		stop:               stop,
+		flights:            make(map[string]*flight),
 	}, nil
 }
 

@@ -18,6 +18,8 @@ import (
 // that started it (0 for prefetch), for the log.
 func (c *Cache) fill(fl *flight, src store.NARSource, id uint64) {
 	defer c.wg.Done()
+	end := c.active.begin()
+	defer end()
 	ctx, cancel := context.WithTimeout(c.ctx, c.fetchTTL)
 	defer cancel()
 	start := time.Now()

@@ -42,6 +42,9 @@ const narContentType = "application/x-nix-nar"
 // completed.
 func (c *Cache) ServeNAR(w http.ResponseWriter, r *http.Request, name string) error {
 	ctx := r.Context()
+	if r.Method != http.MethodHead {
+		defer c.active.begin()()
+	}
 	f, err := c.store.OpenNAR(ctx, name)
 	if err == nil {
 		defer f.Close()

@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"runtime"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
@@ -31,24 +32,21 @@ import (
 // transcodeTimeout bounds one recompression.
 const transcodeTimeout = time.Hour
 
-// afterFill starts recompressing the NAR name just fetched from src, in the
-// background, if it is one to recompress.
+// afterFill queues the NAR name just fetched from src for recompression
+// (transcodequeue.go), if it is one to recompress.
 func (c *Cache) afterFill(name string, src store.NARSource) {
-	if !c.recompress || src.From != "" || src.Hash == "" || !c.detach() {
+	if !c.recompress || src.From != "" || src.Hash == "" {
 		return
 	}
-	go func() {
-		defer c.wg.Done()
-		ctx, cancel := context.WithTimeout(c.ctx, transcodeTimeout)
-		defer cancel()
-		c.transcodeShared(ctx, src.Hash, name)
-	}()
+	c.enqueueTranscode(src.Hash, name)
 }
 
 // transcodeShared runs transcode once per original however many callers
 // ask at the same moment, detached from each of them; it returns the zstd
-// file's name, or "" when the NAR is not recompressed.
-func (c *Cache) transcodeShared(ctx context.Context, hash, orig string) (string, error) {
+// file's name, or "" when the NAR is not recompressed. g, if not nil, is
+// waited on before each read of the original (a background job); a
+// caller joining one that runs waits for it as it goes.
+func (c *Cache) transcodeShared(ctx context.Context, hash, orig string, g gate) (string, error) {
 	ch := c.transcodes.DoChan(orig, func() (any, error) {
 		if !c.detach() {
 			return "", ErrClosed
@@ -56,7 +54,7 @@ func (c *Cache) transcodeShared(ctx context.Context, hash, orig string) (string,
 		defer c.wg.Done()
 		ctx, cancel := context.WithTimeout(c.ctx, transcodeTimeout)
 		defer cancel()
-		return c.transcode(ctx, hash, orig)
+		return c.transcode(ctx, hash, orig, g)
 	})
 	select {
 	case res := <-ch:
@@ -70,7 +68,7 @@ func (c *Cache) transcodeShared(ctx context.Context, hash, orig string) (string,
 // transcode recompresses the stored NAR orig, named by hash's narinfo, and
 // points that narinfo at the result. It returns the zstd file's name, or ""
 // when the narinfo does not call for it.
-func (c *Cache) transcode(ctx context.Context, hash, orig string) (string, error) {
+func (c *Cache) transcode(ctx context.Context, hash, orig string, g gate) (string, error) {
 	text, err := c.store.ReadNarInfo(ctx, hash)
 	if err != nil {
 		return "", err
@@ -117,7 +115,7 @@ func (c *Cache) transcode(ctx context.Context, hash, orig string) (string, error
 	if !ok || !recompress.Eligible(compression, int64(ni.NarSize)) {
 		return "", nil
 	}
-	res, err := c.writeZstd(ctx, orig, zname, compression, ni)
+	res, err := c.writeZstd(ctx, orig, zname, compression, ni, g)
 	// The original can be evicted between its refill and its opening
 	// (the grace of an earlier recompression ending): fetch it again.
 	for range refills {
@@ -125,7 +123,7 @@ func (c *Cache) transcode(ctx context.Context, hash, orig string) (string, error
 			break
 		}
 		if err = c.EnsureNAR(ctx, orig, nil); err == nil {
-			res, err = c.writeZstd(ctx, orig, zname, compression, ni)
+			res, err = c.writeZstd(ctx, orig, zname, compression, ni, g)
 		}
 	}
 	if err != nil {
@@ -170,13 +168,17 @@ func (c *Cache) dropOriginal(orig string) {
 
 // writeZstd recompresses the stored file orig into the store as zname,
 // keeping it only if the NAR inside is the one ni names.
-func (c *Cache) writeZstd(ctx context.Context, orig, zname, compression string, ni *narinfo.Info) (recompress.Result, error) {
+func (c *Cache) writeZstd(ctx context.Context, orig, zname, compression string, ni *narinfo.Info, g gate) (recompress.Result, error) {
 	var res recompress.Result
 	f, err := c.store.OpenNAR(ctx, orig)
 	if err != nil {
 		return res, fmt.Errorf("open %s to recompress it: %w", orig, err)
 	}
 	defer f.Close()
+	var in io.Reader = f
+	if g != nil {
+		in = &gatedReader{ctx: ctx, r: f, gate: g}
+	}
 	_, release, err := c.room.Reserve(ctx, 0)
 	if err != nil {
 		return res, fmt.Errorf("%w: %w", errNotKept, err)
@@ -190,10 +192,14 @@ func (c *Cache) writeZstd(ctx context.Context, orig, zname, compression string, 
 		return res, err
 	}
 	defer wr.Cancel()
-	cpu := cpuTime()
+	// Transcode runs on this goroutine alone: locked to its thread, the
+	// thread's CPU time is the recompression's.
+	runtime.LockOSThread()
+	cpu := threadCPU()
 	start := time.Now()
-	res, err = recompress.Transcode(ctx, wr, f, compression, ni.NarHash.Digest(), int64(ni.NarSize))
-	c.metrics.RecompressCPU.Add((cpuTime() - cpu).Seconds())
+	res, err = recompress.Transcode(ctx, wr, in, compression, ni.NarHash.Digest(), int64(ni.NarSize))
+	c.metrics.RecompressCPU.Add((threadCPU() - cpu).Seconds())
+	runtime.UnlockOSThread()
 	switch {
 	case errors.Is(err, recompress.ErrMismatch):
 		c.metrics.Recompressed.WithLabelValues("mismatch").Inc()
@@ -232,20 +238,11 @@ func compressionOf(name string) (string, bool) {
 	return "", false
 }
 
-// cpuTime is the CPU time the process has used so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // refillRecompressed brings back the evicted zstd file name, made from
 // src.From: the original is fetched again (or found stored) and
 // recompressed. Its clients wait for both: this is the rare path.
 func (c *Cache) refillRecompressed(ctx context.Context, name string, src store.NARSource) error {
-	got, err := c.transcodeShared(ctx, src.Hash, src.From)
+	got, err := c.transcodeShared(ctx, src.Hash, src.From, nil)
 	if err != nil {
 		return err
 	}

@@ -37,6 +37,12 @@ func newZstdEnv(t *testing.T) *zstdEnv { return newZstdEnvGrace(t, time.Millisec
 
 func newZstdEnvGrace(t *testing.T, grace time.Duration) *zstdEnv {
 	t.Helper()
+	return newZstdEnvOpts(t, Options{RecompressGrace: grace, RecompressQuiet: time.Millisecond})
+}
+
+// newZstdEnvOpts is a recompressing cache with opts' Recompress* fields.
+func newZstdEnvOpts(t *testing.T, opts Options) *zstdEnv {
+	t.Helper()
 	up := fakeupstream.New(t)
 	client, err := upstream.New(up.URL(), upstream.Options{Timeout: 5 * time.Second})
 	if err != nil {
@@ -48,7 +54,8 @@ func newZstdEnvGrace(t *testing.T, grace time.Duration) *zstdEnv {
 	}
 	m := metrics.Discard()
 	c, err := New(Options{Store: st, Upstreams: upstream.NewGroup([]*upstream.Client{client}, 0),
-		Keys: []narinfo.PublicKey{up.PublicKey()}, Recompress: true, RecompressGrace: grace, Metrics: m})
+		Keys: []narinfo.PublicKey{up.PublicKey()}, Recompress: true, RecompressGrace: opts.RecompressGrace,
+		RecompressQuiet: opts.RecompressQuiet, RecompressMaxDefer: opts.RecompressMaxDefer, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +180,7 @@ func TestRecompress(t *testing.T) {
 				t.Fatal("first client did not get the upstream's file")
 			}
 			orig := before.URL[len("nar/"):]
-			zname, err := e.c.transcodeShared(ctx, it.Hash, orig)
+			zname, err := e.c.transcodeShared(ctx, it.Hash, orig, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -243,7 +250,7 @@ func TestRecompressMismatchNotKept(t *testing.T) {
 	ctx := context.Background()
 	before := e.narinfo(t, it.Hash)
 	e.get(t, before.URL)
-	_, err := e.c.transcodeShared(ctx, it.Hash, before.URL[len("nar/"):])
+	_, err := e.c.transcodeShared(ctx, it.Hash, before.URL[len("nar/"):], nil)
 	if !errors.Is(err, recompress.ErrMismatch) {
 		t.Fatalf("transcode err = %v, want ErrMismatch", err)
 	}
@@ -267,7 +274,7 @@ func TestRecompressRefill(t *testing.T) {
 	ctx := context.Background()
 	before := e.narinfo(t, it.Hash)
 	e.get(t, before.URL)
-	zname, err := e.c.transcodeShared(ctx, it.Hash, before.URL[len("nar/"):])
+	zname, err := e.c.transcodeShared(ctx, it.Hash, before.URL[len("nar/"):], nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +348,7 @@ func TestRecompressVerify(t *testing.T) {
 	it := e.up.Add(fakeupstream.Path{File: xzFile(t, nar), Compression: "xz", NarHash: sum[:], NarSize: uint64(len(nar))})
 	before := e.narinfo(t, it.Hash)
 	e.get(t, before.URL)
-	if _, err := e.c.transcodeShared(context.Background(), it.Hash, before.URL[len("nar/"):]); err != nil {
+	if _, err := e.c.transcodeShared(context.Background(), it.Hash, before.URL[len("nar/"):], nil); err != nil {
 		t.Fatal(err)
 	}
 	if st := runVerify(t, e.st); !st.Sound() || st.Files != 2 {

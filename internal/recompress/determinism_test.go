@@ -11,8 +11,8 @@ import (
 
 // TestTranscodeDeterministic: a zstd file rebuilt after eviction keeps the
 // name, ETag and FileHash of the first one, so the same NAR must always
-// recompress to the same bytes, whatever the machine's CPU count (the
-// encoder's concurrency follows GOMAXPROCS) and however the reads split.
+// recompress to the same bytes, whatever the machine's CPU count and
+// however the reads split.
 func TestTranscodeDeterministic(t *testing.T) {
 	// Compressible, not trivially: text-like with repeats, 3 MiB (several
 	// encoder blocks).
