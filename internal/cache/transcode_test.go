@@ -210,15 +210,16 @@ func TestRecompress(t *testing.T) {
 			// The zstd file is the entry: the original is gone from disk,
 			// but a narinfo handed out before still works (refilled).
 			waitGone(t, e.st, orig)
+			if st := runVerify(t, e.st); !st.Sound() {
+				t.Fatalf("verify --deep after the grace: %+v", st)
+			}
 			if got := e.get(t, before.URL); !bytes.Equal(got, tt.file) {
 				t.Fatal("the old narinfo's URL does not serve the original")
 			}
 			if n := e.up.Count(it.NARPath); n != 2 {
 				t.Fatalf("upstream asked %d times for the NAR, want 2 (first fill, old URL refill)", n)
 			}
-			// And the refilled original goes again after its grace (the
-			// client can have its last byte just before the commit).
-			time.Sleep(50 * time.Millisecond)
+			// And the refilled original goes again after its grace.
 			waitGone(t, e.st, orig)
 			if got := testutil.ToFloat64(e.m.Recompressed.WithLabelValues("done")); got != 1 {
 				t.Fatalf("recompressed done = %v", got)

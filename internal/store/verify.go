@@ -242,10 +242,17 @@ func (s *Store) Strays(ctx context.Context, validName func(string) bool, fn func
 				}
 				continue
 			}
-			if _, err := s.get(ctx, bucketNAR, name); !errors.Is(err, ErrNotFound) {
-				if err != nil {
-					return err
-				}
+			// An eviction deletes the row and records the name in one
+			// transaction, then removes the file: such a file is going.
+			var indexed, evicting bool
+			if err := s.db.View(func(tx *bolt.Tx) error {
+				indexed = tx.Bucket(bucketNAR).Get([]byte(name)) != nil
+				evicting = tx.Bucket(bucketEvicting).Get([]byte(name)) != nil
+				return nil
+			}); err != nil {
+				return err
+			}
+			if indexed || evicting {
 				continue
 			}
 			if s.live.has(name) {

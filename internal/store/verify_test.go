@@ -197,3 +197,34 @@ func TestCrashBetweenRenameAndRow(t *testing.T) {
 		return nil
 	})
 }
+
+// TestStraysSkipEvicting: between an eviction deleting a NAR's row and
+// removing its file, the file is no stray. verify racing an eviction
+// (the recompression's grace ending, a background pass) reported it as
+// "unindexed" before.
+func TestStraysSkipEvicting(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, t.TempDir())
+	writeNAR(t, s, narName, []byte("a NAR being evicted"))
+	_, gone, err := s.evictRows([]string{narName})
+	if err != nil || len(gone) != 1 {
+		t.Fatalf("evictRows: %v, %v", gone, err)
+	}
+	if _, err := os.Stat(narFile(s, narName)); err != nil {
+		t.Fatalf("the file went with its row: %v", err)
+	}
+	var strays []Stray
+	if err := s.Strays(ctx, narinfo.ValidNARName, func(st Stray) error {
+		strays = append(strays, st)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(strays) != 0 {
+		t.Fatalf("strays while evicting: %+v", strays)
+	}
+	if err := s.removeEvicted(gone); err != nil {
+		t.Fatal(err)
+	}
+	assertAbsent(t, s, narName)
+}
