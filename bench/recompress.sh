@@ -192,4 +192,4 @@ awk -v ref="$(med warm ref)" -v ng="$(med warm nginx)" -v z="$(med warm zstd)" -
   printf "cold: zstd proxy / off proxy = %.2f (goal <= 1.10)\n", cz / co
   printf "CPU: %s s per GiB of NAR recompressed\n", cpu
 }'
-cat "$results" >"$work/logs/results.tsv"
+echo; echo "every run (kind, server, value):"; cat "$results"

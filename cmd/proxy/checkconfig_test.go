@@ -71,6 +71,10 @@ pin = ["/nix/store/0123456789abcdfghijklmnpqrsvwxyz-builder.img"]
 		{"grace within a fill lease", []string{"--storage", "s3://cache", "--max-size", "10GiB", "--evict-grace", "20s"}, 1, []string{"--evict-grace 20s", "--fill-lease-ttl 30s"}},
 		{"grace within publishing", []string{"--storage", "s3://cache", "--max-size", "10GiB", "--evict-grace", "2m", "--fleet-interval", "1m"}, 1, []string{"--evict-grace 2m0s", "3 times --fleet-interval"}},
 		{"fleet interval too short", []string{"--storage", "s3://cache", "--fleet-interval", "1ms"}, 1, []string{"--fleet-interval"}},
+		{"recompress default", nil, 0, []string{`recompress = "auto"`}},
+		{"recompress auto on a shared bucket", []string{"--storage", "s3://cache", "--recompress", "auto"}, 0, []string{`recompress = "auto"`}},
+		{"recompress zstd on a shared bucket", []string{"--storage", "s3://cache", "--recompress", "zstd"}, 1, []string{"--recompress zstd: not supported with --storage s3://"}},
+		{"recompress bogus", []string{"--recompress", "xz"}, 1, []string{"must be auto, zstd or off"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -213,3 +213,21 @@ func TestBadValueMessages(t *testing.T) {
 		t.Errorf("-h would show --negative-ttl taking %q, want duration", name)
 	}
 }
+
+func TestRecompressOn(t *testing.T) {
+	for _, tt := range []struct {
+		recompress, storage string
+		want                bool
+	}{
+		{"auto", "", true},
+		{"auto", "s3://cache", false},
+		{"zstd", "", true},
+		{"off", "", false},
+		{"off", "s3://cache", false},
+	} {
+		cfg := serveConfig{recompress: tt.recompress, storage: tt.storage}
+		if got := cfg.recompressOn(); got != tt.want {
+			t.Errorf("--recompress %s --storage %q: on = %v, want %v", tt.recompress, tt.storage, got, tt.want)
+		}
+	}
+}

@@ -126,7 +126,7 @@ func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 		SecretKey:   secretKey,
 		NegativeTTL: negTTL,
 		Fetch:       cache.FetchOptions{Connections: cfg.fetchConnections},
-		Recompress:  cfg.recompress == "zstd",
+		Recompress:  cfg.recompressOn(),
 		Misses:      s.misses,
 		Room:        room,
 		Fleet:       fills,

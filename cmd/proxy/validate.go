@@ -111,8 +111,16 @@ func (cfg *serveConfig) check() error {
 	if cfg.fetchConnections < 1 || cfg.fetchConnections > 64 {
 		return fmt.Errorf("--fetch-connections %d: must be 1 to 64", cfg.fetchConnections)
 	}
-	if cfg.recompress != "off" && cfg.recompress != "zstd" {
-		return fmt.Errorf("--recompress %q: must be off or zstd", cfg.recompress)
+	switch cfg.recompress {
+	case "auto", "off":
+	case "zstd":
+		// The original is deleted after its grace, outside the fleet
+		// eviction's marks: other proxies on the bucket may serve it.
+		if cfg.storage != "" {
+			return errors.New("--recompress zstd: not supported with --storage s3:// yet (dropping the original after recompressing would bypass the fleet eviction and delete a NAR other proxies serve); use auto or off")
+		}
+	default:
+		return fmt.Errorf("--recompress %q: must be auto, zstd or off", cfg.recompress)
 	}
 	if cfg.uploadMaxSize <= 0 {
 		return errors.New("--upload-max-size: must be positive")
@@ -203,4 +211,11 @@ func checkFleetEviction(cfg *serveConfig) error {
 			cfg.evictGrace, cfg.fleetInterval)
 	}
 	return nil
+}
+
+// recompressOn reports whether NARs are recompressed to zstd: --recompress
+// zstd, or auto on local disk (a shared bucket cannot drop the originals
+// yet, see check).
+func (cfg *serveConfig) recompressOn() bool {
+	return cfg.recompress == "zstd" || (cfg.recompress == "auto" && cfg.storage == "")
 }
