@@ -100,8 +100,7 @@ type Evictor struct {
 	kept   []Variant // Kept's last answer
 	keptAt time.Time
 
-	pruning   sync.Mutex // one Prune at a time
-	nextPrune time.Time  // when Run prunes next
+	pruning sync.Mutex // one Prune at a time
 }
 
 // New returns an Evictor over st; Run starts its background loop.
@@ -126,21 +125,29 @@ func New(st Store, cfg Config) *Evictor {
 	}
 	cfg.Metrics.StoreMaxSize.Set(float64(cfg.MaxSize))
 	return &Evictor{st: st, cfg: cfg, log: cfg.Logger, m: cfg.Metrics,
-		kick: make(chan struct{}, 1), passed: make(chan struct{}), nextPrune: time.Now().Add(pruneFirst)}
+		kick: make(chan struct{}, 1), passed: make(chan struct{})}
 }
 
 // MaxSize is the configured bound; 0 when there is none.
 func (e *Evictor) MaxSize() int64 { return e.cfg.MaxSize }
 
 // Run checks the bound every Interval, and whenever kicked, until ctx ends.
+// Pruning the index runs beside it (pruneLoop), so a long walk of the
+// index never holds up a pass a download waits for; Run returns once both
+// have stopped.
 func (e *Evictor) Run(ctx context.Context) {
+	pruned := make(chan struct{})
+	go func() { defer close(pruned); e.pruneLoop(ctx) }()
+	defer func() { <-pruned }()
 	t := time.NewTicker(e.cfg.Interval)
 	defer t.Stop()
 	for {
 		if _, err := e.Pass(ctx, false); err != nil && ctx.Err() == nil {
 			e.log.Warn("eviction pass failed", "err", err)
 		}
-		e.housekeep(ctx)
+		if err := e.st.FlushServed(ctx); err != nil && ctx.Err() == nil {
+			e.log.Warn("flush narinfo serving days", "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -47,18 +47,24 @@ type pruneCand struct {
 	in        int  // prunable narinfos that reference it, for the order
 }
 
-// housekeep runs after each pass: it writes the narinfo serving days
-// recorded in memory, and prunes the index when a round is due.
-func (e *Evictor) housekeep(ctx context.Context) {
-	if err := e.st.FlushServed(ctx); err != nil && ctx.Err() == nil {
-		e.log.Warn("flush narinfo serving days", "err", err)
-	}
-	if e.cfg.NoPrune || time.Now().Before(e.nextPrune) {
+// pruneLoop prunes the index pruneFirst after the start, then every
+// pruneEvery, until ctx ends.
+func (e *Evictor) pruneLoop(ctx context.Context) {
+	if e.cfg.NoPrune {
 		return
 	}
-	e.nextPrune = time.Now().Add(pruneEvery)
-	if _, err := e.Prune(ctx); err != nil && ctx.Err() == nil {
-		e.log.Warn("prune the index", "err", err)
+	t := time.NewTimer(pruneFirst)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := e.Prune(ctx); err != nil && ctx.Err() == nil {
+			e.log.Warn("prune the index", "err", err)
+		}
+		t.Reset(pruneEvery)
 	}
 }
 
