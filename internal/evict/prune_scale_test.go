@@ -110,8 +110,8 @@ func BenchmarkScalePrune(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if rep.Pruned != pruneMax {
-			b.Fatalf("pruned %d, want %d: %+v", rep.Pruned, pruneMax, rep)
+		if rep.Stale != pruneMax {
+			b.Fatalf("considered %d, want %d: %+v", rep.Stale, pruneMax, rep)
 		}
 		b.ReportMetric(took.Seconds(), "s/round")
 		b.ReportMetric(float64(anon)/(1<<20), "MiB-anon-peak")

@@ -134,14 +134,39 @@ func (s *Store) stale(tx *bolt.Tx, hash, nar string, cutoff time.Time, since uin
 	if v == nil {
 		return errFresh // no origin known: nothing says it can come back
 	}
-	var src NARSource
-	if err := json.Unmarshal(v, &src); err != nil || !src.Refillable() {
-		return errFresh
+	refill, ok := fastRefillable(v)
+	var from string
+	if ok {
+		from, ok = fastFrom(v)
 	}
-	if src.From != "" && (nars.Get([]byte(src.From)) != nil || s.live.has(src.From)) {
+	if !ok {
+		var src NARSource
+		if err := json.Unmarshal(v, &src); err != nil {
+			return errFresh
+		}
+		refill, from = src.Refillable(), src.From
+	}
+	if !refill || from != "" && (nars.Get([]byte(from)) != nil || s.live.has(from)) {
 		return errFresh
 	}
 	return nil
+}
+
+// fastFrom is a source row's From read without decoding the row (as
+// fastRefillable): "" when the row has none. ok is false when the row is
+// not laid out as expected; decode it then.
+func fastFrom(row []byte) (from string, ok bool) {
+	const key = `"from":"`
+	i := bytes.Index(row, []byte(key))
+	if i < 0 {
+		return "", true // omitempty: no From
+	}
+	rest := row[i+len(key):]
+	j := bytes.IndexByte(rest, '"')
+	if j < 0 || bytes.IndexByte(rest[:j], '\\') >= 0 {
+		return "", false
+	}
+	return unsafeString(rest[:j]), true
 }
 
 // narOfText is the NAR file a stored narinfo's URL names ("nar/<name>"),

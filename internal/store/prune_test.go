@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -223,5 +224,26 @@ func TestPruneKeepsSharedSource(t *testing.T) {
 	}
 	if _, err := s.NARSource(ctx, pruneNAR(1)); err != nil {
 		t.Errorf("a source another narinfo still names was pruned: %v", err)
+	}
+}
+
+// TestFastFrom: fastFrom reads what json.Marshal wrote.
+func TestFastFrom(t *testing.T) {
+	for _, src := range []NARSource{
+		{Upstream: "http://up", URL: "http://up/nar/x"},
+		{Upstream: "http://up", URL: "http://up/nar/x", From: pruneNAR(7) + ".xz", SHA256: make([]byte, 32)},
+		{Upstream: UploadedUpstream, Hash: pruneHash(1), StorePath: `/nix/store/x-"from":"y`},
+	} {
+		row, err := json.Marshal(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		from, ok := fastFrom(row)
+		if !ok || from != src.From {
+			t.Errorf("fastFrom(%s) = %q, %v; want %q", row, from, ok, src.From)
+		}
+		if refill, ok := fastRefillable(row); !ok || refill != src.Refillable() {
+			t.Errorf("fastRefillable(%s) = %v, %v", row, refill, ok)
+		}
 	}
 }
