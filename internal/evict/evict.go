@@ -100,7 +100,9 @@ type Evictor struct {
 	kept   []Variant // Kept's last answer
 	keptAt time.Time
 
-	pruning sync.Mutex // one Prune at a time
+	pruning    sync.Mutex // one Prune at a time
+	pruneFrom  string     // where the next round's window starts (under pruning)
+	pruneLimit int        // pruneMax; lowered by tests
 }
 
 // New returns an Evictor over st; Run starts its background loop.
@@ -125,7 +127,7 @@ func New(st Store, cfg Config) *Evictor {
 	}
 	cfg.Metrics.StoreMaxSize.Set(float64(cfg.MaxSize))
 	return &Evictor{st: st, cfg: cfg, log: cfg.Logger, m: cfg.Metrics,
-		kick: make(chan struct{}, 1), passed: make(chan struct{})}
+		kick: make(chan struct{}, 1), passed: make(chan struct{}), pruneLimit: pruneMax}
 }
 
 // MaxSize is the configured bound; 0 when there is none.

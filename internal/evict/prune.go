@@ -99,21 +99,58 @@ func (e *Evictor) Prune(ctx context.Context) (PruneReport, error) {
 		roots[v.Hash] = true
 	}
 
-	// The stale narinfos, with what they reference.
+	// The stale narinfos, with what they reference: at most pruneMax, in
+	// hash order from where the last round's window ended, wrapping
+	// around (those before it are held apart, up to pruneMax too, and
+	// fill what is left). A window that stayed put would keep choosing
+	// the same narinfos, needed by stale ones outside it, round after round.
 	cands := map[string]*pruneCand{}
+	var before []*pruneCand
+	from := e.pruneFrom
 	err := e.st.WalkNarInfoUse(ctx, cutoff, func(u *store.NarInfoUse) error {
-		if !u.Stale || roots[u.Hash] || len(cands) >= pruneMax {
+		if !u.Stale || roots[u.Hash] {
+			return nil
+		}
+		early := u.Hash < from
+		if early && len(before) >= e.pruneLimit || !early && len(cands) >= e.pruneLimit {
 			return nil
 		}
 		c := &pruneCand{hash: strings.Clone(u.Hash), nar: strings.Clone(u.NAR), refs: make([]string, len(u.Refs))}
 		for i, r := range u.Refs {
 			c.refs[i] = strings.Clone(r)
 		}
-		cands[c.hash] = c
+		if early {
+			before = append(before, c)
+		} else {
+			cands[c.hash] = c
+		}
 		return nil
 	})
-	if err != nil || len(cands) == 0 {
+	if err != nil {
 		return rep, err
+	}
+	if len(cands) >= e.pruneLimit {
+		last := ""
+		for h := range cands {
+			last = max(last, h)
+		}
+		e.pruneFrom = last + "\x00" // the next round starts after it
+	} else {
+		// The walk reached the end: wrap around to the start.
+		e.pruneFrom = ""
+		for _, c := range before {
+			if len(cands) >= e.pruneLimit {
+				break
+			}
+			cands[c.hash] = c
+			if len(cands) >= e.pruneLimit {
+				e.pruneFrom = c.hash + "\x00"
+			}
+		}
+	}
+	before = nil
+	if len(cands) == 0 {
+		return rep, nil
 	}
 	rep.Stale = len(cands)
 	candNARs := map[string]bool{}

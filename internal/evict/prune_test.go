@@ -183,3 +183,38 @@ func TestPruneOrder(t *testing.T) {
 		t.Errorf("pruneOrder = %v, want a before b before c, nothing needed", order)
 	}
 }
+
+// TestPruneWindowMoves: with more stale narinfos than a round takes, the
+// window moves on: narinfos needed by stale ones outside it this round
+// are pruned in a later one, once those are gone. A chain 1 <- 2 <- ... <-
+// 6 (each referenced by the next) with rounds of 2 is pruned entirely;
+// a window that stayed on 1 and 2 would prune nothing, ever.
+func TestPruneWindowMoves(t *testing.T) {
+	c := &clock{}
+	c.set(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	d := newClockStore(t, c)
+	for id := 1; id <= 6; id++ {
+		p := tpath{id: id, size: kb}
+		if id > 1 {
+			p.refs = []int{id - 1}
+		}
+		d.add(t, p)
+		d.evictNAR(t, id)
+	}
+	c.add(days(40))
+	e := New(d, Config{Now: c.now})
+	e.pruneLimit = 2
+	pruned := 0
+	for round := 0; round < 10 && pruned < 6; round++ {
+		rep, err := e.Prune(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		pruned += rep.Pruned
+		t.Logf("round %d: %+v (next from %q)", round, rep, e.pruneFrom)
+		checkClosed(t, d)
+	}
+	if pruned != 6 {
+		t.Errorf("pruned %d of 6 in 10 rounds", pruned)
+	}
+}
