@@ -23,11 +23,21 @@ func (c *Cache) fill(fl *flight, src store.NARSource, id uint64) {
 	ctx, cancel := context.WithTimeout(c.ctx, c.fetchTTL)
 	defer cancel()
 	start := time.Now()
-	n, err := c.fetchToStore(ctx, fl, src)
+	var n int64
+	var err error
+	if src.From != "" {
+		n, err = c.rebuildToStore(ctx, fl, src) // a recompressed NAR: rebuild.go
+	} else {
+		n, err = c.fetchToStore(ctx, fl, src)
+	}
 	// path is the URL path asked of the upstream (never its query).
 	path := src.URL
 	if u, perr := url.Parse(src.URL); perr == nil {
 		path = u.Path
+	}
+	msg := "upstream NAR"
+	if src.From != "" {
+		msg = "rebuild recompressed NAR"
 	}
 	attrs := []any{reqid.Attr(id), "path", path, "store_path", src.StorePath, "upstream", src.Upstream,
 		"bytes", n, "duration", time.Since(start).Round(time.Millisecond)}
@@ -43,8 +53,8 @@ func (c *Cache) fill(fl *flight, src store.NARSource, id uint64) {
 		case errors.Is(err, errNotKept):
 			outcome = "not-kept"
 		}
-		c.log.Warn("upstream NAR", append(attrs, "outcome", outcome, "err", err)...)
-	} else if n > 0 { // 0: the flight found it stored, nothing was fetched
+		c.log.Warn(msg, append(attrs, "outcome", outcome, "err", err)...)
+	} else if n > 0 && src.From == "" { // 0: the flight found it stored, nothing was fetched
 		c.log.Info("upstream NAR", append(attrs, "outcome", "fetched")...)
 		if src.Hash != "" {
 			c.misses.Record(store.MissEvent{Hash: src.Hash, Outcome: store.OutcomeFetched,

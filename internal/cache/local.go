@@ -79,9 +79,6 @@ func (c *Cache) EnsureNAR(ctx context.Context, name string, progress func(done, 
 	if err != nil {
 		return err
 	}
-	if src.From != "" {
-		return c.refillRecompressed(ctx, name, src)
-	}
 	fl := c.join(ctx, name, src)
 	defer c.leave(fl)
 	last, err := fl.watch(ctx, func(v flightView) error {

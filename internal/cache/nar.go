@@ -70,17 +70,6 @@ func (c *Cache) ServeNAR(w http.ResponseWriter, r *http.Request, name string) er
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}
-	if src.From != "" {
-		if err := c.refillRecompressed(ctx, name, src); err != nil {
-			return err
-		}
-		f, err := c.store.OpenNAR(ctx, name)
-		if err != nil {
-			return fmt.Errorf("%w: recompressed NAR %s: %w", upstream.ErrUnavailable, name, err)
-		}
-		defer f.Close()
-		return c.serveStored(w, r, name, f)
-	}
 	// A NAR evicted between its download and this client opening it is
 	// fetched again: a client holding its narinfo must never get a 404.
 	for range refills {

@@ -26,8 +26,8 @@ import (
 // still names the original, whose source row stays: asking for it
 // refills it from its upstream.
 //
-// An evicted zstd file (source row with From) is refilled by bringing the
-// original back and recompressing it again.
+// An evicted zstd file (source row with From) is rebuilt from its original
+// and streamed to its clients as it is written (rebuild.go).
 
 // transcodeTimeout bounds one recompression.
 const transcodeTimeout = time.Hour
@@ -69,13 +69,9 @@ func (c *Cache) transcodeShared(ctx context.Context, hash, orig string, g gate) 
 // points that narinfo at the result. It returns the zstd file's name, or ""
 // when the narinfo does not call for it.
 func (c *Cache) transcode(ctx context.Context, hash, orig string, g gate) (string, error) {
-	text, err := c.store.ReadNarInfo(ctx, hash)
+	ni, err := c.storedNarInfo(ctx, hash)
 	if err != nil {
 		return "", err
-	}
-	ni, err := narinfo.Parse(text)
-	if err != nil {
-		return "", fmt.Errorf("stored narinfo %s: %w", hash, err)
 	}
 	if ni.NarHash == nil || ni.NarHash.Algo() != nixhash.SHA256 {
 		return "", nil
@@ -84,26 +80,15 @@ func (c *Cache) transcode(ctx context.Context, hash, orig string, g gate) (strin
 	url := strings.TrimPrefix(ni.URL, "nar/")
 	switch {
 	case url == zname:
-		// Already pointed at it: this is a refill of the zstd file.
-		if ok, err := c.store.HasNAR(ctx, zname); err != nil || ok {
-			if ok {
-				// An original refilled for an old narinfo goes again.
-				c.dropOriginal(orig)
-			}
-			return zname, err
+		// Pointed at it already: orig was refilled for an old narinfo
+		// (or this is a second job). The zstd file is made if it was
+		// evicted meanwhile (a client waiting joins its rebuild), then
+		// the original goes again.
+		if err := c.EnsureNAR(ctx, zname, nil); err != nil {
+			return "", err
 		}
-		zsrc, err := c.store.NARSource(ctx, zname)
-		if err != nil {
-			return "", fmt.Errorf("source of %s: %w", zname, err)
-		}
-		if zsrc.From == "" {
-			return "", fmt.Errorf("zstd NAR %s has no original to be made from", zname)
-		}
-		// Bring the original back from its upstream first.
-		orig = zsrc.From
-		if err := c.EnsureNAR(ctx, orig, nil); err != nil {
-			return "", fmt.Errorf("refill %s to recompress it: %w", orig, err)
-		}
+		c.dropOriginal(orig)
+		return zname, nil
 	case url != orig || !recompress.Eligible(ni.Compression, int64(ni.NarSize)):
 		return "", nil
 	}
@@ -116,29 +101,39 @@ func (c *Cache) transcode(ctx context.Context, hash, orig string, g gate) (strin
 		return "", nil
 	}
 	res, err := c.writeZstd(ctx, orig, zname, compression, ni, g)
-	// The original can be evicted between its refill and its opening
-	// (the grace of an earlier recompression ending): fetch it again.
-	for range refills {
-		if !errors.Is(err, store.ErrNotFound) || url != zname {
-			break
-		}
-		if err = c.EnsureNAR(ctx, orig, nil); err == nil {
-			res, err = c.writeZstd(ctx, orig, zname, compression, ni, g)
-		}
-	}
 	if err != nil {
 		return "", err
 	}
+	if err := c.pointAt(ctx, hash, ni, zname, orig, osrc, res); err != nil {
+		return "", err
+	}
+	c.dropOriginal(orig)
+	return zname, nil
+}
+
+// storedNarInfo is hash's narinfo as the store keeps it.
+func (c *Cache) storedNarInfo(ctx context.Context, hash string) (*narinfo.Info, error) {
+	text, err := c.store.ReadNarInfo(ctx, hash)
+	if err != nil {
+		return nil, err
+	}
+	ni, err := narinfo.Parse(text)
+	if err != nil {
+		return nil, fmt.Errorf("stored narinfo %s: %w", hash, err)
+	}
+	return ni, nil
+}
+
+// pointAt points hash's narinfo ni at the zstd file zname made from orig
+// (whose source row is osrc), as res describes it: URL, Compression,
+// FileHash, FileSize, which no signature covers.
+func (c *Cache) pointAt(ctx context.Context, hash string, ni *narinfo.Info, zname, orig string, osrc store.NARSource, res recompress.Result) error {
 	zsrc := store.NARSource{Hash: hash, StorePath: ni.StorePath, Upstream: osrc.Upstream, From: orig,
 		Size: res.Out, SHA256: res.SHA256, NarHash: ni.NarHash.Digest(), NarSize: int64(ni.NarSize),
 		Compression: "zstd", Seen: osrc.Seen}
 	ni.URL, ni.Compression = "nar/"+zname, "zstd"
 	ni.FileHash, ni.FileSize = nixhash.MustNewHashWithEncoding(nixhash.SHA256, res.SHA256, nixhash.NixBase32, true), uint64(res.Out)
-	if err := c.store.PutNarInfo(ctx, hash, narinfo.Marshal(ni), zname, zsrc); err != nil {
-		return "", err
-	}
-	c.dropOriginal(orig)
-	return zname, nil
+	return c.store.PutNarInfo(ctx, hash, narinfo.Marshal(ni), zname, zsrc)
 }
 
 // dropOriginal evicts the original file once the zstd file is the entry,
@@ -192,22 +187,9 @@ func (c *Cache) writeZstd(ctx context.Context, orig, zname, compression string, 
 		return res, err
 	}
 	defer wr.Cancel()
-	// Transcode runs on this goroutine alone: locked to its thread, the
-	// thread's CPU time is the recompression's.
-	runtime.LockOSThread()
-	cpu := threadCPU()
 	start := time.Now()
-	res, err = recompress.Transcode(ctx, wr, in, compression, ni.NarHash.Digest(), int64(ni.NarSize))
-	c.metrics.RecompressCPU.Add((threadCPU() - cpu).Seconds())
-	runtime.UnlockOSThread()
-	switch {
-	case errors.Is(err, recompress.ErrMismatch):
-		c.metrics.Recompressed.WithLabelValues("mismatch").Inc()
-		c.metrics.VerifyFailures.WithLabelValues("hash").Inc()
-		c.log.Warn("recompress", "nar", orig, "store_path", ni.StorePath, "outcome", "mismatch", "err", err)
-		return res, err
-	case err != nil:
-		c.metrics.Recompressed.WithLabelValues("error").Inc()
+	res, err = c.transcodeCounted(ctx, wr, in, compression, ni)
+	if err != nil {
 		return res, err
 	}
 	if err := wr.Commit(ctx); err != nil {
@@ -216,12 +198,38 @@ func (c *Cache) writeZstd(ctx context.Context, orig, zname, compression string, 
 		return res, err
 	}
 	kept = true
-	c.metrics.Recompressed.WithLabelValues("done").Inc()
-	c.metrics.RecompressBytes.WithLabelValues("in").Add(float64(res.In))
-	c.metrics.RecompressBytes.WithLabelValues("out").Add(float64(res.Out))
+	c.recompressed(res)
 	c.log.Info("recompress", "nar", orig, "to", zname, "store_path", ni.StorePath, "in", res.In, "out", res.Out,
 		"duration", time.Since(start).Round(time.Millisecond), "outcome", "done")
 	return res, nil
+}
+
+// transcodeCounted is recompress.Transcode of ni's NAR from r to w, its
+// CPU time and failures counted.
+func (c *Cache) transcodeCounted(ctx context.Context, w io.Writer, r io.Reader, compression string, ni *narinfo.Info) (recompress.Result, error) {
+	// Transcode runs on this goroutine alone: locked to its thread, the
+	// thread's CPU time is the recompression's.
+	runtime.LockOSThread()
+	cpu := threadCPU()
+	res, err := recompress.Transcode(ctx, w, r, compression, ni.NarHash.Digest(), int64(ni.NarSize))
+	c.metrics.RecompressCPU.Add((threadCPU() - cpu).Seconds())
+	runtime.UnlockOSThread()
+	switch {
+	case errors.Is(err, recompress.ErrMismatch):
+		c.metrics.Recompressed.WithLabelValues("mismatch").Inc()
+		c.metrics.VerifyFailures.WithLabelValues("hash").Inc()
+		c.log.Warn("recompress", "store_path", ni.StorePath, "outcome", "mismatch", "err", err)
+	case err != nil:
+		c.metrics.Recompressed.WithLabelValues("error").Inc()
+	}
+	return res, err
+}
+
+// recompressed counts a zstd file kept.
+func (c *Cache) recompressed(res recompress.Result) {
+	c.metrics.Recompressed.WithLabelValues("done").Inc()
+	c.metrics.RecompressBytes.WithLabelValues("in").Add(float64(res.In))
+	c.metrics.RecompressBytes.WithLabelValues("out").Add(float64(res.Out))
 }
 
 // compressionOf reads an original file's compression from its name
@@ -236,19 +244,4 @@ func compressionOf(name string) (string, bool) {
 		return "none", true
 	}
 	return "", false
-}
-
-// refillRecompressed brings back the evicted zstd file name, made from
-// src.From: the original is fetched again (or found stored) and
-// recompressed. Its clients wait for both: this is the rare path.
-func (c *Cache) refillRecompressed(ctx context.Context, name string, src store.NARSource) error {
-	got, err := c.transcodeShared(ctx, src.Hash, src.From, nil)
-	if err != nil {
-		return err
-	}
-	if got != name {
-		// The narinfo moved on (another NarHash): this name is not made.
-		return fmt.Errorf("%w: NAR %s is no longer made from %s", ErrNotFound, name, src.From)
-	}
-	return nil
 }
