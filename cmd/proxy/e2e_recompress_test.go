@@ -2,8 +2,12 @@ package main
 
 import (
 	"bytes"
+	"io/fs"
 	"net/http"
+	"os"
 	"path"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,8 +24,8 @@ func TestEndToEndRecompress(t *testing.T) {
 	bin := e2eBinary(t, true)
 	c, cache := nixtest.BuildClosure(t, 1<<20)
 	upstream, _ := nixtest.ServeDir(t, cache.Dir)
-	p := startProxyArgs(t, bin, t.TempDir(), cache.PublicKey, []string{upstream}, "--recompress", "zstd")
-	defer p.terminate(t)
+	dir := t.TempDir()
+	p := startProxyArgs(t, bin, dir, cache.PublicKey, []string{upstream}, "--recompress", "zstd")
 
 	// Before: every narinfo as the proxy hands it out the first time.
 	before := make(map[string]*narinfo.Info)
@@ -54,6 +58,41 @@ func TestEndToEndRecompress(t *testing.T) {
 	body := mustRead(t, must(http.Get(p.url+"/metrics")))
 	if !bytes.Contains(body, []byte(`nix_cache_proxy_recompressed_nars_total{result="done"}`)) {
 		t.Fatalf("no recompressed_nars_total in /metrics")
+	}
+
+	// Every zstd file and original gone from disk (as after eviction):
+	// real nix copies again, each zstd file rebuilt from its original
+	// fetched again, to the bytes the narinfo's FileHash names.
+	p.terminate(t)
+	zstd := make(map[string]*narinfo.Info)
+	for hash, ni := range before {
+		if ni.Compression == "xz" {
+			zstd[hash] = nil
+		}
+	}
+	removed := 0
+	if err := filepath.WalkDir(filepath.Join(dir, "nar"), func(f string, d fs.DirEntry, err error) error {
+		if err == nil && (strings.HasSuffix(f, ".nar.zst") || strings.HasSuffix(f, ".nar.xz")) {
+			removed++
+			return os.Remove(f)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if removed < 2*xz {
+		t.Fatalf("removed %d files, want the %d zstd files and their originals", removed, xz)
+	}
+	p = startProxyArgs(t, bin, dir, cache.PublicKey, []string{upstream}, "--recompress", "zstd")
+	defer p.terminate(t)
+	for hash := range zstd {
+		zstd[hash] = getNarInfo(t, p.url, hash)
+	}
+	copyThrough(t, "zstd files and originals evicted", p.url, cache.PublicKey, c)
+	for hash, ni := range zstd {
+		if ni.Compression != "zstd" || !bytes.Equal(ni.FileHash.Digest(), sumOf(getSum(t, p.url+"/"+ni.URL))) {
+			t.Fatalf("%s: rebuilt %s is not the file its narinfo names", hash, ni.URL)
+		}
 	}
 }
 
