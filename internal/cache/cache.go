@@ -95,6 +95,12 @@ type FetchOptions struct {
 	// Backoff is the wait before the first resume, doubled for each next
 	// one up to 30s; default 1s.
 	Backoff time.Duration
+	// NoteEvery is how many fetched bytes pass between two progress notes
+	// of a resumable download; default 8 MiB. A note is a small file
+	// written without fsync, which a resume after the process was killed
+	// can trust on the same boot; every 8th also fsyncs the part file, for
+	// a resume after the machine restarted.
+	NoteEvery int64
 }
 
 func (o FetchOptions) withDefaults() FetchOptions {
@@ -109,6 +115,9 @@ func (o FetchOptions) withDefaults() FetchOptions {
 	}
 	if o.Backoff <= 0 {
 		o.Backoff = time.Second
+	}
+	if o.NoteEvery <= 0 {
+		o.NoteEvery = 8 << 20
 	}
 	return o
 }

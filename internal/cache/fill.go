@@ -200,6 +200,8 @@ func (c *Cache) fetchToStore(ctx context.Context, fl *flight, src store.NARSourc
 		backoff: c.fetch.Backoff,
 		segs:    []*segment{{end: size, state: segLive}},
 		save:    wr.SaveNote,
+		mark:    wr.MarkNote,
+		every:   c.fetch.NoteEvery,
 	}
 	var published int64
 	f.grew = func(p int64) {

@@ -46,13 +46,15 @@ func (n *fetchNote) segments() []*segment {
 	return segs
 }
 
-// noteEvery is how many fetched bytes pass between two saved notes: one
-// fsync of the part file each.
-const noteEvery = 64 << 20
+// durableEvery is how many notes pass between two durable ones (each an
+// fsync of the part file): 64 MiB at the default NoteEvery.
+const durableEvery = 8
 
 // noter saves a rangeFetch's notes, one at a time, off the download path.
 type noter struct {
-	save    func([]byte) error // nil: not resumable
+	save    func([]byte) error // durable; nil: not resumable
+	mark    func([]byte) error // good until the machine restarts
+	every   int64              // fetched bytes between two notes
 	mu      sync.Mutex         // one save at a time
 	wg      sync.WaitGroup
 	pending bool
@@ -68,21 +70,27 @@ func (f *rangeFetch) snapshot() []byte {
 	return b
 }
 
-// maybeSave saves a note in the background once noteEvery more bytes were
-// fetched; f.mu must be held. What the snapshot counts was written before
-// it was taken, so the save's fsync covers it.
+// maybeSave saves a note in the background once every more bytes were
+// fetched, durable when durableEvery of them were; f.mu must be held.
+// What the snapshot counts was written before it was taken, so the save
+// covers it: the durable save's fsync, or the page cache for a mark.
 func (f *rangeFetch) maybeSave() {
-	if f.notes.save == nil || f.size < 0 || f.fetched-f.savedAt < noteEvery || f.notes.pending {
+	if f.notes.save == nil || f.size < 0 || f.notes.pending || f.fetched-f.markedAt < f.notes.every {
 		return
 	}
-	f.savedAt, f.notes.pending = f.fetched, true
+	save := f.notes.mark
+	if f.fetched-f.savedAt >= durableEvery*f.notes.every || save == nil {
+		save, f.savedAt = f.notes.save, f.fetched
+	}
+	f.markedAt, f.notes.pending = f.fetched, true
 	note := f.snapshot()
 	f.notes.wg.Go(func() {
 		f.notes.mu.Lock()
-		f.notes.save(note) // a failure costs only a later resume's head start
+		save(note) // a failure costs only a later resume's head start
 		f.notes.mu.Unlock()
 		f.mu.Lock()
 		f.notes.pending = false
+		f.maybeSave() // for what landed meanwhile: nothing else may land
 		f.mu.Unlock()
 	})
 }

@@ -19,15 +19,22 @@ import (
 // stopped, re-hashing what is on disk: the upstream sends the NAR about
 // once in all, and what is kept is the NAR.
 func TestResumeAfterRestart(t *testing.T) {
-	t.Run("ranges", func(t *testing.T) { testResumeAfterRestart(t, false) })
-	t.Run("ranges no more", func(t *testing.T) { testResumeAfterRestart(t, true) })
+	t.Run("ranges", func(t *testing.T) { testResumeAfterRestart(t, false, false) })
+	t.Run("ranges no more", func(t *testing.T) { testResumeAfterRestart(t, true, false) })
+	t.Run("killed", func(t *testing.T) { testResumeAfterRestart(t, false, true) })
 }
 
-func testResumeAfterRestart(t *testing.T, noRanges bool) {
+// testResumeAfterRestart: killed leaves cache-dir/partial as it was while
+// the download ran (what a SIGKILL leaves: the notes saved so far, not the
+// one a clean stop writes), and checks that the resume refetches no more
+// than what the last note missed.
+func testResumeAfterRestart(t *testing.T, noRanges, killed bool) {
 	const size = 4 << 20
 	dir := t.TempDir()
 	up := fakeupstream.New(t)
-	opts := FetchOptions{Connections: 4, Threshold: 1 << 20, Backoff: 10 * time.Millisecond}
+	// Durable notes every 2 MiB: before the restart one was saved, 1.5 MiB
+	// behind; the notes every 256 KiB between them must carry the resume.
+	opts := FetchOptions{Connections: 4, Threshold: 1 << 20, Backoff: 10 * time.Millisecond, NoteEvery: 256 << 10}
 	file := fakeupstream.RandomBytes(size)
 	it := up.Add(fakeupstream.Path{File: file, Compression: "xz"})
 	held := make(chan struct{}, 1) // the hold must not wait for the test to listen
@@ -59,12 +66,23 @@ func testResumeAfterRestart(t *testing.T, noRanges bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(100 * time.Millisecond) // the client writes what it read
+	var partial map[string][]byte
+	if killed {
+		partial = readDir(t, filepath.Join(dir, "partial"))
+	}
 	e.close()
 	if err := <-done; err == nil {
 		t.Fatal("EnsureNAR finished though the cache closed mid-download")
 	}
-	if _, err := os.Stat(filepath.Join(dir, "partial", ent.NARName+".note")); err != nil {
-		t.Fatalf("no progress note after the restart: %v", err)
+	if killed {
+		writeDir(t, filepath.Join(dir, "partial"), partial)
+	}
+	_, errNote := os.Stat(filepath.Join(dir, "partial", ent.NARName+".note"))
+	_, errMark := os.Stat(filepath.Join(dir, "partial", ent.NARName+".mark"))
+	if errNote != nil && (!killed || errMark != nil) {
+		// A clean stop saves a durable note; a kill leaves the last one
+		// the fetch saved as it went, of either kind.
+		t.Fatalf("no progress note after the restart: %v, %v", errNote, errMark)
 	}
 	first := up.Sent(it.NARPath)
 	if noRanges {
@@ -102,6 +120,9 @@ func testResumeAfterRestart(t *testing.T, noRanges bool) {
 	if total > size*11/10 {
 		t.Errorf("upstream sent %d bytes in all (%d before the restart), more than 1.1x the NAR's %d", total, first, size)
 	}
+	if extra := total - size; killed && extra > 3*opts.NoteEvery {
+		t.Errorf("upstream sent %d bytes more than the NAR after a kill, more than 3 notes' worth (%d)", extra, 3*opts.NoteEvery)
+	}
 	if _, err := os.Stat(filepath.Join(dir, "partial", ent.NARName)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("partial file left after commit: %v", err)
 	}
@@ -122,6 +143,40 @@ func TestResumeNoteRejected(t *testing.T) {
 	} {
 		if got := parseNote([]byte(tc.note), 10) != nil; got != tc.ok {
 			t.Errorf("parseNote(%s) accepted %v, want %v", tc.note, got, tc.ok)
+		}
+	}
+}
+
+// readDir returns the regular files in dir by name.
+func readDir(t *testing.T, dir string) map[string][]byte {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[e.Name()] = b
+	}
+	return files
+}
+
+// writeDir makes dir hold exactly files.
+func writeDir(t *testing.T, dir string, files map[string][]byte) {
+	t.Helper()
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -26,17 +26,20 @@ import (
 // the normal case no byte is fetched twice, and a refused range costs only
 // the speed.
 type rangeFetch struct {
-	client  *upstream.Client
-	orig    *url.URL // the NAR's URL: asked again on a resume, re-following redirects
-	final   *url.URL // where the first answer came from: asked for the segments
-	size    int64    // -1 when unknown (then one segment, to EOF)
-	out     io.WriterAt
-	retries int
-	backoff time.Duration
-	grew    func(prefix int64)      // called with mu held, as the prefix grows
-	save    func(note []byte) error // saves a progress note; nil: not resumable
-	notes   noter
-	savedAt int64 // fetched when the last note was saved
+	client   *upstream.Client
+	orig     *url.URL // the NAR's URL: asked again on a resume, re-following redirects
+	final    *url.URL // where the first answer came from: asked for the segments
+	size     int64    // -1 when unknown (then one segment, to EOF)
+	out      io.WriterAt
+	retries  int
+	backoff  time.Duration
+	grew     func(prefix int64)      // called with mu held, as the prefix grows
+	save     func(note []byte) error // saves a durable progress note; nil: not resumable
+	mark     func(note []byte) error // saves one good until the machine restarts
+	every    int64                   // fetched bytes between two notes
+	notes    noter
+	savedAt  int64 // fetched when the last durable note was saved
+	markedAt int64 // fetched when the last note of either kind was saved
 
 	mu      sync.Mutex
 	changed *sync.Cond
@@ -80,7 +83,10 @@ func split(size int64, n int) []*segment {
 // its note for the next try.
 func (f *rangeFetch) run(ctx context.Context, first *upstream.NARPart) (err error) {
 	f.changed = sync.NewCond(&f.mu)
-	f.notes.save = f.save
+	f.notes.save, f.notes.mark, f.notes.every = f.save, f.mark, f.every
+	if f.notes.every <= 0 {
+		f.notes.every = 8 << 20
+	}
 	defer func() {
 		f.notes.wg.Wait()
 		if err != nil {

@@ -12,7 +12,8 @@ import (
 // DirFiles keeps NAR files in a local directory: dir/nar/<first 2 chars of
 // the name>/<name>, written as temp files in dir/tmp and renamed into place.
 type DirFiles struct {
-	dir string
+	dir  string
+	boot string // this boot's id, for the notes of partial downloads
 }
 
 var _ NARFiles = (*DirFiles)(nil)
@@ -31,7 +32,7 @@ func OpenDirFiles(dir string) (*DirFiles, error) {
 	if err := sweepPartials(filepath.Join(dir, "partial"), partialMaxAge); err != nil {
 		return nil, err
 	}
-	return &DirFiles{dir: dir}, nil
+	return &DirFiles{dir: dir, boot: bootID()}, nil
 }
 
 func sweepTemp(tmp string) error {

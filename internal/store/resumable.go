@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -27,19 +28,32 @@ type ResumablePart interface {
 	// SaveNote makes the bytes written so far durable, then note, which
 	// should describe no more than those bytes.
 	SaveNote(note []byte) error
+	// MarkNote saves note without making anything durable: cheap enough to
+	// call every few MiB. It holds until the machine restarts (a killed
+	// process leaves its writes in the page cache; a machine that crashed
+	// may have lost them), so CreateResumable takes it only on the boot
+	// that wrote it, and SaveNote's note otherwise. It does nothing where
+	// the boot cannot be told apart.
+	MarkNote(note []byte) error
 }
 
 // partialMaxAge is how long a partial download nobody resumed is kept.
 const partialMaxAge = 7 * 24 * time.Hour
 
 // CreateResumable implements ResumableFiles: dir/partial/<name> and its
-// note <name>.note, kept by OpenDirFiles unless older than a week.
+// notes, <name>.note (durable) and <name>.mark (this boot's, see
+// MarkNote), kept by OpenDirFiles unless older than a week.
 func (d *DirFiles) CreateResumable(name string, keep func([]byte) bool) (ResumablePart, []byte, error) {
 	path := filepath.Join(d.dir, "partial", name)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, nil, fmt.Errorf("create partial file: %w", err)
 	}
+	p := &resumablePart{dirPart: dirPart{f: f, final: d.path(name)}, note: path + ".note", mark: path + ".mark", boot: d.boot}
+	if note := p.readMark(); note != nil && keep(note) {
+		return p, note, nil
+	}
+	os.Remove(p.mark)
 	note, err := os.ReadFile(path + ".note")
 	if errors.Is(err, fs.ErrNotExist) || err == nil && !keep(note) {
 		// Bytes without a note (or with another's) are not known good.
@@ -52,27 +66,63 @@ func (d *DirFiles) CreateResumable(name string, keep func([]byte) bool) (Resumab
 		f.Close()
 		return nil, nil, fmt.Errorf("read partial note: %w", err)
 	}
-	return &resumablePart{dirPart: dirPart{f: f, final: d.path(name)}, note: path + ".note"}, note, nil
+	return p, note, nil
 }
 
 type resumablePart struct {
 	dirPart
-	note string
+	note string // the durable note
+	mark string // the note of this boot: a line with the boot id, then the note
+	boot string // this boot's id; "" when unknown (no marks)
 }
 
 func (p *resumablePart) SaveNote(note []byte) error {
 	if err := p.f.Sync(); err != nil {
 		return err
 	}
-	tmp := p.note + ".tmp"
-	if err := os.WriteFile(tmp, note, 0o644); err != nil {
+	if err := replaceFile(p.note, note); err != nil {
 		return err
 	}
-	return os.Rename(tmp, p.note)
+	// The durable note is the newest now: a mark older than it would only
+	// send a later resume back.
+	os.Remove(p.mark)
+	return nil
+}
+
+func (p *resumablePart) MarkNote(note []byte) error {
+	if p.boot == "" {
+		return nil
+	}
+	return replaceFile(p.mark, append([]byte(p.boot+"\n"), note...))
+}
+
+// readMark returns the mark's note if this boot wrote it, else nil.
+func (p *resumablePart) readMark() []byte {
+	b, err := os.ReadFile(p.mark)
+	if err != nil || p.boot == "" {
+		return nil
+	}
+	boot, note, ok := bytes.Cut(b, []byte("\n"))
+	if !ok || string(boot) != p.boot {
+		return nil
+	}
+	return note
+}
+
+// replaceFile writes b to path whole, through a temp file and a rename:
+// a reader finds the old bytes or the new, never a mix.
+func replaceFile(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 func (p *resumablePart) Commit() (int64, error) {
-	os.Remove(p.note) // first: a crash after the rename leaves no stale note
+	// First: a crash after the rename leaves no stale note.
+	os.Remove(p.mark)
+	os.Remove(p.note)
 	return p.dirPart.Commit()
 }
 
@@ -80,6 +130,7 @@ func (p *resumablePart) Discard() error {
 	if p.done {
 		return nil
 	}
+	os.Remove(p.mark)
 	os.Remove(p.note)
 	return p.dirPart.Discard()
 }
@@ -129,6 +180,15 @@ func (s *Store) CreateResumableNAR(ctx context.Context, name string, keep func(n
 func (w *Writer) SaveNote(note []byte) error {
 	if rp, ok := w.part.(ResumablePart); ok {
 		return rp.SaveNote(note)
+	}
+	return nil
+}
+
+// MarkNote saves a progress note good until the machine restarts (see
+// ResumablePart.MarkNote); it does nothing for another download.
+func (w *Writer) MarkNote(note []byte) error {
+	if rp, ok := w.part.(ResumablePart); ok {
+		return rp.MarkNote(note)
 	}
 	return nil
 }
