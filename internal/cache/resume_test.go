@@ -68,7 +68,19 @@ func testResumeAfterRestart(t *testing.T, noRanges, killed bool) {
 	time.Sleep(100 * time.Millisecond) // the client writes what it read
 	var partial map[string][]byte
 	if killed {
-		partial = readDir(t, filepath.Join(dir, "partial"))
+		// The notes are saved off the download path: wait for one that
+		// covers all but the last note's worth of what landed.
+		landed := int64(size - 1<<20 + 512<<10)
+		for {
+			partial = readDir(t, filepath.Join(dir, "partial"))
+			if noted(partial, ent.NARName, size) >= landed-opts.NoteEvery {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no note covers the %d bytes landed: %d", landed, noted(partial, ent.NARName, size))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 	e.close()
 	if err := <-done; err == nil {
@@ -145,6 +157,24 @@ func TestResumeNoteRejected(t *testing.T) {
 			t.Errorf("parseNote(%s) accepted %v, want %v", tc.note, got, tc.ok)
 		}
 	}
+}
+
+// noted is how many bytes the newest note in files (a partial dir) says
+// landed: the mark's if there is one, else the durable note's.
+func noted(files map[string][]byte, name string, size int64) int64 {
+	b, ok := files[name+".note"]
+	if m, mok := files[name+".mark"]; mok {
+		_, b, ok = bytes.Cut(m, []byte("\n"))
+	}
+	n := parseNote(b, size)
+	if !ok || n == nil {
+		return 0
+	}
+	var sum int64
+	for _, s := range n.Segs {
+		sum += s[2]
+	}
+	return sum
 }
 
 // readDir returns the regular files in dir by name.
