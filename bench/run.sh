@@ -363,9 +363,14 @@ fdiv() { awk "BEGIN {printf \"%.6f\", $1 / $2}"; }
 # upstream_bytes waits until ref has no response in progress (a request is
 # logged when it ends, and with limit_rate that is after its client has
 # every byte), then sums the NAR bytes it has served.
+# Workers killed mid-response (wan_kill) leave their connections counted
+# as writing in nginx's shared counters for good: writing_idle is the count
+# when nothing but the status request is in progress.
+writing_idle=1
+writing() { curl -fsS "http://127.0.0.1:$port_ref/_status" | awk '/^Reading/ {print $4}'; }
 upstream_bytes() {
   for _ in $(seq 300); do
-    [ "$(curl -fsS "http://127.0.0.1:$port_ref/_status" | awk '/^Reading/ {print $4}')" = 1 ] && break
+    [ "$(writing)" -le "$writing_idle" ] && break
     sleep 0.1
   done
   awk '{s += $3} END {printf "%.0f", s}' "$work/ref/nar.log"
@@ -447,6 +452,10 @@ wan_kill() {
   done
   rm -f "$work"/kill.*
   rec wankill.upstream proxy "$(fdiv "$(proxy_fetched)" "$image_file_size")"
+  # Every client has the image, so the proxy has fetched it all: what
+  # nginx still counts as writing are the killed workers' connections.
+  sleep 1
+  writing_idle=$(writing)
 }
 
 # restart_prefetch SIGNAL: a prefetch of the image through the proxy from

@@ -29,7 +29,8 @@ type ResumablePart interface {
 	// should describe no more than those bytes.
 	SaveNote(note []byte) error
 	// MarkNote saves note without making anything durable: cheap enough to
-	// call every few MiB. It holds until the machine restarts (a killed
+	// call every few MiB. It starts writing the bytes back, so that the
+	// fsync at commit has little left to do. It holds until the machine restarts (a killed
 	// process leaves its writes in the page cache; a machine that crashed
 	// may have lost them), so CreateResumable takes it only on the boot
 	// that wrote it, and SaveNote's note otherwise. It does nothing where
@@ -90,6 +91,7 @@ func (p *resumablePart) SaveNote(note []byte) error {
 }
 
 func (p *resumablePart) MarkNote(note []byte) error {
+	startWriteback(p.f)
 	if p.boot == "" {
 		return nil
 	}
