@@ -561,8 +561,14 @@ narinfo_rounds() {
     reset "$s"
     path=$(nar_path "$s")
     curl -fsS -o /dev/null "${url[$s]}$path"
+    # nginx does not fsync its cache files: the kernel writes the image's
+    # 512 MiB+ back 30 s later (vm.dirty_expire_centisecs), in the middle
+    # of whatever runs then, which was the proxy's rounds. Flushed here,
+    # each cache's writes are done before its own rounds.
+    [ "${BENCH_ROUNDS_SYNC:-1}" = 0 ] || sync
     for t in 1 2; do
       for round in 1 2; do
+        echo "== $(date +%T.%N) $s t$t round $round" >>"$work/logs/wrk-rounds.$s.txt"
         out=$(wrk -t"$t" -c32 -d"${wrk_secs}s" --latency "${url[$s]}/$image_hash.narinfo")
         echo "$out" >>"$work/logs/wrk-rounds.$s.txt"
         wrk_rec "nrt${t}r$round" "$s" "$out"

@@ -81,8 +81,10 @@ func (t *tuner) liveHeap() uint64 {
 	return t.sample[0].Value.Uint64()
 }
 
-// Percent is the GOGC that makes live*(1+GOGC/100) reach floor, and at
-// least base.
+// Percent is the GOGC that makes the heap goal floor for a live heap of
+// live bytes, and at least base. The runtime's goal is the larger of
+// live*(1+GOGC/100) and its minimum heap, 4 MiB*GOGC/100: the percentage
+// is the smaller of the two that reach floor.
 func Percent(live, floor uint64, base int) int {
 	if live == 0 {
 		live = 1 << 20
@@ -90,5 +92,10 @@ func Percent(live, floor uint64, base int) int {
 	if live >= floor {
 		return base
 	}
-	return max(base, int((floor-live)*100/live))
+	byLive := (floor - live) * 100 / live
+	byMinimum := floor * 100 / runtimeMinHeap
+	return max(base, int(min(byLive, byMinimum)))
 }
+
+// runtimeMinHeap is the runtime's minimum heap goal at GOGC=100.
+const runtimeMinHeap = 4 << 20

@@ -11,13 +11,14 @@ func TestPercent(t *testing.T) {
 		live, floor uint64
 		base, want  int
 	}{
-		{live: 2 << 20, floor: 32 << 20, base: 100, want: 1500},
+		{live: 2 << 20, floor: 32 << 20, base: 100, want: 800}, // the minimum heap: 4 MiB*8
+		{live: 6 << 20, floor: 32 << 20, base: 100, want: 433},
 		{live: 16 << 20, floor: 32 << 20, base: 100, want: 100},
 		{live: 20 << 20, floor: 32 << 20, base: 100, want: 100},
 		{live: 64 << 20, floor: 32 << 20, base: 100, want: 100},
 		{live: 8 << 20, floor: 32 << 20, base: 50, want: 300},
 		{live: 1 << 20, floor: 32 << 20, base: 5000, want: 5000},
-		{live: 0, floor: 32 << 20, base: 100, want: 3100},
+		{live: 0, floor: 32 << 20, base: 100, want: 800},
 	} {
 		if got := Percent(tc.live, tc.floor, tc.base); got != tc.want {
 			t.Errorf("Percent(%d, %d, %d) = %d, want %d", tc.live, tc.floor, tc.base, got, tc.want)
