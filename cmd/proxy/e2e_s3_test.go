@@ -207,6 +207,19 @@ func TestFleetColdImageOnce(t *testing.T) {
 	if taken != 1 || joined != 2 {
 		t.Errorf("%d proxies took a lease and %d joined a peer's fill; want 1 and 2", taken, joined)
 	}
+	// The image went to the bucket once: the proxies that joined the
+	// fill did not upload it too.
+	uploads := 0
+	for _, p := range replicas {
+		for _, l := range strings.Split(scrape(t, p.url), "\n") {
+			if strings.HasPrefix(l, `nix_cache_proxy_bucket_requests_total{operation="CreateMultipartUpload"`) && !strings.HasSuffix(l, " 0") {
+				uploads++
+			}
+		}
+	}
+	if uploads != 1 {
+		t.Errorf("%d proxies uploaded the image to the bucket, want 1", uploads)
+	}
 	// Now a hit on every proxy, from the bucket.
 	for _, p := range replicas {
 		if r := fetchNAR(p.url + "/" + narURL); r.err != nil || r.sum != want {

@@ -135,6 +135,7 @@ func (c *Cache) fetchToStore(ctx context.Context, fl *flight, src store.NARSourc
 			wr.Cancel()
 		}
 	}()
+	fromPeer := false
 	if resumed == nil {
 		// A NAR to fetch in segments asks only for its first one: the
 		// rest of a whole body, closed at the segment's end, would come
@@ -143,11 +144,12 @@ func (c *Cache) fetchToStore(ctx context.Context, fl *flight, src store.NARSourc
 		if n := c.fetch.Connections; src.Size >= c.fetch.Threshold && n > 1 && c.fleet == nil {
 			firstEnd = split(src.Size, n)[0].end
 		}
-		p, done, err := c.openBody(ctx, fl.name, client, loc, firstEnd)
+		p, done, peer, err := c.openBody(ctx, fl.name, client, loc, firstEnd)
 		if errors.Is(err, upstream.ErrRangeRefused) {
 			done()
-			p, done, err = c.openBody(ctx, fl.name, client, loc, -1)
+			p, done, peer, err = c.openBody(ctx, fl.name, client, loc, -1)
 		}
+		fromPeer = peer
 		if errors.Is(err, errStoredMeanwhile) {
 			return 0, nil
 		}
@@ -174,7 +176,13 @@ func (c *Cache) fetchToStore(ctx context.Context, fl *flight, src store.NARSourc
 		}
 	}
 	if wr == nil {
-		if wr, err = c.store.CreateNAR(ctx, fl.name); err != nil {
+		create := c.store.CreateNAR
+		if fromPeer {
+			// The peer writes it to the shared storage: this proxy only
+			// spools it for its own clients, and indexes the peer's copy.
+			create = c.store.CreateJoinedNAR
+		}
+		if wr, err = create(ctx, fl.name); err != nil {
 			writeErr = err
 			c.metrics.NARNotKept.WithLabelValues("disk-error").Inc()
 			return 0, fmt.Errorf("%w: %w", errNotKept, err)

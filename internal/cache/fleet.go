@@ -36,9 +36,10 @@ type Claim struct {
 var errStoredMeanwhile = errors.New("cache: NAR stored by another proxy")
 
 // openBody opens the NAR's body: from the proxy already filling it when
-// there is one, else from its upstream. done is to be called once the
-// body is consumed and the file committed or dropped.
-func (c *Cache) openBody(ctx context.Context, name string, client *upstream.Client, loc *url.URL, end int64) (first upstream.NARPart, done func(), err error) {
+// there is one (peer is then true: that proxy writes it to the shared
+// storage), else from its upstream. done is to be called once the body
+// is consumed and the file committed or dropped.
+func (c *Cache) openBody(ctx context.Context, name string, client *upstream.Client, loc *url.URL, end int64) (first upstream.NARPart, done func(), peer bool, err error) {
 	done = func() {}
 	if c.fleet != nil {
 		claim, err := c.fleet.Claim(ctx, name)
@@ -46,11 +47,11 @@ func (c *Cache) openBody(ctx context.Context, name string, client *upstream.Clie
 		case err != nil:
 			c.log.Warn("fleet: could not claim the fill, fetching from the upstream", "nar", name, "err", err)
 		case claim.Stored:
-			return first, done, errStoredMeanwhile
+			return first, done, false, errStoredMeanwhile
 		case claim.Peer != nil:
 			// No ranges: a peer's body that breaks fails this fill, and
 			// the clients' retry decides again who fetches.
-			return upstream.NARPart{Body: claim.Peer, Size: claim.Size, URL: loc, End: claim.Size}, done, nil
+			return upstream.NARPart{Body: claim.Peer, Size: claim.Size, URL: loc, End: claim.Size}, done, true, nil
 		case claim.Release != nil:
 			done = claim.Release
 		}
@@ -58,9 +59,9 @@ func (c *Cache) openBody(ctx context.Context, name string, client *upstream.Clie
 	first, err = client.FetchNAR(ctx, loc, 0, end)
 	if err != nil {
 		done()
-		return first, func() {}, err
+		return first, func() {}, false, err
 	}
-	return first, done, nil
+	return first, done, false, nil
 }
 
 // ServeFill answers a peer proxy on the same shared storage that asks for

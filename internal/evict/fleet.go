@@ -97,7 +97,8 @@ type Fleet struct {
 	m     *metrics.Metrics
 	acc   *accessRecords
 
-	running sync.Mutex // one pass at a time in this process
+	running     sync.Mutex // one pass at a time in this process
+	compactedAt time.Time  // last fold of the access records; under running
 
 	keptMu sync.Mutex
 	kept   []Variant

@@ -72,7 +72,10 @@ func (f *Fleet) held(ctx context.Context, rep *Report, dryRun, retention bool) e
 		}
 	}()
 	if len(due) == 0 && !over && !retention {
-		return f.savePending(ctx, pending, changed && !dryRun)
+		if err := f.savePending(ctx, pending, changed && !dryRun); err != nil || dryRun {
+			return err
+		}
+		return f.compactHourly(ctx, now, objs)
 	}
 
 	acc, err := loadAccess(ctx, f.b, now)
@@ -181,6 +184,22 @@ func (f *Fleet) held(ctx context.Context, rep *Report, dryRun, retention bool) e
 		f.log.Info("fleet eviction", "bucket_bytes", rep.Before.NARBytes, "deleted_files", len(rep.Evicted),
 			"deleted_bytes", rep.Before.NARBytes-total, "marked_files", len(marked), "pending_files", len(pending))
 	}
+	f.compactedAt = now
+	return acc.compact(ctx, f.b, func(name string) bool { _, ok := objs[name]; return ok })
+}
+
+// compactHourly folds the access records of hours past into the merged
+// one, at most hourly, for a bucket within its bound (a pass that marks
+// or deletes does it anyway): their number stays bounded.
+func (f *Fleet) compactHourly(ctx context.Context, now time.Time, objs map[string]s3store.NARObject) error {
+	if now.Sub(f.compactedAt) < time.Hour {
+		return nil
+	}
+	acc, err := loadAccess(ctx, f.b, now)
+	if err != nil {
+		return fmt.Errorf("read access records: %w", err)
+	}
+	f.compactedAt = now
 	return acc.compact(ctx, f.b, func(name string) bool { _, ok := objs[name]; return ok })
 }
 

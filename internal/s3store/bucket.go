@@ -23,6 +23,7 @@ type Bucket struct {
 	client   *s3.Client
 	spool    string // local dir for the copies that followers of a fill read
 	partSize int64
+	joinWait time.Duration
 }
 
 // Options configure a Bucket. Zero values mean defaults.
@@ -37,6 +38,10 @@ type Options struct {
 	// PartSize is the size of one part of a multipart upload, and what a
 	// fill holds in memory per part in flight; default 16 MiB.
 	PartSize int64
+	// JoinWait bounds how long a proxy that streamed a NAR from the peer
+	// filling it waits for the peer's copy in the bucket before it
+	// uploads its own; default 1m.
+	JoinWait time.Duration
 	// HTTPClient, if set, makes the bucket requests.
 	HTTPClient *http.Client
 	// Observe, if set, is told of every bucket operation (the S3 API's
@@ -93,7 +98,10 @@ func Open(ctx context.Context, loc Location, opts Options) (*Bucket, error) {
 			o.APIOptions = append(o.APIOptions, observe(opts.Observe))
 		}
 	})
-	b := &Bucket{loc: loc, client: client, spool: opts.SpoolDir, partSize: opts.PartSize}
+	if opts.JoinWait <= 0 {
+		opts.JoinWait = time.Minute
+	}
+	b := &Bucket{loc: loc, client: client, spool: opts.SpoolDir, partSize: opts.PartSize, joinWait: opts.JoinWait}
 	if _, err := client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(loc.Bucket)}); err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", loc, mapErr(err))
 	}

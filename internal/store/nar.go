@@ -144,11 +144,34 @@ const syncEvery = 64 << 20
 
 // CreateNAR starts writing the NAR file called name.
 func (s *Store) CreateNAR(ctx context.Context, name string) (*Writer, error) {
+	return s.createNAR(ctx, name, s.files.Create)
+}
+
+// JoiningFiles is a NARFiles shared with other nodes (an S3 bucket) that
+// can receive a file another node is writing there: CreateJoined's part
+// keeps what it is given for its readers alone, and its Commit waits for
+// the other node's file (and writes the file itself only if that never
+// comes).
+type JoiningFiles interface {
+	CreateJoined(name string) (PartFile, error)
+}
+
+// CreateJoinedNAR is CreateNAR for a NAR another node is writing to the
+// shared files, whose download this one streams: it is not written
+// twice. Without shared files it is CreateNAR.
+func (s *Store) CreateJoinedNAR(ctx context.Context, name string) (*Writer, error) {
+	if jf, ok := s.files.(JoiningFiles); ok {
+		return s.createNAR(ctx, name, jf.CreateJoined)
+	}
+	return s.CreateNAR(ctx, name)
+}
+
+func (s *Store) createNAR(ctx context.Context, name string, create func(string) (PartFile, error)) (*Writer, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	s.live.add(name)
-	part, err := s.files.Create(name)
+	part, err := create(name)
 	if err != nil {
 		s.live.done(name)
 		return nil, err
