@@ -15,18 +15,22 @@
 #         and from ref directly (goal: >= 3x faster than either);
 #   CPU:  the zstd proxy's recompress_cpu_seconds_total per GiB of NAR.
 #
-#   bench/recompress.sh [--mib N] [--paths N] [--reps N] [--keep]
+#   bench/recompress.sh [--mib N] [--paths N] [--reps N] [--proxy BINARY] [--keep]
+#
+# bench/run.sh runs it for its recompress rows (with its own --reps and
+# --proxy); --proxy: measure that binary instead of building ./cmd/proxy.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-mib=256 npaths=8 reps=3 keep=
+mib=256 npaths=8 reps=3 keep= proxy_bin=
 while [ $# -gt 0 ]; do
   case $1 in
     --mib) mib=$2; shift 2 ;;
     --paths) npaths=$2; shift 2 ;;
     --reps) reps=$2; shift 2 ;;
     --keep) keep=1; shift ;;
-    *) echo "usage: $0 [--mib N] [--paths N] [--reps N] [--keep]" >&2; exit 2 ;;
+    --proxy) proxy_bin=$(realpath "$2"); shift 2 ;;
+    *) echo "usage: $0 [--mib N] [--paths N] [--reps N] [--proxy BINARY] [--keep]" >&2; exit 2 ;;
   esac
 done
 work=$(mktemp -d /tmp/bench-recompress.XXXXXX)
@@ -107,8 +111,12 @@ nginx -e stderr -p "$work/ref/" -c "$work/ref/nginx.conf" 2>"$work/logs/ref.log"
 pid[ref]=$!
 wait_http "${url[ref]}/nix-cache-info"
 
-log "building the proxy"
-(cd "$root" && CGO_ENABLED=0 go build -o "$work/nix-cache-proxy" ./cmd/proxy)
+if [ -n "$proxy_bin" ]; then
+  cp "$proxy_bin" "$work/nix-cache-proxy"
+else
+  log "building the proxy"
+  (cd "$root" && CGO_ENABLED=0 go build -o "$work/nix-cache-proxy" ./cmd/proxy)
+fi
 
 start_cache() { # start_cache NAME: an empty cache in front of ref
   local name=$1

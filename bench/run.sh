@@ -34,6 +34,14 @@
 # the time from the first prefetch to the image cached, and the bytes the
 # upstream served (its access log) over the image's size.
 #
+# The recompress rows (--recompress, issue #14): bench/recompress.sh, run
+# with the same binary and --reps after the table above: an xz cache the
+# real Nix client wrote from shared libraries (compressible, like
+# cache.nixos.org's), warm `nix copy` through the proxy (zstd) vs nginx vs
+# the upstream directly, the first (cold) client with recompression on vs
+# off, and the proxy's CPU per recompressed GiB. It prints its own table:
+# its cache is xz, not this script's zstd closure and random image.
+#
 # The narinfo-rounds rows: wrk -t1 -c32, then -t2 -c32, on one narinfo
 # (the image's), 2 rounds each with a warm download of the image (a NAR
 # hit) between them; requests/s and p99 per round. Both caches get the
@@ -47,16 +55,18 @@
 # Default: 1 GiB image, 3 runs, 10 s of wrk: about 6 minutes on 2 cores.
 # --proxy: benchmark that binary instead of building ./cmd/proxy of this tree.
 # --only: a comma-separated subset of the rows, among cold, slow, wan,
-# wankill, restart, copy, narinfo, rounds, hits (default: all).
+# wankill, restart, copy, narinfo, rounds, hits, recompress (default: all).
+# recompress adds about 4 minutes (256 MiB of libraries; 48 MiB with --quick).
 # Installs nginx, wrk, curl and nix-bin with apt-get when missing (as root).
 # Everything lives in one mktemp dir, removed at exit with every process it
 # started (--keep keeps the dir, for a look at the logs).
 set -euo pipefail
 
 image_mib=1024 reps=3 wrk_secs=10 small=49 keep=0 proxy_bin= wan_mib_s=24 only=all
+recompress_args=()
 while [ $# -gt 0 ]; do
   case $1 in
-    --quick) image_mib=128 reps=2 wrk_secs=3 ;;
+    --quick) image_mib=128 reps=2 wrk_secs=3 recompress_args=(--mib 48 --paths 4) ;;
     --reps) reps=$2; shift ;;
     --image-mib) image_mib=$2; shift ;;
     --small) small=$2; shift ;;
@@ -92,6 +102,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 PATH=$PATH:/usr/sbin
 [ -n "$proxy_bin" ] || command -v go >/dev/null || die "needs the Go toolchain to build the proxy"
+# The recompress rows alone need none of the set-up below.
+if [ "$only" = recompress ]; then
+  exec "$root/bench/recompress.sh" --reps "$reps" ${proxy_bin:+--proxy "$proxy_bin"} "${recompress_args[@]}"
+fi
 
 # --- processes and cleanup -------------------------------------------------
 work=$(mktemp -d "${TMPDIR:-/tmp}/nix-cache-bench.XXXXXX")
@@ -782,3 +796,9 @@ awk -F'\t' '
       target(r < 100, sprintf("proxy peak RSS < 100 MB: %.1f MiB", r))
     }
   }' "$results"
+
+if want recompress; then
+  echo
+  log "recompress rows: bench/recompress.sh --reps $reps ${recompress_args[*]}"
+  "$root/bench/recompress.sh" --reps "$reps" --proxy "$work/nix-cache-proxy" "${recompress_args[@]}"
+fi
