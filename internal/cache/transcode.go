@@ -101,6 +101,9 @@ func (c *Cache) transcode(ctx context.Context, hash, orig string, g gate) (strin
 		return "", nil
 	}
 	res, err := c.writeZstd(ctx, orig, zname, compression, ni, g)
+	if errors.Is(err, errIncompressible) {
+		return "", nil
+	}
 	if err != nil {
 		return "", err
 	}
@@ -161,6 +164,10 @@ func (c *Cache) dropOriginal(orig string) {
 	}()
 }
 
+// errIncompressible: an uncompressed NAR that zstd would not shrink
+// (recompress.Worthwhile) stays as it is.
+var errIncompressible = errors.New("NAR does not compress")
+
 // writeZstd recompresses the stored file orig into the store as zname,
 // keeping it only if the NAR inside is the one ni names.
 func (c *Cache) writeZstd(ctx context.Context, orig, zname, compression string, ni *narinfo.Info, g gate) (recompress.Result, error) {
@@ -170,6 +177,17 @@ func (c *Cache) writeZstd(ctx context.Context, orig, zname, compression string, 
 		return res, fmt.Errorf("open %s to recompress it: %w", orig, err)
 	}
 	defer f.Close()
+	if compression == "none" {
+		worth, err := recompress.Worthwhile(f, int64(ni.NarSize))
+		if err != nil {
+			return res, err
+		}
+		if !worth {
+			c.metrics.Recompressed.WithLabelValues("incompressible").Inc()
+			c.log.Info("recompress", "nar", orig, "store_path", ni.StorePath, "outcome", "incompressible")
+			return res, errIncompressible
+		}
+	}
 	var in io.Reader = f
 	if g != nil {
 		in = &gatedReader{ctx: ctx, r: f, gate: g}

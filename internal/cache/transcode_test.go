@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"io"
@@ -151,6 +152,8 @@ func TestRecompress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	random := make([]byte, 1<<20) // a compressed or encrypted disk image, say
+	rand.Read(random)
 	tests := []struct {
 		name        string
 		compression string
@@ -161,6 +164,7 @@ func TestRecompress(t *testing.T) {
 		{"bzip2", "bzip2", small, bz2, true},
 		{"none", "none", nar, nar, true},
 		{"none below MinNone", "none", small, small, false},
+		{"none incompressible", "none", random, random, false},
 		{"zstd stays", "zstd", small, zstdFile(t, small), false},
 	}
 	for _, tt := range tests {
@@ -188,6 +192,9 @@ func TestRecompress(t *testing.T) {
 			if !tt.recompress {
 				if zname != "" || after.URL != before.URL {
 					t.Fatalf("recompressed to %q, narinfo URL %s", zname, after.URL)
+				}
+				if ok, _ := e.st.HasNAR(ctx, recompress.Name(sum[:])); ok {
+					t.Fatal("a zstd file was kept")
 				}
 				return
 			}

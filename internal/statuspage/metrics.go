@@ -70,6 +70,8 @@ func readCounters(m *metrics.Metrics, s *Snapshot) map[string]*upstreamCounts {
 			s.Recompressed.NARs += n
 		case "mismatch":
 			s.Recompressed.Mismatches += n
+		case "incompressible":
+			// Left as they are on purpose: no failure.
 		default:
 			s.Recompressed.Errors += n
 		}
