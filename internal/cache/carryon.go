@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -30,19 +29,7 @@ func (c *Cache) carryOn(w http.ResponseWriter, r *http.Request, name string, src
 	if err != nil {
 		return fmt.Errorf("%w: NAR source URL: %w", ErrAborted, err)
 	}
-	check := newNARCheck(src)
-	if check != nil {
-		defer check.result() // ends its decoder whatever happens
-	}
-	sum := sha256.New()
-	var sink io.Writer = sum
-	if check != nil {
-		sink = io.MultiWriter(sum, check)
-	}
 	if _, err := part.Seek(0, io.SeekStart); err != nil {
-		return fmt.Errorf("%w: reread NAR %s: %w", ErrAborted, name, err)
-	}
-	if _, err := io.CopyN(sink, part, sent); err != nil {
 		return fmt.Errorf("%w: reread NAR %s: %w", ErrAborted, name, err)
 	}
 	p, err := client.FetchNAR(ctx, loc, sent, -1)
@@ -57,18 +44,10 @@ func (c *Cache) carryOn(w http.ResponseWriter, r *http.Request, name string, src
 	if size >= 0 && p.Size >= 0 && p.Size != size {
 		return fmt.Errorf("%w: %w", ErrAborted, verifyFailed("size", "upstream's NAR is %d bytes, expected %d", p.Size, size))
 	}
-	n, last, err := c.copyHeldBack(w, p.Body, sink, sent, size)
+	n, err := c.relayVerified(w, part, p.Body, src, sent, size, "NAR carried on from the upstream")
 	if err != nil {
 		return err
 	}
-	if err := verifyNAR(src, size, n, sum.Sum(nil), check); err != nil {
-		c.log.Warn("NAR carried on from the upstream failed its check", "nar", name, "err", err)
-		return fmt.Errorf("%w: %w", ErrAborted, err)
-	}
-	if _, err := w.Write(last); err != nil {
-		return fmt.Errorf("%w: %w", ErrAborted, err)
-	}
-	c.metrics.ServedBytes.WithLabelValues("upstream").Add(float64(len(last)))
 	c.log.Info("NAR not kept midway; its client carried on from the upstream", "nar", name,
 		"store_path", src.StorePath, "from_disk", sent, "from_upstream", n-sent)
 	return nil

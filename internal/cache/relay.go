@@ -53,6 +53,20 @@ func (c *Cache) relayFromUpstream(w http.ResponseWriter, r *http.Request, name s
 	}
 	w.WriteHeader(http.StatusOK)
 
+	n, err := c.relayVerified(w, nil, body, src, 0, size, "upstream NAR streamed without keeping")
+	if err != nil {
+		return err
+	}
+	c.log.Info("upstream NAR streamed without keeping", "nar", name, "store_path", src.StorePath, "bytes", n)
+	return nil
+}
+
+// relayVerified sends body to w after the sent bytes the client already
+// has (read again from prefix, only to be hashed), checking the whole NAR
+// file against src as a download is checked, and writes the last byte
+// only once it checks out: a wrong body is cut, never completed. It
+// returns the file's total bytes; what names the stream in a warning.
+func (c *Cache) relayVerified(w io.Writer, prefix, body io.Reader, src store.NARSource, sent, size int64, what string) (int64, error) {
 	check := newNARCheck(src)
 	if check != nil {
 		defer check.result() // ends its decoder whatever happens
@@ -62,20 +76,24 @@ func (c *Cache) relayFromUpstream(w http.ResponseWriter, r *http.Request, name s
 	if check != nil {
 		sink = io.MultiWriter(sum, check)
 	}
-	n, last, err := c.copyHeldBack(w, body, sink, 0, size)
+	if sent > 0 {
+		if _, err := io.CopyN(sink, prefix, sent); err != nil {
+			return 0, fmt.Errorf("%w: read again the %d bytes sent: %w", ErrAborted, sent, err)
+		}
+	}
+	n, last, err := c.copyHeldBack(w, body, sink, sent, size)
 	if err != nil {
-		return err
+		return n, err
 	}
 	if err := verifyNAR(src, size, n, sum.Sum(nil), check); err != nil {
-		c.log.Warn("upstream NAR streamed without keeping failed its check", "nar", name, "err", err)
-		return fmt.Errorf("%w: %w", ErrAborted, err)
+		c.log.Warn(what+" failed its check", "store_path", src.StorePath, "err", err)
+		return n, fmt.Errorf("%w: %w", ErrAborted, err)
 	}
 	if _, err := w.Write(last); err != nil {
-		return fmt.Errorf("%w: %w", ErrAborted, err)
+		return n, fmt.Errorf("%w: %w", ErrAborted, err)
 	}
 	c.metrics.ServedBytes.WithLabelValues("upstream").Add(float64(len(last)))
-	c.log.Info("upstream NAR streamed without keeping", "nar", name, "store_path", src.StorePath, "bytes", n)
-	return nil
+	return n, nil
 }
 
 // copyHeldBack copies body to w and sink, counting from n bytes already
