@@ -13,7 +13,9 @@ import (
 type candidate struct {
 	access int64 // unix nanoseconds
 	size   int64
-	off, n int // the name: names[off:off+n]
+	off    int   // the name: names[off:off+n]
+	n      int32 // (a name is ~60 bytes)
+	refill bool  // it can be fetched again: store.NARUse.Refillable
 }
 
 // candidates are the NAR files on disk, as the walk found them.
@@ -22,7 +24,7 @@ type candidates struct {
 	names []byte
 }
 
-func (c *candidates) name(x candidate) []byte { return c.names[x.off : x.off+x.n] }
+func (c *candidates) name(x candidate) []byte { return c.names[x.off : x.off+int(x.n)] }
 
 // walk reads every NAR file's size and last access from the store.
 func (c *candidates) walk(ctx context.Context, st Store) error {
@@ -32,7 +34,7 @@ func (c *candidates) walk(ctx context.Context, st Store) error {
 	c.list = make([]candidate, 0, n+n/16+16)
 	c.names = make([]byte, 0, (n+n/16+16)*64)
 	return st.WalkNARs(ctx, func(u *store.NARUse) error {
-		c.list = append(c.list, candidate{access: u.Access, size: u.Size, off: len(c.names), n: len(u.Name)})
+		c.list = append(c.list, candidate{access: u.Access, size: u.Size, off: len(c.names), n: int32(len(u.Name)), refill: u.Refillable})
 		c.names = append(c.names, u.Name...)
 		return nil
 	})

@@ -122,13 +122,9 @@ func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, err
 				at[string(cands.name(c))] = i
 			}
 		}
-		refill, err := e.st.Refillable(ctx, superseded)
-		if err != nil {
-			return rep, err
-		}
 		for _, name := range superseded {
 			i := at[name]
-			if i < 0 || !refill[name] || keep[name] || taken[name] {
+			if i < 0 || !cands.list[i].refill || keep[name] || taken[name] {
 				continue // not on disk, not refillable, or kept through another rule
 			}
 			c := cands.list[i]
@@ -143,39 +139,20 @@ func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, err
 	}
 	need := max(u.NeedSize, u.NeedSpace)
 	if freed < need {
-		// Least recently served first, a chunk at a time: the chunk's
-		// refillability is read in one transaction (a NAR with no upstream
-		// is never dropped).
+		// Least recently served first, a chunk at a time; a NAR with no
+		// upstream is never dropped.
 		ages := newByAge(cands.list)
 		part := make([]candidate, 0, 1024)
-		names := make([]string, 0, cap(part))
 		for freed < need {
 			if part = ages.next(part); len(part) == 0 {
 				break
 			}
-			names = names[:0]
-			for _, c := range part {
-				if name := cands.name(c); !keep[string(name)] && !taken[string(name)] {
-					names = append(names, string(name))
-				}
-			}
-			refill, err := e.st.Refillable(ctx, names)
-			if err != nil {
-				return rep, err
-			}
-			next := 0 // names[next] is the next part's name not kept nor taken
 			for _, c := range part {
 				if freed >= need {
 					break
 				}
 				name := cands.name(c)
-				if keep[string(name)] || taken[string(name)] {
-					rep.Skipped++
-					continue
-				}
-				s := names[next]
-				next++
-				if !refill[s] {
+				if !c.refill || keep[string(name)] || taken[string(name)] {
 					rep.Skipped++
 					continue
 				}
@@ -183,7 +160,7 @@ func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, err
 				if freed >= u.NeedSize {
 					reason = ReasonFreeSpace
 				}
-				chosen = append(chosen, Evicted{NAR: s, Bytes: c.size, Access: time.Unix(0, c.access).UTC(), Reason: reason})
+				chosen = append(chosen, Evicted{NAR: string(name), Bytes: c.size, Access: time.Unix(0, c.access).UTC(), Reason: reason})
 				freed += c.size
 			}
 		}

@@ -106,7 +106,7 @@ func BenchmarkScalePrune(b *testing.B) {
 		start := time.Now()
 		rep, err := e.Prune(ctx)
 		took := time.Since(start)
-		anon, total := stop()
+		anon, total, _ := stop()
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -29,18 +29,23 @@ type NARUse struct {
 	// Access is when it was last served, or stored if never served since,
 	// in Unix nanoseconds.
 	Access int64
+	// Refillable: it can be fetched again once evicted
+	// (NARSource.Refillable); never evict one that cannot.
+	Refillable bool
 }
 
 // WalkNARs calls fn for every NAR file in the index, with the accesses
-// not yet flushed applied. It reads the NAR rows alone (not their source
-// rows: ask Refillable for the few files chosen) and allocates nothing per
-// row. The NARUse is reused between calls. It reads in one transaction,
-// and readers never wait on it.
+// not yet flushed applied. It reads the NAR rows alone (each keeps whether
+// its NAR is refillable; only a row from before that was kept, which Open
+// upgrades, sends it to the source row) and allocates nothing per row.
+// The NARUse is reused between calls. It reads in one transaction, and
+// readers never wait on it.
 func (s *Store) WalkNARs(ctx context.Context, fn func(*NARUse) error) error {
 	return s.db.View(func(tx *bolt.Tx) error {
 		var u NARUse
 		var row narRow
 		n := 0
+		srcs := tx.Bucket(bucketNARSource)
 		return tx.Bucket(bucketNAR).ForEach(func(k, v []byte) error {
 			if n++; n%4096 == 0 {
 				if err := ctx.Err(); err != nil {
@@ -57,7 +62,11 @@ func (s *Store) WalkNARs(ctx context.Context, fn func(*NARUse) error) error {
 			if t, ok := s.access.getBytes(k); ok {
 				at = t
 			}
-			u = NARUse{Name: k, Size: row.Size, Access: at.UnixNano()}
+			fill := row.Refill
+			if fill == refillUnknown {
+				fill = refillOf(srcs.Get(k))
+			}
+			u = NARUse{Name: k, Size: row.Size, Access: at.UnixNano(), Refillable: fill == refillYes}
 			return fn(&u)
 		})
 	})

@@ -113,8 +113,7 @@ func (s *Store) indexNarInfo(ctx context.Context, hash string, text []byte, narN
 			return fmt.Errorf("index narinfo %s: %w", hash, err)
 		}
 		tx.OnCommit(func() { s.hot.put(hash, text, today) })
-		srcs := tx.Bucket(bucketNARSource)
-		if old := srcs.Get([]byte(narName)); old != nil {
+		if old := tx.Bucket(bucketNARSource).Get([]byte(narName)); old != nil {
 			var prev NARSource
 			if json.Unmarshal(old, &prev) == nil && !prev.Seen.IsZero() && prev.Seen.Before(src.Seen) {
 				src.Seen = prev.Seen // first seen stays first
@@ -124,10 +123,7 @@ func (s *Store) indexNarInfo(ctx context.Context, hash string, text []byte, narN
 		if err != nil {
 			return fmt.Errorf("encode NAR source: %w", err)
 		}
-		if err := srcs.Put([]byte(narName), row); err != nil {
-			return fmt.Errorf("index NAR source %s: %w", narName, err)
-		}
-		return nil
+		return putSource(tx, narName, row)
 	})
 }
 
@@ -165,9 +161,7 @@ func (s *Store) sharedSource(ctx context.Context, name string) (NARSource, error
 	if err != nil {
 		return src, err
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketNARSource).Put([]byte(name), row)
-	})
+	err = s.db.Update(func(tx *bolt.Tx) error { return putSource(tx, name, row) })
 	return src, err
 }
 

@@ -22,6 +22,11 @@ type narRow struct {
 	// Access is when it was last served, as of the last FlushAccess;
 	// zero until then (Stored stands in).
 	Access time.Time `json:"access,omitzero"`
+	// Refill says whether the NAR can be fetched again once evicted: its
+	// source row's NARSource.Refillable, kept here by every writer of
+	// either row in the same transaction (see refill.go), so eviction
+	// reads these small rows and never the sources.
+	Refill refill `json:"refill,omitempty"`
 }
 
 // OpenNAR opens the NAR file called name for reading, or returns ErrNotFound.
@@ -107,20 +112,25 @@ func (s *Store) counted(files, bytes int64) {
 	s.narBytes.Add(bytes)
 }
 
-// countNARs sets the totals from the index, once, at Open.
-func (s *Store) countNARs() error {
+// countNARs sets the totals from the index, once, at Open. It returns
+// how many rows lack their refill copy (written before it was kept).
+func (s *Store) countNARs() (unknown int64, err error) {
 	s.narCount.Store(0)
 	s.narBytes.Store(0)
-	return s.db.View(func(tx *bolt.Tx) error {
+	err = s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketNAR).ForEach(func(k, v []byte) error {
 			var r narRow
 			if err := decodeNARRow(v, &r); err != nil {
 				return fmt.Errorf("decode NAR row %s: %w", k, err)
 			}
 			s.counted(1, r.Size)
+			if r.Refill == refillUnknown {
+				unknown++
+			}
 			return nil
 		})
 	})
+	return unknown, err
 }
 
 // Writer receives a NAR file. Nothing it wrote is visible to OpenNAR until
@@ -288,11 +298,11 @@ func (s *Store) indexNAR(ctx context.Context, name string, size int64) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	row, err := json.Marshal(narRow{Size: size, Stored: time.Now().UTC()})
-	if err != nil {
-		return err
-	}
 	return s.db.Update(func(tx *bolt.Tx) error {
+		row, err := json.Marshal(narRow{Size: size, Stored: time.Now().UTC(), Refill: refillOf(tx.Bucket(bucketNARSource).Get([]byte(name)))})
+		if err != nil {
+			return err
+		}
 		b := tx.Bucket(bucketNAR)
 		files, bytes := int64(1), size
 		if old := b.Get([]byte(name)); old != nil {

@@ -8,7 +8,8 @@ import (
 )
 
 // decodeNARRow reads a NAR row. Rows are JSON written by json.Marshal of a
-// narRow, whose layout is fixed ({"size":N,"stored":"T"[,"access":"T"]});
+// narRow, whose layout is fixed
+// ({"size":N,"stored":"T"[,"access":"T"][,"refill":R]});
 // that layout is read here without encoding/json, which is most of the
 // cost of counting 200,000 rows at Open or walking them for eviction.
 // Anything else falls back to json.Unmarshal. It allocates nothing: the
@@ -41,12 +42,22 @@ func fastNARRow(v []byte, r *narRow) bool {
 		return false
 	}
 	var access time.Time
-	if !bytes.Equal(rest, []byte("}")) {
-		if access, rest, ok = fastTime(rest, `,"access":"`); !ok || !bytes.Equal(rest, []byte("}")) {
+	if bytes.HasPrefix(rest, []byte(`,"access":"`)) {
+		if access, rest, ok = fastTime(rest, `,"access":"`); !ok {
 			return false
 		}
 	}
-	*r = narRow{Size: size, Stored: stored, Access: access}
+	var fill refill
+	if v, ok := bytes.CutPrefix(rest, []byte(`,"refill":`)); ok {
+		if len(v) < 1 || v[0] < '1' || v[0] > '9' {
+			return false
+		}
+		fill, rest = refill(v[0]-'0'), v[1:]
+	}
+	if !bytes.Equal(rest, []byte("}")) {
+		return false
+	}
+	*r = narRow{Size: size, Stored: stored, Access: access, Refill: fill}
 	return true
 }
 

@@ -14,6 +14,8 @@ func TestDecodeNARRow(t *testing.T) {
 		{Size: 123, Stored: at},
 		{Size: 0, Stored: at, Access: at.Add(time.Hour)},
 		{Size: 1 << 40, Stored: at.In(time.FixedZone("x", 3600)), Access: at},
+		{Size: 7, Stored: at, Refill: refillYes},
+		{Size: 7, Stored: at, Access: at, Refill: refillNo},
 	} {
 		v, err := json.Marshal(r)
 		if err != nil {
@@ -34,6 +36,8 @@ func TestDecodeNARRow(t *testing.T) {
 		`{"stored":"2026-03-04T05:06:07Z","size":5}`,
 		`{ "size": 5, "stored": "2026-03-04T05:06:07Z" }`,
 		`{"size":5,"stored":"2026-03-04T05:06:07Z","extra":1}`,
+		`{"size":5,"stored":"2026-03-04T05:06:07Z","refill":1,"extra":1}`,
+		`{"size":5,"stored":"2026-03-04T05:06:07Z","refill":12}`,
 	} {
 		var r narRow
 		if err := decodeNARRow([]byte(v), &r); err != nil || r.Size != 5 {

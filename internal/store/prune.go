@@ -96,6 +96,7 @@ func (s *Store) PruneNarInfos(ctx context.Context, hashes []string, cutoff time.
 				if err := srcs.Delete([]byte(name)); err != nil {
 					return err
 				}
+				// No NAR row to keep a copy in (checked above).
 			}
 			gone = append(gone, hash)
 		}

@@ -141,7 +141,11 @@ func OpenWith(dir string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	if err := s.countNARs(); err != nil {
+	unknown, err := s.countNARs()
+	if err == nil {
+		err = s.upgradeRefill(unknown, upgradeBatch)
+	}
+	if err != nil {
 		db.Close()
 		return nil, err
 	}

@@ -118,8 +118,8 @@ func (s *Store) claimUpload(ctx context.Context, hash string, text []byte, narNa
 		if err := tx.Bucket(bucketServed).Put([]byte(hash), putDay(today)); err != nil {
 			return fmt.Errorf("index narinfo %s: %w", hash, err)
 		}
-		if err := tx.Bucket(bucketNARSource).Put([]byte(narName), row); err != nil {
-			return fmt.Errorf("index NAR source %s: %w", narName, err)
+		if err := putSource(tx, narName, row); err != nil {
+			return err
 		}
 		if b := tx.Bucket(bucketUploads); b != nil {
 			if err := b.Delete([]byte(narName)); err != nil {
