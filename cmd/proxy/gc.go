@@ -78,6 +78,33 @@ func printGC(w io.Writer, rep evict.Report) {
 	if u.Free >= 0 {
 		free = formatBytes(u.Free)
 	}
+	printPrune(w, rep.Prune)
 	fmt.Fprintf(w, "before: %s of NARs, %s of index, %s free (%s, --min-free %s); took %s\n",
 		formatBytes(u.NARBytes), formatBytes(u.Index), free, bound, formatBytes(u.MinFree), rep.Took)
+}
+
+// printPrune writes gc's round of pruning the index as its own line:
+// narinfos (with their origin records) pruned or prunable, the bytes of
+// their rows, and the stale ones left for later rounds.
+func printPrune(w io.Writer, p *evict.PruneReport) {
+	switch {
+	case p == nil:
+		return
+	case p.Off:
+		fmt.Fprintln(w, "index: never pruned (--prune-after 0)")
+		return
+	}
+	verb := "pruned"
+	if p.DryRun {
+		verb = "would prune"
+	}
+	fmt.Fprintf(w, "index: %s %d narinfos with their origin records, %s of rows (%d stale in this round, %d needed by narinfos that stay",
+		verb, p.Pruned, formatBytes(p.Bytes), p.Stale, p.Needed)
+	if p.Backlog > 0 {
+		fmt.Fprintf(w, "; %d more stale for the next rounds", p.Backlog)
+	}
+	if p.Stopped {
+		fmt.Fprint(w, "; stopped at one served meanwhile")
+	}
+	fmt.Fprintf(w, "); took %s\n", p.Took)
 }

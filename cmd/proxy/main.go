@@ -21,7 +21,7 @@ Usage:
   nix-cache-proxy pin PATH... / unpin PATH...      keep paths and their closures forever
   nix-cache-proxy check [--closure] [--upstream] PATH...
                                                    exit 0 iff every path is cached (or upstream)
-  nix-cache-proxy gc [--dry-run]                   evict now what the disk bound and --keep-latest say
+  nix-cache-proxy gc [--dry-run]                   evict now what the disk bound and --keep-latest say, prune the index
   nix-cache-proxy verify [--repair] [--deep]       check every NAR file and the index; exit 0 iff sound
   nix-cache-proxy keygen NAME                      write a signing key pair (NAME.secret, NAME.public)
   nix-cache-proxy check-config [--config FILE] [flags]

@@ -106,7 +106,7 @@ func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 	if cfg.storage != "" {
 		fleetEvict = evict.NewFleet(st, bucket, evictLessor{leases}, evict.FleetConfig{
 			MaxSize: cfg.maxSize, KeepLatest: cfg.keepRules, Grace: cfg.evictGrace, Interval: cfg.fleetInterval,
-			Node: leases.Holder(), Metrics: m, Logger: log,
+			Node: leases.Holder(), Prune: s.evict, Metrics: m, Logger: log,
 		})
 		s.fleetEvict = fleetEvict
 	}

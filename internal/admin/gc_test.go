@@ -40,9 +40,17 @@ func TestGC(t *testing.T) {
 	if has, _ := e.Cache.HasNAR(ctx, names[0]); !has {
 		t.Fatal("a dry run evicted")
 	}
+	// The round of pruning the index comes with it (nothing is 30 days
+	// old here: internal/evict tests what it prunes).
+	if dry.Prune == nil || !dry.Prune.DryRun || dry.Prune.Pruned != 0 {
+		t.Errorf("dry run's prune: %+v", dry.Prune)
+	}
 	rep, err := e.client.GC(ctx, admin.GCRequest{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if rep.Prune == nil || rep.Prune.DryRun {
+		t.Errorf("gc's prune: %+v", rep.Prune)
 	}
 	retention := rep.Reasons[2]
 	if retention.Reason != evict.ReasonRetention || retention.Files != 1 || retention.Bytes != 5000 {

@@ -103,6 +103,13 @@ type Evictor struct {
 	pruning    sync.Mutex // one Prune at a time
 	pruneFrom  string     // where the next round's window starts (under pruning)
 	pruneLimit int        // pruneMax; lowered by tests
+	pruneFirst time.Duration
+	pruneKick  chan struct{} // gc's round left a backlog: pace the loop anew
+	// The loop's pace (prunePace), under pruning.
+	pruneSoon bool          // a backlog drains: the next round comes soon
+	pruneIdle bool          // the fruitless rounds since the last that pruned saw every stale narinfo
+	fruitless int           // stale narinfos those rounds considered
+	pruneTook time.Duration // the last round's time
 }
 
 // New returns an Evictor over st; Run starts its background loop.
@@ -127,7 +134,8 @@ func New(st Store, cfg Config) *Evictor {
 	}
 	cfg.Metrics.StoreMaxSize.Set(float64(cfg.MaxSize))
 	return &Evictor{st: st, cfg: cfg, log: cfg.Logger, m: cfg.Metrics,
-		kick: make(chan struct{}, 1), passed: make(chan struct{}), pruneLimit: pruneMax}
+		kick: make(chan struct{}, 1), passed: make(chan struct{}), pruneLimit: pruneMax,
+		pruneFirst: pruneFirst, pruneKick: make(chan struct{}, 1)}
 }
 
 // MaxSize is the configured bound; 0 when there is none.

@@ -78,7 +78,10 @@ type FleetConfig struct {
 	// default 1m.
 	Interval time.Duration
 	// Node names this proxy's access records; unique per process.
-	Node    string
+	Node string
+	// Prune is this proxy's own eviction, whose round of pruning its
+	// index gc runs after the fleet's pass; nil: none.
+	Prune   *Evictor
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
 	// passHook, in tests, is told when a pass holding the lease starts
@@ -160,7 +163,11 @@ func (f *Fleet) Run(ctx context.Context) {
 // --keep-latest no longer keeps. It fails with ErrLeaseHeld while another
 // proxy evicts. dryRun reports what a pass would delete and mark.
 func (f *Fleet) Collect(ctx context.Context, dryRun bool) (Report, error) {
-	return f.pass(ctx, dryRun, true)
+	rep, err := f.pass(ctx, dryRun, true)
+	if err == nil && f.cfg.Prune != nil {
+		f.cfg.Prune.gcPrune(ctx, dryRun, &rep)
+	}
+	return rep, err
 }
 
 // pass publishes this proxy's accesses, then, if it evicts and gets the

@@ -21,6 +21,9 @@ type Report struct {
 	Skipped int       `json:"skipped"`
 	Took    Duration  `json:"took"`
 	Errors  []string  `json:"errors,omitempty"`
+	// Prune is gc's round of pruning the index (gc.go); nil for the
+	// background passes.
+	Prune *PruneReport `json:"prune,omitempty"`
 }
 
 // Reason totals the files evicted for one reason.
@@ -58,11 +61,6 @@ func (d *Duration) UnmarshalText(b []byte) error {
 // chooses the same files and evicts none.
 func (e *Evictor) Pass(ctx context.Context, dryRun bool) (Report, error) {
 	return e.pass(ctx, dryRun, false)
-}
-
-// Collect is gc: a Pass that also evicts superseded variants.
-func (e *Evictor) Collect(ctx context.Context, dryRun bool) (Report, error) {
-	return e.pass(ctx, dryRun, true)
 }
 
 func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, error) {

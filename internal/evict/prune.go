@@ -17,8 +17,9 @@ import (
 const DefaultPruneAfter = 30 * 24 * time.Hour
 
 const (
-	// pruneEvery is how often the index is pruned: each round walks every
-	// narinfo twice, and a day's stamps make finer rounds pointless.
+	// pruneEvery is how often the index is pruned when it has no backlog:
+	// each round walks every narinfo twice, and a day's stamps make finer
+	// rounds pointless.
 	pruneEvery = time.Hour
 	// pruneFirst is how long after the start the first round runs: not
 	// in the middle of the start, but also for a proxy restarted often.
@@ -28,13 +29,26 @@ const (
 	pruneMax = 32768
 	// pruneBatch is how many narinfos one write transaction deletes.
 	pruneBatch = 1024
+	// pruneRestMin is the least pause between two rounds draining a
+	// backlog; otherwise the pause is as long as the round took, so a
+	// backlog takes at most about half a core.
+	pruneRestMin = 100 * time.Millisecond
 )
 
-// PruneReport is what one pruning round did.
+// PruneReport is what one pruning round did, or on a dry run would do.
 type PruneReport struct {
-	Stale   int      `json:"stale"`   // narinfos stale on their own (up to pruneMax)
-	Needed  int      `json:"needed"`  // of those, kept: a narinfo that stays references them
-	Pruned  int      `json:"pruned"`  // deleted with their origin records
+	DryRun bool `json:"dry_run"`
+	Off    bool `json:"off,omitempty"` // --prune-after 0: nothing is ever pruned
+	Stale  int  `json:"stale"`         // narinfos stale on their own in this round's window (up to pruneMax)
+	Needed int  `json:"needed"`        // of those, kept: a narinfo that stays references them
+	// Pruned were deleted with their origin records; on a dry run, would
+	// be. Bytes is what their rows held (narinfo text and origin record).
+	Pruned int   `json:"pruned"`
+	Bytes  int64 `json:"bytes"`
+	// Backlog is how many stale narinfos lie beyond this round's window:
+	// later rounds consider them, soon after this one (not an hour later)
+	// while rounds keep pruning.
+	Backlog int      `json:"backlog"`
 	Stopped bool     `json:"stopped"` // one was served or refilled meanwhile: the rest waits
 	Took    Duration `json:"took"`
 }
@@ -43,29 +57,66 @@ type PruneReport struct {
 type pruneCand struct {
 	hash, nar string
 	refs      []string
+	bytes     int  // what its rows hold (NarInfoUse.Bytes)
 	needed    bool // a narinfo that stays references it, maybe through others
 	in        int  // prunable narinfos that reference it, for the order
 }
 
 // pruneLoop prunes the index pruneFirst after the start, then every
-// pruneEvery, until ctx ends.
+// pruneEvery; while a backlog drains (prunePace), the next round comes
+// after a pause as long as the last one took. It runs until ctx ends.
 func (e *Evictor) pruneLoop(ctx context.Context) {
 	if e.cfg.NoPrune {
 		return
 	}
-	t := time.NewTimer(pruneFirst)
+	t := time.NewTimer(e.pruneFirst)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-e.pruneKick:
+			// gc ran a round that left a backlog: carry on from it.
+			t.Reset(e.pruneWait())
+			continue
 		case <-t.C:
 		}
 		if _, err := e.Prune(ctx); err != nil && ctx.Err() == nil {
 			e.log.Warn("prune the index", "err", err)
 		}
-		t.Reset(pruneEvery)
+		t.Reset(e.pruneWait())
 	}
+}
+
+// pruneWait is how long until the next round: pruneEvery, or while a
+// backlog drains, the last round's time (at least pruneRestMin).
+func (e *Evictor) pruneWait() time.Duration {
+	e.pruning.Lock()
+	defer e.pruning.Unlock()
+	if !e.pruneSoon {
+		return pruneEvery
+	}
+	return max(e.pruneTook, pruneRestMin)
+}
+
+// prunePace decides, after a round that ran (not a dry run), whether the
+// next one comes soon: when stale narinfos lie beyond this round's window
+// and rounds still prune. A window of stale narinfos all needed by stale
+// ones outside it prunes nothing, yet the rounds after it may (that is
+// how a backlog drains); only once the fruitless rounds since the last
+// that pruned have looked at every stale narinfo does the pace fall back
+// to hourly, until a round prunes again. Called under e.pruning.
+func (e *Evictor) prunePace(rep PruneReport, took time.Duration) {
+	if rep.Pruned > 0 {
+		e.fruitless, e.pruneIdle = 0, false
+	} else {
+		e.fruitless += rep.Stale
+		if e.fruitless >= rep.Stale+rep.Backlog {
+			e.pruneIdle = true
+		}
+	}
+	e.pruneSoon = rep.Backlog > 0 && !e.pruneIdle
+	e.pruneTook = took
 }
 
 // Prune deletes from the index the narinfos, and their NAR origin records,
@@ -79,15 +130,27 @@ func (e *Evictor) pruneLoop(ctx context.Context) {
 // in bounded batches, referrers before what they reference, and stops at
 // the first narinfo served, pinned or refilled since it was chosen.
 func (e *Evictor) Prune(ctx context.Context) (PruneReport, error) {
+	return e.prune(ctx, false)
+}
+
+// PruneDry reports what Prune would delete now, deleting nothing: the
+// same window of the index, the same rules.
+func (e *Evictor) PruneDry(ctx context.Context) (PruneReport, error) {
+	return e.prune(ctx, true)
+}
+
+func (e *Evictor) prune(ctx context.Context, dryRun bool) (PruneReport, error) {
 	start := time.Now()
-	var rep PruneReport
+	rep := PruneReport{DryRun: dryRun, Off: e.cfg.NoPrune}
 	if e.cfg.NoPrune {
 		return rep, nil
 	}
 	e.pruning.Lock()
 	defer e.pruning.Unlock()
-	if err := e.st.FlushServed(ctx); err != nil {
-		return rep, fmt.Errorf("flush narinfo serving days: %w", err)
+	if !dryRun {
+		if err := e.st.FlushServed(ctx); err != nil {
+			return rep, fmt.Errorf("flush narinfo serving days: %w", err)
+		}
 	}
 	cutoff := e.cfg.Now().Add(-e.cfg.PruneAfter)
 	variants := newVariants(e.cfg.KeepLatest)
@@ -99,23 +162,24 @@ func (e *Evictor) Prune(ctx context.Context) (PruneReport, error) {
 		roots[v.Hash] = true
 	}
 
-	// The stale narinfos, with what they reference: at most pruneMax, in
+	// The stale narinfos, with what they reference: at most pruneLimit, in
 	// hash order from where the last round's window ended, wrapping
-	// around (those before it are held apart, up to pruneMax too, and
+	// around (those before it are held apart, up to pruneLimit too, and
 	// fill what is left). A window that stayed put would keep choosing
 	// the same narinfos, needed by stale ones outside it, round after round.
 	cands := map[string]*pruneCand{}
 	var before []*pruneCand
-	from := e.pruneFrom
+	from, stale := e.pruneFrom, 0
 	err := e.st.WalkNarInfoUse(ctx, cutoff, func(u *store.NarInfoUse) error {
 		if !u.Stale || roots[u.Hash] {
 			return nil
 		}
+		stale++
 		early := u.Hash < from
 		if early && len(before) >= e.pruneLimit || !early && len(cands) >= e.pruneLimit {
 			return nil
 		}
-		c := &pruneCand{hash: strings.Clone(u.Hash), nar: strings.Clone(u.NAR), refs: make([]string, len(u.Refs))}
+		c := &pruneCand{hash: strings.Clone(u.Hash), nar: strings.Clone(u.NAR), refs: make([]string, len(u.Refs)), bytes: u.Bytes}
 		for i, r := range u.Refs {
 			c.refs[i] = strings.Clone(r)
 		}
@@ -129,30 +193,51 @@ func (e *Evictor) Prune(ctx context.Context) (PruneReport, error) {
 	if err != nil {
 		return rep, err
 	}
+	next := ""
 	if len(cands) >= e.pruneLimit {
 		last := ""
 		for h := range cands {
 			last = max(last, h)
 		}
-		e.pruneFrom = last + "\x00" // the next round starts after it
+		next = last + "\x00" // the next round starts after it
 	} else {
 		// The walk reached the end: wrap around to the start.
-		e.pruneFrom = ""
 		for _, c := range before {
 			if len(cands) >= e.pruneLimit {
 				break
 			}
 			cands[c.hash] = c
 			if len(cands) >= e.pruneLimit {
-				e.pruneFrom = c.hash + "\x00"
+				next = c.hash + "\x00"
 			}
 		}
 	}
+	if !dryRun {
+		e.pruneFrom = next
+	}
 	before = nil
-	if len(cands) == 0 {
+	rep.Stale, rep.Backlog = len(cands), stale-len(cands)
+	if len(cands) > 0 {
+		if err := e.pruneWindow(ctx, cands, cutoff, dryRun, &rep); err != nil {
+			return rep, err
+		}
+	}
+	took := time.Since(start)
+	rep.Took = Duration(took)
+	if dryRun {
 		return rep, nil
 	}
-	rep.Stale = len(cands)
+	e.prunePace(rep, took)
+	if rep.Pruned > 0 || rep.Stopped {
+		e.log.Info("pruned the index", "narinfos", rep.Pruned, "bytes", rep.Bytes, "stale", rep.Stale, "needed", rep.Needed,
+			"backlog", rep.Backlog, "stopped", rep.Stopped, "took", took.Round(time.Millisecond))
+	}
+	return rep, nil
+}
+
+// pruneWindow prunes (on a dry run, counts) the candidates of one round
+// that nothing staying needs.
+func (e *Evictor) pruneWindow(ctx context.Context, cands map[string]*pruneCand, cutoff time.Time, dryRun bool, rep *PruneReport) error {
 	candNARs := map[string]bool{}
 	for _, c := range cands {
 		candNARs[c.nar] = true
@@ -167,7 +252,7 @@ func (e *Evictor) Prune(ctx context.Context) (PruneReport, error) {
 			queue = append(queue, c)
 		}
 	}
-	err = e.st.WalkNarInfoUse(ctx, time.Time{}, func(u *store.NarInfoUse) error {
+	err := e.st.WalkNarInfoUse(ctx, time.Time{}, func(u *store.NarInfoUse) error {
 		if _, ok := cands[u.Hash]; ok {
 			return nil
 		}
@@ -180,7 +265,7 @@ func (e *Evictor) Prune(ctx context.Context) (PruneReport, error) {
 		return nil
 	})
 	if err != nil {
-		return rep, err
+		return err
 	}
 	for len(queue) > 0 {
 		c := queue[len(queue)-1]
@@ -192,24 +277,29 @@ func (e *Evictor) Prune(ctx context.Context) (PruneReport, error) {
 		}
 	}
 	order := pruneOrder(cands)
+	if dryRun {
+		rep.Pruned = len(order)
+		for _, h := range order {
+			rep.Bytes += int64(cands[h].bytes)
+		}
+		return nil
+	}
 	for batch := range slices.Chunk(order, pruneBatch) {
 		n, all, err := e.st.PruneNarInfos(ctx, batch, cutoff, func(nar string) bool { return keepNAR[nar] })
 		rep.Pruned += n
+		for _, h := range batch[:n] {
+			rep.Bytes += int64(cands[h].bytes)
+		}
 		e.m.PrunedNarInfos.Add(float64(n))
 		if err != nil {
-			return rep, err
+			return err
 		}
 		if !all {
 			rep.Stopped = true
 			break
 		}
 	}
-	rep.Took = Duration(time.Since(start))
-	if rep.Pruned > 0 || rep.Stopped {
-		e.log.Info("pruned the index", "narinfos", rep.Pruned, "stale", rep.Stale, "needed", rep.Needed,
-			"stopped", rep.Stopped, "took", time.Since(start).Round(time.Millisecond))
-	}
-	return rep, nil
+	return nil
 }
 
 // pruneOrder lists the candidates not needed, each before those it

@@ -218,3 +218,103 @@ func TestPruneWindowMoves(t *testing.T) {
 		t.Errorf("pruned %d of 6 in 10 rounds", pruned)
 	}
 }
+
+// staleChain stores paths 1..n, each referencing the one before, with
+// their NARs evicted, and moves the clock past --prune-after.
+func staleChain(t *testing.T, n int) (*diskStore, *clock) {
+	t.Helper()
+	c := &clock{}
+	c.set(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	d := newClockStore(t, c)
+	for id := 1; id <= n; id++ {
+		p := tpath{id: id, size: kb}
+		if id > 1 {
+			p.refs = []int{id - 1}
+		}
+		d.add(t, p)
+		d.evictNAR(t, id)
+	}
+	c.add(days(40))
+	return d, c
+}
+
+// TestPruneBacklogDrains: the background loop drains a backlog larger
+// than one round's window in rounds that follow each other soon, not one
+// an hour: a chain of 6 stale narinfos with rounds of 2 (the first
+// round prunes nothing: 3 references 2, which references 1) is gone
+// long before the hour an hourly loop would take for its second round.
+func TestPruneBacklogDrains(t *testing.T) {
+	d, c := staleChain(t, 6)
+	e := New(d, Config{Now: c.now})
+	e.pruneLimit, e.pruneFirst = 2, time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); e.pruneLoop(ctx) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(30 * time.Second)
+	for left := 6; left > 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 6 stale narinfos still in the index after 30 s", left)
+		}
+		time.Sleep(10 * time.Millisecond)
+		left = 0
+		for id := 1; id <= 6; id++ {
+			if d.hasInfo(id) {
+				left++
+			}
+		}
+	}
+	checkClosed(t, d)
+	if w := e.pruneWait(); w != pruneEvery {
+		t.Errorf("after the backlog drained the next round is in %s, want %s", w, pruneEvery)
+	}
+}
+
+// TestPrunePace: rounds come soon while a backlog may drain; once the
+// fruitless rounds have looked at every stale narinfo (all needed by one
+// that stays), the pace falls back to hourly, until a round prunes again.
+func TestPrunePace(t *testing.T) {
+	c := &clock{}
+	c.set(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	d := newClockStore(t, c)
+	for id := 1; id <= 6; id++ {
+		d.add(t, tpath{id: id, size: kb})
+		d.evictNAR(t, id)
+	}
+	d.add(t, tpath{id: 7, size: kb, refs: []int{1, 2, 3, 4, 5, 6}}) // on disk: needs 1-6
+	c.add(days(40))
+	e := New(d, Config{Now: c.now})
+	e.pruneLimit = 2
+	ctx := context.Background()
+	for round, wantSoon := range []bool{true, true, false, false} {
+		rep, err := e.Prune(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Pruned != 0 || rep.Stale != 2 || rep.Backlog != 4 {
+			t.Fatalf("round %d: %+v, want 2 stale (needed), 4 more", round, rep)
+		}
+		if soon := e.pruneWait() < pruneEvery; soon != wantSoon {
+			t.Errorf("round %d: next round soon = %v, want %v", round, soon, wantSoon)
+		}
+	}
+	// 7's NAR goes too: now all 7 are stale, and a round prunes again.
+	d.evictNAR(t, 7)
+	c.add(days(40))
+	for round := 0; ; round++ {
+		rep, err := e.Prune(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Pruned == 0 {
+			if round > 4 {
+				t.Fatalf("nothing pruned in %d rounds", round)
+			}
+			continue
+		}
+		if soon := e.pruneWait() < pruneEvery; soon != (rep.Backlog > 0) {
+			t.Errorf("after a round that pruned (%+v): next round soon = %v", rep, soon)
+		}
+		break
+	}
+}

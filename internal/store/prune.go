@@ -22,6 +22,9 @@ type NarInfoUse struct {
 	// pinned, and it was last served or stored on a day that ended before
 	// the cutoff. Computed only when the walk is given a cutoff.
 	Stale bool
+	// Bytes is what its rows hold: the narinfo's text and, when Stale,
+	// its NAR's origin record (what pruning it deletes, about).
+	Bytes int
 }
 
 // WalkNarInfoUse calls fn for every narinfo in the index, in one read
@@ -38,12 +41,15 @@ func (s *Store) WalkNarInfoUse(ctx context.Context, cutoff time.Time, fn func(*N
 					return err
 				}
 			}
-			u = NarInfoUse{Hash: unsafeString(k), NAR: narOfText(text), Refs: u.Refs[:0]}
+			u = NarInfoUse{Hash: unsafeString(k), NAR: narOfText(text), Refs: u.Refs[:0], Bytes: len(k) + len(text)}
 			for ref := range refHashes(text, u.Hash) {
 				u.Refs = append(u.Refs, ref)
 			}
 			if !cutoff.IsZero() {
-				u.Stale = s.stale(tx, u.Hash, u.NAR, cutoff, since) == nil
+				src, err := s.stale(tx, u.Hash, u.NAR, cutoff, since)
+				if u.Stale = err == nil; u.Stale {
+					u.Bytes += len(u.NAR) + src
+				}
 			}
 			return fn(&u)
 		})
@@ -73,7 +79,7 @@ func (s *Store) PruneNarInfos(ctx context.Context, hashes []string, cutoff time.
 				continue // pruned already
 			}
 			nar := narOfText(text)
-			if s.stale(tx, hash, nar, cutoff, since) != nil {
+			if _, err := s.stale(tx, hash, nar, cutoff, since); err != nil {
 				all = false
 				break
 			}
@@ -116,24 +122,25 @@ var errFresh = fmt.Errorf("store: narinfo still in use")
 
 // stale is nil when the narinfo hash (whose NAR is nar) may be pruned as
 // of cutoff: see NarInfoUse.Stale. since is the index's served-since day.
-func (s *Store) stale(tx *bolt.Tx, hash, nar string, cutoff time.Time, since uint32) error {
+// srcLen is the length of the NAR's origin record, read on the way.
+func (s *Store) stale(tx *bolt.Tx, hash, nar string, cutoff time.Time, since uint32) (srcLen int, err error) {
 	if nar == "" || tx.Bucket(bucketPins).Get([]byte(hash)) != nil {
-		return errFresh
+		return 0, errFresh
 	}
 	day := max(getDay(tx.Bucket(bucketServed).Get([]byte(hash))), since, s.servedDays.get(hash))
 	if e, ok := s.hot.get(hash); ok {
 		day = max(day, e.served.Load())
 	}
 	if dayEnd(day).After(cutoff) {
-		return errFresh
+		return 0, errFresh
 	}
 	nars := tx.Bucket(bucketNAR)
 	if nars.Get([]byte(nar)) != nil || s.live.has(nar) {
-		return errFresh
+		return 0, errFresh
 	}
 	v := tx.Bucket(bucketNARSource).Get([]byte(nar))
 	if v == nil {
-		return errFresh // no origin known: nothing says it can come back
+		return 0, errFresh // no origin known: nothing says it can come back
 	}
 	refill, ok := fastRefillable(v)
 	var from string
@@ -143,14 +150,14 @@ func (s *Store) stale(tx *bolt.Tx, hash, nar string, cutoff time.Time, since uin
 	if !ok {
 		var src NARSource
 		if err := json.Unmarshal(v, &src); err != nil {
-			return errFresh
+			return 0, errFresh
 		}
 		refill, from = src.Refillable(), src.From
 	}
 	if !refill || from != "" && (nars.Get([]byte(from)) != nil || s.live.has(from)) {
-		return errFresh
+		return 0, errFresh
 	}
-	return nil
+	return len(v), nil
 }
 
 // fastFrom is a source row's From read without decoding the row (as
