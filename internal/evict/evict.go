@@ -109,6 +109,7 @@ type Evictor struct {
 	pruneSoon bool          // a backlog drains: the next round comes soon
 	pruneIdle bool          // the fruitless rounds since the last that pruned saw every stale narinfo
 	fruitless int           // stale narinfos those rounds considered
+	idleTotal int           // stale narinfos when the pace fell back to hourly
 	pruneTook time.Duration // the last round's time
 }
 

@@ -81,10 +81,15 @@ func (e *Evictor) pruneLoop(ctx context.Context) {
 			continue
 		case <-t.C:
 		}
-		if _, err := e.Prune(ctx); err != nil && ctx.Err() == nil {
-			e.log.Warn("prune the index", "err", err)
+		wait := pruneEvery // after a failure, as if there were no backlog
+		if _, err := e.Prune(ctx); err != nil {
+			if ctx.Err() == nil {
+				e.log.Warn("prune the index", "err", err)
+			}
+		} else {
+			wait = e.pruneWait()
 		}
-		t.Reset(e.pruneWait())
+		t.Reset(wait)
 	}
 }
 
@@ -104,15 +109,21 @@ func (e *Evictor) pruneWait() time.Duration {
 // and rounds still prune. A window of stale narinfos all needed by stale
 // ones outside it prunes nothing, yet the rounds after it may (that is
 // how a backlog drains); only once the fruitless rounds since the last
-// that pruned have looked at every stale narinfo does the pace fall back
-// to hourly, until a round prunes again. Called under e.pruning.
+// that pruned have looked at every stale narinfo (all needed by narinfos
+// that stay) does the pace fall back to hourly, until a round prunes
+// again or a window's worth more narinfos have become stale since.
+// Called under e.pruning.
 func (e *Evictor) prunePace(rep PruneReport, took time.Duration) {
-	if rep.Pruned > 0 {
+	total := rep.Stale + rep.Backlog
+	if rep.Pruned > 0 || total == 0 {
 		e.fruitless, e.pruneIdle = 0, false
 	} else {
+		if e.pruneIdle && total >= e.idleTotal+e.pruneLimit {
+			e.fruitless, e.pruneIdle = 0, false // a new backlog: sweep it
+		}
 		e.fruitless += rep.Stale
-		if e.fruitless >= rep.Stale+rep.Backlog {
-			e.pruneIdle = true
+		if !e.pruneIdle && e.fruitless >= total {
+			e.pruneIdle, e.idleTotal = true, total
 		}
 	}
 	e.pruneSoon = rep.Backlog > 0 && !e.pruneIdle
@@ -133,12 +144,8 @@ func (e *Evictor) Prune(ctx context.Context) (PruneReport, error) {
 	return e.prune(ctx, false)
 }
 
-// PruneDry reports what Prune would delete now, deleting nothing: the
-// same window of the index, the same rules.
-func (e *Evictor) PruneDry(ctx context.Context) (PruneReport, error) {
-	return e.prune(ctx, true)
-}
-
+// prune is Prune; with dryRun it reports what Prune would delete now (the
+// same window, the same rules) and deletes nothing, the window staying put.
 func (e *Evictor) prune(ctx context.Context, dryRun bool) (PruneReport, error) {
 	start := time.Now()
 	rep := PruneReport{DryRun: dryRun, Off: e.cfg.NoPrune}

@@ -119,3 +119,58 @@ func BenchmarkScalePrune(b *testing.B) {
 		b.Logf("round: %+v in %s; peak anonymous RSS +%d MiB, total +%d MiB", rep, took.Round(time.Millisecond), anon>>20, total>>20)
 	}
 }
+
+// BenchmarkScalePruneDrain drains the backlog of the same index as the
+// background loop does: rounds back to back while prunePace says the next
+// comes soon, until it falls back to hourly. The 800,000 stale narinfos
+// are chained (each references those at a half, a third, ... of its
+// number), so the first rounds, over narinfos needed by stale ones
+// outside their window, prune nothing. The pauses between rounds (as
+// long as each round took) are added to the drain time, not slept.
+func BenchmarkScalePruneDrain(b *testing.B) {
+	for range b.N { // each drains its own index: not b.Loop, which cannot stop its timer
+		b.StopTimer()
+		dir := pruneScaleIndex(b)
+		st, err := store.Open(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		e := New(st, Config{})
+		ctx := context.Background()
+		b.StartTimer()
+		var busy, rest time.Duration
+		rounds, pruned, fruitless := 0, 0, 0
+		for {
+			start := time.Now()
+			rep, err := e.Prune(ctx)
+			took := time.Since(start)
+			if err != nil {
+				b.Fatal(err)
+			}
+			busy += took
+			rounds++
+			pruned += rep.Pruned
+			if rep.Pruned == 0 {
+				fruitless++
+			}
+			if rounds%5 == 1 {
+				b.Logf("round %d: %+v in %s", rounds, rep, took.Round(time.Millisecond))
+			}
+			w := e.pruneWait()
+			if w >= pruneEvery {
+				break
+			}
+			rest += w
+		}
+		b.StopTimer()
+		st.Close()
+		if want := scaleNarInfos - scaleNARs; pruned != want {
+			b.Fatalf("pruned %d of %d stale narinfos in %d rounds", pruned, want, rounds)
+		}
+		b.ReportMetric(float64(rounds), "rounds")
+		b.ReportMetric(busy.Seconds(), "s-busy")
+		b.ReportMetric((busy + rest).Seconds(), "s-drain")
+		b.Logf("drained %d stale narinfos in %d rounds (%d pruned nothing): %s of rounds, %s with the pauses between them",
+			pruned, rounds, fruitless, busy.Round(time.Second), (busy + rest).Round(time.Second))
+	}
+}

@@ -298,8 +298,23 @@ func TestPrunePace(t *testing.T) {
 			t.Errorf("round %d: next round soon = %v, want %v", round, soon, wantSoon)
 		}
 	}
-	// 7's NAR goes too: now all 7 are stale, and a round prunes again.
+	// A window's worth more stale narinfos (8 and 9, needed by 10):
+	// a new backlog, swept soon again.
+	d.add(t, tpath{id: 8, size: kb})
+	d.add(t, tpath{id: 9, size: kb})
+	d.add(t, tpath{id: 10, size: kb, refs: []int{8, 9}})
+	d.evictNAR(t, 8)
+	d.evictNAR(t, 9)
+	c.add(days(40))
+	if rep, err := e.Prune(ctx); err != nil || rep.Pruned != 0 || rep.Stale+rep.Backlog != 8 {
+		t.Fatalf("round after 8 and 9 went stale: %+v, %v; want 8 stale, none pruned", rep, err)
+	}
+	if soon := e.pruneWait() < pruneEvery; !soon {
+		t.Error("a window's worth of newly stale narinfos: next round not soon")
+	}
+	// 7's and 10's NARs go too: now all are stale, and a round prunes again.
 	d.evictNAR(t, 7)
+	d.evictNAR(t, 10)
 	c.add(days(40))
 	for round := 0; ; round++ {
 		rep, err := e.Prune(ctx)
