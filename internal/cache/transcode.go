@@ -168,6 +168,28 @@ func (c *Cache) dropOriginal(orig string) {
 // (recompress.Worthwhile) stays as it is.
 var errIncompressible = errors.New("NAR does not compress")
 
+// errNoRoom: the disk bound had no room for the zstd file (Room.Reserve
+// refused it): the NAR stays as it is, served in its own compression.
+var errNoRoom = errors.New("no room for the zstd file")
+
+// growingWriter grows a reservation of held bytes as the bytes written
+// pass it, a step ahead (an eighth more, at least 1 MiB), so the bound is
+// not checked at every write.
+type growingWriter struct {
+	w       io.Writer
+	n, held int64
+	grow    func(total int64)
+}
+
+func (g *growingWriter) Write(p []byte) (int, error) {
+	n, err := g.w.Write(p)
+	if g.n += int64(n); g.n > g.held {
+		g.held = g.n + max(g.n/8, 1<<20)
+		g.grow(g.held)
+	}
+	return n, err
+}
+
 // writeZstd recompresses the stored file orig into the store as zname,
 // keeping it only if the NAR inside is the one ni names.
 func (c *Cache) writeZstd(ctx context.Context, orig, zname, compression string, ni *narinfo.Info, g gate) (recompress.Result, error) {
@@ -192,9 +214,23 @@ func (c *Cache) writeZstd(ctx context.Context, orig, zname, compression string, 
 	if g != nil {
 		in = &gatedReader{ctx: ctx, r: f, gate: g}
 	}
-	_, release, err := c.room.Reserve(ctx, 0)
+	// Room first, as for a download (the zstd file counts toward the bound
+	// like any NAR file): its size is known only once it is written; the
+	// original's is a close estimate (zstd at its fastest level comes out
+	// about as large as xz, smaller than a NAR Worthwhile let through), and
+	// the reservation grows with the bytes written past it, so the bound
+	// counts every byte that lands. With no room, the NAR stays as it is.
+	info, err := f.Stat()
 	if err != nil {
-		return res, fmt.Errorf("%w: %w", errNotKept, err)
+		return res, fmt.Errorf("stat %s: %w", orig, err)
+	}
+	grow, release, err := c.room.Reserve(ctx, info.Size())
+	if err != nil {
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		c.metrics.Recompressed.WithLabelValues("no-room").Inc()
+		return res, fmt.Errorf("%w: %w", errNoRoom, err)
 	}
 	var kept bool
 	var writeErr error
@@ -206,7 +242,11 @@ func (c *Cache) writeZstd(ctx context.Context, orig, zname, compression string, 
 	}
 	defer wr.Cancel()
 	start := time.Now()
-	res, err = c.transcodeCounted(ctx, wr, in, compression, ni)
+	out := &growingWriter{w: wr, held: info.Size(), grow: grow}
+	res, err = c.transcodeCounted(ctx, out, in, compression, ni)
+	if errors.Is(err, recompress.ErrWrite) {
+		writeErr = err
+	}
 	if err != nil {
 		return res, err
 	}

@@ -44,6 +44,12 @@ func newZstdEnvGrace(t *testing.T, grace time.Duration) *zstdEnv {
 // newZstdEnvOpts is a recompressing cache with opts' Recompress* fields.
 func newZstdEnvOpts(t *testing.T, opts Options) *zstdEnv {
 	t.Helper()
+	return newZstdEnvRoom(t, opts, nil)
+}
+
+// newZstdEnvRoom is newZstdEnvOpts with the Room room returns (nil: none).
+func newZstdEnvRoom(t *testing.T, opts Options, room func(*store.Store, *metrics.Metrics) Room) *zstdEnv {
+	t.Helper()
 	up := fakeupstream.New(t)
 	client, err := upstream.New(up.URL(), upstream.Options{Timeout: 5 * time.Second})
 	if err != nil {
@@ -54,9 +60,13 @@ func newZstdEnvOpts(t *testing.T, opts Options) *zstdEnv {
 		t.Fatal(err)
 	}
 	m := metrics.Discard()
+	var r Room
+	if room != nil {
+		r = room(st, m)
+	}
 	c, err := New(Options{Store: st, Upstreams: upstream.NewGroup([]*upstream.Client{client}, 0),
 		Keys: []narinfo.PublicKey{up.PublicKey()}, Recompress: true, RecompressGrace: opts.RecompressGrace,
-		RecompressQuiet: opts.RecompressQuiet, RecompressMaxDefer: opts.RecompressMaxDefer, Metrics: m})
+		RecompressQuiet: opts.RecompressQuiet, RecompressMaxDefer: opts.RecompressMaxDefer, Room: r, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}

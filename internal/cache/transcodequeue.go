@@ -108,6 +108,10 @@ func (c *Cache) transcodeWorker() {
 		case errors.Is(err, store.ErrNotFound):
 			// Evicted while it waited: the next fill queues it again.
 			c.log.Info("recompress: original gone before its turn", "nar", j.orig)
+		case errors.Is(err, errNoRoom):
+			// Reserve waited for a pass already; the next fill of
+			// this NAR (after it is evicted) queues it again.
+			c.log.Info("recompress: no room for the zstd file, the NAR stays as it is", "nar", j.orig, "err", err)
 		default:
 			c.log.Warn("recompress", "nar", j.orig, "err", err)
 		}

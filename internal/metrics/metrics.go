@@ -61,7 +61,7 @@ type Metrics struct {
 	BucketDuration         *prometheus.HistogramVec // operation
 
 	// Recompression to zstd.
-	Recompressed    *prometheus.CounterVec // result (done, mismatch, incompressible, error)
+	Recompressed    *prometheus.CounterVec // result (done, mismatch, incompressible, no-room, error)
 	RecompressBytes *prometheus.CounterVec // direction (in, out)
 	RecompressCPU   prometheus.Counter     // CPU seconds spent transcoding
 }
@@ -197,7 +197,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"operation"}),
 		Recompressed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "recompressed_nars_total",
-			Help: "NARs recompressed to zstd, by result: kept (done), not the NAR its narinfo names (mismatch), an uncompressed NAR zstd would not shrink, left as it is (incompressible), failed otherwise (error).",
+			Help: "NARs recompressed to zstd, by result: kept (done), not the NAR its narinfo names (mismatch), an uncompressed NAR zstd would not shrink, left as it is (incompressible), no room within the disk bound for the zstd file, left as it is (no-room), failed otherwise (error).",
 		}, []string{"result"}),
 		RecompressBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "recompressed_bytes_total",
@@ -252,7 +252,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	for _, result := range []string{"ok", "error"} {
 		m.FleetJoins.WithLabelValues(result)
 	}
-	for _, result := range []string{"done", "mismatch", "incompressible", "error"} {
+	for _, result := range []string{"done", "mismatch", "incompressible", "no-room", "error"} {
 		m.Recompressed.WithLabelValues(result)
 	}
 	for _, dir := range []string{"in", "out"} {

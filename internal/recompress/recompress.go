@@ -89,7 +89,7 @@ func transcode(ctx context.Context, w io.Writer, r io.Reader, compression string
 	n, err := io.Copy(io.MultiWriter(enc, narSum), &ctxReader{ctx: ctx, r: dec})
 	if err != nil {
 		enc.Close()
-		if ctx.Err() != nil || errors.Is(err, errWrite) {
+		if ctx.Err() != nil || errors.Is(err, ErrWrite) {
 			return res, err
 		}
 		return res, fmt.Errorf("%w: decode %s: %w", ErrMismatch, compression, err)
@@ -107,8 +107,9 @@ func transcode(ctx context.Context, w io.Writer, r io.Reader, compression string
 	return res, nil
 }
 
-// errWrite marks a failure of the destination, not of the file read.
-var errWrite = errors.New("recompress: write")
+// ErrWrite marks a failure of the destination (a full disk, EIO), not of
+// the file read.
+var ErrWrite = errors.New("recompress: write")
 
 // counter counts what passes through it, reading or writing.
 type counter struct {
@@ -127,7 +128,7 @@ func (c *counter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	if err != nil {
-		err = fmt.Errorf("%w: %w", errWrite, err)
+		err = fmt.Errorf("%w: %w", ErrWrite, err)
 	}
 	return n, err
 }

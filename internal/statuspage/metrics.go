@@ -70,8 +70,9 @@ func readCounters(m *metrics.Metrics, s *Snapshot) map[string]*upstreamCounts {
 			s.Recompressed.NARs += n
 		case "mismatch":
 			s.Recompressed.Mismatches += n
-		case "incompressible":
-			// Left as they are on purpose: no failure.
+		case "incompressible", "no-room":
+			// Left as they are on purpose (no room: the disk bound's
+			// call, shown on the disk card): no failure.
 		default:
 			s.Recompressed.Errors += n
 		}
