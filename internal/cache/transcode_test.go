@@ -28,10 +28,11 @@ import (
 
 // zstdEnv is a recompressing cache over a fake upstream.
 type zstdEnv struct {
-	up *fakeupstream.Upstream
-	st *store.Store
-	c  *Cache
-	m  *metrics.Metrics
+	up    *fakeupstream.Upstream
+	st    *store.Store
+	c     *Cache
+	m     *metrics.Metrics
+	files *failingFiles
 }
 
 func newZstdEnv(t *testing.T) *zstdEnv { return newZstdEnvGrace(t, time.Millisecond) }
@@ -55,7 +56,13 @@ func newZstdEnvRoom(t *testing.T, opts Options, room func(*store.Store, *metrics
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(t.TempDir())
+	dir := t.TempDir()
+	dirFiles, err := store.OpenDirFiles(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := &failingFiles{DirFiles: dirFiles} // writes fail only when told
+	st, err := store.OpenWith(dir, store.Options{Files: files})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +81,7 @@ func newZstdEnvRoom(t *testing.T, opts Options, room func(*store.Store, *metrics
 		c.Close()
 		st.Close()
 	})
-	return &zstdEnv{up: up, st: st, c: c, m: m}
+	return &zstdEnv{up: up, st: st, c: c, m: m, files: files}
 }
 
 // narinfo returns what the cache serves for hash now.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,7 +26,8 @@ type ledgerRoom struct {
 	held  []int64 // per reservation, grown
 	asked []int64 // per reservation, as asked
 	freed []bool
-	allow int // reservations granted before it refuses; <0: all
+	errs  []error // the write error each was released with
+	allow int     // reservations granted before it refuses; <0: all
 }
 
 func (r *ledgerRoom) Reserve(_ context.Context, size int64) (func(int64), func(bool, error), error) {
@@ -35,15 +37,15 @@ func (r *ledgerRoom) Reserve(_ context.Context, size int64) (func(int64), func(b
 		return nil, nil, evict.ErrNoRoom
 	}
 	i := len(r.asked)
-	r.asked, r.held, r.freed = append(r.asked, size), append(r.held, size), append(r.freed, false)
+	r.asked, r.held, r.freed, r.errs = append(r.asked, size), append(r.held, size), append(r.freed, false), append(r.errs, nil)
 	grow := func(total int64) {
 		r.mu.Lock()
 		r.held[i] = max(r.held[i], total)
 		r.mu.Unlock()
 	}
-	release := func(bool, error) {
+	release := func(_ bool, writeErr error) {
 		r.mu.Lock()
-		r.freed[i] = true
+		r.freed[i], r.errs[i] = true, writeErr
 		r.mu.Unlock()
 	}
 	return grow, release, nil
@@ -182,4 +184,34 @@ func TestRecompressStaysInBound(t *testing.T) {
 		t.Errorf("NAR files + index peaked at %d bytes while recompressing, bound %d", p, bound)
 	}
 	t.Logf("peak %d of %d bytes; recompressed %v", peak.Load(), bound, testutil.ToFloat64(e.m.Recompressed.WithLabelValues("done")))
+}
+
+// TestRecompressWriteFailure: a recompression whose zstd file cannot be
+// written (a full disk) releases its room with that error, as a download
+// does, so the disk bound hears of it; the NAR stays as it is.
+func TestRecompressWriteFailure(t *testing.T) {
+	room := &ledgerRoom{allow: -1}
+	e := newZstdEnvRoom(t, Options{RecompressGrace: time.Hour, RecompressQuiet: time.Hour, RecompressMaxDefer: time.Hour},
+		func(*store.Store, *metrics.Metrics) Room { return room })
+	nar := fakeupstream.RandomBytes(256 << 10)
+	file := xzFile(t, nar)
+	sum := sha256.Sum256(nar)
+	it := e.up.Add(fakeupstream.Path{File: file, Compression: "xz", NarHash: sum[:], NarSize: uint64(len(nar))})
+	url := e.narinfo(t, it.Hash).URL
+	e.get(t, url)
+	e.files.failAfter.Store(64 << 10)
+	if _, err := e.c.transcodeShared(context.Background(), it.Hash, url[len("nar/"):], nil); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("transcode on a full disk: %v, want ENOSPC", err)
+	}
+	room.mu.Lock()
+	defer room.mu.Unlock()
+	if len(room.errs) != 2 || !room.freed[1] || !errors.Is(room.errs[1], syscall.ENOSPC) {
+		t.Errorf("recompression's room released %v with %v, want ENOSPC", room.freed, room.errs)
+	}
+	if ni := e.narinfo(t, it.Hash); ni.URL != url {
+		t.Errorf("narinfo moved to %s", ni.URL)
+	}
+	if n := testutil.ToFloat64(e.m.Recompressed.WithLabelValues("error")); n != 1 {
+		t.Errorf("recompressed error = %v, want 1", n)
+	}
 }
