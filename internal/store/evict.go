@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"slices"
+	"time"
 	"unsafe"
 
 	bolt "go.etcd.io/bbolt"
@@ -52,21 +53,36 @@ func (s *Store) WalkNARs(ctx context.Context, fn func(*NARUse) error) error {
 					return err
 				}
 			}
-			if err := decodeNARRow(v, &row); err != nil {
-				return fmt.Errorf("decode NAR row %s: %w", k, err)
+			// Only the time that counts is parsed: the last access, or
+			// when stored if never served since.
+			f, fast := splitNARRow(v)
+			at, fill := time.Time{}, f.refill
+			recent, unflushed := s.access.getBytes(k)
+			switch {
+			case !fast:
+			case unflushed:
+				at = recent
+			case f.access != nil:
+				at, fast = parseTime(f.access)
+			default:
+				at, fast = parseTime(f.stored)
 			}
-			at := row.Access
-			if at.IsZero() {
-				at = row.Stored
+			if !fast {
+				if err := decodeNARRow(v, &row); err != nil {
+					return fmt.Errorf("decode NAR row %s: %w", k, err)
+				}
+				at, f.size, fill = row.Access, row.Size, row.Refill
+				if at.IsZero() {
+					at = row.Stored
+				}
+				if unflushed {
+					at = recent
+				}
 			}
-			if t, ok := s.access.getBytes(k); ok {
-				at = t
-			}
-			fill := row.Refill
 			if fill == refillUnknown {
 				fill = refillOf(srcs.Get(k))
 			}
-			u = NARUse{Name: k, Size: row.Size, Access: at.UnixNano(), Refillable: fill == refillYes}
+			u = NARUse{Name: k, Size: f.size, Access: at.UnixNano(), Refillable: fill == refillYes}
 			return fn(&u)
 		})
 	})
@@ -240,40 +256,30 @@ func (s *Store) evictRows(names []string) (int64, []string, error) {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		freed, gone = 0, gone[:0]
 		nars, ev := tx.Bucket(bucketNAR), tx.Bucket(bucketEvicting)
-		// Records of earlier evictions whose files are removed by now.
-		s.rmMu.Lock()
-		c := ev.Cursor()
-		for k, _ := c.First(); k != nil; {
-			if s.removing[string(k)] {
-				k, _ = c.Next()
-				continue
-			}
-			if err := c.Delete(); err != nil {
-				s.rmMu.Unlock()
-				return err
-			}
-			k, _ = c.Seek(k)
+		if err := s.dropEvictRecords(ev); err != nil {
+			return err
 		}
-		s.rmMu.Unlock()
 		// In key order: each page is visited once, in file order.
 		nc := nars.Cursor()
+		var record []byte
 		for _, name := range sorted {
 			k, v := nc.Seek([]byte(name))
 			if v == nil || string(k) != name {
 				continue
 			}
-			var r narRow
-			if err := decodeNARRow(v, &r); err != nil {
+			size, err := narRowSize(v)
+			if err != nil {
 				return fmt.Errorf("decode NAR row %s: %w", name, err)
 			}
 			if err := nc.Delete(); err != nil {
 				return err
 			}
-			if err := ev.Put([]byte(name), nil); err != nil {
-				return err
-			}
-			freed += r.Size
+			record = append(append(record, name...), '\n')
+			freed += size
 			gone = append(gone, name)
+		}
+		if err := putEvictRecord(ev, record); err != nil {
+			return err
 		}
 		tx.OnCommit(func() {
 			s.counted(-int64(len(gone)), -freed)
@@ -315,9 +321,11 @@ func (s *Store) resumeEvictions() error {
 	var names []string
 	err := s.db.View(func(tx *bolt.Tx) error {
 		nars := tx.Bucket(bucketNAR)
-		return tx.Bucket(bucketEvicting).ForEach(func(k, _ []byte) error {
-			if nars.Get(k) == nil {
-				names = append(names, string(k))
+		return tx.Bucket(bucketEvicting).ForEach(func(k, v []byte) error {
+			for name := range evictRecordNames(k, v) {
+				if nars.Get([]byte(name)) == nil {
+					names = append(names, name)
+				}
 			}
 			return nil
 		})

@@ -34,17 +34,29 @@ func TestEvictionResumedAtOpen(t *testing.T) {
 	commitNAR(t, s, narName, 1000)
 	const other = "1123456789abcdfghijklmnpqrsvwxyz0123456789abcdfghijk.nar"
 	commitNAR(t, s, other, 500)
+	const second = "2123456789abcdfghijklmnpqrsvwxyz0123456789abcdfghijk.nar"
+	commitNAR(t, s, second, 300)
+	// A record of one file, as verify's repairs and earlier versions
+	// write them.
+	const single = "3123456789abcdfghijklmnpqrsvwxyz0123456789abcdfghijk.nar"
+	commitNAR(t, s, single, 200)
 	// The rows go, then the "crash" before the files are removed.
-	if _, gone, err := s.evictRows([]string{narName}); err != nil || len(gone) != 1 {
+	if _, gone, err := s.evictRows([]string{narName, second}); err != nil || len(gone) != 2 {
 		t.Fatalf("evictRows = %v, %v", gone, err)
 	}
+	if err := s.dropNAR(single); err != nil {
+		t.Fatal(err)
+	}
+	s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketEvicting).Put([]byte(single), nil) })
 	if _, err := s.Files().Stat(narName); err != nil {
 		t.Fatalf("the file went with the row: %v", err)
 	}
 	s.Close()
 	s = openStore(t, dir)
-	if _, err := s.Files().Stat(narName); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("file of the interrupted eviction: %v", err)
+	for _, name := range []string{narName, second, single} {
+		if _, err := s.Files().Stat(name); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("file of the interrupted eviction %s: %v", name, err)
+		}
 	}
 	if _, err := s.Files().Stat(other); err != nil {
 		t.Errorf("another NAR's file: %v", err)
@@ -77,6 +89,32 @@ func TestEvictLeavesRefill(t *testing.T) {
 	}
 	if st, _ := s.Stats(context.Background()); st.NARs != 1 || st.NARBytes != 200 {
 		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestEvictRecordsDropped: an eviction's record stays while its files are
+// being removed and goes with the next eviction once they are.
+func TestEvictRecordsDropped(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	const other = "1123456789abcdfghijklmnpqrsvwxyz0123456789abcdfghijk.nar"
+	commitNAR(t, s, narName, 100)
+	commitNAR(t, s, other, 100)
+	records := func() (n int) {
+		s.db.View(func(tx *bolt.Tx) error { n = tx.Bucket(bucketEvicting).Stats().KeyN; return nil })
+		return n
+	}
+	_, gone, err := s.evictRows([]string{narName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.evictRows(nil); err != nil || records() != 1 {
+		t.Errorf("records while the file is being removed: %d (%v), want 1", records(), err)
+	}
+	if err := s.removeEvicted(gone); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.EvictNARs(context.Background(), []string{other}); err != nil || records() != 1 {
+		t.Errorf("records after the next eviction: %d (%v), want its own alone", records(), err)
 	}
 }
 

@@ -24,61 +24,86 @@ func decodeNARRow(v []byte, r *narRow) error {
 }
 
 func fastNARRow(v []byte, r *narRow) bool {
-	rest, ok := bytes.CutPrefix(v, []byte(`{"size":`))
+	f, ok := splitNARRow(v)
 	if !ok {
 		return false
 	}
-	i := bytes.IndexByte(rest, ',')
-	if i < 0 {
-		return false
-	}
-	size, err := strconv.ParseInt(unsafeString(rest[:i]), 10, 64)
-	if err != nil {
-		return false
-	}
-	rest = rest[i:]
-	stored, rest, ok := fastTime(rest, `,"stored":"`)
+	stored, ok := parseTime(f.stored)
 	if !ok {
 		return false
 	}
 	var access time.Time
-	if bytes.HasPrefix(rest, []byte(`,"access":"`)) {
-		if access, rest, ok = fastTime(rest, `,"access":"`); !ok {
+	if f.access != nil {
+		if access, ok = parseTime(f.access); !ok {
 			return false
 		}
 	}
-	var fill refill
-	if v, ok := bytes.CutPrefix(rest, []byte(`,"refill":`)); ok {
-		if len(v) < 1 || v[0] < '1' || v[0] > '9' {
-			return false
-		}
-		fill, rest = refill(v[0]-'0'), v[1:]
-	}
-	if !bytes.Equal(rest, []byte("}")) {
-		return false
-	}
-	*r = narRow{Size: size, Stored: stored, Access: access, Refill: fill}
+	*r = narRow{Size: f.size, Stored: stored, Access: access, Refill: f.refill}
 	return true
 }
 
-// fastTime reads key (`,"name":"`), an RFC 3339 time and its closing quote.
-func fastTime(v []byte, key string) (time.Time, []byte, bool) {
-	rest, ok := bytes.CutPrefix(v, []byte(key))
+// narFields are a NAR row's fields, the times not parsed yet (views of
+// the row; access is nil when the row has none).
+type narFields struct {
+	size           int64
+	stored, access []byte
+	refill         refill
+}
+
+// splitNARRow cuts a row laid out as json.Marshal writes a narRow into
+// its fields; ok is false for any other layout.
+func splitNARRow(v []byte) (f narFields, ok bool) {
+	rest, ok := bytes.CutPrefix(v, []byte(`{"size":`))
 	if !ok {
-		return time.Time{}, nil, false
+		return f, false
+	}
+	i := bytes.IndexByte(rest, ',')
+	if i < 0 {
+		return f, false
+	}
+	size, err := strconv.ParseInt(unsafeString(rest[:i]), 10, 64)
+	if err != nil {
+		return f, false
+	}
+	f.size = size
+	if f.stored, rest, ok = cutString(rest[i:], `,"stored":"`); !ok {
+		return f, false
+	}
+	if bytes.HasPrefix(rest, []byte(`,"access":"`)) {
+		if f.access, rest, ok = cutString(rest, `,"access":"`); !ok {
+			return f, false
+		}
+	}
+	if v, ok := bytes.CutPrefix(rest, []byte(`,"refill":`)); ok {
+		if len(v) < 1 || v[0] < '1' || v[0] > '9' {
+			return f, false
+		}
+		f.refill, rest = refill(v[0]-'0'), v[1:]
+	}
+	return f, bytes.Equal(rest, []byte("}"))
+}
+
+// cutString cuts key (`,"name":"`) and a string value up to its closing
+// quote off v.
+func cutString(v []byte, key string) (value, rest []byte, ok bool) {
+	rest, ok = bytes.CutPrefix(v, []byte(key))
+	if !ok {
+		return nil, nil, false
 	}
 	i := bytes.IndexByte(rest, '"')
 	if i < 0 {
-		return time.Time{}, nil, false
+		return nil, nil, false
 	}
-	t, ok := utcTime(rest[:i])
-	if !ok {
-		var err error
-		if t, err = time.Parse(time.RFC3339Nano, unsafeString(rest[:i])); err != nil {
-			return time.Time{}, nil, false
-		}
+	return rest[:i], rest[i+1:], true
+}
+
+// parseTime reads an RFC 3339 time, UTC ones the fast way.
+func parseTime(b []byte) (time.Time, bool) {
+	if t, ok := utcTime(b); ok {
+		return t, true
 	}
-	return t, rest[i+1:], true
+	t, err := time.Parse(time.RFC3339Nano, unsafeString(b))
+	return t, err == nil
 }
 
 // utcTime reads a time as json.Marshal writes a UTC one,
@@ -132,4 +157,14 @@ func daysIn(month, year int) int {
 		return 29
 	}
 	return [...]int{31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31}[month-1]
+}
+
+// narRowSize reads only a NAR row's size: what an eviction frees.
+func narRowSize(v []byte) (int64, error) {
+	if f, ok := splitNARRow(v); ok {
+		return f.size, nil
+	}
+	var r narRow
+	err := decodeNARRow(v, &r)
+	return r.Size, err
 }

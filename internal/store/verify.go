@@ -244,10 +244,15 @@ func (s *Store) Strays(ctx context.Context, validName func(string) bool, fn func
 			}
 			// An eviction deletes the row and records the name in one
 			// transaction, then removes the file: such a file is going.
-			var indexed, evicting bool
+			// (An eviction's batch record holds many names under one
+			// key; this process's own list of files to remove has each.)
+			s.rmMu.Lock()
+			evicting := s.removing[name]
+			s.rmMu.Unlock()
+			var indexed bool
 			if err := s.db.View(func(tx *bolt.Tx) error {
 				indexed = tx.Bucket(bucketNAR).Get([]byte(name)) != nil
-				evicting = tx.Bucket(bucketEvicting).Get([]byte(name)) != nil
+				evicting = evicting || tx.Bucket(bucketEvicting).Get([]byte(name)) != nil
 				return nil
 			}); err != nil {
 				return err
