@@ -106,7 +106,7 @@ func BenchmarkScalePrune(b *testing.B) {
 		start := time.Now()
 		rep, err := e.Prune(ctx)
 		took := time.Since(start)
-		anon, total, _ := stop()
+		anon, total := stop()
 		if err != nil {
 			b.Fatal(err)
 		}

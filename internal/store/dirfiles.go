@@ -32,7 +32,7 @@ func OpenDirFiles(dir string) (*DirFiles, error) {
 	if err := sweepPartials(filepath.Join(dir, "partial"), partialMaxAge); err != nil {
 		return nil, err
 	}
-	return &DirFiles{dir: dir, boot: bootID()}, nil
+	return &DirFiles{dir: filepath.Clean(dir), boot: bootID()}, nil
 }
 
 func sweepTemp(tmp string) error {
@@ -51,7 +51,9 @@ func sweepTemp(tmp string) error {
 // path shards by the name's first two characters. Callers pass only names
 // the narinfo package validated, so no name can climb out of the directory.
 func (d *DirFiles) path(name string) string {
-	return filepath.Join(d.dir, "nar", name[:2], name)
+	// Not filepath.Join: its Clean was a fifth of removing 26,000 files
+	// in an eviction pass. A NAR name has no separators (ValidNARName).
+	return d.dir + "/nar/" + name[:2] + "/" + name
 }
 
 // Create implements NARFiles.
