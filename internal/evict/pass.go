@@ -210,6 +210,7 @@ func (e *Evictor) evict(ctx context.Context, chosen []Evicted, rep *Report) []Ev
 	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(chosen[a].NAR, chosen[b].NAR) })
 	done := make([]bool, len(chosen))
 	names := make([]string, 0, e.cfg.Batch)
+	left := len(order)
 	for batch := range slices.Chunk(order, e.cfg.Batch) {
 		if ctx.Err() != nil {
 			break
@@ -218,7 +219,17 @@ func (e *Evictor) evict(ctx context.Context, chosen []Evicted, rep *Report) []Ev
 		for _, i := range batch {
 			names = append(names, chosen[i].NAR)
 		}
+		start := time.Now()
 		freed, err := e.st.EvictNARs(ctx, names)
+		if left -= len(batch); left > 0 && e.cfg.Pause > 0 {
+			// Yield the core for a while: a pass is background work.
+			t := time.NewTimer(time.Duration(float64(time.Since(start)) * e.cfg.Pause))
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+		}
 		if err != nil {
 			rep.Errors = append(rep.Errors, err.Error())
 			e.log.Warn("eviction batch failed", "files", len(names), "err", err)

@@ -390,6 +390,8 @@ func TestScalePassChild(t *testing.T) {
 //     same hits alone just before it (2 s) and just after it (as long as
 //     the pass). This is the question: what a pass running in the
 //     background costs hits.
+//   - ratio-no-pause: the same with a pass that does not pause between
+//     its batches (Config.NoPause), on a fresh copy of the index.
 //   - ratio-old-shape: the earlier shape of this benchmark, kept for
 //     comparison: store.NarInfo called directly, while dry-run passes run
 //     back to back for 5 s, against 5 s alone. A direct call is a few
@@ -403,9 +405,10 @@ func BenchmarkScaleHitsDuringEviction(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer st.Close()
+	defer func() { st.Close() }()
 	narBytes := st.NARBytes() // not Stats: it walks the narinfo bucket
-	e := New(st, Config{MaxSize: (narBytes + st.IndexSize() - 10<<30) / 9 * 10})
+	maxSize := (narBytes + st.IndexSize() - 10<<30) / 9 * 10
+	e := New(st, Config{MaxSize: maxSize})
 	hashes := make([]string, 4096)
 	for i := range hashes {
 		hashes[i] = fmt.Sprintf("%032d", i*241)
@@ -460,7 +463,7 @@ func BenchmarkScaleHitsDuringEviction(b *testing.B) {
 		return float64(n.Load()-n0) / time.Since(t0).Seconds()
 	}
 	during(false, func() { time.Sleep(time.Second) }) // warm the hot set
-	var aloneOld, duringOld, alone, inPass, took float64
+	var aloneOld, duringOld, alone, inPass, took, aloneNP, inPassNP, tookNP float64
 	passes := 0
 	for b.Loop() {
 		// The earlier shape: direct calls, dry runs back to back.
@@ -473,24 +476,38 @@ func BenchmarkScaleHitsDuringEviction(b *testing.B) {
 			}
 		})
 		// One real pass in the background, between two windows alone.
-		before := during(false, func() { time.Sleep(2 * time.Second) })
-		var d time.Duration
-		inPass = during(false, func() {
-			start := time.Now()
-			rep, err := e.Pass(ctx, false)
-			if err != nil || rep.Reasons[0].Bytes < 10<<30 {
-				panic(fmt.Sprint("pass freed ", rep.Reasons[0].Bytes, " bytes: ", err))
-			}
-			d = time.Since(start)
-		})
-		took = d.Seconds()
-		after := during(false, func() { time.Sleep(d) })
-		alone = (before + after) / 2
+		realPass := func(e *Evictor) (alone, inPass, took float64) {
+			before := during(false, func() { time.Sleep(2 * time.Second) })
+			var d time.Duration
+			inPass = during(false, func() {
+				start := time.Now()
+				rep, err := e.Pass(ctx, false)
+				if err != nil || rep.Reasons[0].Bytes < 10<<30 {
+					panic(fmt.Sprint("pass freed ", rep.Reasons[0].Bytes, " bytes: ", err))
+				}
+				d = time.Since(start)
+			})
+			after := during(false, func() { time.Sleep(d) })
+			return (before + after) / 2, inPass, d.Seconds()
+		}
+		alone, inPass, took = realPass(e)
+		// The same without the pauses between batches, on a copy of the
+		// index as it was.
+		st.Close()
+		st, err = store.Open(copyIndex(b, upgradedIndex(b), true))
+		if err != nil {
+			b.Fatal(err)
+		}
+		h = hitServer(b, st)
+		during(false, func() { time.Sleep(time.Second) }) // warm the hot set
+		aloneNP, inPassNP, tookNP = realPass(New(st, Config{MaxSize: maxSize, NoPause: true}))
 	}
 	b.ReportMetric(alone, "hits/s-alone")
 	b.ReportMetric(inPass, "hits/s-during-pass")
 	b.ReportMetric(inPass/alone, "ratio")
 	b.ReportMetric(took, "s/pass")
+	b.ReportMetric(inPassNP/aloneNP, "ratio-no-pause")
+	b.ReportMetric(tookNP, "s/pass-no-pause")
 	b.ReportMetric(duringOld/aloneOld, "ratio-old-shape")
 	b.ReportMetric(float64(passes), "dry-passes")
 }
