@@ -63,8 +63,8 @@ type Config struct {
 	// Pause is how long the pass waits after each batch but the last, as
 	// a multiple of the time the batch took: with 1 (the default), deleting
 	// takes at most about half a core, and hits served meanwhile keep the
-	// rest (a pass freeing 10 GiB of 200,000 files took 0.7 s, 1.1 s paced:
-	// BENCHMARKS.md). NoPause: none.
+	// rest (a pass freeing 10 GiB of 200,000 files took 0.7 s, 1.3 s with
+	// the pauses: BENCHMARKS.md). NoPause: none.
 	Pause   float64
 	NoPause bool
 	// PruneAfter is how long a narinfo whose NAR is evicted stays in the
