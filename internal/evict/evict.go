@@ -61,9 +61,9 @@ type Config struct {
 	// commit then rewrites more of the index's pages).
 	Batch int
 	// Pause is how long the pass waits after each batch but the last, as
-	// a multiple of the time the batch took: with 1 (the default), deleting
-	// takes at most about half a core, and hits served meanwhile keep the
-	// rest (a pass freeing 10 GiB of 200,000 files took 0.7 s, 1.3 s with
+	// a multiple of the time the batch took, during its first 1.5 s
+	// (pauseBudget): with 1 (the default), deleting takes at most about
+	// half a core, and hits served meanwhile keep the rest (a pass freeing 10 GiB of 200,000 files took 0.7 s, 1.3 s with
 	// the pauses: BENCHMARKS.md). NoPause: none.
 	Pause   float64
 	NoPause bool

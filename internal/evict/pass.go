@@ -176,7 +176,7 @@ func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, err
 	if dryRun {
 		rep.Evicted = chosen
 	} else {
-		rep.Evicted = e.evict(ctx, chosen, &rep)
+		rep.Evicted = e.evict(ctx, chosen, &rep, start)
 	}
 	for _, ev := range rep.Evicted {
 		i := slices.IndexFunc(rep.Reasons, func(r Reason) bool { return r.Reason == ev.Reason })
@@ -202,7 +202,7 @@ func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, err
 // order each batch of 2048 rewrote ~1,800 pages, and all batches together
 // three times the bucket). All of chosen goes in this pass; only a pass
 // cancelled halfway leaves some older files than it evicted.
-func (e *Evictor) evict(ctx context.Context, chosen []Evicted, rep *Report) []Evicted {
+func (e *Evictor) evict(ctx context.Context, chosen []Evicted, rep *Report, passStart time.Time) []Evicted {
 	order := make([]int, len(chosen))
 	for i := range order {
 		order[i] = i
@@ -221,8 +221,9 @@ func (e *Evictor) evict(ctx context.Context, chosen []Evicted, rep *Report) []Ev
 		}
 		start := time.Now()
 		freed, err := e.st.EvictNARs(ctx, names)
-		if left -= len(batch); left > 0 && e.cfg.Pause > 0 {
-			// Yield the core for a while: a pass is background work.
+		if left -= len(batch); left > 0 && e.cfg.Pause > 0 && time.Since(passStart) < pauseBudget {
+			// Yield the core for a while: a pass is background work. But
+			// not past pauseBudget: a download may be waiting for room.
 			t := time.NewTimer(time.Duration(float64(time.Since(start)) * e.cfg.Pause))
 			select {
 			case <-ctx.Done():
@@ -248,6 +249,12 @@ func (e *Evictor) evict(ctx context.Context, chosen []Evicted, rep *Report) []Ev
 	}
 	return out
 }
+
+// pauseBudget is how long into a pass it still pauses between batches
+// (Config.Pause): past it, the rest is deleted without pauses, so a pass
+// that a download waits on is not drawn out (a pass freeing 10 GiB of
+// 200,000 files took 0.7 s without pauses).
+const pauseBudget = 1500 * time.Millisecond
 
 // passDone wakes those waiting for a pass to end.
 func (e *Evictor) passDone() {
