@@ -9,9 +9,11 @@
 //     running — its thread was off the CPU, which only the kernel does —
 //     rather than running other goroutines;
 //   - streaks: how many responses (write system calls) a goroutine sent
-//     without parking on the network in between, that is how many requests
-//     of one connection it served back to back while the connections queued
-//     behind it on its processor waited.
+//     without parking on the network in between: requests of one connection
+//     served back to back (with the stock runtime, handed between the
+//     connection's goroutine and net/http's per-request one through runnext,
+//     never through the run queue) while the connections queued behind them
+//     on that processor waited.
 //
 // Usage: go run . TRACE (from bench/tracetail; see BENCHMARKS.md).
 package main
