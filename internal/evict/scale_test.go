@@ -391,9 +391,10 @@ func TestScalePassChild(t *testing.T) {
 //     same hits alone just before it (2 s) and just after it (as long as
 //     the pass). This is the question: what a pass running in the
 //     background costs hits.
-//   - median-ratio-paused, median-ratio-no-pause: the same over seven
+//   - median-ratio-paused, median-ratio-no-pause: the same over five
 //     passes on the same index, each freeing 10 GiB more, with and
-//     without the pauses between batches (Config.NoPause) in turn.
+//     without the pauses between batches (Config.NoPause) in turn; then
+//     two more with one goroutine of hits (a core to spare), logged.
 //   - ratio-old-shape: the earlier shape of this benchmark, kept for
 //     comparison: store.NarInfo called directly, while dry-run passes run
 //     back to back for 5 s, against 5 s alone. A direct call is a few
@@ -418,10 +419,13 @@ func BenchmarkScaleHitsDuringEviction(b *testing.B) {
 	h := hitServer(b, st)
 	// hitters serve hits from every P until stopped; n counts them, 256
 	// at a time. direct calls the store, else the HTTP handler.
+	// hitProcs is how many goroutines serve hits: as many as Ps saturate
+	// every core.
+	hitProcs := runtime.GOMAXPROCS(0)
 	hitters := func(n *atomic.Int64, direct bool) (stop func()) {
 		var done atomic.Bool
 		var wg sync.WaitGroup
-		for p := range runtime.GOMAXPROCS(0) {
+		for p := range hitProcs {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -498,10 +502,20 @@ func BenchmarkScaleHitsDuringEviction(b *testing.B) {
 		// and without pauses in turn: on a machine shared with other
 		// work, one window of a second says little.
 		for i := range 6 {
+			if i == 4 {
+				// The last two below saturation: one goroutine of hits
+				// and a core to spare, with pauses and without.
+				hitProcs = 1
+			}
 			max := (st.NARBytes() + st.IndexSize() - 10<<30) / 9 * 10
 			a, in, _ := realPass(New(st, Config{MaxSize: max, NoPause: i%2 == 0}))
+			if i >= 4 {
+				b.Logf("one goroutine of hits, pauses %v: %.0f hits/s alone, ratio %.2f", i%2 == 1, a, in/a)
+				continue
+			}
 			ratios[(i+1)%2] = append(ratios[(i+1)%2], in/a)
 		}
+		hitProcs = runtime.GOMAXPROCS(0)
 	}
 	b.ReportMetric(alone, "hits/s-alone")
 	b.ReportMetric(inPass, "hits/s-during-pass")
