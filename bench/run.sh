@@ -47,9 +47,14 @@
 # hit) between them; requests/s and p99 per round. Both caches get the
 # same footing: nginx worker_processes auto (one per core, 2 here) and the
 # proxy's default GOMAXPROCS (one per core); wrk runs on the same cores.
+# --own-cores gives the load generator a core of its own, as on a LAN where
+# the clients are other machines: wrk (and the clients' curl) on CPU 0, the
+# caches and the upstream on the others, nginx with one worker per core
+# they have and the proxy with its default GOMAXPROCS, which follows the
+# CPUs it may run on. It needs at least 2 CPUs.
 #
 #   bench/run.sh [--quick] [--reps N] [--image-mib N] [--small N] [--wrk-secs N]
-#                [--wan-mib-s N] [--proxy BINARY] [--only ROWS] [--keep]
+#                [--wan-mib-s N] [--proxy BINARY] [--only ROWS] [--own-cores] [--keep]
 #
 # --quick: 128 MiB image, 2 runs, 3 s of wrk: a few minutes, for iteration.
 # Default: 1 GiB image, 3 runs, 10 s of wrk: about 6 minutes on 2 cores.
@@ -62,7 +67,7 @@
 # started (--keep keeps the dir, for a look at the logs).
 set -euo pipefail
 
-image_mib=1024 reps=3 wrk_secs=10 small=49 keep=0 proxy_bin= wan_mib_s=24 only=all
+image_mib=1024 reps=3 wrk_secs=10 small=49 keep=0 proxy_bin= wan_mib_s=24 only=all own_cores=0
 recompress_args=()
 while [ $# -gt 0 ]; do
   case $1 in
@@ -74,6 +79,7 @@ while [ $# -gt 0 ]; do
     --wan-mib-s) wan_mib_s=$2; shift ;;
     --only) only=$2; shift ;;
     --keep) keep=1 ;;
+    --own-cores) own_cores=1 ;;
     --proxy) proxy_bin=$(realpath "$2"); shift ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -81,6 +87,18 @@ while [ $# -gt 0 ]; do
   shift
 done
 image_bytes=$((image_mib << 20))
+# srv and cli prefix the servers' and the clients' commands: empty unless
+# --own-cores pins them to their own CPUs.
+srv=() cli=() nginx_workers=auto cores_note="$(nproc) cores"
+if [ "$own_cores" = 1 ]; then
+  ncpu=$(nproc)
+  [ "$ncpu" -ge 2 ] || { echo "run.sh: --own-cores needs at least 2 CPUs" >&2; exit 2; }
+  command -v taskset >/dev/null || { echo "run.sh: --own-cores needs taskset (util-linux)" >&2; exit 2; }
+  srv=(taskset -c "1-$((ncpu - 1))") cli=(taskset -c 0)
+  # nginx's auto counts the machine's CPUs, not the ones it may run on.
+  nginx_workers=$((ncpu - 1))
+  cores_note="$ncpu cores: clients on CPU 0, servers on CPUs 1-$((ncpu - 1))"
+fi
 # want ROW: whether --only selects ROW.
 want() { [ "$only" = all ] || [[ ",$only," == *",$1,"* ]]; }
 servers=(ref nginx proxy)
@@ -155,10 +173,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# start_bg NAME CMD... runs CMD in the background, logs in $work/logs.
+# start_bg NAME CMD... runs CMD in the background, logs in $work/logs (on
+# the servers' CPUs with --own-cores).
 start_bg() {
   local name=$1; shift
-  "$@" >"$work/logs/$name.out" 2>>"$work/logs/$name.err" &
+  "${srv[@]}" "$@" >"$work/logs/$name.out" 2>>"$work/logs/$name.err" &
   pid[$name]=$!
 }
 used_ports=" "
@@ -242,7 +261,7 @@ nginx_common() {
   cat <<EOF
 $user_line
 daemon off;
-worker_processes auto;
+worker_processes $nginx_workers;
 pid $1/nginx.pid;
 error_log stderr warn;
 events { worker_connections 4096; }
@@ -544,7 +563,7 @@ narinfo_hits() {
   for s in "${servers[@]}"; do
     while read -r p; do curl -fsS -o /dev/null "${url[$s]}$p"; done <"$work/narinfo.paths"
     c0=$(cpu_ticks "${pid[$s]}")
-    out=$(wrk -t2 -c64 -d"${wrk_secs}s" --latency -s "$work/narinfo.lua" "${url[$s]}" -- "$work/narinfo.paths")
+    out=$("${cli[@]}" wrk -t2 -c64 -d"${wrk_secs}s" --latency -s "$work/narinfo.lua" "${url[$s]}" -- "$work/narinfo.paths")
     c1=$(cpu_ticks "${pid[$s]}")
     echo "$out" >>"$work/logs/wrk.$s.txt"
     grep -q 'Non-2xx' <<<"$out" && { echo "$out" >&2; die "$s: wrk saw errors"; }
@@ -583,7 +602,7 @@ narinfo_rounds() {
     for t in 1 2; do
       for round in 1 2; do
         echo "== $(date +%T.%N) $s t$t round $round" >>"$work/logs/wrk-rounds.$s.txt"
-        out=$(wrk -t"$t" -c32 -d"${wrk_secs}s" --latency "${url[$s]}/$image_hash.narinfo")
+        out=$("${cli[@]}" wrk -t"$t" -c32 -d"${wrk_secs}s" --latency "${url[$s]}/$image_hash.narinfo")
         echo "$out" >>"$work/logs/wrk-rounds.$s.txt"
         wrk_rec "nrt${t}r$round" "$s" "$out"
         [ "$round" = 2 ] || curl -fsS -o /dev/null "${url[$s]}$path"
@@ -686,7 +705,7 @@ rss	peak RSS over the run (VmHWM)	MiB	low
 EOF
 echo
 echo "nix-cache-proxy vs nginx proxy_cache vs the upstream served directly (ref)"
-echo "$(date -u +%F), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $reps runs; $npaths paths, image ${image_mib} MiB; cells: median (min–max) and ×ref = median / ref's median"
+echo "$(date -u +%F), $cores_note, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $reps runs; $npaths paths, image ${image_mib} MiB; cells: median (min–max) and ×ref = median / ref's median"
 echo
 awk -F'\t' -v servers="${servers[*]}" '
   function fmt(v) { return v >= 100 ? sprintf("%.0f", v) : v >= 10 ? sprintf("%.1f", v) : v >= 0.1 ? sprintf("%.2f", v) : sprintf("%.3f", v) }
