@@ -94,10 +94,12 @@ if [ "$own_cores" = 1 ]; then
   ncpu=$(nproc)
   [ "$ncpu" -ge 2 ] || { echo "run.sh: --own-cores needs at least 2 CPUs" >&2; exit 2; }
   command -v taskset >/dev/null || { echo "run.sh: --own-cores needs taskset (util-linux)" >&2; exit 2; }
-  srv=(taskset -c "1-$((ncpu - 1))") cli=(taskset -c 0)
+  cpus=1-$((ncpu - 1))
+  [ "$ncpu" -gt 2 ] || cpus=1
+  srv=(taskset -c "$cpus") cli=(taskset -c 0)
   # nginx's auto counts the machine's CPUs, not the ones it may run on.
   nginx_workers=$((ncpu - 1))
-  cores_note="$ncpu cores: clients on CPU 0, servers on CPUs 1-$((ncpu - 1))"
+  cores_note="$ncpu cores: clients on CPU 0, servers on CPU $cpus"
 fi
 # want ROW: whether --only selects ROW.
 want() { [ "$only" = all ] || [[ ",$only," == *",$1,"* ]]; }
