@@ -278,6 +278,7 @@ func BenchmarkScaleOpen(b *testing.B) {
 func BenchmarkScalePass(b *testing.B) {
 	var took time.Duration
 	var freed, anon, total, alloc int64
+	var longest time.Duration
 	for b.Loop() {
 		b.StopTimer()
 		dir := copyIndex(b, upgradedIndex(b), true)
@@ -288,7 +289,8 @@ func BenchmarkScalePass(b *testing.B) {
 		narBytes := st.NARBytes() // not Stats: it walks the narinfo bucket
 		// The bound whose low watermark is 10 GiB under today's size.
 		max := (narBytes + st.IndexSize() - 10<<30) / 9 * 10
-		e := New(st, Config{MaxSize: max})
+		ts := &timedStore{Store: st}
+		e := New(ts, Config{MaxSize: max, Batch: scaleBatch(b)})
 		debug.FreeOSMemory()
 		var before runtime.MemStats
 		runtime.ReadMemStats(&before)
@@ -300,6 +302,7 @@ func BenchmarkScalePass(b *testing.B) {
 		took = time.Since(start)
 		b.StopTimer()
 		stopProfile()
+		longest = ts.takeLongest()
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -316,6 +319,7 @@ func BenchmarkScalePass(b *testing.B) {
 	b.ReportMetric(float64(anon)/(1<<20), "MiB-peak-anon-RSS")
 	b.ReportMetric(float64(total)/(1<<20), "MiB-peak-RSS")
 	b.ReportMetric(float64(alloc)/(1<<20), "MiB-allocated")
+	b.ReportMetric(longest.Seconds(), "s-longest-evict-batch")
 	// The same pass in a process of its own, as the proxy runs it: this
 	// one built the index and holds what that left.
 	open, peak := passInChild(b)
@@ -410,7 +414,9 @@ func BenchmarkScaleHitsDuringEviction(b *testing.B) {
 	}
 	defer func() { st.Close() }()
 	narBytes := st.NARBytes() // not Stats: it walks the narinfo bucket
-	e := New(st, Config{MaxSize: (narBytes + st.IndexSize() - 10<<30) / 9 * 10})
+	ts := &timedStore{Store: st}
+	batch := scaleBatch(b)
+	e := New(ts, Config{MaxSize: (narBytes + st.IndexSize() - 10<<30) / 9 * 10, Batch: batch})
 	hashes := make([]string, 4096)
 	for i := range hashes {
 		hashes[i] = fmt.Sprintf("%032d", i*241)
@@ -494,6 +500,7 @@ func BenchmarkScaleHitsDuringEviction(b *testing.B) {
 				d = time.Since(start)
 			})
 			after := during(false, func() { time.Sleep(d) })
+			b.Logf("pass %.2f s, longest evict batch %.3f s, hits ratio %.2f", d.Seconds(), ts.takeLongest().Seconds(), inPass/((before+after)/2))
 			return (before + after) / 2, inPass, d.Seconds()
 		}
 		alone, inPass, took = realPass(e)
@@ -508,7 +515,7 @@ func BenchmarkScaleHitsDuringEviction(b *testing.B) {
 				hitProcs = 1
 			}
 			max := (st.NARBytes() + st.IndexSize() - 10<<30) / 9 * 10
-			a, in, _ := realPass(New(st, Config{MaxSize: max, NoPause: i%2 == 0}))
+			a, in, _ := realPass(New(ts, Config{MaxSize: max, NoPause: i%2 == 0, Batch: batch}))
 			if i >= 4 {
 				b.Logf("one goroutine of hits, pauses %v: %.0f hits/s alone, ratio %.2f", i%2 == 1, a, in/a)
 				continue
@@ -559,3 +566,49 @@ type hitWriter struct {
 func (w *hitWriter) Header() http.Header         { return w.h }
 func (w *hitWriter) WriteHeader(code int)        { w.code = code }
 func (w *hitWriter) Write(p []byte) (int, error) { return len(p), nil }
+
+// scaleBatch is Config.Batch for the scale benchmarks: SCALE_BATCH=N, or
+// "pass" for the whole pass in one transaction; unset, the default.
+func scaleBatch(b testing.TB) int {
+	switch v := os.Getenv("SCALE_BATCH"); v {
+	case "":
+		return 0
+	case "pass":
+		return 1 << 30
+	default:
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			b.Fatalf("SCALE_BATCH=%q: a positive count or \"pass\"", v)
+		}
+		return n
+	}
+}
+
+// timedStore times each EvictNARs call: its write transaction (which
+// holds bbolt's write lock: every other writer waits for it) and the
+// batch's removals after it, so the longest call bounds from above how
+// long a NAR commit or a narinfo store could wait on a pass.
+type timedStore struct {
+	*store.Store
+	mu      sync.Mutex
+	longest time.Duration
+}
+
+func (t *timedStore) EvictNARs(ctx context.Context, names []string) (int64, error) {
+	start := time.Now()
+	n, err := t.Store.EvictNARs(ctx, names)
+	d := time.Since(start)
+	t.mu.Lock()
+	t.longest = max(t.longest, d)
+	t.mu.Unlock()
+	return n, err
+}
+
+// takeLongest returns the longest call since the last and forgets it.
+func (t *timedStore) takeLongest() time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	d := t.longest
+	t.longest = 0
+	return d
+}
