@@ -209,7 +209,7 @@ func (e *Evictor) evict(ctx context.Context, chosen []Evicted, rep *Report, pass
 	}
 	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(chosen[a].NAR, chosen[b].NAR) })
 	done := make([]bool, len(chosen))
-	names := make([]string, 0, e.cfg.Batch)
+	names := make([]string, 0, min(e.cfg.Batch, len(order))) // Batch may be far larger than a pass
 	left := len(order)
 	for batch := range slices.Chunk(order, e.cfg.Batch) {
 		if ctx.Err() != nil {
