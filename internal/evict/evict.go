@@ -60,7 +60,7 @@ type Config struct {
 	// The transaction holds bbolt's write lock, which every NAR commit and
 	// narinfo store waits on: at 200,000 NARs a pass freeing 10 GiB held
 	// it at most 0.03-0.17 s per batch of 2048, 0.14-0.26 s per 8192 (for
-	// 10-15 % less CPU over the pass), 0.55-1.6 s in one transaction
+	// 10-15 % less CPU over the pass), 0.24-1.6 s in one transaction
 	// (which used more CPU and twice the memory): BENCHMARKS.md.
 	Batch int
 	// Pause is how long the pass waits after each batch but the last, as
