@@ -106,8 +106,8 @@ func (s *Store) indexNarInfo(ctx context.Context, hash string, text []byte, narN
 		s.servedDays.mark(ref, today)
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketNarInfo).Put([]byte(hash), text); err != nil {
-			return fmt.Errorf("index narinfo %s: %w", hash, err)
+		if err := s.putNarInfo(tx, hash, text); err != nil {
+			return err
 		}
 		if err := tx.Bucket(bucketServed).Put([]byte(hash), putDay(today)); err != nil {
 			return fmt.Errorf("index narinfo %s: %w", hash, err)

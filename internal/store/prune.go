@@ -107,6 +107,9 @@ func (s *Store) PruneNarInfos(ctx context.Context, hashes []string, cutoff time.
 			gone = append(gone, hash)
 		}
 		pruned = len(gone)
+		if err := s.addNarInfos(tx, -int64(pruned)); err != nil {
+			return err
+		}
 		tx.OnCommit(func() {
 			for _, h := range gone {
 				s.hot.delete(h)

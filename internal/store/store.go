@@ -70,6 +70,8 @@ type Store struct {
 	// does not walk the index.
 	narCount atomic.Int64
 	narBytes atomic.Int64
+	// narInfos mirrors the index's narinfo count (keyNarInfoCount).
+	narInfos atomic.Int64
 }
 
 // Options configure a Store. The zero value is a plain store.
@@ -137,6 +139,10 @@ func OpenWith(dir string, opts Options) (*Store, error) {
 	}
 	s := &Store{dir: dir, db: db, files: files, shared: opts.Shared, hot: newHotNarInfos(hotNarInfoBytes), present: opts.Present, now: now, accessed: opts.Accessed}
 	s.servedDays.tick(now())
+	if err := s.loadNarInfoCount(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if err := s.resumeEvictions(); err != nil {
 		db.Close()
 		return nil, err
@@ -172,7 +178,8 @@ func checkBuckets(tx *bolt.Tx) error {
 			return errNeedInit
 		}
 	}
-	if tx.Bucket(bucketMeta).Get(keySchema) == nil || tx.Bucket(bucketMeta).Get(keyServedSince) == nil {
+	meta := tx.Bucket(bucketMeta)
+	if meta.Get(keySchema) == nil || meta.Get(keyServedSince) == nil || meta.Get(keyNarInfoCount) == nil {
 		return errNeedInit
 	}
 	return nil
@@ -202,7 +209,10 @@ func initBuckets(tx *bolt.Tx, now time.Time) error {
 	}
 	// An index from before narinfos were stamped: they count as served
 	// now (the upgrade), since a client may have got one just before.
-	return initServed(tx, now)
+	if err := initServed(tx, now); err != nil {
+		return err
+	}
+	return countNarInfos(tx)
 }
 
 // Files are the NAR files themselves, for verify and repair: the index

@@ -112,8 +112,8 @@ func (s *Store) claimUpload(ctx context.Context, hash string, text []byte, narNa
 		if tx.Bucket(bucketNAR).Get([]byte(narName)) == nil {
 			return fmt.Errorf("claim upload %s: NAR %s: %w", hash, narName, ErrNotFound)
 		}
-		if err := tx.Bucket(bucketNarInfo).Put([]byte(hash), text); err != nil {
-			return fmt.Errorf("index narinfo %s: %w", hash, err)
+		if err := s.putNarInfo(tx, hash, text); err != nil {
+			return err
 		}
 		if err := tx.Bucket(bucketServed).Put([]byte(hash), putDay(today)); err != nil {
 			return fmt.Errorf("index narinfo %s: %w", hash, err)
