@@ -461,3 +461,37 @@ func TestKeepLatestRecompressed(t *testing.T) {
 		}
 	}
 }
+
+// failingRows is a store whose index refuses to delete NAR rows.
+type failingRows struct{ *diskStore }
+
+func (failingRows) EvictNARs(context.Context, []string) (int64, error) {
+	return 0, fmt.Errorf("evict: %w: %w", store.ErrNotEvicted, errors.New("index: read-only"))
+}
+
+// A batch whose rows could not be deleted is reported as an error and
+// neither listed nor counted as evicted: its NARs are still served.
+func TestPassBatchNotEvicted(t *testing.T) {
+	d := newDiskStore(t)
+	for i := 1; i <= 3; i++ {
+		d.add(t, tpath{id: i, size: kb})
+	}
+	m := metrics.Discard()
+	e := New(failingRows{d}, Config{MaxSize: boundFor(d, kb/2), Metrics: m})
+	rep, err := e.Pass(context.Background(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Errors) != 1 || !strings.Contains(rep.Errors[0], "read-only") {
+		t.Errorf("errors %q, want the batch's", rep.Errors)
+	}
+	if got := evictedNames(rep); len(got) != 0 {
+		t.Errorf("reported evicted %v", got)
+	}
+	if got := testutil.ToFloat64(m.Evictions.WithLabelValues(ReasonSize)); got != 0 {
+		t.Errorf("evictions_total{size} %v, want 0", got)
+	}
+	if !d.has(1) {
+		t.Error("NAR 1 gone")
+	}
+}

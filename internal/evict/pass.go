@@ -3,9 +3,12 @@ package evict
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 )
 
 // Report is what one pass freed, or would free on a dry run.
@@ -234,6 +237,9 @@ func (e *Evictor) evict(ctx context.Context, chosen []Evicted, rep *Report, pass
 		if err != nil {
 			rep.Errors = append(rep.Errors, err.Error())
 			e.log.Warn("eviction batch failed", "files", len(names), "err", err)
+			if errors.Is(err, store.ErrNotEvicted) {
+				continue // still indexed and served: not evicted
+			}
 		}
 		e.m.EvictedBytes.Add(float64(freed))
 		for _, i := range batch {

@@ -220,6 +220,12 @@ func (s *Store) FlushAccess(ctx context.Context) error {
 	return err
 }
 
+// ErrNotEvicted means EvictNARs deleted none of the rows it was given:
+// their NARs are still indexed and served. Any other error of EvictNARs
+// comes after the rows went (a file not removed, which the next Open
+// removes).
+var ErrNotEvicted = errors.New("store: NAR rows not evicted")
+
 // EvictNARs deletes the NAR files named and their index rows, in one
 // transaction, and returns the bytes freed. Only the files go: narinfos and
 // NAR sources stay, so a client holding a narinfo gets the NAR refilled
@@ -240,7 +246,7 @@ func (s *Store) EvictNARs(ctx context.Context, names []string) (int64, error) {
 	}
 	freed, gone, err := s.evictRows(names)
 	if err != nil {
-		return 0, fmt.Errorf("evict: %w", err)
+		return 0, fmt.Errorf("evict: %w: %w", ErrNotEvicted, err)
 	}
 	crashpoint.Hit("evict-rows-deleted")
 	return freed, s.removeEvicted(gone)
