@@ -190,18 +190,7 @@ func TestPruneOrder(t *testing.T) {
 // 6 (each referenced by the next) with rounds of 2 is pruned entirely;
 // a window that stayed on 1 and 2 would prune nothing, ever.
 func TestPruneWindowMoves(t *testing.T) {
-	c := &clock{}
-	c.set(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
-	d := newClockStore(t, c)
-	for id := 1; id <= 6; id++ {
-		p := tpath{id: id, size: kb}
-		if id > 1 {
-			p.refs = []int{id - 1}
-		}
-		d.add(t, p)
-		d.evictNAR(t, id)
-	}
-	c.add(days(40))
+	d, c := staleChain(t, 6)
 	e := New(d, Config{Now: c.now})
 	e.pruneLimit = 2
 	pruned := 0
