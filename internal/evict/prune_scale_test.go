@@ -5,7 +5,6 @@ package evict
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -55,17 +54,8 @@ func pruneScaleIndex(b *testing.B) string {
 				if err := ni.Put([]byte(h), []byte(text)); err != nil {
 					return err
 				}
-				src, _ := json.Marshal(store.NARSource{Hash: h, StorePath: "/nix/store/" + h + "-pkg-" + strconv.Itoa(i),
-					Upstream: "https://cache.nixos.org", URL: "https://cache.nixos.org/nar/" + nar, Size: scaleNARSize,
-					SHA256: make([]byte, 32), Seen: stored})
-				if err := srcs.Put([]byte(nar), src); err != nil {
+				if err := putScaleNAR(srcs, nars, i, h, nar, stored, time.Time{}); err != nil {
 					return err
-				}
-				if i < scaleNARs {
-					row := `{"size":` + strconv.Itoa(scaleNARSize) + `,"stored":"` + stored.Format(time.RFC3339Nano) + `"}`
-					if err := nars.Put([]byte(nar), []byte(row)); err != nil {
-						return err
-					}
 				}
 			}
 			return nil

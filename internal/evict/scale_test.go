@@ -63,6 +63,29 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// putScaleNAR writes synthetic path i's NAR source (from cache.nixos.org)
+// and, for the first scaleNARs paths, its NAR row in the layout from
+// before rows kept their refillability; a zero access leaves it out.
+func putScaleNAR(srcs, nars *bolt.Bucket, i int, hash, nar string, stored, access time.Time) error {
+	src, err := json.Marshal(store.NARSource{Hash: hash, StorePath: "/nix/store/" + hash + "-pkg-" + strconv.Itoa(i),
+		Upstream: "https://cache.nixos.org", URL: "https://cache.nixos.org/nar/" + nar, Size: scaleNARSize,
+		SHA256: make([]byte, 32), Seen: stored})
+	if err != nil {
+		return err
+	}
+	if err := srcs.Put([]byte(nar), src); err != nil {
+		return err
+	}
+	if i >= scaleNARs {
+		return nil
+	}
+	row := `{"size":` + strconv.Itoa(scaleNARSize) + `,"stored":"` + stored.Format(time.RFC3339Nano) + `"`
+	if !access.IsZero() {
+		row += `,"access":"` + access.Format(time.RFC3339Nano) + `"`
+	}
+	return nars.Put([]byte(nar), []byte(row+"}"))
+}
+
 // scaleIndex writes the synthetic index straight with bbolt, in large
 // transactions (PutNarInfo's one transaction per narinfo would take an
 // hour), in the rows' own formats, the NAR rows as they were before they
@@ -97,19 +120,9 @@ func scaleIndex(b *testing.B) string {
 					if err := ni.Put([]byte(hash), text); err != nil {
 						return err
 					}
-					src, _ := json.Marshal(store.NARSource{Hash: hash, StorePath: "/nix/store/" + hash + "-pkg-" + strconv.Itoa(i),
-						Upstream: "https://cache.nixos.org", URL: "https://cache.nixos.org/nar/" + nar, Size: scaleNARSize,
-						SHA256: make([]byte, 32), Seen: stored})
-					if err := srcs.Put([]byte(nar), src); err != nil {
+					at := stored.Add(time.Duration(i*7919%scaleNARs) * time.Second) // shuffled ages
+					if err := putScaleNAR(srcs, nars, i, hash, nar, stored, at); err != nil {
 						return err
-					}
-					if i < scaleNARs {
-						at := stored.Add(time.Duration(i*7919%scaleNARs) * time.Second) // shuffled ages
-						row := `{"size":` + strconv.Itoa(scaleNARSize) + `,"stored":"` + stored.Format(time.RFC3339Nano) +
-							`","access":"` + at.Format(time.RFC3339Nano) + `"}`
-						if err := nars.Put([]byte(nar), []byte(row)); err != nil {
-							return err
-						}
 					}
 				}
 				return nil
