@@ -23,19 +23,8 @@ import (
 // names.
 func TestRecompressRebuildStreams(t *testing.T) {
 	e := newZstdEnv(t)
-	nar := fakeupstream.RandomBytes(2 << 20) // incompressible: zstd bytes come as the xz ones do
-	sum := sha256.Sum256(nar)
-	xzf := xzFile(t, nar)
-	it := e.up.Add(fakeupstream.Path{File: xzf, Compression: "xz", NarHash: sum[:], NarSize: uint64(len(nar))})
 	ctx := context.Background()
-	before := e.narinfo(t, it.Hash)
-	e.get(t, before.URL)
-	orig := before.URL[len("nar/"):]
-	zname, err := e.c.transcodeShared(ctx, it.Hash, orig, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := e.get(t, "nar/"+zname)
+	it, orig, zname, first := e.recompressed(t, fakeupstream.RandomBytes(2<<20)) // incompressible: zstd bytes come as the xz ones do
 	ni := e.narinfo(t, it.Hash)
 	waitGone(t, e.st, orig)
 	if _, err := e.st.EvictNARs(ctx, []string{zname}); err != nil {
@@ -43,7 +32,7 @@ func TestRecompressRebuildStreams(t *testing.T) {
 	}
 
 	held, hold := make(chan struct{}, 1), make(chan struct{})
-	e.up.SetFault(it.NARPath, fakeupstream.Fault{HoldAt: len(xzf) / 2, Hold: func() {
+	e.up.SetFault(it.NARPath, fakeupstream.Fault{HoldAt: len(it.File) / 2, Hold: func() {
 		held <- struct{}{}
 		<-hold
 	}})
@@ -116,18 +105,8 @@ func TestRecompressRebuildStreams(t *testing.T) {
 // narinfo names it anew, and the next client gets it whole.
 func TestRecompressRebuildDiffers(t *testing.T) {
 	e := newZstdEnvGrace(t, time.Hour)
-	nar := testNAR(t, 256<<10)
-	sum := sha256.Sum256(nar)
-	it := e.up.Add(fakeupstream.Path{File: xzFile(t, nar), Compression: "xz", NarHash: sum[:], NarSize: uint64(len(nar))})
 	ctx := context.Background()
-	before := e.narinfo(t, it.Hash)
-	e.get(t, before.URL)
-	orig := before.URL[len("nar/"):]
-	zname, err := e.c.transcodeShared(ctx, it.Hash, orig, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := e.get(t, "nar/"+zname)
+	it, orig, zname, first := e.recompressed(t, testNAR(t, 256<<10))
 	// The narinfo as an older encoder would have left it.
 	ni := e.narinfo(t, it.Hash)
 	osrc, err := e.st.NARSource(ctx, orig)
@@ -155,4 +134,22 @@ func TestRecompressRebuildDiffers(t *testing.T) {
 	if got := e.get(t, after.URL); !bytes.Equal(got, first) {
 		t.Fatal("the next client does not get the rebuilt file")
 	}
+}
+
+// recompressed serves nar as xz from the upstream through the proxy,
+// recompresses it to zstd now and fetches the zstd file: it returns the
+// upstream's item (its File is the xz file), the original's and the zstd
+// file's names, and the zstd bytes.
+func (e *zstdEnv) recompressed(t *testing.T, nar []byte) (it *fakeupstream.Item, orig, zname string, zstdBytes []byte) {
+	t.Helper()
+	sum := sha256.Sum256(nar)
+	it = e.up.Add(fakeupstream.Path{File: xzFile(t, nar), Compression: "xz", NarHash: sum[:], NarSize: uint64(len(nar))})
+	before := e.narinfo(t, it.Hash)
+	e.get(t, before.URL)
+	orig = before.URL[len("nar/"):]
+	zname, err := e.c.transcodeShared(context.Background(), it.Hash, orig, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return it, orig, zname, e.get(t, "nar/"+zname)
 }
