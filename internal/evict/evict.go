@@ -32,7 +32,8 @@ type Store interface {
 	IndexSize() int64
 	Disk() (free, total uint64, err error)
 	NARCount() int64
-	WalkNARs(ctx context.Context, fn func(*store.NARUse) error) error
+	NARsByAge(ctx context.Context, fn func(*store.NARUse) (bool, error)) error
+	LookupNARs(ctx context.Context, names []string) (map[string]store.NARUse, error)
 	Refillable(ctx context.Context, names []string) (map[string]bool, error)
 	WalkSources(ctx context.Context, match func(storePath string) bool, fn func(name string, src store.NARSource) error) error
 	FlushAccess(ctx context.Context) error

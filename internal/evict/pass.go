@@ -99,10 +99,6 @@ func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, err
 	if err := variants.collect(ctx, e.st); err != nil {
 		return rep, err
 	}
-	var cands candidates
-	if err := cands.walk(ctx, e.st); err != nil {
-		return rep, fmt.Errorf("walk NARs: %w", err)
-	}
 	keep, err := e.protected(ctx, variants)
 	if err != nil {
 		return rep, err
@@ -114,24 +110,18 @@ func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, err
 	taken := map[string]bool{}
 	if retention {
 		superseded := variants.superseded()
-		at := make(map[string]int, len(superseded))
-		for _, name := range superseded {
-			at[name] = -1
-		}
-		for i, c := range cands.list {
-			if _, ok := at[string(cands.name(c))]; ok {
-				at[string(cands.name(c))] = i
-			}
+		uses, err := e.st.LookupNARs(ctx, superseded)
+		if err != nil {
+			return rep, fmt.Errorf("look up superseded variants: %w", err)
 		}
 		for _, name := range superseded {
-			i := at[name]
-			if i < 0 || !cands.list[i].refill || keep[name] || taken[name] {
+			use, ok := uses[name]
+			if !ok || !use.Refillable || keep[name] || taken[name] {
 				continue // not on disk, not refillable, or kept through another rule
 			}
-			c := cands.list[i]
 			taken[name] = true
-			chosen = append(chosen, Evicted{NAR: name, StorePath: paths[name], Bytes: c.size,
-				Access: time.Unix(0, c.access).UTC(), Reason: ReasonRetention})
+			chosen = append(chosen, Evicted{NAR: name, StorePath: paths[name], Bytes: use.Size,
+				Access: time.Unix(0, use.Access).UTC(), Reason: ReasonRetention})
 		}
 	}
 	var freed int64
@@ -140,33 +130,25 @@ func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, err
 	}
 	need := max(u.NeedSize, u.NeedSpace)
 	if freed < need {
-		// Least recently served first, a chunk at a time; a NAR with no
-		// upstream is never dropped.
-		ages := newByAge(cands.list)
-		part := make([]candidate, 0, 1024)
-		for freed < need {
-			if part = ages.next(part); len(part) == 0 {
-				break
+		// Least recently served first, reading only as far as it takes;
+		// a NAR with no upstream is never dropped.
+		err := e.st.NARsByAge(ctx, func(n *store.NARUse) (bool, error) {
+			if !n.Refillable || keep[string(n.Name)] || taken[string(n.Name)] {
+				rep.Skipped++
+				return true, nil
 			}
-			for _, c := range part {
-				if freed >= need {
-					break
-				}
-				name := cands.name(c)
-				if !c.refill || keep[string(name)] || taken[string(name)] {
-					rep.Skipped++
-					continue
-				}
-				reason := ReasonSize
-				if freed >= u.NeedSize {
-					reason = ReasonFreeSpace
-				}
-				chosen = append(chosen, Evicted{NAR: string(name), Bytes: c.size, Access: time.Unix(0, c.access).UTC(), Reason: reason})
-				freed += c.size
+			reason := ReasonSize
+			if freed >= u.NeedSize {
+				reason = ReasonFreeSpace
 			}
+			chosen = append(chosen, Evicted{NAR: string(n.Name), Bytes: n.Size, Access: time.Unix(0, n.Access).UTC(), Reason: reason})
+			freed += n.Size
+			return freed < need, nil
+		})
+		if err != nil {
+			return rep, fmt.Errorf("walk NARs by age: %w", err)
 		}
 	}
-	cands = candidates{}
 	if freed < need {
 		e.log.Warn("eviction cannot reach its low watermark: the rest is pinned, kept or not refillable",
 			"need", need, "can_free", freed)

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io/fs"
 	"slices"
-	"time"
 	"unsafe"
 
 	bolt "go.etcd.io/bbolt"
@@ -33,59 +32,6 @@ type NARUse struct {
 	// Refillable: it can be fetched again once evicted
 	// (NARSource.Refillable); never evict one that cannot.
 	Refillable bool
-}
-
-// WalkNARs calls fn for every NAR file in the index, with the accesses
-// not yet flushed applied. It reads the NAR rows alone (each keeps whether
-// its NAR is refillable; only a row from before that was kept, which Open
-// upgrades, sends it to the source row) and allocates nothing per row.
-// The NARUse is reused between calls. It reads in one transaction, and
-// readers never wait on it.
-func (s *Store) WalkNARs(ctx context.Context, fn func(*NARUse) error) error {
-	return s.db.View(func(tx *bolt.Tx) error {
-		var u NARUse
-		var row narRow
-		n := 0
-		srcs := tx.Bucket(bucketNARSource)
-		return tx.Bucket(bucketNAR).ForEach(func(k, v []byte) error {
-			if n++; n%4096 == 0 {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-			}
-			// Only the time that counts is parsed: the last access, or
-			// when stored if never served since.
-			f, fast := splitNARRow(v)
-			at, fill := time.Time{}, f.refill
-			recent, unflushed := s.access.getBytes(k)
-			switch {
-			case !fast:
-			case unflushed:
-				at = recent
-			case f.access != nil:
-				at, fast = parseTime(f.access)
-			default:
-				at, fast = parseTime(f.stored)
-			}
-			if !fast {
-				if err := decodeNARRow(v, &row); err != nil {
-					return fmt.Errorf("decode NAR row %s: %w", k, err)
-				}
-				at, f.size, fill = row.Access, row.Size, row.Refill
-				if at.IsZero() {
-					at = row.Stored
-				}
-				if unflushed {
-					at = recent
-				}
-			}
-			if fill == refillUnknown {
-				fill = refillOf(srcs.Get(k))
-			}
-			u = NARUse{Name: k, Size: f.size, Access: at.UnixNano(), Refillable: fill == refillYes}
-			return fn(&u)
-		})
-	})
 }
 
 // WalkSources calls fn for every NAR source row whose store path match
@@ -185,9 +131,9 @@ func (s *Store) FlushAccess(ctx context.Context) error {
 		return nil
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketNAR)
+		n := s.narRows(tx)
 		for name, at := range m {
-			v := b.Get([]byte(name))
+			v := n.get([]byte(name))
 			if v == nil {
 				continue // evicted or dropped meanwhile
 			}
@@ -199,15 +145,11 @@ func (s *Store) FlushAccess(ctx context.Context) error {
 				continue
 			}
 			r.Access = at
-			row, err := json.Marshal(r)
-			if err != nil {
-				return err
-			}
-			if err := b.Put([]byte(name), row); err != nil {
+			if err := n.put([]byte(name), r); err != nil {
 				return err
 			}
 		}
-		return nil
+		return n.done()
 	})
 	if err != nil {
 		// Not lost: the next flush tries again.
@@ -261,23 +203,20 @@ func (s *Store) evictRows(names []string) (int64, []string, error) {
 	slices.Sort(sorted)
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		freed, gone = 0, gone[:0]
-		nars, ev := tx.Bucket(bucketNAR), tx.Bucket(bucketEvicting)
+		n, ev := s.narRows(tx), tx.Bucket(bucketEvicting)
 		if err := s.dropEvictRecords(ev); err != nil {
 			return err
 		}
 		// In key order: each page is visited once, in file order.
-		nc := nars.Cursor()
+		nc := n.nars.Cursor()
 		var record []byte
 		for _, name := range sorted {
 			k, v := nc.Seek([]byte(name))
 			if v == nil || string(k) != name {
 				continue
 			}
-			size, err := narRowSize(v)
+			size, err := n.deleteAt(nc, k, v)
 			if err != nil {
-				return fmt.Errorf("decode NAR row %s: %w", name, err)
-			}
-			if err := nc.Delete(); err != nil {
 				return err
 			}
 			record = append(append(record, name...), '\n')
@@ -287,8 +226,10 @@ func (s *Store) evictRows(names []string) (int64, []string, error) {
 		if err := putEvictRecord(ev, record); err != nil {
 			return err
 		}
+		if err := n.done(); err != nil {
+			return err
+		}
 		tx.OnCommit(func() {
-			s.counted(-int64(len(gone)), -freed)
 			s.rmMu.Lock()
 			if s.removing == nil {
 				s.removing = make(map[string]bool)

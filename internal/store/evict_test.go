@@ -137,7 +137,7 @@ func TestAccessFlushedAndOrdered(t *testing.T) {
 	}
 	s = openStore(t, dir)
 	var got time.Time
-	s.WalkNARs(ctx, func(u *NARUse) error { got = time.Unix(0, u.Access); return nil })
+	must(t, s.NARsByAge(ctx, func(u *NARUse) (bool, error) { got = time.Unix(0, u.Access); return false, nil }))
 	if !got.Equal(served) {
 		t.Errorf("access after reopen %v, want %v", got, served)
 	}

@@ -123,7 +123,7 @@ func (s *Store) indexNarInfo(ctx context.Context, hash string, text []byte, narN
 		if err != nil {
 			return fmt.Errorf("encode NAR source: %w", err)
 		}
-		return putSource(tx, narName, row)
+		return s.putSource(tx, narName, row)
 	})
 }
 
@@ -161,7 +161,7 @@ func (s *Store) sharedSource(ctx context.Context, name string) (NARSource, error
 	if err != nil {
 		return src, err
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error { return putSource(tx, name, row) })
+	err = s.db.Update(func(tx *bolt.Tx) error { return s.putSource(tx, name, row) })
 	return src, err
 }
 

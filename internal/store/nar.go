@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -96,41 +95,17 @@ func (s *Store) HasNAR(ctx context.Context, name string) (bool, error) {
 // dropNAR deletes the index row of a NAR file, keeping the totals right.
 func (s *Store) dropNAR(name string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketNAR)
-		if old := b.Get([]byte(name)); old != nil {
-			var r narRow
-			if json.Unmarshal(old, &r) == nil {
-				tx.OnCommit(func() { s.counted(-1, -r.Size) })
-			}
+		n := s.narRows(tx)
+		if _, _, err := n.delete([]byte(name)); err != nil {
+			return err
 		}
-		return b.Delete([]byte(name))
+		return n.done()
 	})
 }
 
 func (s *Store) counted(files, bytes int64) {
 	s.narCount.Add(files)
 	s.narBytes.Add(bytes)
-}
-
-// countNARs sets the totals from the index, once, at Open. It returns
-// how many rows lack their refill copy (written before it was kept).
-func (s *Store) countNARs() (unknown int64, err error) {
-	s.narCount.Store(0)
-	s.narBytes.Store(0)
-	err = s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketNAR).ForEach(func(k, v []byte) error {
-			var r narRow
-			if err := decodeNARRow(v, &r); err != nil {
-				return fmt.Errorf("decode NAR row %s: %w", k, err)
-			}
-			s.counted(1, r.Size)
-			if r.Refill == refillUnknown {
-				unknown++
-			}
-			return nil
-		})
-	})
-	return unknown, err
 }
 
 // Writer receives a NAR file. Nothing it wrote is visible to OpenNAR until
@@ -299,27 +274,15 @@ func (s *Store) indexNAR(ctx context.Context, name string, size int64) error {
 		return err
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
-		row, err := json.Marshal(narRow{Size: size, Stored: time.Now().UTC(), Refill: refillOf(tx.Bucket(bucketNARSource).Get([]byte(name)))})
-		if err != nil {
-			return err
-		}
-		b := tx.Bucket(bucketNAR)
-		files, bytes := int64(1), size
-		if old := b.Get([]byte(name)); old != nil {
-			var r narRow
-			if json.Unmarshal(old, &r) == nil {
-				files, bytes = 0, bytes-r.Size
-			}
-		}
-		if err := b.Put([]byte(name), row); err != nil {
+		n := s.narRows(tx)
+		row := narRow{Size: size, Stored: time.Now().UTC(), Refill: refillOf(tx.Bucket(bucketNARSource).Get([]byte(name)))}
+		if err := n.put([]byte(name), row); err != nil {
 			return err
 		}
 		if err := tx.Bucket(bucketCommitting).Delete([]byte(name)); err != nil {
 			return err
 		}
-		// Counted once the transaction has committed.
-		tx.OnCommit(func() { s.counted(files, bytes) })
-		return nil
+		return n.done()
 	})
 }
 

@@ -2,10 +2,8 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"testing"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -23,12 +21,12 @@ func refillIn(t *testing.T, s *Store, name string) (kept refill, walked bool, ok
 		}
 		return nil
 	})
-	s.WalkNARs(context.Background(), func(u *NARUse) error {
+	must(t, s.NARsByAge(context.Background(), func(u *NARUse) (bool, error) {
 		if string(u.Name) == name {
 			walked = u.Refillable
 		}
-		return nil
-	})
+		return true, nil
+	}))
 	return kept, walked, ok
 }
 
@@ -87,72 +85,5 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
-	}
-}
-
-// TestRefillUpgraded: NAR rows written before the copy was kept get it at
-// Open, from their source rows, batch after batch; the walk reads a row
-// still without it from its source.
-func TestRefillUpgraded(t *testing.T) {
-	dir := t.TempDir()
-	s := openStore(t, dir)
-	stored := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	want := map[string]bool{}
-	s.db.Update(func(tx *bolt.Tx) error {
-		for i := range 7 {
-			name := fmt.Sprintf("%052d.nar", i)
-			// The layout of a row before the copy was kept.
-			row := fmt.Sprintf(`{"size":10,"stored":%q}`, stored.Format(time.RFC3339Nano))
-			must(t, tx.Bucket(bucketNAR).Put([]byte(name), []byte(row)))
-			up := "http://up"
-			switch i % 3 {
-			case 0: // no source row: an upload not yet claimed
-				want[name] = false
-				continue
-			case 1:
-				up = UploadedUpstream
-			}
-			want[name] = up != UploadedUpstream
-			src, _ := json.Marshal(NARSource{Upstream: up, URL: up + "/" + name})
-			must(t, tx.Bucket(bucketNARSource).Put([]byte(name), src))
-		}
-		return nil
-	})
-	walk := func() map[string]bool {
-		got := map[string]bool{}
-		must(t, s.WalkNARs(context.Background(), func(u *NARUse) error {
-			got[string(u.Name)] = u.Refillable
-			return nil
-		}))
-		return got
-	}
-	if got := walk(); fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("walk before the upgrade: %v, want %v", got, want)
-	}
-	unknown, err := s.countNARs()
-	if err != nil || unknown != 7 {
-		t.Fatalf("countNARs = %d, %v; want 7 rows to upgrade", unknown, err)
-	}
-	must(t, s.upgradeRefill(unknown, 3))
-	if unknown, _ := s.countNARs(); unknown != 0 {
-		t.Errorf("%d rows not upgraded", unknown)
-	}
-	for name, refillable := range want {
-		kept, _, _ := refillIn(t, s, name)
-		if wantKept := map[bool]refill{true: refillYes, false: refillNo}[refillable]; kept != wantKept {
-			t.Errorf("%s keeps %d, want %d", name, kept, wantKept)
-		}
-	}
-	if got := walk(); fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("walk after the upgrade: %v, want %v", got, want)
-	}
-	// Open upgrades too, and then has nothing left to do.
-	s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketNAR).Put([]byte(fmt.Sprintf("%052d.nar", 1)), []byte(`{"size":10,"stored":"2025-01-01T00:00:00Z"}`))
-	})
-	must(t, s.Close())
-	s = openStore(t, dir)
-	if unknown, _ := s.countNARs(); unknown != 0 {
-		t.Errorf("Open left %d rows without their copy", unknown)
 	}
 }

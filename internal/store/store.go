@@ -30,7 +30,13 @@ var (
 )
 
 // schemaVersion is bumped whenever the meaning of a bucket's rows changes.
-const schemaVersion = "1"
+// 2: the narage bucket and the NAR totals are kept with every NAR row
+// (narage.go); an index of schema 1 is upgraded at Open (migrate.go), and
+// a binary that reads only 1 refuses it from then on.
+const (
+	schemaVersion  = "2"
+	schemaUpgraded = "1"
+)
 
 var (
 	bucketNarInfo   = []byte("narinfo")
@@ -130,8 +136,16 @@ func OpenWith(dir string, opts Options) (*Store, error) {
 	err = db.View(checkBuckets)
 	if errors.Is(err, errNeedInit) {
 		err = db.Update(func(tx *bolt.Tx) error { return initBuckets(tx, now()) })
-	} else if err == nil {
-		err = db.View(func(tx *bolt.Tx) error { return checkSchema(tx.Bucket(bucketMeta).Get(keySchema)) })
+	}
+	var schema []byte
+	if err == nil {
+		err = db.View(func(tx *bolt.Tx) error {
+			schema = tx.Bucket(bucketMeta).Get(keySchema)
+			if tx.Bucket(bucketMeta).Get(keyMigrating) != nil {
+				schema = []byte(schemaUpgraded) // an upgrade to finish
+			}
+			return checkSchema(schema)
+		})
 	}
 	if err != nil {
 		db.Close()
@@ -147,9 +161,11 @@ func OpenWith(dir string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	unknown, err := s.countNARs()
+	if string(schema) == schemaUpgraded {
+		err = s.migrate(upgradeBatch)
+	}
 	if err == nil {
-		err = s.upgradeRefill(unknown, upgradeBatch)
+		err = s.loadNARTotals()
 	}
 	if err != nil {
 		db.Close()
@@ -164,7 +180,7 @@ func OpenWith(dir string, opts Options) (*Store, error) {
 }
 
 // allBuckets are created at Open (uploads is created when first used).
-var allBuckets = [][]byte{bucketNarInfo, bucketNARSource, bucketNAR, bucketAux, bucketMisses, bucketPins, bucketMeta, bucketEvicting, bucketCommitting, bucketServed}
+var allBuckets = [][]byte{bucketNarInfo, bucketNARSource, bucketNAR, bucketNARAge, bucketAux, bucketMisses, bucketPins, bucketMeta, bucketEvicting, bucketCommitting, bucketServed}
 
 // errNeedInit means the index lacks a bucket or its schema version.
 var errNeedInit = errors.New("store: index needs its buckets")
@@ -186,8 +202,8 @@ func checkBuckets(tx *bolt.Tx) error {
 }
 
 func checkSchema(v []byte) error {
-	if string(v) != schemaVersion {
-		return fmt.Errorf("%w: index has version %s, this binary reads %s", ErrSchema, v, schemaVersion)
+	if string(v) != schemaVersion && string(v) != schemaUpgraded {
+		return fmt.Errorf("%w: index has version %s, this binary reads %s (and upgrades %s)", ErrSchema, v, schemaVersion, schemaUpgraded)
 	}
 	return nil
 }
@@ -201,11 +217,21 @@ func initBuckets(tx *bolt.Tx, now time.Time) error {
 	meta := tx.Bucket(bucketMeta)
 	switch v := meta.Get(keySchema); {
 	case v == nil:
-		if err := meta.Put(keySchema, []byte(schemaVersion)); err != nil {
+		// A new index; one with NAR rows but no schema was written by
+		// hand (the scale benchmarks), as schema 1 wrote its rows.
+		schema := schemaVersion
+		if k, _ := tx.Bucket(bucketNAR).Cursor().First(); k != nil {
+			schema = schemaUpgraded
+		} else if err := meta.Put(keyNARTotals, narTotals(0, 0)); err != nil {
 			return err
 		}
-	case string(v) != schemaVersion:
-		return fmt.Errorf("%w: index has version %s, this binary reads %s", ErrSchema, v, schemaVersion)
+		if err := meta.Put(keySchema, []byte(schema)); err != nil {
+			return err
+		}
+	default:
+		if err := checkSchema(v); err != nil {
+			return err
+		}
 	}
 	// An index from before narinfos were stamped: they count as served
 	// now (the upgrade), since a client may have got one just before.

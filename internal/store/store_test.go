@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 const narName = "0123456789abcdfghijklmnpqrsvwxyz0123456789abcdfghijk.nar.xz"
@@ -21,8 +22,34 @@ func openStore(t *testing.T, dir string) *Store {
 	if err != nil {
 		t.Fatalf("Open(%s): %v", dir, err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() {
+		checkDerived(t, s)
+		s.Close()
+	})
 	return s
+}
+
+// checkDerived fails t if the rows derived from the NAR rows (the age
+// order, the totals, and the totals in memory) are out of step with them:
+// every test that opens a store through openStore checks it at its end.
+func checkDerived(t *testing.T, s *Store) {
+	t.Helper()
+	err := s.db.View(func(tx *bolt.Tx) error {
+		for _, f := range checkNARDerived(tx) {
+			t.Error(f)
+		}
+		files, size, err := readNARTotals(tx.Bucket(bucketMeta))
+		if err != nil {
+			return err
+		}
+		if files != s.NARCount() || size != s.NARBytes() {
+			t.Errorf("totals in memory %d files of %d bytes, in the index %d of %d", s.NARCount(), s.NARBytes(), files, size)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+		t.Error(err)
+	}
 }
 
 func dirEntries(t *testing.T, dir string) []string {

@@ -118,7 +118,7 @@ func (s *Store) claimUpload(ctx context.Context, hash string, text []byte, narNa
 		if err := tx.Bucket(bucketServed).Put([]byte(hash), putDay(today)); err != nil {
 			return fmt.Errorf("index narinfo %s: %w", hash, err)
 		}
-		if err := putSource(tx, narName, row); err != nil {
+		if err := s.putSource(tx, narName, row); err != nil {
 			return err
 		}
 		if b := tx.Bucket(bucketUploads); b != nil {
@@ -173,16 +173,13 @@ func (s *Store) DropUnclaimedUpload(ctx context.Context, name string) error {
 		if tx.Bucket(bucketNARSource).Get([]byte(name)) != nil {
 			return nil // named by a narinfo after all: keep the file
 		}
-		nars := tx.Bucket(bucketNAR)
-		if old := nars.Get([]byte(name)); old != nil {
-			var r narRow
-			if json.Unmarshal(old, &r) == nil {
-				tx.OnCommit(func() { s.counted(-1, -r.Size) })
-			}
-			drop = true
-			return nars.Delete([]byte(name))
+		n := s.narRows(tx)
+		_, found, err := n.delete([]byte(name))
+		if err != nil {
+			return err
 		}
-		return nil
+		drop = found
+		return n.done()
 	})
 	if err != nil || !drop {
 		return err

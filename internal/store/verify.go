@@ -139,14 +139,9 @@ func (s *Store) DropNAR(ctx context.Context, name string, checked fs.FileInfo) e
 		return err
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketNAR)
-		old := b.Get([]byte(name))
-		if old == nil || tx.Bucket(bucketEvicting).Get([]byte(name)) != nil {
+		n := s.narRows(tx)
+		if n.get([]byte(name)) == nil || tx.Bucket(bucketEvicting).Get([]byte(name)) != nil {
 			return fmt.Errorf("%w: %s is no longer indexed", ErrChanged, name)
-		}
-		var r narRow
-		if json.Unmarshal(old, &r) == nil {
-			tx.OnCommit(func() { s.counted(-1, -r.Size) })
 		}
 		if checked != nil {
 			// Recorded like an eviction: a crash before the file is gone
@@ -155,7 +150,10 @@ func (s *Store) DropNAR(ctx context.Context, name string, checked fs.FileInfo) e
 				return err
 			}
 		}
-		return b.Delete([]byte(name))
+		if _, _, err := n.delete([]byte(name)); err != nil {
+			return err
+		}
+		return n.done()
 	})
 	if err != nil || checked == nil {
 		return err

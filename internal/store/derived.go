@@ -1,0 +1,119 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// ErrDerived marks a fault of the rows derived from the NAR rows (the
+// narage bucket, the totals): RebuildNAROrder mends it.
+var ErrDerived = fmt.Errorf("store: NAR order or totals out of step with the NAR rows")
+
+// maxDerivedFaults is how many faults checkNARDerived names before it
+// only counts them.
+const maxDerivedFaults = 20
+
+// checkNARDerived compares the narage bucket and the totals with what the
+// NAR rows say they should be, and returns each difference (wrapping
+// ErrDerived). It reads both buckets whole: verify runs it on its copy of
+// the index.
+func checkNARDerived(tx *bolt.Tx) []error {
+	var faults []error
+	fault := func(format string, args ...any) {
+		if len(faults) == maxDerivedFaults {
+			faults = append(faults, fmt.Errorf("%w: more differences not listed", ErrDerived))
+		}
+		if len(faults) < maxDerivedFaults {
+			faults = append(faults, fmt.Errorf("%w: "+format, append([]any{ErrDerived}, args...)...))
+		}
+	}
+	want := map[string][]byte{} // age key -> value
+	var files, size int64
+	var key []byte
+	err := tx.Bucket(bucketNAR).ForEach(func(k, v []byte) error {
+		var r narRow
+		if err := decodeNARRow(v, &r); err != nil {
+			fault("NAR row %s unreadable: %v", k, err)
+			return nil
+		}
+		key = ageKey(key[:0], r.lastUse(), k)
+		want[string(key)] = ageValue(r.Size, r.Refill)
+		files++
+		size += r.Size
+		return nil
+	})
+	if err != nil {
+		return append(faults, err)
+	}
+	err = tx.Bucket(bucketNARAge).ForEach(func(k, v []byte) error {
+		_, name, _ := splitAgeKey(k)
+		w, ok := want[string(k)]
+		switch {
+		case !ok:
+			fault("%s is in the age order at a time its row does not have, or has no row", name)
+		case !bytes.Equal(w, v):
+			fault("%s's size or refill copy in the age order differs from its row", name)
+		}
+		delete(want, string(k))
+		return nil
+	})
+	if err != nil {
+		return append(faults, err)
+	}
+	for k := range want {
+		_, name, _ := splitAgeKey([]byte(k))
+		fault("%s is missing from the age order", name)
+	}
+	if f, s, err := readNARTotals(tx.Bucket(bucketMeta)); err != nil {
+		fault("%v", err)
+	} else if f != files || s != size {
+		fault("totals say %d files of %d bytes, the rows %d of %d", f, s, files, size)
+	}
+	return faults
+}
+
+// RebuildNAROrder rebuilds the rows derived from the NAR rows (the narage
+// bucket, the totals) from them, in one transaction: verify --repair's
+// mend for ErrDerived. At 200,000 NARs it holds the index's write lock
+// for about a second.
+func (s *Store) RebuildNAROrder(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bucketNARAge); err != nil {
+			return err
+		}
+		age, err := tx.CreateBucket(bucketNARAge)
+		if err != nil {
+			return err
+		}
+		meta := tx.Bucket(bucketMeta)
+		oldFiles, oldSize, _ := readNARTotals(meta) // wrong or unreadable: replaced
+		var files, size int64
+		var key []byte
+		err = tx.Bucket(bucketNAR).ForEach(func(k, v []byte) error {
+			var r narRow
+			if err := decodeNARRow(v, &r); err != nil {
+				return fmt.Errorf("decode NAR row %s: %w", k, err)
+			}
+			key = ageKey(key[:0], r.lastUse(), k)
+			files++
+			size += r.Size
+			return age.Put(key, ageValue(r.Size, r.Refill))
+		})
+		if err != nil {
+			return err
+		}
+		if err := meta.Put(keyNARTotals, narTotals(files, size)); err != nil {
+			return err
+		}
+		// Memory mirrors the stored totals by the changes committed: it
+		// was off by as much as they were.
+		tx.OnCommit(func() { s.counted(files-oldFiles, size-oldSize) })
+		return nil
+	})
+}
