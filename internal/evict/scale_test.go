@@ -157,6 +157,20 @@ func upgradedIndex(b *testing.B) string {
 			b.Fatal(err)
 		}
 		b.Logf("upgraded the index's NAR rows (first Open of this version) in %s", time.Since(start).Round(time.Millisecond))
+		if os.Getenv("SCALE_STATS") != "" {
+			db, err := bolt.Open(filepath.Join(upgradedDir, "index.db"), 0o644, &bolt.Options{ReadOnly: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			db.View(func(tx *bolt.Tx) error {
+				for _, name := range []string{"nar", "narage"} {
+					st := tx.Bucket([]byte(name)).Stats()
+					b.Logf("%s: %d keys, %d leaf pages (%d MiB, %.0f%% in use), %d branch pages", name, st.KeyN, st.LeafPageN, st.LeafPageN*4096>>20, 100*float64(st.LeafInuse)/float64(st.LeafPageN*4096), st.BranchPageN)
+				}
+				return nil
+			})
+			db.Close()
+		}
 	})
 	return upgradedDir
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -84,31 +85,10 @@ func (s *Store) RebuildNAROrder(ctx context.Context) error {
 		return err
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
-		if err := tx.DeleteBucket(bucketNARAge); err != nil {
-			return err
-		}
-		age, err := tx.CreateBucket(bucketNARAge)
+		// Unreadable, they are replaced all the same.
+		oldFiles, oldSize, _ := readNARTotals(tx.Bucket(bucketMeta))
+		files, size, err := buildNAROrder(tx)
 		if err != nil {
-			return err
-		}
-		meta := tx.Bucket(bucketMeta)
-		oldFiles, oldSize, _ := readNARTotals(meta) // wrong or unreadable: replaced
-		var files, size int64
-		var key []byte
-		err = tx.Bucket(bucketNAR).ForEach(func(k, v []byte) error {
-			var r narRow
-			if err := decodeNARRow(v, &r); err != nil {
-				return fmt.Errorf("decode NAR row %s: %w", k, err)
-			}
-			key = ageKey(key[:0], r.lastUse(), k)
-			files++
-			size += r.Size
-			return age.Put(key, ageValue(r.Size, r.Refill))
-		})
-		if err != nil {
-			return err
-		}
-		if err := meta.Put(keyNARTotals, narTotals(files, size)); err != nil {
 			return err
 		}
 		// Memory mirrors the stored totals by the changes committed: it
@@ -116,4 +96,54 @@ func (s *Store) RebuildNAROrder(ctx context.Context) error {
 		tx.OnCommit(func() { s.counted(files-oldFiles, size-oldSize) })
 		return nil
 	})
+}
+
+// buildNAROrder builds the narage bucket anew from the NAR rows and writes
+// the totals, in tx, and returns them. The rows are put in key order, so
+// the bucket's pages come out full (ageBucket): inserted in name order,
+// at random places in the bucket, they left its pages 29 % full on
+// average. Sorting holds every key in memory once: ~80 bytes a NAR.
+func buildNAROrder(tx *bolt.Tx) (files, size int64, err error) {
+	type row struct {
+		key   []byte
+		value [9]byte
+	}
+	rows := make([]row, 0, tx.Bucket(bucketNAR).Stats().KeyN)
+	var arena []byte
+	err = tx.Bucket(bucketNAR).ForEach(func(k, v []byte) error {
+		var r narRow
+		if err := decodeNARRow(v, &r); err != nil {
+			return fmt.Errorf("decode NAR row %s: %w", k, err)
+		}
+		if len(arena) < 8+len(k) {
+			arena = make([]byte, 64<<10)
+		}
+		key := ageKey(arena[:0:8+len(k)], r.lastUse(), k)
+		arena = arena[len(key):]
+		var value [9]byte
+		copy(value[:], ageValue(r.Size, r.Refill))
+		rows = append(rows, row{key, value})
+		files++
+		size += r.Size
+		return nil
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	slices.SortFunc(rows, func(a, b row) int { return bytes.Compare(a.key, b.key) })
+	if tx.Bucket(bucketNARAge) != nil {
+		if err := tx.DeleteBucket(bucketNARAge); err != nil {
+			return 0, 0, err
+		}
+	}
+	if _, err := tx.CreateBucket(bucketNARAge); err != nil {
+		return 0, 0, err
+	}
+	age := ageBucket(tx)
+	for _, r := range rows {
+		if err := age.Put(r.key, r.value[:]); err != nil {
+			return 0, 0, err
+		}
+	}
+	return files, size, tx.Bucket(bucketMeta).Put(keyNARTotals, narTotals(files, size))
 }

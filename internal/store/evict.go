@@ -191,7 +191,9 @@ func (s *Store) EvictNARs(ctx context.Context, names []string) (int64, error) {
 		return 0, fmt.Errorf("evict: %w: %w", ErrNotEvicted, err)
 	}
 	crashpoint.Hit("evict-rows-deleted")
-	return freed, s.removeEvicted(gone)
+	err = s.removeEvicted(gone)
+	s.unmapIndexPages()
+	return freed, err
 }
 
 // evictRows deletes the rows of names and records them as being evicted;

@@ -80,6 +80,7 @@ func TestMigrate(t *testing.T) {
 		{"crashed after marking", 0},
 		{"crashed after one batch", 1},
 		{"crashed before the last", 2},
+		{"crashed before the order was built", 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

@@ -76,7 +76,18 @@ type narRows struct {
 }
 
 func (s *Store) narRows(tx *bolt.Tx) *narRows {
-	return &narRows{s: s, tx: tx, nars: tx.Bucket(bucketNAR), age: tx.Bucket(bucketNARAge)}
+	return &narRows{s: s, tx: tx, nars: tx.Bucket(bucketNAR), age: ageBucket(tx)}
+}
+
+// ageBucket is the narage bucket, set to fill its pages: rows are added
+// at its end (a NAR served or stored now is the newest) and deleted from
+// its start, where bbolt's default of splitting pages half full would
+// leave every page half empty, and a pass would read and rewrite twice
+// the pages.
+func ageBucket(tx *bolt.Tx) *bolt.Bucket {
+	b := tx.Bucket(bucketNARAge)
+	b.FillPercent = 0.95
+	return b
 }
 
 // get returns name's row as stored (nil: none), valid until the next change.
