@@ -13,6 +13,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
@@ -65,10 +66,11 @@ type Config struct {
 	// (which used more CPU and twice the memory): BENCHMARKS.md.
 	Batch int
 	// Pause is how long the pass waits after each batch but the last, as
-	// a multiple of the time the batch took, during its first 1.5 s
-	// (pauseBudget): with 1 (the default), deleting takes at most about
-	// half a core, and hits served meanwhile keep the rest (a pass freeing 10 GiB of 200,000 files took 0.7 s, 1.3 s with
-	// the pauses: BENCHMARKS.md). NoPause: none.
+	// a multiple of the time the batch took, when the proxy's goroutines
+	// wait for a CPU and no download waits for room (pauseAfter): with 3
+	// (the default), a pass holds at most a quarter of a core while
+	// clients' work is waiting, and runs straight through otherwise
+	// (BENCHMARKS.md). NoPause: never.
 	Pause   float64
 	NoPause bool
 	// PruneAfter is how long a narinfo whose NAR is evicted stays in the
@@ -101,6 +103,11 @@ type Evictor struct {
 	started uint64        // passes started, for Reserve's wait
 	passes  uint64        // passes ended
 	passed  chan struct{} // closed and replaced after each pass
+	// roomWaiters are the downloads waiting for a pass to make room:
+	// while there are any, a pass does not pause.
+	roomWaiters atomic.Int32
+	busy        func() bool                                // contention.busy; tests set their own
+	sleep       func(ctx context.Context, d time.Duration) // a pass's pauses: sleepCtx
 
 	mu       sync.Mutex
 	reserved int64     // bytes of downloads in progress, not yet in NARBytes
@@ -130,7 +137,7 @@ func New(st Store, cfg Config) *Evictor {
 		cfg.Interval = 10 * time.Second
 	}
 	if cfg.Pause <= 0 {
-		cfg.Pause = 1
+		cfg.Pause = 3
 	}
 	if cfg.NoPause {
 		cfg.Pause = 0
@@ -153,6 +160,7 @@ func New(st Store, cfg Config) *Evictor {
 	cfg.Metrics.StoreMaxSize.Set(float64(cfg.MaxSize))
 	return &Evictor{st: st, cfg: cfg, log: cfg.Logger, m: cfg.Metrics,
 		kick: make(chan struct{}, 1), passed: make(chan struct{}), pruneLimit: pruneMax,
+		busy: newContention().busy, sleep: sleepCtx,
 		pruneFirst: pruneFirst, pruneKick: make(chan struct{}, 1)}
 }
 

@@ -161,7 +161,7 @@ func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, err
 	if dryRun {
 		rep.Evicted = chosen
 	} else {
-		rep.Evicted = e.evict(ctx, chosen, &rep, start)
+		rep.Evicted = e.evict(ctx, chosen, &rep)
 	}
 	for _, ev := range rep.Evicted {
 		i := slices.IndexFunc(rep.Reasons, func(r Reason) bool { return r.Reason == ev.Reason })
@@ -187,7 +187,7 @@ func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, err
 // order each batch of 2048 rewrote ~1,800 pages, and all batches together
 // three times the bucket). All of chosen goes in this pass; only a pass
 // cancelled halfway leaves some older files than it evicted.
-func (e *Evictor) evict(ctx context.Context, chosen []Evicted, rep *Report, passStart time.Time) []Evicted {
+func (e *Evictor) evict(ctx context.Context, chosen []Evicted, rep *Report) []Evicted {
 	order := make([]int, len(chosen))
 	for i := range order {
 		order[i] = i
@@ -206,27 +206,20 @@ func (e *Evictor) evict(ctx context.Context, chosen []Evicted, rep *Report, pass
 		}
 		start := time.Now()
 		freed, err := e.st.EvictNARs(ctx, names)
-		if left -= len(batch); left > 0 && e.cfg.Pause > 0 && time.Since(passStart) < pauseBudget {
-			// Yield the core for a while: a pass is background work. But
-			// not past pauseBudget: a download may be waiting for room.
-			t := time.NewTimer(time.Duration(float64(time.Since(start)) * e.cfg.Pause))
-			select {
-			case <-ctx.Done():
-			case <-t.C:
-			}
-			t.Stop()
-		}
+		took := time.Since(start)
 		if err != nil {
 			rep.Errors = append(rep.Errors, err.Error())
 			e.log.Warn("eviction batch failed", "files", len(names), "err", err)
-			if errors.Is(err, store.ErrNotEvicted) {
-				continue // still indexed and served: not evicted
+		}
+		if !errors.Is(err, store.ErrNotEvicted) { // else still indexed and served: not evicted
+			e.m.EvictedBytes.Add(float64(freed))
+			for _, i := range batch {
+				e.m.Evictions.WithLabelValues(chosen[i].Reason).Inc()
+				done[i] = true
 			}
 		}
-		e.m.EvictedBytes.Add(float64(freed))
-		for _, i := range batch {
-			e.m.Evictions.WithLabelValues(chosen[i].Reason).Inc()
-			done[i] = true
+		if left -= len(batch); left > 0 {
+			e.pauseAfter(ctx, took)
 		}
 	}
 	out := []Evicted{}
@@ -238,11 +231,26 @@ func (e *Evictor) evict(ctx context.Context, chosen []Evicted, rep *Report, pass
 	return out
 }
 
-// pauseBudget is how long into a pass it still pauses between batches
-// (Config.Pause): past it, the rest is deleted without pauses, so a pass
-// that a download waits on is not drawn out (a pass freeing 10 GiB of
-// 200,000 files took 0.7 s without pauses).
-const pauseBudget = 1500 * time.Millisecond
+// pauseAfter pauses a pass after a batch that took took, Config.Pause
+// times as long, if the proxy is busy (goroutines wait for a CPU) and no
+// download waits for the room the pass makes: a pass is background work,
+// and deleting holds a core while it runs.
+func (e *Evictor) pauseAfter(ctx context.Context, took time.Duration) {
+	if e.cfg.Pause <= 0 || e.roomWaiters.Load() > 0 || !e.busy() {
+		return
+	}
+	e.sleep(ctx, time.Duration(float64(took)*e.cfg.Pause))
+}
+
+// sleepCtx sleeps for d or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
 
 // passDone wakes those waiting for a pass to end.
 func (e *Evictor) passDone() {

@@ -74,7 +74,10 @@ func (e *Evictor) reserve(ctx context.Context, size int64) (*reservation, error)
 		want := e.started + 1
 		e.passMu.Unlock()
 		e.Kick()
-		if err := e.waitPass(ctx, want, deadline); err != nil {
+		e.roomWaiters.Add(1)
+		err = e.waitPass(ctx, want, deadline)
+		e.roomWaiters.Add(-1)
+		if err != nil {
 			r.release(false, nil)
 			if ctx.Err() != nil {
 				return nil, ctx.Err()

@@ -263,6 +263,19 @@ func rssSampler() (stop func() (anon, total int64)) {
 // $SCALE_PASS_CPUPROFILE names, if set (go test's -cpuprofile would
 // profile the index's building too).
 func passProfile(b *testing.B) (stop func()) {
+	if path := os.Getenv("SCALE_PASS_MEMPROFILE"); path != "" {
+		runtime.MemProfileRate = 512
+		return func() {
+			f, err := os.Create(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
 	path := os.Getenv("SCALE_PASS_CPUPROFILE")
 	if path == "" {
 		return func() {}
@@ -318,7 +331,7 @@ func BenchmarkScalePass(b *testing.B) {
 		// The bound whose low watermark is 10 GiB under today's size.
 		max := (narBytes + st.IndexSize() - 10<<30) / 9 * 10
 		ts := &timedStore{Store: st}
-		e := New(ts, Config{MaxSize: max, Batch: scaleBatch(b)})
+		e := New(ts, scaleConfig(b, max))
 		debug.FreeOSMemory()
 		var before runtime.MemStats
 		runtime.ReadMemStats(&before)
@@ -446,8 +459,7 @@ func BenchmarkScaleHitsDuringEviction(b *testing.B) {
 	defer func() { st.Close() }()
 	narBytes := st.NARBytes() // not Stats: it walks the narinfo bucket
 	ts := &timedStore{Store: st}
-	batch := scaleBatch(b)
-	e := New(ts, Config{MaxSize: (narBytes + st.IndexSize() - 10<<30) / 9 * 10, Batch: batch})
+	e := New(ts, scaleConfig(b, (narBytes+st.IndexSize()-10<<30)/9*10))
 	hashes := make([]string, 4096)
 	for i := range hashes {
 		hashes[i] = fmt.Sprintf("%032d", i*241)
@@ -546,7 +558,9 @@ func BenchmarkScaleHitsDuringEviction(b *testing.B) {
 				hitProcs = 1
 			}
 			max := (st.NARBytes() + st.IndexSize() - 10<<30) / 9 * 10
-			a, in, _ := realPass(New(ts, Config{MaxSize: max, NoPause: i%2 == 0, Batch: batch}))
+			cfg := scaleConfig(b, max)
+			cfg.NoPause = i%2 == 0
+			a, in, _ := realPass(New(ts, cfg))
 			if i >= 4 {
 				b.Logf("one goroutine of hits, pauses %v: %.0f hits/s alone, ratio %.2f", i%2 == 1, a, in/a)
 				continue
@@ -597,6 +611,21 @@ type hitWriter struct {
 func (w *hitWriter) Header() http.Header         { return w.h }
 func (w *hitWriter) WriteHeader(code int)        { w.code = code }
 func (w *hitWriter) Write(p []byte) (int, error) { return len(p), nil }
+
+// scaleConfig is the Config of the scale benchmarks' passes: bound max,
+// the batch size scaleBatch and the pause $SCALE_PAUSE (a multiple of
+// each batch's time, Config.Pause; unset, the default).
+func scaleConfig(b testing.TB, max int64) Config {
+	cfg := Config{MaxSize: max, Batch: scaleBatch(b)}
+	if v := os.Getenv("SCALE_PAUSE"); v != "" {
+		p, err := strconv.ParseFloat(v, 64)
+		if err != nil || p <= 0 {
+			b.Fatalf("SCALE_PAUSE=%q: a positive multiple", v)
+		}
+		cfg.Pause = p
+	}
+	return cfg
+}
 
 // scaleBatch is Config.Batch for the scale benchmarks: SCALE_BATCH=N, or
 // "pass" for the whole pass in one transaction; unset, the default.

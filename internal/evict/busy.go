@@ -1,0 +1,50 @@
+package evict
+
+import (
+	"runtime/metrics"
+	"sync"
+	"time"
+)
+
+// slowWait is how long a goroutine may wait for a CPU before the process
+// counts as busy.
+const slowWait = 100 * time.Microsecond
+
+// contention tells a pass whether the proxy's goroutines are waiting for
+// a CPU, from the Go scheduler's own counts: serving hits, downloads,
+// hashing. A pass pauses between its batches only then, so on an idle
+// proxy it takes a third of the time, and on a busy one it leaves three
+// quarters of a core to the work clients wait on.
+type contention struct {
+	mu      sync.Mutex
+	samples []metrics.Sample
+	slow    uint64 // waits of slowWait or more counted so far
+}
+
+func newContention() *contention {
+	return &contention{samples: []metrics.Sample{
+		{Name: "/sched/goroutines/runnable:goroutines"},
+		{Name: "/sched/latencies:seconds"},
+	}}
+}
+
+// busy reports whether goroutines wait for a CPU now, or some waited
+// slowWait or more since the last call.
+func (c *contention) busy() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	metrics.Read(c.samples)
+	waiting := c.samples[0].Value.Kind() == metrics.KindUint64 && c.samples[0].Value.Uint64() > 0
+	var slow uint64
+	if c.samples[1].Value.Kind() == metrics.KindFloat64Histogram {
+		h := c.samples[1].Value.Float64Histogram()
+		for i, n := range h.Counts {
+			if h.Buckets[i] >= slowWait.Seconds() {
+				slow += n
+			}
+		}
+	}
+	waited := slow > c.slow
+	c.slow = slow
+	return waiting || waited
+}
