@@ -6,9 +6,14 @@ import (
 	"time"
 )
 
-// slowWait is how long a goroutine may wait for a CPU before the process
-// counts as busy.
-const slowWait = 100 * time.Microsecond
+// The process is busy when goroutines wait for a CPU now, or when since
+// the last look (a batch's time, ~50 ms) slowWaits times one waited
+// slowWait or more: a few such waits come from the garbage collector or
+// the machine's other work now and then, on an idle proxy too.
+const (
+	slowWait  = 100 * time.Microsecond
+	slowWaits = 8
+)
 
 // contention tells a pass whether the proxy's goroutines are waiting for
 // a CPU, from the Go scheduler's own counts: serving hits, downloads,
@@ -22,14 +27,16 @@ type contention struct {
 }
 
 func newContention() *contention {
-	return &contention{samples: []metrics.Sample{
+	c := &contention{samples: []metrics.Sample{
 		{Name: "/sched/goroutines/runnable:goroutines"},
 		{Name: "/sched/latencies:seconds"},
 	}}
+	c.busy() // counts the waits since the process started
+	return c
 }
 
-// busy reports whether goroutines wait for a CPU now, or some waited
-// slowWait or more since the last call.
+// busy reports whether goroutines wait for a CPU now, or slowWaits of
+// them waited slowWait or more since the last call.
 func (c *contention) busy() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -44,7 +51,7 @@ func (c *contention) busy() bool {
 			}
 		}
 	}
-	waited := slow > c.slow
+	waited := slow >= c.slow+slowWaits
 	c.slow = slow
 	return waiting || waited
 }

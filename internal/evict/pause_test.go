@@ -58,7 +58,6 @@ func TestPassPauses(t *testing.T) {
 // and it is idle again once they are gone.
 func TestContentionBusy(t *testing.T) {
 	c := newContention()
-	c.busy() // counts the waits so far
 	stop := make(chan struct{})
 	for range 8 {
 		go func() {
