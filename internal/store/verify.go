@@ -336,7 +336,9 @@ func (s *Store) RemoveStray(ctx context.Context, st Stray) error {
 }
 
 // CheckIndex runs bbolt's own consistency check (page and freelist
-// structure) and returns every fault it finds. bbolt's check is only
+// structure) and compares the rows derived from the NAR rows with them
+// (the age order and the totals: faults wrapping ErrDerived, which
+// RebuildNAROrder mends), and returns every fault it finds. bbolt's check is only
 // right inside a write transaction (it reads the live freelist), and a
 // write transaction as long as a walk of every page would hold up every
 // download's commit; so the index is copied, from one read transaction
@@ -375,6 +377,10 @@ func (s *Store) CheckIndex(ctx context.Context) ([]error, error) {
 		for e := range tx.Check() {
 			faults = append(faults, e)
 		}
+		if len(faults) > 0 {
+			return nil // the pages themselves are bad: nothing to compare
+		}
+		faults = append(faults, checkNARDerived(tx)...)
 		return nil
 	})
 	return faults, err

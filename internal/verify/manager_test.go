@@ -3,7 +3,9 @@ package verify
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,6 +30,7 @@ func (g *gatedStore) NAREntries(ctx context.Context, after string, limit int) ([
 func (g *gatedStore) NARIndexed(context.Context, string) (bool, error)   { return false, nil }
 func (g *gatedStore) OpenNARFile(string) (store.NARFile, error)          { return nil, fs.ErrNotExist }
 func (g *gatedStore) DropNAR(context.Context, string, fs.FileInfo) error { return nil }
+func (g *gatedStore) RebuildNAROrder(context.Context) error              { return nil }
 func (g *gatedStore) RemoveStray(context.Context, store.Stray) error     { return nil }
 func (g *gatedStore) Strays(context.Context, func(string) bool, func(store.Stray) error) error {
 	return nil
@@ -74,5 +77,59 @@ func TestManagerOneAtATimeAndLongPoll(t *testing.T) {
 	}
 	if l := m.List(); len(l) != 2 || l[0].ID != first.ID {
 		t.Errorf("List: %+v", l)
+	}
+}
+
+// derivedStore is an empty store whose index check finds the faults
+// given, and which counts the rebuilds asked of it.
+type derivedStore struct {
+	gatedStore
+	faults  []error
+	rebuilt int
+}
+
+func (d *derivedStore) CheckIndex(context.Context) ([]error, error) { return d.faults, nil }
+func (d *derivedStore) RebuildNAROrder(context.Context) error       { d.rebuilt++; return nil }
+
+// TestDerivedRepaired: faults of the rows derived from the NAR rows are
+// mended by one rebuild on --repair; bbolt's own faults never are.
+func TestDerivedRepaired(t *testing.T) {
+	derived := fmt.Errorf("%w: x.nar is missing from the age order", store.ErrDerived)
+	pages := errors.New("page 7: unreachable unfreed")
+	for _, tc := range []struct {
+		name        string
+		faults      []error
+		repair      bool
+		wantRebuilt int
+		wantSound   bool
+	}{
+		{"derived, no repair", []error{derived, derived}, false, 0, false},
+		{"derived, repair", []error{derived, derived}, true, 1, true},
+		{"derived and pages, repair", []error{pages, derived}, true, 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gate := make(chan struct{})
+			close(gate)
+			d := &derivedStore{gatedStore: gatedStore{gate: gate}, faults: tc.faults}
+			m := NewManager(d, Options{})
+			defer m.Close()
+			st, err := m.Start(Request{Repair: tc.repair})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for st.State == StateRunning {
+				if st, err = m.Wait(context.Background(), st.ID, time.Second, 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if d.rebuilt != tc.wantRebuilt || st.Sound() != tc.wantSound || len(st.Problems) != len(tc.faults) {
+				t.Fatalf("rebuilt %d times, sound %v, problems %+v; want %d, %v, %d problems", d.rebuilt, st.Sound(), st.Problems, tc.wantRebuilt, tc.wantSound, len(tc.faults))
+			}
+			for _, p := range st.Problems {
+				if isDerived := strings.Contains(p.Detail, "age order"); p.Repaired != (isDerived && tc.repair) {
+					t.Errorf("%s: repaired %v", p.Detail, p.Repaired)
+				}
+			}
+		})
 	}
 }

@@ -43,10 +43,28 @@ func (p *pass) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("check index: %w", err)
 	}
+	var derived []Problem
 	for _, f := range faults {
+		if errors.Is(f, store.ErrDerived) {
+			derived = append(derived, Problem{Name: "index.db", Kind: KindIndex, Detail: f.Error()})
+			continue
+		}
 		// bbolt's faults cannot be mended here: copy the NAR files
 		// elsewhere, or start over with an empty cache dir.
 		p.report(Problem{Name: "index.db", Kind: KindIndex, Detail: f.Error(), RepairError: "not repairable in place"})
+	}
+	if len(derived) > 0 && p.req.Repair {
+		// Rebuilt from the NAR rows, which are the truth.
+		err := p.st.RebuildNAROrder(ctx)
+		for i := range derived {
+			derived[i].Repaired = err == nil
+			if err != nil {
+				derived[i].RepairError = err.Error()
+			}
+		}
+	}
+	for _, pr := range derived {
+		p.report(pr)
 	}
 	after := ""
 	for {

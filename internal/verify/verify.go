@@ -25,6 +25,8 @@ type Store interface {
 	Stats(ctx context.Context) (store.Stats, error)
 	// CheckIndex runs the index's own consistency check.
 	CheckIndex(ctx context.Context) ([]error, error)
+	// RebuildNAROrder mends faults wrapping store.ErrDerived.
+	RebuildNAROrder(ctx context.Context) error
 	// NAREntries pages through the indexed NAR files in name order.
 	NAREntries(ctx context.Context, after string, limit int) ([]store.NAREntry, error)
 	// NARIndexed reports whether a NAR still has its row.
@@ -54,7 +56,7 @@ type Request struct {
 
 // Kinds of problem.
 const (
-	KindIndex     = "index"     // bbolt's check failed, or a row does not decode
+	KindIndex     = "index"     // bbolt's check failed, a row does not decode, or the NAR order or totals are off
 	KindMissing   = "missing"   // an index row whose file is gone
 	KindSize      = "size"      // the file's size is not FileSize (or the indexed size)
 	KindHash      = "hash"      // the file's sha256 is not FileHash
