@@ -84,6 +84,7 @@ func (s *Store) RebuildNAROrder(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	defer s.unmapIndexPages()
 	return s.db.Update(func(tx *bolt.Tx) error {
 		// Unreadable, they are replaced all the same.
 		oldFiles, oldSize, _ := readNARTotals(tx.Bucket(bucketMeta))

@@ -41,6 +41,7 @@ type NARUse struct {
 // little is cheap.
 func (s *Store) WalkSources(ctx context.Context, match func(storePath string) bool, fn func(name string, src NARSource) error) error {
 	key := []byte(`"store_path":"`)
+	defer s.unmapIndexPages()
 	return s.db.View(func(tx *bolt.Tx) error {
 		n := 0
 		return tx.Bucket(bucketNARSource).ForEach(func(k, v []byte) error {

@@ -24,6 +24,7 @@ const upgradeBatch = 8192
 // committed; then the age order and the totals are built from the rows in
 // one transaction, which also drops the mark.
 func (s *Store) migrate(batch int) error {
+	defer s.unmapIndexPages()
 	if err := s.db.Update(startMigration); err != nil {
 		return fmt.Errorf("upgrade index: %w", err)
 	}

@@ -31,6 +31,7 @@ type NarInfoUse struct {
 // transaction (readers never wait on it). With a zero cutoff, Stale is
 // not computed, which is cheaper.
 func (s *Store) WalkNarInfoUse(ctx context.Context, cutoff time.Time, fn func(*NarInfoUse) error) error {
+	defer s.unmapIndexPages() // a walk of a million narinfos maps ~1.3 GiB
 	return s.db.View(func(tx *bolt.Tx) error {
 		since := getDay(tx.Bucket(bucketMeta).Get(keyServedSince))
 		var u NarInfoUse
