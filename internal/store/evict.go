@@ -49,6 +49,9 @@ func (s *Store) WalkSources(ctx context.Context, match func(storePath string) bo
 				if err := ctx.Err(); err != nil {
 					return err
 				}
+				if n%unmapEvery == 0 {
+					s.unmapIndexPagesIn(tx)
+				}
 			}
 			i := bytes.Index(v, key)
 			if i < 0 {

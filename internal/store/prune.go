@@ -27,6 +27,10 @@ type NarInfoUse struct {
 	Bytes int
 }
 
+// unmapEvery is how many rows a long walk reads between drops of the index
+// pages it mapped (unmapIndexPagesIn): ~20 MiB of narinfo pages.
+const unmapEvery = 16384
+
 // WalkNarInfoUse calls fn for every narinfo in the index, in one read
 // transaction (readers never wait on it). With a zero cutoff, Stale is
 // not computed, which is cheaper.
@@ -40,6 +44,9 @@ func (s *Store) WalkNarInfoUse(ctx context.Context, cutoff time.Time, fn func(*N
 			if n++; n%4096 == 0 {
 				if err := ctx.Err(); err != nil {
 					return err
+				}
+				if n%unmapEvery == 0 {
+					s.unmapIndexPagesIn(tx)
 				}
 			}
 			u = NarInfoUse{Hash: unsafeString(k), NAR: narOfText(text), Refs: u.Refs[:0], Bytes: len(k) + len(text)}
