@@ -158,13 +158,3 @@ func daysIn(month, year int) int {
 	}
 	return [...]int{31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31}[month-1]
 }
-
-// narRowSize reads only a NAR row's size: what an eviction frees.
-func narRowSize(v []byte) (int64, error) {
-	if f, ok := splitNARRow(v); ok {
-		return f.size, nil
-	}
-	var r narRow
-	err := decodeNARRow(v, &r)
-	return r.Size, err
-}
