@@ -89,6 +89,9 @@ func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("--cache-dir %s: %w", cfg.cacheDir, err)
 	}
+	if u := st.Upgraded(); u.To != "" {
+		log.Info("index upgraded", "from_schema", u.From, "to_schema", u.To, "took", u.Took.Round(time.Millisecond), "nars", st.NARCount())
+	}
 	metrics.RegisterStore(reg, st)
 	s = &stack{registry: reg, metrics: m, upstreams: group, store: st, keys: keys, secretKey: secretKey, storage: cfg.storage}
 	s.misses = misslog.New(st, misslog.Options{Max: cfg.missLogMax, Unlimited: cfg.missLogMax == 0, Logger: log})

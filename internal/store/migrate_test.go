@@ -86,6 +86,9 @@ func TestMigrate(t *testing.T) {
 			dir := t.TempDir()
 			s, err := Open(dir)
 			must(t, err)
+			if u := s.Upgraded(); u != (Upgrade{}) {
+				t.Errorf("a new index was upgraded: %+v", u)
+			}
 			must(t, s.Close())
 			refillable := schema1Index(t, dir, rows)
 			if tc.batches >= 0 {
@@ -115,6 +118,9 @@ func TestMigrate(t *testing.T) {
 				must(t, db.Close())
 			}
 			s = openStore(t, dir) // checkDerived at its end
+			if u := s.Upgraded(); u.From != "1" || u.To != "2" {
+				t.Errorf("Upgraded() = %+v, want from 1 to 2", u)
+			}
 			if s.NARCount() != int64(len(rows)) || s.NARBytes() != size {
 				t.Errorf("totals %d files of %d bytes, want %d of %d", s.NARCount(), s.NARBytes(), len(rows), size)
 			}

@@ -78,7 +78,17 @@ type Store struct {
 	narBytes atomic.Int64
 	// narInfos mirrors the index's narinfo count (keyNarInfoCount).
 	narInfos atomic.Int64
+	upgraded Upgrade // what Open upgraded
 }
+
+// Upgrade is an upgrade of the index's schema that Open made.
+type Upgrade struct {
+	From, To string
+	Took     time.Duration
+}
+
+// Upgraded says what Open upgraded; a zero Upgrade when nothing.
+func (s *Store) Upgraded() Upgrade { return s.upgraded }
 
 // Options configure a Store. The zero value is a plain store.
 type Options struct {
@@ -162,7 +172,10 @@ func OpenWith(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	if string(schema) == schemaUpgraded {
-		err = s.migrate(upgradeBatch)
+		start := time.Now()
+		if err = s.migrate(upgradeBatch); err == nil {
+			s.upgraded = Upgrade{From: schemaUpgraded, To: schemaVersion, Took: time.Since(start)}
+		}
 	}
 	if err == nil {
 		err = s.loadNARTotals()
