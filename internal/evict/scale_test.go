@@ -12,15 +12,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,10 +26,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
-	"github.com/nix-cache-proxy/nix-cache-proxy/internal/server"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
-	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -428,189 +422,6 @@ func TestScalePassChild(t *testing.T) {
 	}
 	fmt.Printf("child-rss: %d %d\n", open, procStatus("VmHWM"))
 }
-
-// BenchmarkScaleHitsDuringEviction measures narinfo hits per second from
-// as many goroutines as Ps, saturating every core:
-//
-//   - ratio: hits through the proxy's HTTP handler (routing, name check,
-//     lookup, headers, body: what BenchmarkNarInfoHit in internal/server
-//     serves) during one real eviction pass, freeing 10 GiB as
-//     BenchmarkScalePass does, the window exactly the pass, against the
-//     same hits alone just before it (2 s) and just after it (as long as
-//     the pass). This is the question: what a pass running in the
-//     background costs hits.
-//   - median-ratio-paused, median-ratio-no-pause: the same over five
-//     passes on the same index, each freeing 10 GiB more, with and
-//     without the pauses between batches (Config.NoPause) in turn; then
-//     two more with one goroutine of hits (a core to spare), logged.
-//   - ratio-old-shape: the earlier shape of this benchmark, kept for
-//     comparison: store.NarInfo called directly, while dry-run passes run
-//     back to back for 5 s, against 5 s alone. A direct call is a few
-//     nanoseconds, so two goroutines calling it mostly measure the hot
-//     set's RWMutex cache line going back and forth between the cores
-//     (it swings between 0.5 and 1.4 from run to run on a quiet machine),
-//     and passes back to back keep a third goroutine always runnable.
-func BenchmarkScaleHitsDuringEviction(b *testing.B) {
-	dir := copyIndex(b, upgradedIndex(b), true)
-	st, err := store.Open(dir)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { st.Close() }()
-	narBytes := st.NARBytes() // not Stats: it walks the narinfo bucket
-	ts := &timedStore{Store: st}
-	e := New(ts, scaleConfig(b, (narBytes+st.IndexSize()-10<<30)/9*10))
-	hashes := make([]string, 4096)
-	for i := range hashes {
-		hashes[i] = fmt.Sprintf("%032d", i*241)
-	}
-	ctx := context.Background()
-	h := hitServer(b, st)
-	// hitters serve hits from every P until stopped; n counts them, 256
-	// at a time. direct calls the store, else the HTTP handler.
-	// hitProcs is how many goroutines serve hits: as many as Ps saturate
-	// every core.
-	hitProcs := runtime.GOMAXPROCS(0)
-	hitters := func(n *atomic.Int64, direct bool) (stop func()) {
-		var done atomic.Bool
-		var wg sync.WaitGroup
-		for p := range hitProcs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				rs := make([]*http.Request, len(hashes))
-				for i, hash := range hashes {
-					rs[i] = httptest.NewRequest(http.MethodGet, "http://cache.lan/"+hash+".narinfo", nil)
-				}
-				w := &hitWriter{h: make(http.Header)}
-				i := p * 1000
-				for !done.Load() {
-					for range 256 {
-						if direct {
-							if _, err := st.NarInfo(ctx, hashes[i%len(hashes)]); err != nil {
-								panic(err)
-							}
-						} else {
-							clear(w.h)
-							w.code = 0
-							h.ServeHTTP(w, rs[i%len(rs)])
-							if w.code != http.StatusOK {
-								panic(fmt.Sprint("narinfo hit: status ", w.code))
-							}
-						}
-						i++
-					}
-					n.Add(256)
-				}
-			}()
-		}
-		return func() { done.Store(true); wg.Wait() }
-	}
-	// during runs hits while work runs and returns their rate over it.
-	during := func(direct bool, work func()) float64 {
-		var n atomic.Int64
-		stop := hitters(&n, direct)
-		defer stop()
-		time.Sleep(100 * time.Millisecond) // all hitters running
-		n0, t0 := n.Load(), time.Now()
-		work()
-		return float64(n.Load()-n0) / time.Since(t0).Seconds()
-	}
-	during(false, func() { time.Sleep(time.Second) }) // warm the hot set
-	var aloneOld, duringOld, alone, inPass, took float64
-	var ratios [2][]float64 // with pauses, without
-	passes := 0
-	for b.Loop() {
-		// The earlier shape: direct calls, dry runs back to back.
-		aloneOld = during(true, func() { time.Sleep(5 * time.Second) })
-		duringOld = during(true, func() {
-			for stop := time.Now().Add(5 * time.Second); time.Now().Before(stop); passes++ {
-				if _, err := e.Pass(ctx, true); err != nil {
-					panic(err)
-				}
-			}
-		})
-		// One real pass in the background, between two windows alone.
-		realPass := func(e *Evictor) (alone, inPass, took float64) {
-			before := during(false, func() { time.Sleep(2 * time.Second) })
-			var d time.Duration
-			inPass = during(false, func() {
-				start := time.Now()
-				rep, err := e.Pass(ctx, false)
-				if err != nil || rep.Reasons[0].Bytes < 10<<30 {
-					panic(fmt.Sprint("pass freed ", rep.Reasons[0].Bytes, " bytes: ", err))
-				}
-				d = time.Since(start)
-			})
-			after := during(false, func() { time.Sleep(d) })
-			b.Logf("pass %.2f s, longest evict batch %.3f s, hits ratio %.2f", d.Seconds(), ts.takeLongest().Seconds(), inPass/((before+after)/2))
-			return (before + after) / 2, inPass, d.Seconds()
-		}
-		alone, inPass, took = realPass(e)
-		ratios[0] = append(ratios[0], inPass/alone)
-		// More passes on the same index, each freeing 10 GiB more, with
-		// and without pauses in turn: on a machine shared with other
-		// work, one window of a second says little.
-		for i := range 6 {
-			if i == 4 {
-				// The last two below saturation: one goroutine of hits
-				// and a core to spare, with pauses and without.
-				hitProcs = 1
-			}
-			max := (st.NARBytes() + st.IndexSize() - 10<<30) / 9 * 10
-			cfg := scaleConfig(b, max)
-			cfg.NoPause = i%2 == 0
-			a, in, _ := realPass(New(ts, cfg))
-			if i >= 4 {
-				b.Logf("one goroutine of hits, pauses %v: %.0f hits/s alone, ratio %.2f", i%2 == 1, a, in/a)
-				continue
-			}
-			ratios[(i+1)%2] = append(ratios[(i+1)%2], in/a)
-		}
-		hitProcs = runtime.GOMAXPROCS(0)
-	}
-	b.ReportMetric(alone, "hits/s-alone")
-	b.ReportMetric(inPass, "hits/s-during-pass")
-	b.ReportMetric(inPass/alone, "ratio")
-	b.ReportMetric(took, "s/pass")
-	for i, name := range []string{"paused", "no-pause"} {
-		slices.Sort(ratios[i])
-		b.ReportMetric(ratios[i][len(ratios[i])/2], "median-ratio-"+name)
-		b.Logf("ratios %s: %.2f", name, ratios[i])
-	}
-	b.ReportMetric(duringOld/aloneOld, "ratio-old-shape")
-	b.ReportMetric(float64(passes), "dry-passes")
-}
-
-// hitServer is the proxy's HTTP handler over st, built as
-// BenchmarkNarInfoHit in internal/server builds it. Its upstream is never
-// asked: every narinfo asked for is in the index.
-func hitServer(b *testing.B, st *store.Store) http.Handler {
-	up, err := upstream.New("http://127.0.0.1:1", upstream.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	c, err := cache.New(cache.Options{Store: st, Upstreams: upstream.NewGroup([]*upstream.Client{up}, 0), SkipVerify: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { c.Close() })
-	srv, err := server.New(server.Config{Cache: c})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return srv
-}
-
-// hitWriter is the least a ResponseWriter can be, reused across hits.
-type hitWriter struct {
-	h    http.Header
-	code int
-}
-
-func (w *hitWriter) Header() http.Header         { return w.h }
-func (w *hitWriter) WriteHeader(code int)        { w.code = code }
-func (w *hitWriter) Write(p []byte) (int, error) { return len(p), nil }
 
 // scaleConfig is the Config of the scale benchmarks' passes: bound max,
 // the batch size scaleBatch and the pause $SCALE_PAUSE (a multiple of
