@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -113,6 +114,7 @@ type hitRound struct {
 	procs                 int           // goroutines of hits
 	copied                time.Duration // copying the index and syncing, untimed
 	before, during, after float64       // hits per second
+	cpu                   [3]cpuShare   // the machine's CPU in the three windows
 	took                  time.Duration // the pass
 	longest               time.Duration // its longest EvictNARs call
 	looks, busy           int           // pauseAfter's looks at the CPU, and how many saw it busy
@@ -135,8 +137,8 @@ func (r hitRound) String() string {
 	if r.paused {
 		mode = "paused  "
 	}
-	return fmt.Sprintf("%s ratio %.2f (%.2f s of hits lost): hits/s %.0f before, %.0f during, %.0f after; pass %.2f s, slept %.2f s (busy at %d of %d looks), longest batch %.3f s; copy %.1f s",
-		mode, r.ratio(), r.lost(), r.before, r.during, r.after, r.took.Seconds(), r.slept.Seconds(), r.busy, r.looks, r.longest.Seconds(), r.copied.Seconds())
+	return fmt.Sprintf("%s ratio %.2f (%.2f s of hits lost): hits/s %.0f before, %.0f during, %.0f after; pass %.2f s, slept %.2f s (busy at %d of %d looks), longest batch %.3f s; cores this process/other/stolen/iowait %s, %s, %s; copy %.1f s",
+		mode, r.ratio(), r.lost(), r.before, r.during, r.after, r.took.Seconds(), r.slept.Seconds(), r.busy, r.looks, r.longest.Seconds(), r.cpu[0], r.cpu[1], r.cpu[2], r.copied.Seconds())
 }
 
 // runHitRound runs one round on a fresh copy of the index in src: procs
@@ -163,7 +165,7 @@ func runHitRound(b *testing.B, src string, paused bool, procs int) hitRound {
 	debug.FreeOSMemory() // each round starts from the same heap
 	hits := newHitters(h, procs)
 	hits.during(func() { time.Sleep(time.Second) }) // warm the hot set
-	r.before = hits.during(func() { time.Sleep(2 * time.Second) })
+	r.before, r.cpu[0] = hits.during(func() { time.Sleep(2 * time.Second) })
 	ts := &timedStore{Store: st}
 	cfg := scaleConfig(b, (st.NARBytes()+st.IndexSize()-10<<30)/9*10)
 	cfg.NoPause = !paused
@@ -182,7 +184,7 @@ func runHitRound(b *testing.B, src string, paused bool, procs int) hitRound {
 		sleepCtx(ctx, d)
 		r.slept += time.Since(t0)
 	}
-	r.during = hits.during(func() {
+	r.during, r.cpu[1] = hits.during(func() {
 		start := time.Now()
 		rep, err := e.Pass(context.Background(), false)
 		r.took = time.Since(start)
@@ -190,7 +192,7 @@ func runHitRound(b *testing.B, src string, paused bool, procs int) hitRound {
 			b.Fatalf("pass freed %d bytes: %v", rep.Reasons[0].Bytes, err)
 		}
 	})
-	r.after = hits.during(func() { time.Sleep(r.took) })
+	r.after, r.cpu[2] = hits.during(func() { time.Sleep(r.took) })
 	r.longest = ts.takeLongest()
 	return r
 }
@@ -210,8 +212,9 @@ func newHitters(h http.Handler, procs int) *hitters {
 	return &hitters{h: h, procs: procs, hashes: hashes}
 }
 
-// during serves hits while work runs and returns their rate over it.
-func (hs *hitters) during(work func()) float64 {
+// during serves hits while work runs and returns their rate over it,
+// and how the machine's CPU was shared meanwhile.
+func (hs *hitters) during(work func()) (float64, cpuShare) {
 	var n atomic.Int64 // hits served, counted 256 at a time
 	var done atomic.Bool
 	var wg sync.WaitGroup
@@ -241,9 +244,76 @@ func (hs *hitters) during(work func()) float64 {
 	}
 	defer func() { done.Store(true); wg.Wait() }()
 	time.Sleep(100 * time.Millisecond) // all hitters running
+	cpu0 := readCPU()
 	n0, t0 := n.Load(), time.Now()
 	work()
-	return float64(n.Load()-n0) / time.Since(t0).Seconds()
+	rate := float64(n.Load()-n0) / time.Since(t0).Seconds()
+	return rate, readCPU().since(cpu0)
+}
+
+// cpuTimes are the CPU times of this process and of the machine's cores
+// (/proc/stat), at one instant.
+type cpuTimes struct {
+	at                         time.Time
+	self                       time.Duration // user and system, getrusage
+	busy, steal, iowait, total uint64        // all cores, in clock ticks
+}
+
+// readCPU reads cpuTimes; the machine's are zero if /proc/stat cannot be read.
+func readCPU() cpuTimes {
+	c := cpuTimes{at: time.Now()}
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		c.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return c
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	// cpu user nice system idle iowait irq softirq steal guest...: not
+	// guest, counted in user already.
+	fields := strings.Fields(line)
+	for i, f := range fields[1:min(len(fields), 9)] {
+		v, _ := strconv.ParseUint(f, 10, 64)
+		c.total += v
+		switch i {
+		case 3: // idle
+		case 4:
+			c.iowait = v
+		case 7:
+			c.steal = v
+		default:
+			c.busy += v
+		}
+	}
+	return c
+}
+
+// cpuShare is how many cores, on average over a window, this process
+// used, the rest of the machine used, the hypervisor took (steal), and
+// sat waiting for I/O.
+type cpuShare struct{ self, other, stolen, iowait float64 }
+
+// since is the share of the cores between c0 and c.
+func (c cpuTimes) since(c0 cpuTimes) cpuShare {
+	wall := c.at.Sub(c0.at).Seconds()
+	self := (c.self - c0.self).Seconds() / wall
+	sh := cpuShare{self: self}
+	if c.total > c0.total {
+		// Clock ticks to cores: the ticks of all cores over the wall
+		// time are the core count.
+		cores := float64(runtime.NumCPU())
+		tick := wall * cores / float64(c.total-c0.total)
+		sh.other = max(0, float64(c.busy-c0.busy)*tick/wall-self)
+		sh.stolen = float64(c.steal-c0.steal) * tick / wall
+		sh.iowait = float64(c.iowait-c0.iowait) * tick / wall
+	}
+	return sh
+}
+
+func (s cpuShare) String() string {
+	return fmt.Sprintf("%.2f/%.2f/%.2f/%.2f", s.self, s.other, s.stolen, s.iowait)
 }
 
 // spread is the median, min and max of xs (the mean of the middle two
