@@ -32,19 +32,11 @@ func checkNARDerived(tx *bolt.Tx) []error {
 		}
 	}
 	want := map[string][]byte{} // age key -> value
-	var files, size int64
-	var key []byte
-	err := tx.Bucket(bucketNAR).ForEach(func(k, v []byte) error {
-		var r narRow
-		if err := decodeNARRow(v, &r); err != nil {
-			fault("NAR row %s unreadable: %v", k, err)
-			return nil
-		}
-		key = ageKey(key[:0], r.lastUse(), k)
-		want[string(key)] = ageValue(r.Size, r.Refill)
-		files++
-		size += r.Size
+	files, size, err := orderOfRows(tx, func(k []byte, err error) error {
+		fault("NAR row %s unreadable: %v", k, err)
 		return nil
+	}, func(key, value []byte) {
+		want[string(key)] = value
 	})
 	if err != nil {
 		return append(faults, err)
@@ -105,28 +97,18 @@ func (s *Store) RebuildNAROrder(ctx context.Context) error {
 // at random places in the bucket, they left its pages 29 % full on
 // average. Sorting holds every key in memory once: ~80 bytes a NAR.
 func buildNAROrder(tx *bolt.Tx) (files, size int64, err error) {
-	type row struct {
-		key   []byte
-		value [9]byte
-	}
-	rows := make([]row, 0, tx.Bucket(bucketNAR).Stats().KeyN)
+	type row struct{ key, value []byte }
+	var rows []row
 	var arena []byte
-	err = tx.Bucket(bucketNAR).ForEach(func(k, v []byte) error {
-		var r narRow
-		if err := decodeNARRow(v, &r); err != nil {
-			return fmt.Errorf("decode NAR row %s: %w", k, err)
-		}
-		if len(arena) < 8+len(k) {
+	files, size, err = orderOfRows(tx, func(k []byte, err error) error {
+		return fmt.Errorf("decode NAR row %s: %w", k, err)
+	}, func(key, value []byte) {
+		if len(arena) < len(key) {
 			arena = make([]byte, 64<<10)
 		}
-		key := ageKey(arena[:0:8+len(k)], r.lastUse(), k)
-		arena = arena[len(key):]
-		var value [9]byte
-		copy(value[:], ageValue(r.Size, r.Refill))
-		rows = append(rows, row{key, value})
-		files++
-		size += r.Size
-		return nil
+		n := copy(arena, key)
+		rows = append(rows, row{arena[:n:n], value})
+		arena = arena[n:]
 	})
 	if err != nil {
 		return 0, 0, err
@@ -142,9 +124,28 @@ func buildNAROrder(tx *bolt.Tx) (files, size int64, err error) {
 	}
 	age := ageBucket(tx)
 	for _, r := range rows {
-		if err := age.Put(r.key, r.value[:]); err != nil {
+		if err := age.Put(r.key, r.value); err != nil {
 			return 0, 0, err
 		}
 	}
 	return files, size, tx.Bucket(bucketMeta).Put(keyNARTotals, narTotals(files, size))
+}
+
+// orderOfRows calls fn with the narage key (valid during the call) and
+// value (fn's to keep) each NAR row calls for, and returns the totals the rows
+// make; a row that does not decode goes to bad, whose error ends the walk.
+func orderOfRows(tx *bolt.Tx, bad func(k []byte, err error) error, fn func(key, value []byte)) (files, size int64, err error) {
+	var key []byte
+	err = tx.Bucket(bucketNAR).ForEach(func(k, v []byte) error {
+		var r narRow
+		if err := decodeNARRow(v, &r); err != nil {
+			return bad(k, err)
+		}
+		key = ageKey(key[:0], r.lastUse(), k)
+		fn(key, ageValue(r.Size, r.Refill))
+		files++
+		size += r.Size
+		return nil
+	})
+	return files, size, err
 }

@@ -148,8 +148,9 @@ func (s *Store) FlushAccess(ctx context.Context) error {
 			if !at.After(r.Access) {
 				continue
 			}
-			r.Access = at
-			if err := n.put([]byte(name), r); err != nil {
+			served := r
+			served.Access = at
+			if err := n.replace([]byte(name), r, served); err != nil {
 				return err
 			}
 		}

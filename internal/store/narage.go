@@ -95,11 +95,26 @@ func (n *narRows) get(name []byte) []byte { return n.nars.Get(name) }
 
 // put writes r as name's row, replacing any row it had.
 func (n *narRows) put(name []byte, r narRow) error {
-	if old := n.nars.Get(name); old != nil {
-		if _, err := n.unindex(name, old); err != nil {
-			return err
+	if v := n.nars.Get(name); v != nil {
+		var old narRow
+		if err := decodeNARRow(v, &old); err != nil {
+			return fmt.Errorf("decode NAR row %s: %w", name, err)
 		}
+		return n.replace(name, old, r)
 	}
+	return n.add(name, r)
+}
+
+// replace writes r as name's row in place of old, its row as decoded.
+func (n *narRows) replace(name []byte, old, r narRow) error {
+	if err := n.unindex(name, old); err != nil {
+		return err
+	}
+	return n.add(name, r)
+}
+
+// add writes r as name's row, which has none in the age order.
+func (n *narRows) add(name []byte, r narRow) error {
 	row, err := json.Marshal(r)
 	if err != nil {
 		return err
@@ -118,11 +133,11 @@ func (n *narRows) put(name []byte, r narRow) error {
 
 // delete deletes name's row, if it has one, and returns its size.
 func (n *narRows) delete(name []byte) (size int64, found bool, err error) {
-	old := n.nars.Get(name)
-	if old == nil {
+	v := n.nars.Get(name)
+	if v == nil {
 		return 0, false, nil
 	}
-	if size, err = n.unindex(name, old); err != nil {
+	if size, err = n.unindexRow(name, v); err != nil {
 		return 0, false, err
 	}
 	return size, true, n.nars.Delete(name)
@@ -131,27 +146,32 @@ func (n *narRows) delete(name []byte) (size int64, found bool, err error) {
 // deleteAt is delete for the row a cursor of the nar bucket is at, its
 // key name and value old; the cursor moves on to the next row.
 func (n *narRows) deleteAt(c *bolt.Cursor, name, old []byte) (int64, error) {
-	size, err := n.unindex(name, old)
+	size, err := n.unindexRow(name, old)
 	if err != nil {
 		return 0, err
 	}
 	return size, c.Delete()
 }
 
-// unindex takes the row old of name out of the narage bucket and the
-// totals and returns its size.
-func (n *narRows) unindex(name, old []byte) (int64, error) {
+// unindexRow takes the row v of name, as stored, out of the narage bucket
+// and the totals and returns its size.
+func (n *narRows) unindexRow(name, v []byte) (int64, error) {
 	var r narRow
-	if err := decodeNARRow(old, &r); err != nil {
+	if err := decodeNARRow(v, &r); err != nil {
 		return 0, fmt.Errorf("decode NAR row %s: %w", name, err)
 	}
+	return r.Size, n.unindex(name, r)
+}
+
+// unindex takes name's row r out of the narage bucket and the totals.
+func (n *narRows) unindex(name []byte, r narRow) error {
 	n.key = ageKey(n.key[:0], r.lastUse(), name)
 	if err := n.age.Delete(n.key); err != nil {
-		return 0, err
+		return err
 	}
 	n.files--
 	n.size -= r.Size
-	return r.Size, nil
+	return nil
 }
 
 // done writes the totals' change into the transaction, and into memory

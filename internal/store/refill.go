@@ -68,8 +68,9 @@ func (s *Store) setRefill(tx *bolt.Tx, name string, r refill) error {
 	if row.Refill == r {
 		return nil
 	}
-	row.Refill = r
-	if err := n.put([]byte(name), row); err != nil {
+	changed := row
+	changed.Refill = r
+	if err := n.replace([]byte(name), row, changed); err != nil {
 		return err
 	}
 	return n.done()
