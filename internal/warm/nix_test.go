@@ -32,12 +32,7 @@ func TestParseMetadata(t *testing.T) {
 		}, "0b1b4ada4791"},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
-			f, err := os.Open(filepath.Join("testdata", tc.file))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			got, err := parseMetadata(f)
+			got, err := parseMetadata(testdata(t, tc.file))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -78,16 +73,22 @@ func TestParseDerivations(t *testing.T) {
 
 func recordedGraph(t *testing.T) *Graph {
 	t.Helper()
-	f, err := os.Open("testdata/show-derivation.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	g, err := parseDerivations(f)
+	g, err := parseDerivations(testdata(t, "show-derivation.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return g
+}
+
+// testdata opens a recorded nix output.
+func testdata(t *testing.T, name string) *os.File {
+	t.Helper()
+	f, err := os.Open(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
 }
 
 // fakeNix writes a shell script standing in for nix.
