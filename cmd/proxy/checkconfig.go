@@ -16,7 +16,7 @@ import (
 // file, without listening or opening the cache dir. The NixOS module runs it
 // on the generated config at build time.
 func checkConfigCommand(args []string, stdout, stderr io.Writer) int {
-	_, fs, err := parseServeConfig(args, os.Getenv)
+	cfg, fs, err := parseServeConfig(args, os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(stdout, "Usage: nix-cache-proxy check-config [--config FILE] [serve flags]\n\n"+
 			"Loads the configuration as 'serve' would (flags, %s* environment, --config file),\n"+
@@ -27,6 +27,9 @@ func checkConfigCommand(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "nix-cache-proxy check-config: %v\n", err)
 		return 1
+	}
+	if w := overBoundWarning(cfg); w != "" {
+		fmt.Fprintf(stderr, "nix-cache-proxy check-config: %s\n", w)
 	}
 	fmt.Fprintf(stdout, "# nix-cache-proxy check-config: the configuration is valid; effective settings:\n")
 	if err := writeSettings(stdout, fs); err != nil {

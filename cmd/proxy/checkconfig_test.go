@@ -66,7 +66,7 @@ pin = ["/nix/store/0123456789abcdfghijklmnpqrsvwxyz-builder.img"]
 		{"stray argument", []string{"serve"}, 1, []string{"unexpected argument"}},
 		{"s3 storage", []string{"--storage", "s3://cache/fleet?endpoint=s3.lan:7070&scheme=http"}, 0, []string{`storage = "s3://cache/fleet?endpoint=s3.lan:7070&scheme=http"`}},
 		{"bad storage", []string{"--storage", "/var/cache/x"}, 1, []string{"--storage"}},
-		{"eviction on a shared bucket", []string{"--storage", "s3://cache", "--max-size", "10GiB"}, 0, []string{"max-size = 10737418240", `evict-grace = "1h0m0s"`}},
+		{"eviction on a shared bucket", []string{"--storage", "s3://cache", "--max-size", "10GiB"}, 0, []string{`max-size = "10GiB"`, `evict-grace = "1h0m0s"`}},
 		{"retention on a shared bucket", []string{"--storage", "s3://cache", "--keep-latest", "x*=2"}, 0, []string{`keep-latest = ["x*=2"]`}},
 		{"grace within a fill lease", []string{"--storage", "s3://cache", "--max-size", "10GiB", "--evict-grace", "20s"}, 1, []string{"--evict-grace 20s", "--fill-lease-ttl 30s"}},
 		{"grace within publishing", []string{"--storage", "s3://cache", "--max-size", "10GiB", "--evict-grace", "2m", "--fleet-interval", "1m"}, 1, []string{"--evict-grace 2m0s", "3 times --fleet-interval"}},

@@ -53,7 +53,7 @@ func TestFleetEviction(t *testing.T) {
 	start := func(extra ...string) *proxyProcess {
 		return startProxyAt(t, bin, freeAddr(t), t.TempDir(), pub, []string{up.URL()}, append(fleetFlags, extra...)...)
 	}
-	a := start("--max-size", fmt.Sprint(maxSize), "--evict-grace", "3s")
+	a := start("--max-size", formatSize(maxSize), "--evict-grace", "3s")
 	b, c := start(), start()
 
 	narURL := func(p *proxyProcess, it *fakeupstream.Item) string {

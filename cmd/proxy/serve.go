@@ -130,7 +130,9 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) (err err
 		"max_size", cfg.maxSize, "min_free", cfg.minFree)
 
 	// Eviction runs in the background from the start: a cache already past
-	// its bound (a lowered --max-size) comes back under it.
+	// its bound (a lowered --max-size) comes back under it, after a line
+	// saying what that takes.
+	logOverBound(ctx, s, cfg, log)
 	evictCtx, stopEvict := context.WithCancel(context.Background())
 	evicted := make(chan struct{})
 	go func() { defer close(evicted); s.evict.Run(evictCtx) }()

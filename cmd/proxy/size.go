@@ -20,11 +20,13 @@ var sizeUnits = []struct {
 	{"b", 1},
 }
 
-// parseSize reads a byte count: "0", "1073741824", "500MB", "200GiB",
-// "1.5G" (a bare K, M, G or T is binary, as in Nix's own options).
+// parseSize reads a byte count with its unit: "500MB", "200GiB", "1.5G"
+// (a bare K, M, G or T is binary, as in Nix's own options), "7B"; "0"
+// alone needs none. Any other bare number is refused: `--max-size 200`
+// once meant 200 bytes and evicted the whole cache.
 func parseSize(s string) (int64, error) {
 	t := strings.ToLower(strings.TrimSpace(s))
-	factor := 1.0
+	factor := 0.0
 	for _, u := range sizeUnits {
 		if rest, ok := strings.CutSuffix(t, u.suffix); ok {
 			t, factor = strings.TrimSpace(rest), u.factor
@@ -32,24 +34,46 @@ func parseSize(s string) (int64, error) {
 		}
 	}
 	n, err := strconv.ParseFloat(t, 64)
-	if err != nil || n < 0 || math.IsNaN(n) || n*factor > math.MaxInt64 {
+	if err != nil || n < 0 || math.IsNaN(n) || n*max(factor, 1) >= math.MaxInt64 {
 		return 0, fmt.Errorf("want a size like 10GiB or 500MB, got %q", s)
+	}
+	if factor == 0 && n != 0 {
+		return 0, fmt.Errorf("want a size with a unit like 10GiB or 500MB, got %q: did you mean %s?", s, unitHint(t, n))
 	}
 	return int64(n * factor), nil
 }
 
-// formatSize prints n the way parseSize reads it back, in the largest
-// binary unit that keeps it whole enough to read.
+// unitHint guesses the unit a bare number left out: a small one is a
+// count of GiB (`200`), a large one a count of bytes (`1073741824`).
+func unitHint(t string, n float64) string {
+	if n < 1<<16 {
+		return t + "GiB"
+	}
+	if f := formatSize(int64(n)); n == math.Trunc(n) && f != t+"B" {
+		return t + "B (" + f + ")"
+	}
+	return t + "B"
+}
+
+// formatSize prints n exactly, the way parseSize reads it back: in the
+// largest binary unit that takes at most two decimals ("1.5GiB"), or in
+// bytes; 0 as "0".
 func formatSize(n int64) string {
+	if n == 0 {
+		return "0"
+	}
 	for _, u := range []struct {
 		suffix string
 		factor int64
 	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
-		if n >= u.factor {
-			if n%u.factor == 0 {
-				return strconv.FormatInt(n/u.factor, 10) + u.suffix
+		if n < u.factor {
+			continue
+		}
+		v := strconv.FormatFloat(float64(n)/float64(u.factor), 'f', -1, 64)
+		if _, frac, _ := strings.Cut(v, "."); len(frac) <= 2 {
+			if back, err := parseSize(v + u.suffix); err == nil && back == n {
+				return v + u.suffix
 			}
-			return strconv.FormatFloat(float64(n)/float64(u.factor), 'f', 1, 64) + u.suffix
 		}
 	}
 	return strconv.FormatInt(n, 10) + "B"
@@ -72,13 +96,4 @@ func (f sizeFlag) Set(s string) error {
 	}
 	*f.n = n
 	return nil
-}
-
-// Get returns the exact byte count (String rounds), so check-config prints
-// a value that reads back the same.
-func (f sizeFlag) Get() any {
-	if f.n == nil {
-		return int64(0)
-	}
-	return *f.n
 }

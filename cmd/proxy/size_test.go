@@ -16,7 +16,7 @@ func TestParseSize(t *testing.T) {
 		want int64
 	}{
 		{"0", 0},
-		{"1073741824", 1 << 30},
+		{"1073741824B", 1 << 30},
 		{"500MB", 500e6},
 		{"500mb", 500e6},
 		{"200GiB", 200 << 30},
@@ -40,11 +40,66 @@ func TestParseSize(t *testing.T) {
 	}
 }
 
+// TestSizeNeedsAUnit: a bare number is not bytes. `--max-size 200` once
+// bounded the cache at 200 bytes and evicted every NAR.
+func TestSizeNeedsAUnit(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"200", `want a size with a unit like 10GiB or 500MB, got "200": did you mean 200GiB?`},
+		{" 1.5 ", `want a size with a unit like 10GiB or 500MB, got " 1.5 ": did you mean 1.5GiB?`},
+		{"1073741824", `want a size with a unit like 10GiB or 500MB, got "1073741824": did you mean 1073741824B (1GiB)?`},
+		{"615020", `want a size with a unit like 10GiB or 500MB, got "615020": did you mean 615020B?`},
+	} {
+		_, err := parseSize(tt.in)
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("parseSize(%q) = %v\nwant %s", tt.in, err, tt.want)
+		}
+	}
+	for _, zero := range []string{"0", "0.0", "0GiB"} {
+		if n, err := parseSize(zero); err != nil || n != 0 {
+			t.Errorf("parseSize(%q) = %d, %v; want 0 (none)", zero, n, err)
+		}
+	}
+}
+
+// TestSizeWithoutUnitEverywhere: the flag, its environment variable and
+// the config file all refuse a size without a unit, for every size setting.
+func TestSizeWithoutUnitEverywhere(t *testing.T) {
+	for _, name := range []string{"max-size", "min-free", "upload-max-size"} {
+		file := filepath.Join(t.TempDir(), "proxy.toml")
+		if err := os.WriteFile(file, []byte(name+" = 200\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range []struct {
+			args []string
+			env  string
+		}{
+			{args: []string{"--" + name, "200"}},
+			{env: "200"},
+			{args: []string{"--config", file}},
+		} {
+			_, _, err := parseServeConfig(in.args, func(k string) string {
+				if k == envName(name) {
+					return in.env
+				}
+				return ""
+			})
+			if err == nil || !strings.Contains(err.Error(), "did you mean 200GiB?") {
+				t.Errorf("%s from %v %q: %v, want a refusal asking for a unit", name, in.args, in.env, err)
+			}
+		}
+	}
+}
+
 func TestFormatSizeRoundTrip(t *testing.T) {
-	for _, n := range []int64{0, 7, 1 << 10, 200 << 30, 3 << 40} {
+	for _, n := range []int64{0, 7, 1 << 10, 200 << 30, 3 << 40, 3 << 29, 615020, 500e6, 1 << 62} {
 		got, err := parseSize(formatSize(n))
 		if err != nil || got != n {
 			t.Errorf("parseSize(formatSize(%d) = %q) = %d, %v", n, formatSize(n), got, err)
+		}
+	}
+	for n, want := range map[int64]string{0: "0", 3 << 29: "1.5GiB", 200 << 30: "200GiB", 615020: "615020B", 1536: "1.5KiB", 1 << 62: "4194304TiB", 7: "7B"} {
+		if got := formatSize(n); got != want {
+			t.Errorf("formatSize(%d) = %q, want %q", n, got, want)
 		}
 	}
 }
