@@ -26,6 +26,8 @@ Usage:
   nix-cache-proxy keygen NAME                      write a signing key pair (NAME.secret, NAME.public)
   nix-cache-proxy check-config [--config FILE] [flags]
                                                    check a configuration as serve would, print it
+  nix-cache-proxy relay --cache URL...             on a laptop: forward to the first reachable LAN cache,
+                                                   answer at once while none is (docs/relay.md)
   nix-cache-proxy healthcheck [--ready]            exit 0 iff the server's /healthz answers 200
   nix-cache-proxy version                          version, commit and Go version (also --version)
   nix-cache-proxy help                             show this text
@@ -68,6 +70,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return keygenCommand(args, stdout, stderr)
 	case "check-config":
 		return checkConfigCommand(args, stdout, stderr)
+	case "relay":
+		return relayCommand(ctx, args, stdout, stderr)
 	case "healthcheck":
 		return healthcheckCommand(ctx, args, stdout, stderr)
 	case "version", "--version":
