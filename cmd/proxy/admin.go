@@ -29,6 +29,7 @@ type adminBackend interface {
 	Pin(ctx context.Context, paths []string) (prefetch.Status, error)
 	Unpin(ctx context.Context, paths []string) error
 	Check(ctx context.Context, req admin.CheckRequest) (admin.CheckResult, error)
+	Locate(ctx context.Context, req admin.LocateRequest) (admin.LocateResult, error)
 	GC(ctx context.Context, req admin.GCRequest) (evict.Report, error)
 	Kept(ctx context.Context) ([]evict.Variant, error)
 	Verify(ctx context.Context, req verify.Request) (verify.Status, error)

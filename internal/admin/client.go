@@ -101,6 +101,12 @@ func (c *Client) Check(ctx context.Context, req CheckRequest) (CheckResult, erro
 	return out, c.call(ctx, http.MethodPost, "/check", req, &out)
 }
 
+// Locate says where each path comes from.
+func (c *Client) Locate(ctx context.Context, req LocateRequest) (LocateResult, error) {
+	var out LocateResult
+	return out, c.call(ctx, http.MethodPost, "/locate", req, &out)
+}
+
 // Verify starts a verify job.
 func (c *Client) Verify(ctx context.Context, req verify.Request) (verify.Status, error) {
 	var out verify.Status

@@ -53,6 +53,7 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 	r.Post("/pins", h.json(h.pin))
 	r.Delete("/pins", h.json(h.unpin))
 	r.Post("/check", h.json(h.check))
+	r.Post("/locate", h.json(h.locate))
 	r.Post("/gc", h.json(h.gc))
 	r.Get("/kept", h.json(func(r *http.Request) (any, error) { return s.Kept(r.Context()) }))
 	r.Get("/verify", h.json(func(r *http.Request) (any, error) { return s.VerifyJobs(r.Context()) }))
@@ -152,6 +153,14 @@ func (h *handler) check(r *http.Request) (any, error) {
 		return nil, err
 	}
 	return h.svc.Check(r.Context(), req)
+}
+
+func (h *handler) locate(r *http.Request) (any, error) {
+	var req LocateRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	return h.svc.Locate(r.Context(), req)
 }
 
 func (h *handler) startVerify(r *http.Request) (any, error) {

@@ -38,6 +38,7 @@ type Cache interface {
 	LocalEntry(ctx context.Context, hash string) (cache.Entry, error)
 	HasNAR(ctx context.Context, name string) (bool, error)
 	AskUpstreams(ctx context.Context, hash string) (string, *narinfo.Info, error)
+	Find(ctx context.Context, hash string) (cache.Entry, error)
 }
 
 // Service carries out admin requests on an open cache.

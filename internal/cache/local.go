@@ -22,8 +22,23 @@ type Entry struct {
 // It is for the proxy's own work (prefetch), so it does not count as a
 // client asking in the miss log, though what it finds is recorded.
 func (c *Cache) Lookup(ctx context.Context, hash string) (Entry, error) {
+	return c.entry(ctx, hash, false)
+}
+
+// Find is Lookup for the proxy's questions about many paths at once
+// (coverage, warm): a "not found" remembered from an earlier lookup is
+// the answer, as for a client's request, without asking the upstreams
+// again; what the upstreams answer is stored or remembered as usual.
+func (c *Cache) Find(ctx context.Context, hash string) (Entry, error) {
+	return c.entry(ctx, hash, true)
+}
+
+func (c *Cache) entry(ctx context.Context, hash string, remembered bool) (Entry, error) {
 	text, err := c.store.NarInfo(ctx, hash)
 	if errors.Is(err, store.ErrNotFound) {
+		if neg := c.remembered(hash); neg != nil && remembered {
+			return Entry{}, neg
+		}
 		var got lookedUp
 		got, err = c.lookup(ctx, hash)
 		c.record(hash, false, got, err)

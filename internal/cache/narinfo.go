@@ -33,16 +33,24 @@ func (c *Cache) NarInfo(ctx context.Context, hash string) ([]byte, error) {
 	}
 	c.metrics.Lookups.WithLabelValues("narinfo", "miss").Inc()
 	var got lookedUp
-	if neg, ok := c.negative.get(hash); ok {
-		err = ErrNotFound
-		if neg.reason != nil {
-			err = neg.reason
-		}
-	} else {
+	if err = c.remembered(hash); err == nil {
 		got, err = c.lookup(ctx, hash)
 	}
 	c.record(hash, true, got, err)
 	return got.text, err
+}
+
+// remembered is the "not found" the negative cache holds for hash:
+// ErrNotFound, or the refusal that made it; nil when it holds none.
+func (c *Cache) remembered(hash string) error {
+	neg, ok := c.negative.get(hash)
+	switch {
+	case !ok:
+		return nil
+	case neg.reason != nil:
+		return neg.reason
+	}
+	return ErrNotFound
 }
 
 // lookedUp is what an upstream lookup found.
