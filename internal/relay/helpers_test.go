@@ -34,7 +34,7 @@ type fakeCache struct {
 	hangNarInfo atomic.Bool
 	// failProbe, when set, answers nix-cache-info 500.
 	failProbe atomic.Bool
-	requests    atomic.Int64
+	requests  atomic.Int64
 
 	mu  sync.Mutex
 	srv *httptest.Server
