@@ -51,6 +51,13 @@ const (
 		};
 	}`
 	darwinClient = `{ nix-cache-proxy.client = { enable = true; url = "http://cache.lan:5575"; }; }`
+	// The system .github/workflows/nix.yml builds on a macOS runner.
+	darwinCI = `{
+		imports = ((import ./tests/darwin-ci/flake.nix).outputs {
+			nix-darwin.lib.darwinSystem = args: args;
+			nix-cache-proxy = e.flake;
+		}).darwinConfigurations.ci.modules;
+	}`
 )
 
 // TestDarwinModule builds nix-darwin systems with the server and client
@@ -67,6 +74,7 @@ func TestDarwinModule(t *testing.T) {
 	}{
 		{"defaults", darwinDefault, "/var/lib/nix-cache-proxy", "/var/log/nix-cache-proxy.log", 0},
 		{"full", darwinFull, "/Volumes/Cache Disk/nix-cache-proxy", "/Volumes/Cache Disk/nix-cache-proxy.log", 4},
+		{"CI workflow's", darwinCI, "/var/lib/nix-cache-proxy", "/var/log/nix-cache-proxy.log", 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var sys darwinSystem
