@@ -4,8 +4,8 @@
 # real Nix client (one SIZE MiB random path, uncompressed), serves it with
 # nginx as a static file server, then alternates, REPEATS times each:
 #   curl -o  <tmp>/nar  <upstream>/nar/<file>
-#   nix-cache-proxy prefetch <hash>   (no server running: it opens a fresh
-#                                       cache dir itself, fetches narinfo and
+#   nix-cache-proxy prefetch --cache-dir DIR <hash>   (no server: it opens a
+#                                       fresh cache dir itself, fetches narinfo and
 #                                       NAR, checks sha256, fsyncs, indexes)
 # and prints the median of each and their ratio (ours / curl's throughput).
 #
@@ -70,7 +70,7 @@ for i in $(seq "$repeats"); do
   echo "$e - $s" | bc >> "$work/curl.times"
   rm -rf "$work/cache" "$work/out.nar"; sync
   s=$(date +%s.%N)
-  "$work/nix-cache-proxy" prefetch --server http://127.0.0.1:1 --cache-dir "$work/cache" \
+  "$work/nix-cache-proxy" prefetch --cache-dir "$work/cache" \
     --upstream "$up" --trusted-public-key "$(cat "$work/pk")" "$hash" 2>"$work/prefetch.log" \
     || { cat "$work/prefetch.log"; exit 1; }
   e=$(date +%s.%N)

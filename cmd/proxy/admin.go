@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -51,11 +52,20 @@ type adminCommand struct {
 	own    map[string]bool
 	help   map[string]bool // flags listed in -h: own ones and a few shared
 	server string
-	// explicitServer is set when --server was given: then a server that
-	// does not answer is an error, not a reason to open the cache dir.
-	explicitServer bool
-	stdout         io.Writer
-	stderr         io.Writer
+	// local is set by parse when --cache-dir alone was given on the
+	// command line: the command works on that dir and asks no server.
+	// Otherwise it asks the server, and one that does not answer is an
+	// error, unless fallback: --cache-dir was given too, so the user named
+	// the dir to use then, and is told it is used. A silent fallback to the
+	// configured or default cache dir would answer for another cache than
+	// the server's, or fill one the server never sees.
+	local, fallback bool
+	// creates is set by the commands that write paths into the cache
+	// (prefetch, pin): only they may create a --cache-dir that is not
+	// there yet.
+	creates bool
+	stdout  io.Writer
+	stderr  io.Writer
 }
 
 func newAdminCommand(name string, stdout, stderr io.Writer) *adminCommand {
@@ -63,7 +73,7 @@ func newAdminCommand(name string, stdout, stderr io.Writer) *adminCommand {
 	c.fs = newServeFlags(name, &c.cfg)
 	c.fs.StringVar(&c.server, "server", "", "`URL` of the running server (default: http:// and the --listen address)")
 	c.own = map[string]bool{"server": true}
-	c.help = map[string]bool{"server": true}
+	c.help = map[string]bool{"server": true, "listen": true, "cache-dir": true}
 	return c
 }
 
@@ -90,18 +100,34 @@ func (c *adminCommand) parse(args []string, usage string) (int, bool) {
 				fmt.Fprintf(c.stdout, "  --%s %s\n    \t%s\n", f.Name, name, u)
 			}
 		})
-		fmt.Fprintf(c.stdout, "\nIt also reads every 'serve' flag (--config, --cache-dir, --upstream, --admin-token, ...)\nto work on the cache dir itself when --server is not given and no server answers at --listen.\n")
+		fmt.Fprintf(c.stdout, "\nIt asks the server at --server (default http:// and the --listen address) and\n"+
+			"fails when none answers there. With --cache-dir on the command line it works on\n"+
+			"that cache dir itself, which no server may be running on: at once, or, when\n"+
+			"--server or --listen is given too, if no server answers there (and says so).\n"+
+			"It reads every 'serve' flag (--config, --upstream, --admin-token, ...).\n")
 		return 0, true
 	}
 	if err != nil {
 		fmt.Fprintf(c.stderr, "nix-cache-proxy %s: %v (see 'nix-cache-proxy %s -h')\n", c.name, err, c.name)
 		return 1, true
 	}
-	c.explicitServer = c.server != ""
-	if !c.explicitServer {
+	c.chooseTarget()
+	return 0, false
+}
+
+// chooseTarget decides from the command line alone whether the command
+// asks a server or works on a cache dir: the config file and environment
+// describe the service and are shared with serve, so a cache-dir there is
+// the server's, not a request to bypass it.
+func (c *adminCommand) chooseTarget() {
+	given := map[string]bool{}
+	c.fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	named := given["server"] || given["listen"]
+	c.local = given["cache-dir"] && !named
+	c.fallback = given["cache-dir"] && named
+	if !c.local && c.server == "" {
 		c.server = "http://" + dialable(c.cfg.listen)
 	}
-	return 0, false
 }
 
 // dialable turns a listen address into one a client can dial: a wildcard
@@ -120,37 +146,51 @@ func dialable(listen string) string {
 	return net.JoinHostPort(host, port)
 }
 
-// backend asks the server at --server, or, when --server was not given and
-// nothing listens at the --listen address, opens the cache dir. The
-// returned func releases a cache opened here.
+// backend asks the server (see chooseTarget) or, with --cache-dir, opens
+// the cache dir: at once when no server was named, else when the server
+// named does not answer. The returned func releases a cache opened here.
 func (c *adminCommand) backend(ctx context.Context) (adminBackend, func() error, error) {
+	if c.local {
+		return c.openLocal()
+	}
 	client, err := admin.NewClient(c.server, c.cfg.adminToken)
 	if err != nil {
 		return nil, nil, err
 	}
 	_, err = client.Jobs(ctx)
-	if err == nil {
-		return client, func() error { return nil }, nil
+	if errors.Is(err, admin.ErrNoServer) && c.fallback {
+		fmt.Fprintf(c.stderr, "nix-cache-proxy %s: no server answers at %s; working on --cache-dir %s\n", c.name, c.server, c.cfg.cacheDir)
+		return c.openLocal()
 	}
-	if !errors.Is(err, admin.ErrNoServer) {
+	if errors.Is(err, admin.ErrNoServer) {
+		return nil, nil, fmt.Errorf("no server answers at %s (connection refused): start it, name the running one with --server URL, "+
+			"or pass --cache-dir DIR to work on a cache dir while no server runs on it (the configured one is %s)", c.server, c.cfg.cacheDir)
+	}
+	if err != nil {
 		return nil, nil, fmt.Errorf("server %s: %w", c.server, err)
 	}
-	if c.explicitServer {
-		// Reading the cache dir instead would answer for another cache
-		// than the one asked about, and silently.
-		return nil, nil, fmt.Errorf("--server %s: no server answers there (connection refused); leave out --server to work on --cache-dir when no server runs", c.server)
+	return client, func() error { return nil }, nil
+}
+
+// openLocal opens --cache-dir for the command. Only commands that store
+// paths may create it: a read-only command on a dir that is not there
+// would otherwise leave an empty cache behind and report on it.
+func (c *adminCommand) openLocal() (adminBackend, func() error, error) {
+	dir := c.cfg.cacheDir
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) && !c.creates {
+		return nil, nil, fmt.Errorf("--cache-dir %s: no such directory (no cache there)", dir)
 	}
 	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	s, err := openStack(&c.cfg, log)
 	if errors.Is(err, store.ErrLocked) {
-		return nil, nil, fmt.Errorf("no server answers at %s, and the cache dir %s is held by another process: pass that server's --server URL", c.server, c.cfg.cacheDir)
+		return nil, nil, fmt.Errorf("--cache-dir %s is held by another process, a running server: pass that server's --server URL instead", dir)
 	}
 	if err != nil {
 		return nil, nil, err
 	}
 	return s.admin, func() error {
 		if err := s.close(); err != nil {
-			return fmt.Errorf("close the cache dir %s: %w", c.cfg.cacheDir, err)
+			return fmt.Errorf("close the cache dir %s: %w", dir, err)
 		}
 		return nil
 	}, nil

@@ -81,6 +81,7 @@ func printMisses(w io.Writer, rows []store.Miss, kept []evict.Variant) {
 
 func prefetchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	c := newAdminCommand("prefetch", stdout, stderr)
+	c.creates = true
 	closure := c.fs.Bool("closure", false, "also every path in their closures (following References)")
 	misses := c.fs.Bool("misses", false, "also every path in the miss log")
 	c.ownFlag("closure", "misses")
@@ -101,6 +102,7 @@ func prefetchCommand(ctx context.Context, args []string, stdout, stderr io.Write
 
 func pinCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	c := newAdminCommand("pin", stdout, stderr)
+	c.creates = true
 	if code, stop := c.parse(args, "pin STORE_PATH..."); stop {
 		return code
 	}

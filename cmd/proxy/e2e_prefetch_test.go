@@ -127,21 +127,25 @@ func TestPrefetchWatchCheckRealNix(t *testing.T) {
 	viaServer := r.stdout
 	step("deleted %s; check --closure X: exit 1 naming the image", filepath.Base(narFile))
 
-	// Local mode: no server answers at --listen, the command opens the
-	// cache dir. An explicit --server that does not answer is an error.
+	// Local mode: with --cache-dir the command opens the cache dir. A
+	// server named that does not answer is an error, never a reason to
+	// open a cache dir.
 	p.terminate(t)
 	step("server stopped (SIGTERM, exit 0)")
-	r = cli(t, bin, 1, "misses", "--cache-dir", cacheDir, "--server="+p.url)
-	if !strings.Contains(r.stderr, "no server answers") {
-		t.Errorf("misses --server=%s with the server stopped: stderr %q, want \"no server answers\"", p.url, r.stderr)
+	r = cli(t, bin, 1, "misses", "--server="+p.url)
+	if !strings.Contains(r.stderr, "no server answers at "+p.url) {
+		t.Errorf("misses --server=%s with the server stopped: stderr %q, want \"no server answers at %s\"", p.url, r.stderr, p.url)
 	}
-	closed := "--listen=" + strings.TrimPrefix(p.url, "http://")
-	r = cli(t, bin, 1, append([]string{"check", "--closure", x.Root, "--cache-dir", cacheDir, closed}, upFlags...)...)
+	r = cli(t, bin, 1, "pin", x.Root, "--listen="+strings.TrimPrefix(p.url, "http://"))
+	if !strings.Contains(r.stderr, "no server answers at "+p.url) {
+		t.Errorf("pin --listen with the server stopped: stderr %q, want \"no server answers at %s\"", r.stderr, p.url)
+	}
+	r = cli(t, bin, 1, append([]string{"check", "--closure", x.Root, "--cache-dir", cacheDir}, upFlags...)...)
 	if r.stdout != viaServer {
 		t.Errorf("check in local mode says\n%s\nthe server said\n%s", r.stdout, viaServer)
 	}
-	cli(t, bin, 0, append([]string{"pin", x.Root, "--cache-dir", cacheDir, closed}, upFlags...)...)
-	cli(t, bin, 0, append([]string{"check", "--closure", x.Root, "--cache-dir", cacheDir, closed}, upFlags...)...)
+	cli(t, bin, 0, append([]string{"pin", x.Root, "--cache-dir", cacheDir}, upFlags...)...)
+	cli(t, bin, 0, append([]string{"check", "--closure", x.Root, "--cache-dir", cacheDir}, upFlags...)...)
 	step("local mode: check exit 1 naming the image, pin exit 0, check exit 0")
 
 	p = startProxyArgs(t, bin, cacheDir, cache.PublicKey, []string{upstream})

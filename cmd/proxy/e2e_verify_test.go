@@ -95,10 +95,10 @@ func TestVerifyRealNix(t *testing.T) {
 	cli(t, bin, 0, "verify", "--deep", srv)
 	step("fresh nix copy succeeded (the dropped NARs came from the upstream again); verify --deep: exit 0")
 
-	// No server: the command opens the cache dir itself.
+	// No server: with --cache-dir the command opens the cache dir itself.
 	p.terminate(t)
 	flipByte(t, flipped)
-	local := []string{"--cache-dir", cacheDir, "--listen=" + strings.TrimPrefix(p.url, "http://")}
+	local := []string{"--cache-dir", cacheDir}
 	r = cli(t, bin, 1, append([]string{"verify"}, local...)...)
 	wantNamed(t, r.stdout, "bad", map[string]string{filepath.Base(flipped): "[hash]"})
 	cli(t, bin, 0, append([]string{"verify", "--repair"}, local...)...)

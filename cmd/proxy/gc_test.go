@@ -13,7 +13,7 @@ import (
 // TestGCOffline: with no server, gc works on the cache dir itself.
 func TestGCOffline(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	code := run(context.Background(), []string{"gc", "--dry-run", "--listen", freeAddr(t), "--cache-dir", t.TempDir(),
+	code := run(context.Background(), []string{"gc", "--dry-run", "--cache-dir", t.TempDir(),
 		"--max-size", "10GiB"}, &stdout, &stderr)
 	if code != 0 {
 		t.Fatalf("exit %d, stderr %q", code, stderr.String())

@@ -17,11 +17,15 @@ func healthcheckCommand(ctx context.Context, args []string, stdout, stderr io.Wr
 	ready := c.fs.Bool("ready", false, "ask /readyz (cache dir usable, enough free disk) instead of /healthz (process answers)")
 	timeout := c.fs.Duration("timeout", 5*time.Second, "give up after this long")
 	c.ownFlag("ready", "timeout")
+	delete(c.help, "cache-dir")
 	if code, stop := c.parse(args, "healthcheck [--server URL] [--ready] [--timeout 5s]"); stop {
 		return code
 	}
 	if c.fs.NArg() > 0 {
 		return c.fail(fmt.Errorf("unexpected argument %q", c.fs.Arg(0)))
+	}
+	if c.local {
+		return c.fail(fmt.Errorf("healthcheck asks a server (--server or --listen), not a --cache-dir"))
 	}
 	path := "/healthz"
 	if *ready {

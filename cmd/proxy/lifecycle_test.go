@@ -72,7 +72,7 @@ func TestServeShutsDownOnCancel(t *testing.T) {
 func TestCheckUpstreamURLArgument(t *testing.T) {
 	var stderr bytes.Buffer
 	code := run(context.Background(), []string{"check", "--upstream", "http://cache.example",
-		"/nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-x", "--server", "http://127.0.0.1:1", "--cache-dir", t.TempDir()},
+		"/nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-x", "--server", "http://127.0.0.1:1"},
 		new(bytes.Buffer), &stderr)
 	if code != 1 || !strings.Contains(stderr.String(), "--upstream=URL") {
 		t.Errorf("exit %d, stderr %q; want 1 and a hint at --upstream=URL", code, stderr.String())

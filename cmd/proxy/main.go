@@ -34,8 +34,10 @@ Usage:
   nix-cache-proxy help                             show this text
 
 PATH is a store path (/nix/store/<hash>-name) or its hash. The admin commands
-talk to the running server (--server, default the --listen address) or, when
-no --server is given and none runs there, open --cache-dir themselves. 'nix-cache-proxy COMMAND -h' for flags.
+talk to the running server (--server, default the --listen address) and fail
+when none answers there; with --cache-dir on the command line they work on that
+cache dir instead (with --server or --listen too: if no server answers there).
+'nix-cache-proxy COMMAND -h' for flags.
 `
 
 func main() {

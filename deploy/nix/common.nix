@@ -6,17 +6,12 @@ let
   inherit (lib) mkOption types;
   doc = import ./settings.nix;
   settingsFormat = pkgs.formats.toml { };
-  # settings.nix names each option's type: a lib.types type, or "enum"
-  # with its values, or "address" (host:port, as Go's net.Listen takes it).
-  typeOf = o: {
+  typeOf = name: {
     str = types.str;
     int = types.int;
     bool = types.bool;
     "listOf str" = types.listOf types.str;
-    enum = types.enum (o.values or [ ]);
-    address = types.strMatching addressPattern;
-  }.${o.type};
-  addressPattern = "(.*):([0-9]+)";
+  }.${name};
 in
 rec {
   inherit (doc) secrets;
@@ -48,10 +43,16 @@ rec {
       type = types.submodule {
         freeformType = settingsFormat.type;
         options = lib.mapAttrs (_: o: mkOption {
-          type = typeOf o;
+          type = typeOf o.type;
           inherit (o) default description;
         }) (doc.options stateDirectory);
       };
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Open the port of `settings.listen` in the firewall, for the LAN's clients.";
     };
   } // lib.mapAttrs (_: s: mkOption {
     type = types.nullOr types.str;
@@ -80,11 +81,8 @@ rec {
       cp ${file} $out
     '';
 
-  # The host and TCP port of settings.listen ("0.0.0.0:5575",
-  # "[::]:5575", "localhost:5575", ":5575"), which its type guarantees
-  # has the form host:port.
-  listenHost = cfg: lib.elemAt (builtins.match addressPattern cfg.settings.listen) 0;
-  listenPort = cfg: lib.toInt (lib.elemAt (builtins.match addressPattern cfg.settings.listen) 1);
+  # The TCP port of settings.listen, for openFirewall.
+  port = cfg: lib.toInt (lib.last (lib.splitString ":" cfg.settings.listen));
 
   # The flags passing the secret files that are set, each path given by
   # pathOf (secret name, its attributes, the configured path).
