@@ -21,6 +21,12 @@
           buildGoModule =
             if lib.versionAtLeast pkgs.go.version "1.26" then pkgs.buildGoModule else pkgs.buildGo126Module;
         };
+
+      serverModule = file: {
+        _file = file;
+        key = toString file;
+        imports = [ (import file { inherit packageFor; }) ];
+      };
     in
     {
       packages = forAllSystems (pkgs: {
@@ -50,9 +56,11 @@
 
       overlays.default = final: _prev: { nix-cache-proxy = packageFor final; };
 
-      # services.nix-cache-proxy: the server.
-      nixosModules.default = import ./deploy/nix/nixos.nix { inherit packageFor; };
-      darwinModules.default = import ./deploy/nix/darwin.nix { inherit packageFor; };
+      # services.nix-cache-proxy: the server. Imported with its file (for
+      # error messages) and a key (so importing it twice is one import),
+      # as lib.modules.importApply does.
+      nixosModules.default = serverModule ./deploy/nix/nixos.nix;
+      darwinModules.default = serverModule ./deploy/nix/darwin.nix;
 
       # nix-cache-proxy.client: points Nix at the server (the same module
       # works on NixOS and nix-darwin).

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Runs every test, installing what they need first: Debian's nix-bin and
 # prometheus for the end-to-end tests that drive the real Nix client and a
-# real Prometheus, versitygw for those that need a real S3 server, nix-bin
-# and python3 for deploy/'s checks of the modules and the plist (they skip
-# without them, or fail when CI is set), and the Go modules.
+# real Prometheus, iproute2 and nftables for the relay's tests over network
+# namespaces (they take a cache's link down or drop its packets), versitygw
+# for those that need a real S3 server, nix-bin, python3 and shellcheck for
+# deploy/'s checks of the modules (evaluated in nixpkgs' lib and nix-darwin
+# from ../shared/nix-src, whose activation script nix-darwin shellchecks)
+# and the plist (they skip without them, or fail when CI is set), and the
+# Go modules.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-if ! .ci/install-debs nix:nix-bin prometheus:prometheus python3:python3; then
+if ! .ci/install-debs nix:nix-bin prometheus:prometheus python3:python3 shellcheck:shellcheck ip:iproute2 nft:nftables; then
   echo "test.sh: end-to-end tests that need them will be skipped" >&2
 fi
 

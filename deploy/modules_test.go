@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,6 +16,7 @@ func TestModuleSettings(t *testing.T) {
 	flags := flagNames(t)
 	type option struct {
 		Type        string `json:"type"`
+		Values      []any  `json:"values"` // of an enum
 		Default     any    `json:"default"`
 		Description string `json:"description"`
 	}
@@ -39,6 +41,16 @@ func TestModuleSettings(t *testing.T) {
 		_, isList := effective[k].([]any)
 		if wantList := opts[k].Type == "listOf str"; isList != wantList {
 			t.Errorf("settings.%s has type %q, but check-config prints it as %T", k, opts[k].Type, effective[k])
+		}
+	}
+
+	// Every value an enum allows is one serve takes.
+	for _, k := range sortedKeys(opts) {
+		if opts[k].Type == "enum" && len(opts[k].Values) == 0 {
+			t.Errorf("settings.%s is an enum of no values", k)
+		}
+		for _, v := range opts[k].Values {
+			checkConfig(t, "settings."+k+" = "+fmt.Sprint(v), nil, "--config", writeTOML(t, map[string]any{k: v}))
 		}
 	}
 

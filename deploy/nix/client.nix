@@ -71,12 +71,24 @@ in
   };
 
   config = lib.mkIf cfg.enable {
+    # It writes nix.settings, which do nothing when the system does not
+    # manage Nix (nix.enable = false, as with Determinate Nix).
+    assertions = [{
+      assertion = config.nix.enable;
+      message = ''
+        nix-cache-proxy.client.enable needs nix.enable: it sets nix.settings, which are not
+        written when the system does not manage Nix (Determinate Nix). Put the settings in
+        /etc/nix/nix.custom.conf instead: extra-substituters = ${cfg.url}
+      '';
+    }];
+
     nix.settings = {
       extra-substituters = [ cfg.url ];
-      extra-trusted-public-keys = cfg.publicKeys;
-      connect-timeout = cfg.connectTimeout;
-      inherit (cfg) fallback;
-      narinfo-cache-negative-ttl = cfg.narinfoCacheNegativeTtl;
+      extra-trusted-public-keys = lib.mkIf (cfg.publicKeys != [ ]) cfg.publicKeys;
+      # Defaults the machine's own configuration may override.
+      connect-timeout = lib.mkDefault cfg.connectTimeout;
+      fallback = lib.mkDefault cfg.fallback;
+      narinfo-cache-negative-ttl = lib.mkDefault cfg.narinfoCacheNegativeTtl;
     };
   };
 }

@@ -6,12 +6,17 @@ let
   inherit (lib) mkOption types;
   doc = import ./settings.nix;
   settingsFormat = pkgs.formats.toml { };
-  typeOf = name: {
+  # settings.nix names each option's type: a lib.types type, or "enum"
+  # with its values, or "address" (host:port, as Go's net.Listen takes it).
+  typeOf = o: {
     str = types.str;
     int = types.int;
     bool = types.bool;
     "listOf str" = types.listOf types.str;
-  }.${name};
+    enum = types.enum (o.values or [ ]);
+    address = types.strMatching addressPattern;
+  }.${o.type};
+  addressPattern = "(.*):([0-9]+)";
 in
 rec {
   inherit (doc) secrets;
@@ -43,16 +48,10 @@ rec {
       type = types.submodule {
         freeformType = settingsFormat.type;
         options = lib.mapAttrs (_: o: mkOption {
-          type = typeOf o.type;
+          type = typeOf o;
           inherit (o) default description;
         }) (doc.options stateDirectory);
       };
-    };
-
-    openFirewall = mkOption {
-      type = types.bool;
-      default = false;
-      description = "Open the port of `settings.listen` in the firewall, for the LAN's clients.";
     };
   } // lib.mapAttrs (_: s: mkOption {
     type = types.nullOr types.str;
@@ -81,8 +80,11 @@ rec {
       cp ${file} $out
     '';
 
-  # The TCP port of settings.listen, for openFirewall.
-  port = cfg: lib.toInt (lib.last (lib.splitString ":" cfg.settings.listen));
+  # The host and TCP port of settings.listen ("0.0.0.0:5575",
+  # "[::]:5575", "localhost:5575", ":5575"), which its type guarantees
+  # has the form host:port.
+  listenHost = cfg: lib.elemAt (builtins.match addressPattern cfg.settings.listen) 0;
+  listenPort = cfg: lib.toInt (lib.elemAt (builtins.match addressPattern cfg.settings.listen) 1);
 
   # The flags passing the secret files that are set, each path given by
   # pathOf (secret name, its attributes, the configured path).

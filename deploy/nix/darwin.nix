@@ -17,9 +17,10 @@ in
       type = lib.types.int;
       default = 575;
       description = ''
-        UID of the `_nix-cache-proxy` user. Under 500, so macOS hides it
-        from the login window; pick a free one if 575 is taken
-        (`dscl . -list /Users UniqueID`).
+        UID of the `_nix-cache-proxy` user, in the 5xx range nix-darwin's
+        own service users take (its `_prometheus-node-exporter` is 534);
+        the user is hidden from the login window by `IsHidden`, not by its
+        UID. Pick a free one if 575 is taken (`dscl . -list /Users UniqueID`).
       '';
     };
     gid = lib.mkOption {
@@ -38,11 +39,13 @@ in
   };
 
   config = lib.mkIf cfg.enable {
+    # No home: nix-darwin aborts activation when an existing user's home
+    # differs from the configured one, so a home that followed cache-dir
+    # would make moving the cache impossible. The daemon works in
+    # WorkingDirectory; the user's home is /var/empty.
     users.users.${user} = {
       uid = cfg.uid;
       gid = cfg.gid;
-      home = cfg.settings.cache-dir;
-      createHome = false;
       shell = "/usr/bin/false";
       isHidden = true;
       description = "nix-cache-proxy daemon";
@@ -56,21 +59,27 @@ in
 
     # After nix-darwin creates the user, before launchd (re)starts the
     # daemon: the cache dir and log file must belong to it, since it never
-    # runs as root.
+    # runs as root. (mkdir's -m with -p would apply to the last directory
+    # only: nix-darwin's shellcheck of the script refuses it, SC2174.)
     system.activationScripts.launchd.text = lib.mkBefore ''
       echo >&2 "setting up nix-cache-proxy..."
-      /bin/mkdir -p -m 0750 ${lib.escapeShellArg cfg.settings.cache-dir}
+      /bin/mkdir -p ${lib.escapeShellArg cfg.settings.cache-dir}
+      /bin/chmod 0750 ${lib.escapeShellArg cfg.settings.cache-dir}
       /usr/sbin/chown ${user}:${user} ${lib.escapeShellArg cfg.settings.cache-dir}
       /usr/bin/touch ${lib.escapeShellArg cfg.logFile}
       /usr/sbin/chown ${user}:${user} ${lib.escapeShellArg cfg.logFile}
     '';
 
-    launchd.daemons.nix-cache-proxy.serviceConfig = {
-      Label = "org.nix-cache-proxy";
+    # nix-darwin's `command` runs it as /bin/sh -c "/bin/wait4path
+    # /nix/store && exec …": at boot launchd may start the daemon before the
+    # Nix volume is mounted.
+    launchd.daemons.nix-cache-proxy.command = lib.escapeShellArgs (
+      [ (lib.getExe cfg.package) "serve" "--config" "${common.configFile cfg}" ]
       # Secret files are passed by path: make them readable by the
       # _nix-cache-proxy group only (chown root:_nix-cache-proxy, chmod 640).
-      ProgramArguments = [ (lib.getExe cfg.package) "serve" "--config" "${common.configFile cfg}" ]
-        ++ common.secretFlags cfg (_: _: path: path);
+      ++ common.secretFlags cfg (_: _: path: path));
+    launchd.daemons.nix-cache-proxy.serviceConfig = {
+      Label = "org.nix-cache-proxy";
       UserName = user;
       GroupName = user;
       RunAtLoad = true;

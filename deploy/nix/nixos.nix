@@ -10,10 +10,22 @@ let
   stateDirectory = "/var/lib/nix-cache-proxy";
 in
 {
-  options.services.nix-cache-proxy = common.options { defaultPackage = packageFor pkgs; inherit stateDirectory; };
+  options.services.nix-cache-proxy = common.options { defaultPackage = packageFor pkgs; inherit stateDirectory; } // {
+    # NixOS only: nix-darwin has no firewall option to open (deploy/README.md
+    # says how to allow the binary in the macOS application firewall).
+    openFirewall = lib.mkOption {
+      type = lib.types.bool;
+      default = false;
+      description = "Open the port of `settings.listen` in the firewall, for the LAN's clients.";
+    };
+  };
 
   config = lib.mkIf cfg.enable {
-    networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [ (common.port cfg) ];
+    networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [ (common.listenPort cfg) ];
+    warnings = lib.optional (cfg.openFirewall && builtins.elem (common.listenHost cfg) [ "localhost" "127.0.0.1" "[::1]" ]) ''
+      services.nix-cache-proxy.openFirewall opens port ${toString (common.listenPort cfg)}, but settings.listen
+      (${cfg.settings.listen}) answers this host only: listen on 0.0.0.0 or [::] for the LAN.
+    '';
 
     systemd.services.nix-cache-proxy = {
       description = "nix-cache-proxy: LAN binary cache for Nix";

@@ -6,11 +6,12 @@
 {
   # Settings given a typed, documented option under `settings`; any other
   # key of `nix-cache-proxy serve -h` may be set too (the settings are
-  # freeform). `type` names a lib.types type; `default` may refer to the
+  # freeform). `type` names a lib.types type, or is "enum" (one of
+  # `values`) or "address" (host:port); `default` may refer to the
   # module's stateDirectory.
   options = stateDirectory: {
     listen = {
-      type = "str";
+      type = "address";
       default = "0.0.0.0:5575";
       description = ''
         Address to serve the cache (and `/metrics`, `/healthz`) on. The
@@ -90,7 +91,8 @@
       '';
     };
     log-format = {
-      type = "str";
+      type = "enum";
+      values = [ "text" "json" ];
       default = "text";
       description = "`text` or `json`.";
     };

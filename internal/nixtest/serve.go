@@ -22,6 +22,13 @@ func ServeDir(t testing.TB, dir string) (url string, stop func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ServeDirOn(t, ln, dir)
+}
+
+// ServeDirOn is ServeDir on a listener of the caller's (one opened in a
+// network namespace, say); ln is closed by stop.
+func ServeDirOn(t testing.TB, ln net.Listener, dir string) (url string, stop func()) {
+	t.Helper()
 	files := http.FileServer(http.Dir(dir))
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// FileServer would list directories; a binary cache has none to show.

@@ -29,7 +29,12 @@ type fakeCache struct {
 	breakNAR atomic.Bool
 	// failNarInfo, when set, answers narinfo lookups 502.
 	failNarInfo atomic.Bool
-	requests    atomic.Int64
+	// hangNarInfo, when set, never answers narinfo lookups, as a cache
+	// whose packets are dropped on a kept-alive connection.
+	hangNarInfo atomic.Bool
+	// failProbe, when set, answers nix-cache-info 500.
+	failProbe atomic.Bool
+	requests  atomic.Int64
 
 	mu  sync.Mutex
 	srv *httptest.Server
@@ -84,6 +89,14 @@ func (c *fakeCache) stop() {
 
 func (c *fakeCache) serve(w http.ResponseWriter, r *http.Request) {
 	c.requests.Add(1)
+	if r.URL.Path == "/nix-cache-info" && c.failProbe.Load() {
+		http.Error(w, "gone", http.StatusInternalServerError)
+		return
+	}
+	if strings.HasSuffix(r.URL.Path, ".narinfo") && c.hangNarInfo.Load() {
+		<-r.Context().Done()
+		return
+	}
 	if strings.HasSuffix(r.URL.Path, ".narinfo") && c.failNarInfo.Load() {
 		http.Error(w, "upstreams down", http.StatusBadGateway)
 		return

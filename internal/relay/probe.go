@@ -141,7 +141,7 @@ func (r *Relay) probeOnce(ctx context.Context, c *lanCache) error {
 
 // markUp takes c as reachable.
 func (r *Relay) markUp(c *lanCache) {
-	if !c.up.Swap(true) {
+	if c.setUp(true) {
 		r.metrics.up.WithLabelValues(c.name).Set(1)
 		r.log.Info("relay: LAN cache reachable, forwarding", "cache", c.name)
 	}
@@ -150,7 +150,7 @@ func (r *Relay) markUp(c *lanCache) {
 // markDown takes c as unreachable after err, and has it probed at once
 // (a forward's failure may be a passing one).
 func (r *Relay) markDown(c *lanCache, err error) {
-	if c.up.Swap(false) {
+	if c.setUp(false) {
 		r.metrics.up.WithLabelValues(c.name).Set(0)
 		r.log.Info("relay: LAN cache unreachable", "cache", c.name, "err", err)
 		r.fwd.CloseIdleConnections()

@@ -18,6 +18,7 @@
 package relay
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -93,6 +94,38 @@ type lanCache struct {
 	probedOnce sync.Once
 	wake       chan struct{} // probe now (cap 1)
 	fresh      atomic.Bool   // and restart the back-off
+
+	mu sync.Mutex
+	// gone ends when the cache is taken as unreachable: forwards to it
+	// still waiting for an answer, or streaming one, are cut then instead
+	// of waiting for a connection whose packets are dropped.
+	gone    context.Context
+	setGone context.CancelFunc
+}
+
+// goneContext returns the context that ends when c is next taken as
+// unreachable.
+func (c *lanCache) goneContext() context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gone == nil {
+		c.gone, c.setGone = context.WithCancel(context.Background())
+	}
+	return c.gone
+}
+
+// setUp records c's reachability and reports whether it changed.
+func (c *lanCache) setUp(up bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.up.Swap(up) == up {
+		return false
+	}
+	if !up && c.setGone != nil {
+		c.setGone()
+		c.gone, c.setGone = nil, nil
+	}
+	return true
 }
 
 // New returns a Relay for opts. Requests wait for each cache's first probe
@@ -143,8 +176,8 @@ func New(opts Options) (*Relay, error) {
 	// Probes take a fresh connection each: a kept-alive one to a cache
 	// that left the network would not notice for minutes.
 	r.probe = &http.Client{
-		Transport: &http.Transport{DialContext: dialer.DialContext, DisableKeepAlives: true, ResponseHeaderTimeout: 2 * opts.ConnectTimeout},
-		Timeout:   3 * opts.ConnectTimeout,
+		Transport: &http.Transport{DialContext: dialer.DialContext, DisableKeepAlives: true, ResponseHeaderTimeout: probeAnswerTimeout},
+		Timeout:   opts.ConnectTimeout + probeAnswerTimeout,
 	}
 	if opts.Transport != nil {
 		r.probe.Transport = opts.Transport
@@ -152,6 +185,11 @@ func New(opts Options) (*Relay, error) {
 	r.metrics = newRelayMetrics(opts.Metrics, r.caches)
 	return r, nil
 }
+
+// probeAnswerTimeout bounds a probe's wait for nix-cache-info once
+// connected. Generous: a busy cache must not be taken as gone (that cuts
+// the downloads in flight); a network dropping packets fails the connect.
+const probeAnswerTimeout = 5 * time.Second
 
 func setDefault(d *time.Duration, def time.Duration) {
 	if *d <= 0 {

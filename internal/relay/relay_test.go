@@ -216,3 +216,27 @@ func TestNewRefusesBadCaches(t *testing.T) {
 		}
 	}
 }
+
+// TestHungForwardCutWhenProbeFails: a forward that gets no answer (packets
+// dropped on a kept-alive connection) has the cache probed; when the probe
+// fails the forward is cut and the relay answers itself, long before the
+// header timeout.
+func TestHungForwardCutWhenProbeFails(t *testing.T) {
+	cache := newFakeCache(t, testFiles())
+	opts := fastOptions(cache.URL())
+	opts.CheckInterval, opts.BackoffMin, opts.BackoffMax = time.Hour, time.Hour, time.Hour
+	_, srv, _ := startRelay(t, opts)
+	if status, _, _ := get(t, srv, "/"+testHash+".narinfo"); status != 200 {
+		t.Fatalf("narinfo: %d", status)
+	}
+	cache.hangNarInfo.Store(true)
+	cache.failProbe.Store(true)
+	start := time.Now()
+	status, _, _ := get(t, srv, "/"+testHash+".narinfo")
+	if status != http.StatusNotFound {
+		t.Errorf("narinfo: %d, want 404", status)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("answered after %v, want about ConnectTimeout (%v)", d, opts.ConnectTimeout)
+	}
+}

@@ -1,12 +1,14 @@
 package relay
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 )
@@ -137,7 +139,15 @@ func (r *Relay) forward(w http.ResponseWriter, req *http.Request, c *lanCache, k
 	u := *c.base
 	u.Path += req.URL.Path
 	u.RawQuery = req.URL.RawQuery
-	out, err := http.NewRequestWithContext(req.Context(), req.Method, u.String(), nil)
+	ctx, cancel := context.WithCancel(req.Context())
+	defer cancel()
+	defer context.AfterFunc(c.goneContext(), cancel)()
+	// An answer slower than a connection takes may be a network that
+	// drops packets: have the cache probed on a fresh connection, which
+	// cuts this forward (above) if the cache is gone.
+	slow := time.AfterFunc(r.opts.ConnectTimeout, func() { c.wakeNow(false) })
+	defer slow.Stop()
+	out, err := http.NewRequestWithContext(ctx, req.Method, u.String(), nil)
 	if err != nil {
 		return err
 	}
@@ -147,6 +157,7 @@ func (r *Relay) forward(w http.ResponseWriter, req *http.Request, c *lanCache, k
 		}
 	}
 	resp, err := r.fwd.Do(out)
+	slow.Stop()
 	if err != nil {
 		return err
 	}

@@ -1,108 +1,106 @@
-# Evaluates the modules and the package with nixpkgs' lib alone, against
-# stand-ins for the NixOS / nix-darwin options they set and for pkgs, and
-# returns what they generate. It catches mistakes in the modules' own
-# logic and their use of lib (option types, merging, the generated unit and
-# plist), not wrong names of NixOS or nix-darwin options.
+# Evaluates the flake's modules with the real module systems and returns
+# what they generate, for deploy/modules_eval_test.go:
 #
-#   nix-instantiate --eval --strict --json deploy/nix/tests/eval.nix \
-#     --arg lib 'import /path/to/nixpkgs/lib'
+#   darwin MODULES  nix-darwin itself (its eval-config.nix and module list:
+#                   users, launchd, activation scripts, nix.settings) with
+#                   darwinModules.default and darwinModules.client
+#   nixos MODULES   nixpkgs' lib.evalModules with nixosModules.default and
+#                   nixosModules.client, and stand-ins for the NixOS
+#                   options they set (full nixpkgs is not at hand)
 #
-# (nixpkgs' lib alone is github:nix-community/nixpkgs.lib.) CI cannot fetch
-# it, so this runs by hand; deploy/README.md says when it last did.
-{ lib }:
+# Both use a stub pkgs (stub-pkgs.nix). `src` holds nixpkgs-lib/ (nixpkgs'
+# lib alone) and nix-darwin/ (see deploy/README.md). The flake's outputs
+# are taken from flake.nix with that lib, as `nix flake check` would.
+{ src }:
 
 let
+  lib = import (src + "/nixpkgs-lib/lib");
+  flake = (import ../../../flake.nix).outputs { self = flake; nixpkgs = { inherit lib; }; };
   inherit (lib) mkOption types;
-  anything = types.attrsOf types.anything;
 
-  package = {
-    type = "derivation";
-    name = "nix-cache-proxy-test";
-    outPath = "/nix/store/00000000000000000000000000000000-nix-cache-proxy-test";
-    meta.mainProgram = "nix-cache-proxy";
-  };
-  pkgs = {
-    formats.toml = { }: {
-      type = types.attrsOf types.anything;
-      generate = name: value: builtins.toFile name (builtins.toJSON value);
-    };
-    runCommand = name: env: script: builtins.toFile name script;
-    stdenv = {
-      hostPlatform.system = "test";
-      buildPlatform.canExecute = _: true;
-    };
-  };
+  failedAssertions = config: map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
 
-  # Stand-ins for the options of NixOS and nix-darwin the modules set.
-  platform = {
+  darwin = modules:
+    let
+      pkgs = import ./stub-pkgs.nix { inherit lib; system = "aarch64-darwin"; };
+      eval = import (src + "/nix-darwin/eval-config.nix") {
+        inherit lib;
+        modules = [
+          {
+            _module.args.pkgs = lib.mkForce pkgs;
+            nixpkgs.hostPlatform = "aarch64-darwin";
+            system.stateVersion = 6;
+          }
+          flake.darwinModules.default
+          flake.darwinModules.client
+        ] ++ modules;
+      };
+      inherit (eval) config;
+      # Forcing it checks nix-darwin's assertions, as darwin-rebuild does.
+      toplevel = config.system.build.toplevel;
+    in
+    {
+      activate = toplevel.activationScript;
+      inherit (toplevel) buildCommand;
+      plists = lib.mapAttrs (_: f: f.text) config.environment.launchDaemons;
+      nixConf = config.environment.etc."nix/nix.conf".source.text;
+      users = lib.filterAttrs (name: _: lib.hasPrefix "_nix-cache" name) config.users.users;
+      inherit (config) warnings;
+      options = lib.attrNames eval.options.services.nix-cache-proxy;
+    };
+
+  # Stand-ins for the NixOS options the modules set, typed as NixOS types
+  # them.
+  nixosOptions = { config, ... }: {
     options = {
-      systemd.services = mkOption { type = types.attrsOf anything; default = { }; };
+      assertions = mkOption { type = types.listOf types.unspecified; default = [ ]; };
+      warnings = mkOption { type = types.listOf types.str; default = [ ]; };
+      systemd.services = mkOption {
+        type = types.attrsOf (types.submodule {
+          options = {
+            description = mkOption { type = types.str; default = ""; };
+            wantedBy = mkOption { type = types.listOf types.str; default = [ ]; };
+            after = mkOption { type = types.listOf types.str; default = [ ]; };
+            wants = mkOption { type = types.listOf types.str; default = [ ]; };
+            serviceConfig = mkOption {
+              type = types.attrsOf (types.oneOf [ types.bool types.int types.str (types.listOf types.str) ]);
+              default = { };
+            };
+          };
+        });
+        default = { };
+      };
       networking.firewall.allowedTCPPorts = mkOption { type = types.listOf types.port; default = [ ]; };
-      users.users = mkOption { type = types.attrsOf anything; default = { }; };
-      users.groups = mkOption { type = types.attrsOf anything; default = { }; };
-      users.knownUsers = mkOption { type = types.listOf types.str; default = [ ]; };
-      users.knownGroups = mkOption { type = types.listOf types.str; default = [ ]; };
-      system.activationScripts = mkOption {
-        type = types.attrsOf (types.submodule { options.text = mkOption { type = types.lines; default = ""; }; });
+      nix.enable = mkOption { type = types.bool; default = true; };
+      nix.settings = mkOption {
+        type = types.submodule {
+          freeformType = types.attrsOf (types.oneOf [ types.bool types.int types.str (types.listOf types.str) ]);
+        };
         default = { };
       };
-      launchd.daemons = mkOption {
-        type = types.attrsOf (types.submodule { options.serviceConfig = mkOption { type = anything; default = { }; }; });
-        default = { };
-      };
-      nix.settings = mkOption { type = anything; default = { }; };
     };
-    config._module.args.pkgs = pkgs;
+    config._module.args.pkgs = import ./stub-pkgs.nix { inherit lib; system = "x86_64-linux"; };
   };
 
-  server = {
-    services.nix-cache-proxy = {
-      enable = true;
-      openFirewall = true;
-      netrcFile = "/run/secrets/netrc";
-      adminTokenFile = "/run/secrets/admin-token";
-      settings = {
-        listen = "[::]:5599";
-        upstream = [ "https://mycache.cachix.org" "https://cache.nixos.org" ];
-        priority = 20;
+  nixos = modules:
+    let
+      eval = lib.evalModules {
+        class = "nixos";
+        modules = [ nixosOptions flake.nixosModules.default flake.nixosModules.client ] ++ modules;
       };
+      inherit (eval) config;
+      failed = failedAssertions config;
+    in
+    if failed != [ ] then throw "\nFailed assertions:\n${lib.concatMapStrings (m: "- ${m}\n") failed}" else
+    {
+      service = config.systemd.services.nix-cache-proxy or null;
+      ports = config.networking.firewall.allowedTCPPorts;
+      nixSettings = config.nix.settings;
+      inherit (config) warnings;
+      options = lib.attrNames eval.options.services.nix-cache-proxy;
+      declarations = eval.options.services.nix-cache-proxy.enable.declarations;
     };
-  };
-
-  eval = module: (lib.evalModules {
-    modules = [ platform module server ];
-  }).config;
-
-  nixos = eval (import ../nixos.nix { packageFor = _: package; });
-  darwin = eval (import ../darwin.nix { packageFor = _: package; });
-  client = (lib.evalModules {
-    modules = [
-      platform
-      ../client.nix
-      { nix-cache-proxy.client = { enable = true; url = "http://cache.lan:5575"; publicKeys = [ "k-1:x" ]; }; }
-    ];
-  }).config;
-  pkg = import ../package.nix {
-    inherit lib;
-    buildGoModule = attrs: attrs // { srcPath = "${attrs.src}"; };
-    version = "test";
-    commit = "0000";
-  };
 in
 {
-  nixos = {
-    service = nixos.systemd.services.nix-cache-proxy;
-    ports = nixos.networking.firewall.allowedTCPPorts;
-    settings = nixos.services.nix-cache-proxy.settings;
-    checkScript = builtins.readFile (lib.elemAt (lib.splitString " " nixos.systemd.services.nix-cache-proxy.serviceConfig.ExecStart) 3);
-  };
-  darwin = {
-    daemon = darwin.launchd.daemons.nix-cache-proxy.serviceConfig;
-    users = darwin.users;
-    activation = darwin.system.activationScripts.launchd.text;
-  };
-  client = client.nix.settings;
-  package = { inherit (pkg) pname version vendorHash subPackages ldflags postInstall; }
-    # lib.fileset needs builtins.readFileType (Nix >= 2.14).
-    // lib.optionalAttrs (builtins ? readFileType) { src = builtins.attrNames (builtins.readDir pkg.srcPath); };
+  inherit darwin nixos flake;
 }

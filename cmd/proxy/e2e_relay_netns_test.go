@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/netnstest"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/nixtest"
+)
+
+// relayLAN is a laptop and a LAN cache in network namespaces of their
+// own, joined by a veth pair: the cache serves a closure real Nix wrote,
+// the laptop runs the relay and the real Nix client, and has an
+// "upstream" on its loopback that serves the same closure.
+type relayLAN struct {
+	t           *testing.T
+	lan, laptop string // namespaces
+	lanIf       string // the cache's end of the veth pair
+	cacheURL    string // in lan, as the laptop reaches it
+	upstreamURL string // on the laptop's loopback
+	relayURL    string // on the laptop's loopback
+	relayLog    *lockedBuffer
+	client      *http.Client // opens its connections in the laptop
+	closure     nixtest.Closure
+	cache       nixtest.Cache
+}
+
+const (
+	relayLANCacheAddr  = "10.231.0.1"
+	relayLANLaptopAddr = "10.231.0.2"
+)
+
+func newRelayLAN(t *testing.T, imageSize int64, relayArgs ...string) *relayLAN {
+	bin := e2eBinary(t, true)
+	netnstest.Require(t, "nft")
+	n := &relayLAN{t: t, lan: netnstest.New(t), laptop: netnstest.New(t), relayLog: &lockedBuffer{}}
+	n.closure, n.cache = nixtest.BuildClosure(t, imageSize)
+	n.lanIf, _ = netnstest.Veth(t, n.lan, n.laptop, relayLANCacheAddr+"/30", relayLANLaptopAddr+"/30")
+	n.cacheURL, _ = nixtest.ServeDirOn(t, netnstest.Listen(t, n.lan, relayLANCacheAddr+":0"), n.cache.Dir)
+	n.upstreamURL, _ = nixtest.ServeDirOn(t, netnstest.Listen(t, n.laptop, "127.0.0.1:0"), n.cache.Dir)
+	n.relayURL = "http://127.0.0.1:5576"
+	n.client = netnstest.HTTPClient(n.laptop)
+	cmd := netnstest.Command(n.laptop, bin, append([]string{"relay", "--cache", n.cacheURL, "--listen", "127.0.0.1:5576", "--log-level", "debug"}, relayArgs...)...)
+	cmd.Stdout, cmd.Stderr = n.relayLog, n.relayLog
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("relay: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("relay log:\n%s", n.relayLog.Bytes())
+		}
+	})
+	n.waitFor("the relay to forward", 10*time.Second, func() bool { return n.lookup() == http.StatusOK })
+	return n
+}
+
+// lookup asks the relay for the closure root's narinfo and returns the
+// status (0 when the relay is not answering).
+func (n *relayLAN) lookup() int {
+	resp, err := n.client.Get(n.relayURL + "/" + narinfo.HashOfStorePath(n.closure.Root) + ".narinfo")
+	if err != nil {
+		return 0
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// metric returns the line of the relay's /metrics that starts with name.
+func (n *relayLAN) metric(name string) string {
+	resp, err := n.client.Get(n.relayURL + "/metrics")
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, name+" ") {
+			return l
+		}
+	}
+	return ""
+}
+
+func (n *relayLAN) waitFor(what string, limit time.Duration, cond func() bool) time.Duration {
+	n.t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > limit {
+			n.t.Fatalf("waited %v for %s", limit, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// realise runs `nix-store -r` of the closure's root in the laptop, into a
+// new store, with the given substituters, and returns how long it took.
+func (n *relayLAN) realise(substituters ...string) (time.Duration, error) {
+	n.t.Helper()
+	dir := n.t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", n.laptop,
+		"nix-store", "--store", filepath.Join(dir, "store"), "-r", n.closure.Root)
+	cmd.Env = append(nixtest.Env(
+		"substituters = "+strings.Join(substituters, " "),
+		"trusted-public-keys = "+n.cache.PublicKey,
+		"require-sigs = true",
+	), "XDG_CACHE_HOME="+filepath.Join(dir, "xdg-cache"))
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	d := time.Since(start)
+	if err != nil {
+		return d, fmt.Errorf("nix-store -r: %w\n%s", err, out)
+	}
+	nixtest.VerifyCopy(n.t, filepath.Join(dir, "store"), n.closure)
+	return d, nil
+}
+
+// dropLAN makes the cache's namespace drop every packet from the laptop,
+// as a network that silently drops does; the rule goes with the namespace.
+func (n *relayLAN) dropLAN() {
+	netnstest.Run(n.t, n.lan, "nft", "add", "table", "inet", "relaytest")
+	netnstest.Run(n.t, n.lan, "nft", "add", "chain", "inet", "relaytest", "input", "{ type filter hook input priority 0; policy accept; }")
+	netnstest.Run(n.t, n.lan, "nft", "add", "rule", "inet", "relaytest", "input", "iifname", n.lanIf, "drop")
+}
+
+func (n *relayLAN) undropLAN() {
+	netnstest.Run(n.t, n.lan, "nft", "delete", "table", "inet", "relaytest")
+}
+
+// TestRelayLeavesAndRejoinsLAN drives the relay with the real Nix client
+// over a real network: on the LAN it forwards; with the cache's link down,
+// and again with its packets dropped, Nix gets the closure from its next
+// substituter without waiting for the cache; back on the LAN the relay
+// forwards again within seconds.
+func TestRelayLeavesAndRejoinsLAN(t *testing.T) {
+	n := newRelayLAN(t, 1<<20)
+
+	// On the LAN: the relay alone is enough.
+	if _, err := n.realise(n.relayURL); err != nil {
+		t.Fatal(err)
+	}
+	if m := n.metric(`nix_cache_proxy_relay_requests_total{answer="forwarded",kind="nar"}`); strings.HasSuffix(m, " 0") || m == "" {
+		t.Errorf("no NAR forwarded on the LAN: %q", m)
+	}
+
+	for _, leave := range []struct {
+		name          string
+		leave, rejoin func()
+	}{
+		{"link down", func() { netnstest.Run(t, n.lan, "ip", "link", "set", n.lanIf, "down") },
+			func() { netnstest.Run(t, n.lan, "ip", "link", "set", n.lanIf, "up") }},
+		{"packets dropped", n.dropLAN, n.undropLAN},
+	} {
+		leave.leave()
+		d, err := n.realise(n.relayURL, n.upstreamURL)
+		if err != nil {
+			t.Fatalf("%s: %v", leave.name, err)
+		}
+		t.Logf("%s: nix-store -r through [relay, upstream] took %v", leave.name, d)
+		// The connect timeout (1 s) once, plus Nix's own work.
+		if d > 20*time.Second {
+			t.Errorf("%s: nix-store -r took %v: Nix waited for the cache", leave.name, d)
+		}
+		if n.lookup() != http.StatusNotFound {
+			t.Errorf("%s: narinfo not answered 404", leave.name)
+		}
+		leave.rejoin()
+		back := n.waitFor("the relay to forward again", 10*time.Second, func() bool { return n.lookup() == http.StatusOK })
+		t.Logf("%s: rejoined; first lookup forwarded after %v", leave.name, back)
+		if back > 5*time.Second {
+			t.Errorf("%s: first lookup forwarded %v after rejoining, want within 5 s", leave.name, back)
+		}
+	}
+	if m := n.metric(`nix_cache_proxy_relay_requests_total{answer="self",kind="narinfo"}`); strings.HasSuffix(m, " 0") || m == "" {
+		t.Errorf("no narinfo answered by the relay itself off the LAN: %q", m)
+	}
+	// The laptop's side of the veth lost its carrier and got it back:
+	// the kernel told the relay.
+	if m := n.metric("nix_cache_proxy_relay_network_changes_total"); strings.HasSuffix(m, " 0") || m == "" {
+		t.Errorf("no network change told: %q", m)
+	}
+	log := string(n.relayLog.Bytes())
+	for _, want := range []string{"LAN cache unreachable", "LAN cache reachable, forwarding", "answered itself"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("relay log lacks %q", want)
+		}
+	}
+}
