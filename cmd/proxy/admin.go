@@ -31,6 +31,7 @@ type adminBackend interface {
 	Unpin(ctx context.Context, paths []string) error
 	Check(ctx context.Context, req admin.CheckRequest) (admin.CheckResult, error)
 	Locate(ctx context.Context, req admin.LocateRequest) (admin.LocateResult, error)
+	Warm(ctx context.Context, req admin.WarmRequest) (admin.WarmResult, error)
 	GC(ctx context.Context, req admin.GCRequest) (evict.Report, error)
 	Kept(ctx context.Context) ([]evict.Variant, error)
 	Verify(ctx context.Context, req verify.Request) (verify.Status, error)

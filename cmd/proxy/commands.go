@@ -15,6 +15,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/evict"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/warm"
 )
 
 func missesCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -73,6 +74,9 @@ func printMisses(w io.Writer, rows []store.Miss, kept []evict.Variant) {
 		mark := "-"
 		if keep[m.Hash] {
 			mark = "kept"
+		}
+		if m.Attr != "" {
+			path += fmt.Sprintf(" (needed by %s at %s)", m.Attr, warm.ShortRev(m.Rev))
 		}
 		fmt.Fprintf(tw, "%s ago\t%d\t%s\t%s\t%s\t%s\t%s\n", formatAge(now.Sub(m.LastSeen)), m.Count, m.Outcome, size, up, mark, path)
 	}

@@ -22,6 +22,7 @@ Usage:
   nix-cache-proxy check [--closure] [--upstream] PATH...
                                                    exit 0 iff every path is cached (or upstream)
   nix-cache-proxy coverage FLAKEREF#ATTR...         what substituting a flake attribute takes; exit 0 iff nothing must be built
+  nix-cache-proxy warm [--keep 3] FLAKEREF#ATTR...  pin and prefetch what a flake attribute needs, keep its newest K revisions
   nix-cache-proxy gc [--dry-run]                   evict now what the disk bound and --keep-latest say, prune the index
   nix-cache-proxy verify [--repair] [--deep]       check every NAR file and the index; exit 0 iff sound
   nix-cache-proxy keygen NAME                      write a signing key pair (NAME.secret, NAME.public)
@@ -67,6 +68,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return gcCommand(ctx, args, stdout, stderr)
 	case "check":
 		return checkCommand(ctx, args, stdout, stderr)
+	case "warm":
+		return warmCommand(ctx, args, stdout, stderr)
 	case "coverage":
 		return coverageCommand(ctx, args, stdout, stderr)
 	case "verify":

@@ -20,6 +20,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/verify"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/warm"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -41,6 +42,7 @@ type stack struct {
 	prefetch   *prefetch.Manager
 	verify     *verify.Manager
 	admin      *admin.Service
+	warms      *warm.Board // what warms found, per attribute
 	keys       []narinfo.PublicKey
 	secretKey  *narinfo.SecretKey
 }
@@ -146,7 +148,8 @@ func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 	if s.fleetEvict != nil {
 		gc = s.fleetEvict
 	}
-	s.admin = admin.NewService(st, s.misses, s.cache, s.prefetch, gc, s.verify)
+	s.warms = warm.NewBoard()
+	s.admin = admin.NewService(st, s.misses, s.cache, s.prefetch, gc, s.verify, s.warms)
 	return s, nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/verify"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/warm"
 )
 
 // ErrNoServer means nothing listens at the server URL, so the caller may
@@ -105,6 +106,18 @@ func (c *Client) Check(ctx context.Context, req CheckRequest) (CheckResult, erro
 func (c *Client) Locate(ctx context.Context, req LocateRequest) (LocateResult, error) {
 	var out LocateResult
 	return out, c.call(ctx, http.MethodPost, "/locate", req, &out)
+}
+
+// Warm pins and prefetches an evaluated flake attribute.
+func (c *Client) Warm(ctx context.Context, req WarmRequest) (WarmResult, error) {
+	var out WarmResult
+	return out, c.call(ctx, http.MethodPost, "/warm", req, &out)
+}
+
+// WarmStatus lists the attributes the server warmed since its start.
+func (c *Client) WarmStatus(ctx context.Context) ([]warm.Status, error) {
+	var out []warm.Status
+	return out, c.call(ctx, http.MethodGet, "/warm", nil, &out)
 }
 
 // Verify starts a verify job.

@@ -54,6 +54,8 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 	r.Delete("/pins", h.json(h.unpin))
 	r.Post("/check", h.json(h.check))
 	r.Post("/locate", h.json(h.locate))
+	r.Post("/warm", h.json(h.warm))
+	r.Get("/warm", h.json(func(r *http.Request) (any, error) { return s.WarmStatus(r.Context()) }))
 	r.Post("/gc", h.json(h.gc))
 	r.Get("/kept", h.json(func(r *http.Request) (any, error) { return s.Kept(r.Context()) }))
 	r.Get("/verify", h.json(func(r *http.Request) (any, error) { return s.VerifyJobs(r.Context()) }))
@@ -161,6 +163,14 @@ func (h *handler) locate(r *http.Request) (any, error) {
 		return nil, err
 	}
 	return h.svc.Locate(r.Context(), req)
+}
+
+func (h *handler) warm(r *http.Request) (any, error) {
+	var req WarmRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	return h.svc.Warm(r.Context(), req)
 }
 
 func (h *handler) startVerify(r *http.Request) (any, error) {

@@ -16,6 +16,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/server"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/verify"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/warm"
 )
 
 // env is the proxy as serve wires it: a real store, miss log, cache,
@@ -50,7 +51,7 @@ func newEnvWith(t *testing.T, opts envOptions) *env {
 	e := cachetest.New(t, prefetch.Options{})
 	vm := verify.NewManager(e.Store, verify.Options{})
 	t.Cleanup(vm.Close)
-	svc := admin.NewService(e.Store, e.Misses, e.Cache, e.Prefetch, evict.New(e.Store, evict.Config{KeepLatest: opts.keepLatest}), vm)
+	svc := admin.NewService(e.Store, e.Misses, e.Cache, e.Prefetch, evict.New(e.Store, evict.Config{KeepLatest: opts.keepLatest}), vm, warm.NewBoard())
 	h, err := server.New(server.Config{Cache: e.Cache, Admin: admin.Handler(svc, opts.handler)})
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/verify"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/warm"
 )
 
 // Store is what the Service needs of the store.
@@ -24,6 +25,7 @@ type Store interface {
 	PutPin(ctx context.Context, p store.Pin) error
 	DeletePin(ctx context.Context, hash string) error
 	Pins(ctx context.Context) ([]store.Pin, error)
+	WarmPins(ctx context.Context, attr, rev string, paths map[string]string, keep int, now time.Time) ([]store.Pin, error)
 }
 
 // MissLog lists the miss log, most recently seen first, never nil.
@@ -31,6 +33,7 @@ type Store interface {
 // miss shows it.
 type MissLog interface {
 	Misses(ctx context.Context) ([]store.Miss, error)
+	Record(e store.MissEvent)
 }
 
 // Cache is what the Service needs of the cache.
@@ -49,11 +52,13 @@ type Service struct {
 	prefetch *prefetch.Manager
 	gc       Collector
 	verify   *verify.Manager
+	board    *warm.Board
 }
 
-// NewService returns a Service; gc may be nil (no gc, nothing kept).
-func NewService(st Store, misses MissLog, c Cache, m *prefetch.Manager, gc Collector, v *verify.Manager) *Service {
-	return &Service{store: st, misses: misses, cache: c, prefetch: m, gc: gc, verify: v}
+// NewService returns a Service; gc may be nil (no gc, nothing kept), and
+// board too (warms are not shown).
+func NewService(st Store, misses MissLog, c Cache, m *prefetch.Manager, gc Collector, v *verify.Manager, board *warm.Board) *Service {
+	return &Service{store: st, misses: misses, cache: c, prefetch: m, gc: gc, verify: v, board: board}
 }
 
 // MissFilter selects miss log rows; zero values select everything.

@@ -36,6 +36,10 @@ type Miss struct {
 	// a not-found path; zero when no check is scheduled.
 	NextCheck     time.Time     `json:"next_check,omitzero"`
 	CheckInterval time.Duration `json:"check_interval,omitempty"`
+	// Attr and Rev name the flake attribute (FLAKEREF#ATTR) and revision
+	// whose warm found nobody had this path, the latest one.
+	Attr string `json:"attr,omitempty"`
+	Rev  string `json:"rev,omitempty"`
 }
 
 // MissEvent is one thing that happened to a path, merged into its Miss row.
@@ -47,7 +51,14 @@ type MissEvent struct {
 	StorePath string
 	Upstream  string
 	Bytes     int64
+	// Attr and Rev: a warm of this flake attribute at this revision
+	// needs the path and found nobody has it.
+	Attr, Rev string
 }
+
+// creates reports whether e makes a row for a path the log has none for:
+// a client asked for it, or a warmed attribute needs it.
+func (e MissEvent) creates() bool { return e.Asked || e.Attr != "" }
 
 // merge applies e to m.
 func (m *Miss) merge(e MissEvent) {
@@ -78,11 +89,14 @@ func (m *Miss) merge(e MissEvent) {
 	if e.Bytes != 0 {
 		m.Bytes = e.Bytes
 	}
+	if e.Attr != "" {
+		m.Attr, m.Rev = e.Attr, e.Rev
+	}
 }
 
 // RecordMisses merges events into the miss log in one transaction and
-// returns how many rows it created. Only a client's ask (Asked) creates a
-// row: the proxy's own lookups (prefetch, the watcher) and NAR downloads
+// returns how many rows it created. Only a client's ask (Asked) or a warm
+// (Attr) creates a row: the proxy's own lookups (prefetch, the watcher) and NAR downloads
 // update the row of a path a client asked for, but are not demand, so a
 // prefetched closure neither fills the log nor pushes real misses out.
 // Pruning is PruneMisses', outside this transaction.
@@ -103,7 +117,7 @@ func (s *Store) RecordMisses(ctx context.Context, events []MissEvent) (int, erro
 				if err := json.Unmarshal(row, &m); err != nil {
 					return fmt.Errorf("decode miss %s: %w", e.Hash, err)
 				}
-			} else if !e.Asked {
+			} else if !e.creates() {
 				continue
 			} else {
 				created++
@@ -129,7 +143,7 @@ func MergeMisses(rows []Miss, events []MissEvent) []Miss {
 	for _, e := range events {
 		i, ok := at[e.Hash]
 		if !ok {
-			if !e.Asked {
+			if !e.creates() {
 				continue
 			}
 			i = len(rows)

@@ -27,14 +27,16 @@ func (l Lock) Revision() string {
 	return l.NarHash
 }
 
-// Short is Revision shortened for people: 12 characters of a git
-// revision, or of the hash after its "sha256-".
-func (l Lock) Short() string {
-	r := l.Revision()
-	if i := strings.IndexByte(r, '-'); i >= 0 && l.Rev == "" {
-		r = r[i+1:]
+// Short is Revision shortened for people (see ShortRev).
+func (l Lock) Short() string { return ShortRev(l.Revision()) }
+
+// ShortRev shortens a Revision for people: 12 characters of a git
+// revision, or of a NAR hash after its "sha256-".
+func ShortRev(rev string) string {
+	if _, after, ok := strings.Cut(rev, "-"); ok {
+		rev = after
 	}
-	return r[:min(len(r), 12)]
+	return rev[:min(len(rev), 12)]
 }
 
 // Metadata locks flake (a flake reference without an attribute) and
