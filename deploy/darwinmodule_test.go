@@ -216,8 +216,8 @@ func checkServeArgs(t *testing.T, e moduleEval, what string, args []string, flag
 	}
 	// The cache dir itself need not exist for check-config.
 	got := checkConfig(t, what, nil, run...)
-	if got["cache-dir"] != cacheDir {
-		t.Errorf("%s: cache-dir = %v, want %s", what, got["cache-dir"], cacheDir)
+	if dir := setting(got, "disk", "cache-dir"); dir != cacheDir {
+		t.Errorf("%s: cache-dir = %v, want %s", what, dir, cacheDir)
 	}
 	return args
 }

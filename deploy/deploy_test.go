@@ -88,6 +88,27 @@ func flagNames(t *testing.T) map[string]bool {
 	return names
 }
 
+// configKeys are the sections of the config file and their keys, as
+// check-config prints them with nothing set.
+func configKeys(t *testing.T) map[string]map[string]any {
+	t.Helper()
+	keys := map[string]map[string]any{}
+	for section, v := range checkConfig(t, "no settings", nil) {
+		m, ok := v.(map[string]any)
+		if !ok {
+			t.Fatalf("check-config printed %s = %v outside a section", section, v)
+		}
+		keys[section] = m
+	}
+	return keys
+}
+
+// setting is the value of [section] key in check-config's output.
+func setting(effective map[string]any, section, key string) any {
+	m, _ := effective[section].(map[string]any)
+	return m[key]
+}
+
 func writeTOML(t *testing.T, v map[string]any) string {
 	t.Helper()
 	var buf bytes.Buffer

@@ -35,7 +35,7 @@ func serveArgs(t *testing.T, what string, args []string, flags map[string]bool, 
 			t.Errorf("%s passes %s, which nix-cache-proxy serve does not take", what, a)
 		}
 		if a == "--config" && j+1 < len(args) {
-			out = append(out, a, writeTOML(t, map[string]any{"listen": "0.0.0.0:5575"}))
+			out = append(out, a, writeTOML(t, map[string]any{"http": map[string]any{"listen": "0.0.0.0:5575"}}))
 			j++
 			continue
 		}
@@ -92,8 +92,8 @@ func TestSystemdUnit(t *testing.T) {
 		t.Fatal("secrets.conf passes no credential")
 	}
 	got := checkConfig(t, "nix-cache-proxy.service", env, args...)
-	if got["cache-dir"] != state {
-		t.Errorf("cache-dir = %v, want the StateDirectory", got["cache-dir"])
+	if dir := setting(got, "disk", "cache-dir"); dir != state {
+		t.Errorf("cache-dir = %v, want the StateDirectory", dir)
 	}
 }
 
@@ -133,8 +133,8 @@ func TestLaunchdPlist(t *testing.T) {
 	}
 	state := t.TempDir()
 	args := serveArgs(t, "org.nix-cache-proxy.plist", p.ProgramArguments, flags, map[string]string{"/var/lib/nix-cache-proxy": state})
-	if got := checkConfig(t, "org.nix-cache-proxy.plist", nil, args...); got["cache-dir"] != state {
-		t.Errorf("cache-dir = %v, want %s", got["cache-dir"], state)
+	if dir := setting(checkConfig(t, "org.nix-cache-proxy.plist", nil, args...), "disk", "cache-dir"); dir != state {
+		t.Errorf("cache-dir = %v, want %s", dir, state)
 	}
 }
 

@@ -1,9 +1,11 @@
 package deploy
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"testing"
 )
@@ -14,6 +16,7 @@ import (
 // and every secret flag with a valid file.
 func TestModuleSettings(t *testing.T) {
 	flags := flagNames(t)
+	sections := settingSections(t)
 	type option struct {
 		Type        string `json:"type"`
 		Values      []any  `json:"values"` // of an enum
@@ -36,11 +39,12 @@ func TestModuleSettings(t *testing.T) {
 		}
 		defaults[k] = fromJSON(o.Default)
 	}
-	effective := checkConfig(t, "module defaults", nil, "--config", writeTOML(t, defaults))
+	effective := checkConfig(t, "module defaults", nil, "--config", writeTOML(t, sections.of(defaults)))
 	for _, k := range sortedKeys(opts) {
-		_, isList := effective[k].([]any)
+		v := sections.get(effective, k)
+		_, isList := v.([]any)
 		if wantList := opts[k].Type == "listOf str"; isList != wantList {
-			t.Errorf("settings.%s has type %q, but check-config prints it as %T", k, opts[k].Type, effective[k])
+			t.Errorf("settings.%s has type %q, but check-config prints it as %T", k, opts[k].Type, v)
 		}
 	}
 
@@ -50,7 +54,7 @@ func TestModuleSettings(t *testing.T) {
 			t.Errorf("settings.%s is an enum of no values", k)
 		}
 		for _, v := range opts[k].Values {
-			checkConfig(t, "settings."+k+" = "+fmt.Sprint(v), nil, "--config", writeTOML(t, map[string]any{k: v}))
+			checkConfig(t, "settings."+k+" = "+fmt.Sprint(v), nil, "--config", writeTOML(t, sections.of(map[string]any{k: v})))
 		}
 	}
 
@@ -63,7 +67,7 @@ func TestModuleSettings(t *testing.T) {
 	for k, v := range fromJSON(example).(map[string]any) {
 		merged[k] = v
 	}
-	config := writeTOML(t, merged)
+	config := writeTOML(t, sections.of(merged))
 	checkConfig(t, "module example settings", nil, "--config", config)
 
 	var secrets map[string]struct {
@@ -110,5 +114,70 @@ func TestModuleFlagLiterals(t *testing.T) {
 	}
 	if seen == 0 {
 		t.Error("no flag literal found in the Nix files: the pattern is stale")
+	}
+}
+
+// sectionMap is settings.nix's sections: where each flat setting of the
+// modules, named as its flag, lives in the config file.
+type sectionMap map[string][2]string
+
+func settingSections(t *testing.T) sectionMap {
+	t.Helper()
+	var m sectionMap
+	nixEval(t, `(import ./settings.nix).sections`, &m)
+	return m
+}
+
+// of is flat settings in the config file's sections, as toSections
+// writes them.
+func (m sectionMap) of(flat map[string]any) map[string]any {
+	out := map[string]any{}
+	for k, v := range flat {
+		to, ok := m[k]
+		if !ok {
+			out[k] = v
+			continue
+		}
+		if out[to[0]] == nil {
+			out[to[0]] = map[string]any{}
+		}
+		out[to[0]].(map[string]any)[to[1]] = v
+	}
+	return out
+}
+
+// get is a flat setting's value in check-config's output.
+func (m sectionMap) get(effective map[string]any, flag string) any {
+	to := m[flag]
+	return setting(effective, to[0], to[1])
+}
+
+// TestModuleSections: settings.nix places every flag of serve in the
+// section and key the binary reads it from, and places nothing else.
+func TestModuleSections(t *testing.T) {
+	flags := flagNames(t)
+	keys := configKeys(t)
+	sections := settingSections(t)
+	for _, f := range sortedKeys(flags) {
+		if _, ok := sections[f]; !ok && f != "config" {
+			t.Errorf("--%s has no entry in settings.nix's sections: the modules would write settings.%s at the top level, which check-config refuses", f, f)
+		}
+	}
+	for _, f := range sortedKeys(sections) {
+		to := sections[f]
+		if !flags[f] {
+			t.Errorf("settings.nix's sections place %s, which is no flag of serve", f)
+		}
+		if _, ok := keys[to[0]][to[1]]; !ok {
+			t.Errorf("settings.nix's sections place %s at [%s] %s, which check-config does not print", f, to[0], to[1])
+		}
+	}
+	// What the modules write: the flat settings in sections.
+	var written map[string]any
+	nixEval(t, `(import ./settings.nix).toSections { listen = "0.0.0.0:5575"; pin = [ ]; priority = 20; log-format = "json"; }`, &written)
+	want := map[string]any{"http": map[string]any{"listen": "0.0.0.0:5575", "priority": json.Number("20")},
+		"disk": map[string]any{"pins": []any{}}, "log": map[string]any{"format": "json"}}
+	if !reflect.DeepEqual(written, want) {
+		t.Errorf("toSections wrote %v, want %v", written, want)
 	}
 }

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-
-	"github.com/BurntSushi/toml"
+	"strings"
+	"time"
 )
 
 // checkConfigCommand is `nix-cache-proxy check-config [flags]`: it loads
@@ -31,7 +31,7 @@ func checkConfigCommand(args []string, stdout, stderr io.Writer) int {
 	if w := overBoundWarning(cfg); w != "" {
 		fmt.Fprintf(stderr, "nix-cache-proxy check-config: %s\n", w)
 	}
-	fmt.Fprintf(stdout, "# nix-cache-proxy check-config: the configuration is valid; effective settings:\n")
+	fmt.Fprintf(stdout, "# nix-cache-proxy check-config: the configuration is valid; effective settings:\n\n")
 	if err := writeSettings(stdout, fs); err != nil {
 		fmt.Fprintf(stderr, "nix-cache-proxy check-config: %v\n", err)
 		return 1
@@ -39,35 +39,85 @@ func checkConfigCommand(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// writeSettings writes every flag of fs but --config as a key of a TOML
-// config file, the admin token redacted: the output is itself a valid
-// --config file.
+// writeSettings writes the settings of fs as a config file, in sections,
+// durations and sizes with their units, the admin token redacted: the
+// output is itself a valid --config file.
 func writeSettings(w io.Writer, fs *flag.FlagSet) error {
-	m := map[string]any{}
-	fs.VisitAll(func(f *flag.Flag) {
-		if f.Name == "config" {
-			return
+	var b strings.Builder
+	section := ""
+	for _, k := range fileKeys(new(fileConfig)) {
+		if k.section != section {
+			if section != "" {
+				b.WriteString("\n")
+			}
+			section = k.section
+			fmt.Fprintf(&b, "[%s]\n", section)
 		}
-		m[f.Name] = tomlValue(f)
-		if f.Name == "admin-token" && f.Value.String() != "" {
-			m[f.Name] = "(redacted)"
+		f := fs.Lookup(k.flag)
+		v := settingTOML(f)
+		if k.flag == "admin-token" && f.Value.String() != "" {
+			v = tomlQuote("(redacted)")
+			if fs.Lookup("admin-token-file").Value.String() != "" {
+				v = `""` // read from the token file: printed, both would be refused
+			}
 		}
-	})
-	return toml.NewEncoder(w).Encode(m)
+		fmt.Fprintf(&b, "%s = %s\n", k.key, v)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
-// tomlValue is a flag's value as the config file would give it: lists as
-// arrays, numbers and booleans as such, everything else (durations too) as
-// the string the flag parses.
-func tomlValue(f *flag.Flag) any {
-	if l, ok := f.Value.(*stringList); ok {
-		return append([]string{}, l.values...)
-	}
-	if g, ok := f.Value.(flag.Getter); ok {
-		switch v := g.Get().(type) {
-		case bool, int, int64, uint, uint64, float64:
-			return v
+// settingTOML is a flag's value as the config file gives it: lists as
+// arrays, numbers and booleans as such, durations and sizes as strings
+// with their units.
+func settingTOML(f *flag.Flag) string {
+	switch v := f.Value.(type) {
+	case *stringList:
+		return tomlList(v.values)
+	case *upstreamOrAsk:
+		return tomlList(v.list.values)
+	case sizeFlag:
+		return tomlQuote(formatSize(*v.n))
+	case flag.Getter:
+		switch g := v.Get().(type) {
+		case time.Duration:
+			return tomlQuote(formatDuration(g))
+		case string:
+			return tomlQuote(g)
+		case int, bool:
+			return fmt.Sprint(g)
 		}
 	}
-	return f.Value.String()
+	panic(fmt.Sprintf("--%s: no TOML form for %T", f.Name, f.Value))
+}
+
+func tomlList(vs []string) string {
+	q := make([]string, len(vs))
+	for i, v := range vs {
+		q[i] = tomlQuote(v)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
+// tomlQuote writes s as a TOML basic string.
+func tomlQuote(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, `\u%04X`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
 }

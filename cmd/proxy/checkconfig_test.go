@@ -25,11 +25,19 @@ func writeFile(t *testing.T, name, content string) string {
 
 func TestCheckConfig(t *testing.T) {
 	good := writeFile(t, "good.toml", `
+[http]
 listen = "0.0.0.0:5575"
-upstream = ["https://mycache.cachix.org", "https://cache.nixos.org"]
-trusted-public-key = ["cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY="]
+
+[upstream]
+urls = ["https://mycache.cachix.org", "https://cache.nixos.org"]
+trusted-public-keys = ["cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY="]
+
+[misses]
 negative-ttl = "5m"
-pin = ["/nix/store/0123456789abcdfghijklmnpqrsvwxyz-builder.img"]
+
+[disk]
+pins = ["/nix/store/0123456789abcdfghijklmnpqrsvwxyz-builder.img"]
+min-free = "10GiB"
 `)
 	token := writeFile(t, "token", "s3cret\n")
 	netrc := writeFile(t, "netrc", "machine mycache.cachix.org password tok\n")
@@ -39,14 +47,14 @@ pin = ["/nix/store/0123456789abcdfghijklmnpqrsvwxyz-builder.img"]
 		wantCode int
 		want     []string // substrings of stdout (code 0) or stderr (code 1)
 	}{
-		{"defaults", nil, 0, []string{`listen = "127.0.0.1:5575"`, `upstream = ["https://cache.nixos.org"]`}},
-		{"file", []string{"--config", good}, 0, []string{`listen = "0.0.0.0:5575"`, `negative-ttl = "5m0s"`, `upstream = ["https://mycache.cachix.org", "https://cache.nixos.org"]`}},
+		{"defaults", nil, 0, []string{"[http]\nlisten = \"127.0.0.1:5575\"\n", "[upstream]\nurls = [\"https://cache.nixos.org\"]\n", `min-free = "1GiB"`, `max-size = "0"`, `prune-after = "720h"`}},
+		{"file", []string{"--config", good}, 0, []string{`listen = "0.0.0.0:5575"`, "[misses]\nnegative-ttl = \"5m\"\n", `urls = ["https://mycache.cachix.org", "https://cache.nixos.org"]`, `min-free = "10GiB"`}},
 		{"flag beats file", []string{"--config", good, "--listen", "[::]:6000"}, 0, []string{`listen = "[::]:6000"`}},
-		{"secret files", []string{"--admin-token-file", token, "--netrc-file", netrc}, 0, []string{`admin-token = "(redacted)"`, `admin-token-file = "` + token + `"`}},
-		{"token is redacted", []string{"--admin-token", "s3cret"}, 0, []string{`admin-token = "(redacted)"`}},
-		{"unknown key", []string{"--config", writeFile(t, "typo.toml", `upstreams = ["https://a"]`)}, 1, []string{`unknown key "upstreams"`}},
+		{"secret files", []string{"--admin-token-file", token, "--netrc-file", netrc}, 0, []string{"[admin]\ntoken = \"\"\ntoken-file = \"" + token + "\"\n"}},
+		{"token is redacted", []string{"--admin-token", "s3cret"}, 0, []string{`token = "(redacted)"`}},
+		{"unknown key", []string{"--config", writeFile(t, "typo.toml", "[upstream]\nupstreams = [\"https://a\"]")}, 1, []string{`typo.toml: unknown key "upstreams" in [upstream]`}},
 		{"bad key", []string{"--trusted-public-key", "nope"}, 1, []string{"--trusted-public-key"}},
-		{"no key to verify with", []string{"--config", writeFile(t, "nokeys.toml", "trusted-public-key = []")}, 1, []string{"--verify-signatures"}},
+		{"no key to verify with", []string{"--config", writeFile(t, "nokeys.toml", "[upstream]\ntrusted-public-keys = []")}, 1, []string{"--trusted-public-key: none given while --verify-signatures is on", "(set by [upstream] trusted-public-keys in ", "nokeys.toml)"}},
 		{"bad upstream", []string{"--upstream", "ftp://x"}, 1, []string{"--upstream"}},
 		{"bad status", []string{"--upstream-error-status", "200"}, 1, []string{"--upstream-error-status"}},
 		{"bad listen", []string{"--listen", "5575"}, 1, []string{"--listen"}},
@@ -66,7 +74,7 @@ pin = ["/nix/store/0123456789abcdfghijklmnpqrsvwxyz-builder.img"]
 		{"stray argument", []string{"serve"}, 1, []string{"unexpected argument"}},
 		{"s3 storage", []string{"--storage", "s3://cache/fleet?endpoint=s3.lan:7070&scheme=http"}, 0, []string{`storage = "s3://cache/fleet?endpoint=s3.lan:7070&scheme=http"`}},
 		{"bad storage", []string{"--storage", "/var/cache/x"}, 1, []string{"--storage"}},
-		{"eviction on a shared bucket", []string{"--storage", "s3://cache", "--max-size", "10GiB"}, 0, []string{`max-size = "10GiB"`, `evict-grace = "1h0m0s"`}},
+		{"eviction on a shared bucket", []string{"--storage", "s3://cache", "--max-size", "10GiB"}, 0, []string{`max-size = "10GiB"`, `evict-grace = "1h"`}},
 		{"retention on a shared bucket", []string{"--storage", "s3://cache", "--keep-latest", "x*=2"}, 0, []string{`keep-latest = ["x*=2"]`}},
 		{"grace within a fill lease", []string{"--storage", "s3://cache", "--max-size", "10GiB", "--evict-grace", "20s"}, 1, []string{"--evict-grace 20s", "--fill-lease-ttl 30s"}},
 		{"grace within publishing", []string{"--storage", "s3://cache", "--max-size", "10GiB", "--evict-grace", "2m", "--fleet-interval", "1m"}, 1, []string{"--evict-grace 2m0s", "3 times --fleet-interval"}},
@@ -126,7 +134,7 @@ func TestCheckConfigEnvironment(t *testing.T) {
 	if code := run(context.Background(), []string{"check-config"}, &out, os.Stderr); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	if !strings.Contains(out.String(), `listen = "0.0.0.0:7000"`) {
+	if !strings.Contains(out.String(), "[http]\nlisten = \"0.0.0.0:7000\"\n") {
 		t.Errorf("environment not applied:\n%s", out.String())
 	}
 	t.Setenv("NIX_CACHE_PROXY_PRIORITY", "-3")

@@ -1,17 +1,15 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
+	"regexp"
 	"strings"
 	"time"
 
-	"github.com/BurntSushi/toml"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/evict"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 )
@@ -80,7 +78,7 @@ type serveConfig struct {
 func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.String("config", "", "TOML config `file`; keys are flag names (upstream = [\"...\"])")
+	fs.String("config", "", "TOML config `file`, in sections ([disk] max-size = \"200GiB\"): see docs/configuration.md")
 	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:5575", "`address` to serve on; 0.0.0.0:5575 for the LAN")
 	fs.StringVar(&cfg.cacheDir, "cache-dir", defaultCacheDir(), "`directory` for NAR files and the index")
 	fs.StringVar(&cfg.advertiseURL, "advertise-url", "", "`URL` where the other proxies on the same --storage bucket reach this one to join its downloads (http://10.0.0.5:5575)")
@@ -146,16 +144,31 @@ func defaultCacheDir() string {
 func parseServeConfig(args []string, getenv func(string) string) (*serveConfig, *flag.FlagSet, error) {
 	cfg := &serveConfig{}
 	fs := newServeFlags("serve", cfg)
-	if err := parseConfig(fs, args, getenv, nil); err != nil {
+	from, err := loadConfig(fs, args, getenv, nil)
+	if err != nil {
 		return nil, fs, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fs, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	if err := cfg.check(); err != nil {
-		return nil, fs, err
+		return nil, fs, withSource(err, from)
 	}
 	return cfg, fs, nil
+}
+
+// flagInError finds the flag a check error is about: "--pin: ...".
+var flagInError = regexp.MustCompile(`^--([a-z0-9-]+)`)
+
+// withSource adds to a check error about a setting where that setting was
+// given, when not on the command line: the value may sit in a config file
+// or an environment variable the admin does not have in mind.
+func withSource(err error, from map[string]string) error {
+	m := flagInError.FindStringSubmatch(err.Error())
+	if m == nil || from[m[1]] == "" {
+		return err
+	}
+	return fmt.Errorf("%w (set by %s)", err, from[m[1]])
 }
 
 // parseConfig parses args into fs, then fills the flags not given from the
@@ -163,21 +176,29 @@ func parseServeConfig(args []string, getenv func(string) string) (*serveConfig, 
 // and come from the command line only: the config file and environment are
 // shared by every command.
 func parseConfig(fs *flag.FlagSet, args []string, getenv func(string) string, own map[string]bool) error {
-	defer explainValues(fs)()
-	if err := parseInterspersed(fs, args); err != nil {
-		return flagSyntaxError(err)
-	}
-	onCommandLine := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
+	_, err := loadConfig(fs, args, getenv, own)
+	return err
+}
 
-	fromEnv := map[string]bool{}
-	var err error
+// loadConfig is parseConfig that also returns where each flag not left at
+// its default came from: "" for the command line, the variable's name
+// for the environment, `[disk] max-size in FILE` for the config file.
+func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string, own map[string]bool) (map[string]string, error) {
+	restore := explainValues(fs)
+	err := parseInterspersed(fs, args)
+	if err != nil {
+		restore()
+		return nil, flagSyntaxError(err)
+	}
+	from := map[string]string{}
+	fs.Visit(func(f *flag.Flag) { from[f.Name] = "" })
 	fs.VisitAll(func(f *flag.Flag) {
 		v := getenv(envName(f.Name))
-		if err != nil || v == "" || onCommandLine[f.Name] || own[f.Name] {
+		_, set := from[f.Name]
+		if err != nil || v == "" || set || own[f.Name] {
 			return
 		}
-		fromEnv[f.Name] = true
+		from[f.Name] = envName(f.Name)
 		if l, ok := f.Value.(listValue); ok {
 			err = l.setAll(strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' }))
 		} else {
@@ -188,13 +209,27 @@ func parseConfig(fs *flag.FlagSet, args []string, getenv func(string) string, ow
 			err = fmt.Errorf("%s: %w", envName(f.Name), err)
 		}
 	})
+	restore()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if path := fs.Lookup("config").Value.String(); path != "" {
-		return applyConfigFile(fs, path, own, func(name string) bool { return onCommandLine[name] || fromEnv[name] })
+	path := fs.Lookup("config").Value.String()
+	if path == "" {
+		return from, nil
 	}
-	return nil
+	fc, err := readConfigFile(path)
+	if err != nil {
+		return nil, err
+	}
+	applyFile(fs, fc, func(name string) bool {
+		if _, set := from[name]; set {
+			return true
+		}
+		k, _ := keyOfFlag(name)
+		from[name] = k.name() + " in " + path
+		return false
+	})
+	return from, nil
 }
 
 // parseInterspersed is fs.Parse that also takes flags after arguments, as
@@ -223,51 +258,6 @@ func parseInterspersed(fs *flag.FlagSet, args []string) error {
 
 func envName(flagName string) string {
 	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
-}
-
-// applyConfigFile sets every flag named in the TOML file at path that skip
-// does not claim. An unknown key is an error: a typo must not pass silently.
-func applyConfigFile(fs *flag.FlagSet, path string, own map[string]bool, skip func(string) bool) error {
-	var m map[string]any
-	if _, err := toml.DecodeFile(path, &m); err != nil {
-		return fmt.Errorf("config file: %w", err)
-	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		f := fs.Lookup(k)
-		if f == nil || k == "config" || own[k] {
-			return fmt.Errorf("config file %s: unknown key %q", path, k)
-		}
-		if skip(k) {
-			continue
-		}
-		if err := setFromTOML(f, m[k]); err != nil {
-			return fmt.Errorf("config file %s: %s: %w", path, k, err)
-		}
-	}
-	return nil
-}
-
-func setFromTOML(f *flag.Flag, v any) error {
-	if list, ok := v.([]any); ok {
-		l, ok := f.Value.(listValue)
-		if !ok {
-			return errors.New("takes one value, not a list")
-		}
-		vals := make([]string, len(list))
-		for i, e := range list {
-			vals[i] = fmt.Sprint(e)
-		}
-		return l.setAll(vals)
-	}
-	if l, ok := f.Value.(listValue); ok {
-		return l.setAll([]string{fmt.Sprint(v)})
-	}
-	return f.Value.Set(fmt.Sprint(v))
 }
 
 // listValue is a flag that takes a list from the environment or config file.

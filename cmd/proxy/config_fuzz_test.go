@@ -11,19 +11,25 @@ import (
 // FuzzServeConfig feeds serve's configuration a TOML file, command-line
 // arguments (one per line) and environment (KEY=VALUE lines). It must not
 // panic; an error comes without a config and says something; a config
-// comes without an error, and the same input gives the same config.
+// comes without an error, the same input gives the same config, and
+// check-config's output of it, read back, prints the same.
 func FuzzServeConfig(f *testing.F) {
 	seeds := []struct{ toml, args, env string }{
 		{"", "", ""},
-		{`listen = "0.0.0.0:6000"` + "\nupstream = [\"https://a.example\", \"https://b.example\"]\nnegative-ttl = \"5m\"\npriority = 20\nverify-signatures = false\n", "", ""},
-		{"min-free = \"10GiB\"\nmax-connections = -1\n", "--priority\n10", "NIX_CACHE_PROXY_LISTEN=127.0.0.1:7000\nNIX_CACHE_PROXY_UPSTREAM=https://c.example, https://d.example"},
+		{"[http]\nlisten = \"0.0.0.0:6000\"\npriority = 20\n[upstream]\nurls = [\"https://a.example\", \"https://b.example\"]\nverify-signatures = false\n[misses]\nnegative-ttl = \"5m\"\n", "", ""},
+		{"[disk]\nmin-free = \"10GiB\"\nmax-size = \"200GiB\"\n[http]\nmax-connections = -1\n", "--priority\n10", "NIX_CACHE_PROXY_LISTEN=127.0.0.1:7000\nNIX_CACHE_PROXY_UPSTREAM=https://c.example, https://d.example"},
 		{"bogus = 1\n", "", ""},
-		{"priority = [1, 2]\n", "", ""},
-		{"upstream = \"https://one\"\n", "--upstream=https://two\n--upstream\nhttps://three", ""},
-		{"listen = {a = 1}\n", "", ""},
-		{"negative-ttl = 5\n", "--negative-ttl\nfive", "NIX_CACHE_PROXY_MIN_FREE=lots"},
+		{"negative-ttl = \"5m\"\n", "", ""},
+		{"[disk]\nmax-size = 200\n", "", "NIX_CACHE_PROXY_UPLOAD_MAX_SIZE=7"},
+		{"[http]\npriority = [1, 2]\n", "", ""},
+		{"[upstream]\nurls = \"https://one\"\n", "--upstream=https://two\n--upstream\nhttps://three", ""},
+		{"[http]\nlisten = {a = 1}\n", "", ""},
+		{"[misses]\nnegative-ttl = 5\n", "--negative-ttl\nfive", "NIX_CACHE_PROXY_MIN_FREE=lots"},
 		{"[table]\nx = 1\n", "unexpected", ""},
-		{"pin = [\"/nix/store/x\"]\n", "--pin\n/nix/store/y\n-h", ""},
+		{"[http]\ncache-dir = \"/x\"\n", "", ""},
+		{"[disk]\npins = [\"/nix/store/x\"]\n", "--pin\n/nix/store/y\n-h", ""},
+		{"[fleet]\nstorage = \"s3://b\"\nevict-grace = \"2h\"\n[disk]\nmax-size = \"1.5TiB\"\nkeep-latest = [\"*.img=2\"]\n", "", ""},
+		{"[admin]\ntoken = \"s3\\\"cret\\u0001\"\n", "", ""},
 		{"\x00", "--", "NIX_CACHE_PROXY_PRIORITY=\x00"},
 	}
 	for _, s := range seeds {
@@ -66,9 +72,28 @@ func FuzzServeConfig(f *testing.F) {
 		if cfg == nil {
 			t.Fatal("no error and no config")
 		}
-		again, _, err := parseServeConfig(argv, getenv)
+		again, fs, err := parseServeConfig(argv, getenv)
 		if err != nil || !reflect.DeepEqual(cfg, again) {
 			t.Fatalf("a second parse of the same input differs: %v\n%+v\n%+v", err, cfg, again)
+		}
+		// check-config's output is a config file that means the same.
+		var printed, reread strings.Builder
+		if err := writeSettings(&printed, fs); err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(dir, "printed.toml")
+		if err := os.WriteFile(file, []byte(printed.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, fs, err = parseServeConfig([]string{"--config", file}, func(string) string { return "" })
+		if err != nil {
+			t.Fatalf("check-config's output is refused: %v\n%s", err, printed.String())
+		}
+		if err := writeSettings(&reread, fs); err != nil {
+			t.Fatal(err)
+		}
+		if printed.String() != reread.String() {
+			t.Fatalf("check-config's output read back prints otherwise:\n%s\n%s", printed.String(), reread.String())
 		}
 	})
 }

@@ -17,11 +17,16 @@ func TestParseServeConfigPrecedence(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "proxy.toml")
 	if err := os.WriteFile(file, []byte(`
+[http]
 listen = "0.0.0.0:6000"
-upstream = ["https://a.example", "https://b.example"]
-negative-ttl = "5m"
 priority = 20
+
+[upstream]
+urls = ["https://a.example", "https://b.example"]
 verify-signatures = false
+
+[misses]
+negative-ttl = "5m"
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -89,9 +94,9 @@ verify-signatures = false
 func TestParseServeConfigErrors(t *testing.T) {
 	dir := t.TempDir()
 	typo := filepath.Join(dir, "typo.toml")
-	os.WriteFile(typo, []byte("upstreams = [\"https://a\"]\n"), 0o644)
+	os.WriteFile(typo, []byte("[upstream]\nurl = [\"https://a\"]\n"), 0o644)
 	broken := filepath.Join(dir, "broken.toml")
-	os.WriteFile(broken, []byte("listen = \n"), 0o644)
+	os.WriteFile(broken, []byte("[http]\nlisten = \n"), 0o644)
 	tests := []struct {
 		name string
 		args []string
@@ -183,10 +188,34 @@ func TestBadValueMessages(t *testing.T) {
 			want: `NIX_CACHE_PROXY_NEGATIVE_TTL: want a duration like 30s, 5m or 1h, got "5"`},
 		{name: "int env", env: map[string]string{"NIX_CACHE_PROXY_MISS_LOG_MAX": "10k"},
 			want: `NIX_CACHE_PROXY_MISS_LOG_MAX: want a whole number, got "10k"`},
-		{name: "duration in the file as a number", toml: "negative-ttl = 5\n",
-			want: `config file CONFIG: negative-ttl: want a duration like 30s, 5m or 1h, got "5"`},
-		{name: "int in the file as a string", toml: "priority = \"first\"\n",
-			want: `config file CONFIG: priority: want a whole number, got "first"`},
+		{name: "duration in the file as a number", toml: "[misses]\nnegative-ttl = 5\n",
+			want: `CONFIG: line 2: [misses] negative-ttl: want a duration like 30s, 5m or 1h, got 5`},
+		{name: "int in the file as a string", toml: "[http]\n\npriority = \"first\"\n",
+			want: `CONFIG: line 3: [http] priority: want a whole number, got "first"`},
+		{name: "bool in the file as a string", toml: "[upstream]\nverify-signatures = \"no\"\n",
+			want: `CONFIG: line 2: [upstream] verify-signatures: want true or false, got "no"`},
+		{name: "list in the file as a string", toml: "[upstream]\nurls = \"https://a.example\"\n",
+			want: `CONFIG: line 2: [upstream] urls: want a list like ["a", "b"], got "https://a.example"`},
+		{name: "size in the file without a unit", toml: "[disk]\nmax-size = 200\n",
+			want: `CONFIG: line 2: [disk] max-size: want a size with a unit like 10GiB or 500MB, got "200": did you mean 200GiB?`},
+		{name: "syntax error", toml: "[http]\nlisten = \n",
+			want: `CONFIG: line 2: TOML syntax: expected value but found '\n' instead`},
+		{name: "old flat key", toml: "negative-ttl = \"5m\"\n",
+			want: `CONFIG: key "negative-ttl" moved: use [misses] negative-ttl`},
+		{name: "old flat list", toml: "upstream = [\"https://a.example\"]\n",
+			want: `CONFIG: key "upstream" moved: use [upstream] urls`},
+		{name: "old flat key renamed", toml: "log-level = \"debug\"\n",
+			want: `CONFIG: key "log-level" moved: use [log] level`},
+		{name: "key in the wrong section", toml: "[http]\ncache-dir = \"/x\"\n",
+			want: `CONFIG: unknown key "cache-dir" in [http]; did you mean [disk] cache-dir?`},
+		{name: "flag name in a section", toml: "[upstream]\nupstream-timeout = \"5s\"\n",
+			want: `CONFIG: unknown key "upstream-timeout" in [upstream]; did you mean [upstream] timeout?`},
+		{name: "unknown section", toml: "[cache]\nx = 1\n",
+			want: `CONFIG: unknown section [cache] (the sections: [http] [log] [upstream] [disk] [misses] [uploads] [signing] [admin] [fleet])`},
+		{name: "bad value from the file", toml: "[upstream]\nerror-status = 200\n",
+			want: `--upstream-error-status: upstream error status 200 is not one of 404, 502, 503, 504 (set by [upstream] error-status in CONFIG)`},
+		{name: "bad value from the environment", env: map[string]string{"NIX_CACHE_PROXY_LISTEN": "5575"},
+			want: `--listen "5575": address 5575: missing port in address (set by NIX_CACHE_PROXY_LISTEN)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

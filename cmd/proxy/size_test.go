@@ -66,7 +66,8 @@ func TestSizeNeedsAUnit(t *testing.T) {
 func TestSizeWithoutUnitEverywhere(t *testing.T) {
 	for _, name := range []string{"max-size", "min-free", "upload-max-size"} {
 		file := filepath.Join(t.TempDir(), "proxy.toml")
-		if err := os.WriteFile(file, []byte(name+" = 200\n"), 0o644); err != nil {
+		k, _ := keyOfFlag(name)
+		if err := os.WriteFile(file, []byte("["+k.section+"]\n"+k.key+" = 200\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		for _, in := range []struct {
@@ -129,7 +130,7 @@ func TestSizeFlags(t *testing.T) {
 
 func TestEvictionConfigFile(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "proxy.toml")
-	if err := os.WriteFile(file, []byte("max-size = \"200GiB\"\nmin-free = \"5GB\"\nkeep-latest = [\"nixos*.qcow2=3\", \"*.img=1\"]\n"), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte("[disk]\nmax-size = \"200GiB\"\nmin-free = \"5GB\"\nkeep-latest = [\"nixos*.qcow2=3\", \"*.img=1\"]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cfg, _, err := parseServeConfig([]string{"--config", file}, func(string) string { return "" })

@@ -69,7 +69,7 @@ rec {
   # platform cannot run the package.
   configFile = cfg:
     let
-      file = settingsFormat.generate "nix-cache-proxy.toml" cfg.settings;
+      file = settingsFormat.generate "nix-cache-proxy.toml" (doc.toSections cfg.settings);
       canRun = pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform;
     in
     if !canRun then file else

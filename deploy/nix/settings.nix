@@ -3,7 +3,7 @@
 # nixpkgs, but it can evaluate this file with nix-instantiate and run every
 # key and flag through `nix-cache-proxy check-config` (deploy/deploy_test.go),
 # so the modules and the binary's flags cannot drift apart.
-{
+rec {
   # Settings given a typed, documented option under `settings`; any other
   # key of `nix-cache-proxy serve -h` may be set too (the settings are
   # freeform). `type` names a lib.types type, or is "enum" (one of
@@ -154,4 +154,69 @@
     metrics-listen = "127.0.0.1:9575";
     log-format = "json";
   };
+
+  # Where each setting, named as its flag, lives in the config file, whose
+  # keys are in sections (docs/configuration.md; deploy's TestModuleSections
+  # keeps this in step with the binary). The modules' `settings` are flat,
+  # by flag name; toSections writes them into their sections. A key not
+  # listed here (a section of its own, or a typo) is written as it is, and
+  # check-config takes or refuses it.
+  sections = {
+    listen = [ "http" "listen" ];
+    metrics-listen = [ "http" "metrics-listen" ];
+    pprof-listen = [ "http" "pprof-listen" ];
+    max-connections = [ "http" "max-connections" ];
+    write-stall-timeout = [ "http" "write-stall-timeout" ];
+    shutdown-timeout = [ "http" "shutdown-timeout" ];
+    priority = [ "http" "priority" ];
+    log-level = [ "log" "level" ];
+    log-format = [ "log" "format" ];
+    upstream = [ "upstream" "urls" ];
+    trusted-public-key = [ "upstream" "trusted-public-keys" ];
+    verify-signatures = [ "upstream" "verify-signatures" ];
+    netrc-file = [ "upstream" "netrc-file" ];
+    upstream-timeout = [ "upstream" "timeout" ];
+    upstream-straggle = [ "upstream" "straggle" ];
+    upstream-failure-threshold = [ "upstream" "failure-threshold" ];
+    upstream-backoff-max = [ "upstream" "backoff-max" ];
+    upstream-error-status = [ "upstream" "error-status" ];
+    fetch-connections = [ "upstream" "fetch-connections" ];
+    cache-dir = [ "disk" "cache-dir" ];
+    max-size = [ "disk" "max-size" ];
+    min-free = [ "disk" "min-free" ];
+    prune-after = [ "disk" "prune-after" ];
+    recompress = [ "disk" "recompress" ];
+    keep-latest = [ "disk" "keep-latest" ];
+    pin = [ "disk" "pins" ];
+    negative-ttl = [ "misses" "negative-ttl" ];
+    miss-recheck = [ "misses" "recheck" ];
+    miss-recheck-max = [ "misses" "recheck-max" ];
+    miss-log-max = [ "misses" "log-max" ];
+    prefetch-concurrency = [ "misses" "prefetch-concurrency" ];
+    write-token-file = [ "uploads" "write-token-file" ];
+    upload-max-size = [ "uploads" "max-size" ];
+    secret-key-file = [ "signing" "secret-key-file" ];
+    admin-token = [ "admin" "token" ];
+    admin-token-file = [ "admin" "token-file" ];
+    storage = [ "fleet" "storage" ];
+    advertise-url = [ "fleet" "advertise-url" ];
+    fleet-interval = [ "fleet" "interval" ];
+    fill-lease-ttl = [ "fleet" "fill-lease-ttl" ];
+    evict-grace = [ "fleet" "evict-grace" ];
+  };
+
+  # The flat settings in the sections of the config file.
+  toSections = settings:
+    let
+      put = acc: name:
+        let
+          to = sections.${name} or null;
+          v = settings.${name};
+        in
+        if to == null then acc // { ${name} = if builtins.isAttrs v then (acc.${name} or { }) // v else v; }
+        else
+          let section = builtins.elemAt to 0; in
+          acc // { ${section} = (acc.${section} or { }) // { ${builtins.elemAt to 1} = settings.${name}; }; };
+    in
+    builtins.foldl' put { } (builtins.attrNames settings);
 }
