@@ -33,6 +33,7 @@ type adminBackend interface {
 	Locate(ctx context.Context, req admin.LocateRequest) (admin.LocateResult, error)
 	Warm(ctx context.Context, req admin.WarmRequest) (admin.WarmResult, error)
 	GC(ctx context.Context, req admin.GCRequest) (evict.Report, error)
+	Delete(ctx context.Context, req admin.DeleteRequest) (admin.DeleteResult, error)
 	Kept(ctx context.Context) ([]evict.Variant, error)
 	Verify(ctx context.Context, req verify.Request) (verify.Status, error)
 	WaitVerify(ctx context.Context, id string, wait time.Duration, from int) (verify.Status, error)

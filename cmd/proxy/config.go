@@ -73,6 +73,7 @@ type serveConfig struct {
 	evictGrace    time.Duration
 	fleetInterval time.Duration
 	keepRules     []evict.Rule // set by check from keepLatest
+	evictUploads  bool
 }
 
 func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
@@ -120,6 +121,7 @@ func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
 	fs.Var(sizeFlag{&cfg.maxSize}, "max-size", "bound on the cache's `size`, NAR files plus index (200GiB, 500MB): past it the least recently used NARs are evicted; 0: no bound but --min-free. With s3 storage, the bound on the bucket's NAR objects, kept by one proxy at a time")
 	fs.DurationVar(&cfg.pruneAfter, "prune-after", evict.DefaultPruneAfter, "how long a narinfo whose NAR was evicted stays in the index neither served nor stored before it and its origin record are pruned (default Nix's narinfo-cache-positive-ttl, 30 days: keep it at least the clients' setting); 0: never")
 	fs.Var(&cfg.keepLatest, "keep-latest", "`GLOB=K`: of the cached store paths whose name matches GLOB, keep the K first seen most recently, with their closures, like pins; repeatable")
+	fs.BoolVar(&cfg.evictUploads, "evict-uploads", false, "let eviction delete the least recently served uploaded paths like pulled ones, narinfo with NAR (nothing can fetch them again); without it an upload leaves only when a --keep-latest rule supersedes it or by `delete`")
 	fs.StringVar(&cfg.writeTokenFile, "write-token-file", "", "`file` holding the token that uploads (`nix copy --to`) must carry; uploads are off without it")
 	fs.StringVar(&cfg.secretKeyFile, "secret-key-file", "", "Nix secret key `file` (nix key generate-secret, nix-cache-proxy keygen): every narinfo served is also signed by it")
 	cfg.uploadMaxSize = 64 << 30

@@ -68,6 +68,7 @@ type fileConfig struct {
 	Uploads struct {
 		WriteTokenFile opt[string]   `toml:"write-token-file" flag:"write-token-file"`
 		MaxSize        opt[byteSize] `toml:"max-size" flag:"upload-max-size"`
+		Evict          opt[bool]     `toml:"evict" flag:"evict-uploads"`
 	} `toml:"uploads"`
 	Signing struct {
 		SecretKeyFile opt[string] `toml:"secret-key-file" flag:"secret-key-file"`

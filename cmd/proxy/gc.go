@@ -28,10 +28,13 @@ func gcCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			return 1, err
 		}
 		if *asJSON {
-			return writeJSON(stdout, rep), nil
+			if code := writeJSON(stdout, rep); code != 0 || rep.Held != nil {
+				return 1, nil
+			}
+			return 0, nil
 		}
 		printGC(stdout, rep)
-		if len(rep.Errors) > 0 {
+		if len(rep.Errors) > 0 || rep.Held != nil {
 			return 1, nil
 		}
 		return 0, nil
@@ -49,6 +52,14 @@ func printGC(w io.Writer, rep evict.Report) {
 		what := e.StorePath
 		if what == "" {
 			what = "nar/" + e.NAR
+		}
+		if e.Removed {
+			del := "deleted"
+			if rep.DryRun {
+				del = "would delete"
+			}
+			fmt.Fprintf(w, "%s  %s  %s  (%s; uploaded, so narinfo and NAR go: nothing can fetch it again)\n", del, what, formatBytes(e.Bytes), e.Reason)
+			continue
 		}
 		fmt.Fprintf(w, "%s  %s  %s  (%s, last served %s)\n", verb, what, formatBytes(e.Bytes), e.Reason, e.Access.Format("2006-01-02 15:04"))
 	}
@@ -79,6 +90,7 @@ func printGC(w io.Writer, rep evict.Report) {
 		free = formatBytes(u.Free)
 	}
 	printPrune(w, rep.Prune)
+	printHeld(w, rep.Held)
 	fmt.Fprintf(w, "before: %s of NARs, %s of index, %s free (%s, --min-free %s); took %s\n",
 		formatBytes(u.NARBytes), formatBytes(u.Index), free, bound, formatBytes(u.MinFree), rep.Took)
 }
@@ -107,4 +119,17 @@ func printPrune(w io.Writer, p *evict.PruneReport) {
 		fmt.Fprint(w, "; stopped at one served meanwhile")
 	}
 	fmt.Fprintf(w, "); took %s\n", p.Took)
+}
+
+// printHeld says, when gc could not reach the bound, what holds the space.
+func printHeld(w io.Writer, h *evict.Held) {
+	if h == nil {
+		return
+	}
+	fmt.Fprintf(w, "cannot reach the bound: %s short; held by pins %s, kept variants (--keep-latest) %s, uploads %s (--evict-uploads lets eviction take them; `delete` removes one), index %s\n",
+		formatBytes(h.Short), heldFiles(h.Pinned), heldFiles(h.Kept), heldFiles(h.Uploads), formatBytes(h.Index))
+}
+
+func heldFiles(f evict.Files) string {
+	return fmt.Sprintf("%s in %d NAR(s)", formatBytes(f.Bytes), f.Files)
 }

@@ -24,6 +24,7 @@ Usage:
   nix-cache-proxy coverage FLAKEREF#ATTR...         what substituting a flake attribute takes; exit 0 iff nothing must be built
   nix-cache-proxy warm [--keep 3] FLAKEREF#ATTR...  pin and prefetch what a flake attribute needs, keep its newest K revisions
   nix-cache-proxy gc [--dry-run]                   evict now what the disk bound and --keep-latest say, prune the index
+  nix-cache-proxy delete [--closure] PATH...        remove paths from the cache, narinfo and NAR (unpin first)
   nix-cache-proxy verify [--repair] [--deep]       check every NAR file and the index; exit 0 iff sound
   nix-cache-proxy keygen NAME                      write a signing key pair (NAME.secret, NAME.public)
   nix-cache-proxy check-config [--config FILE] [flags]
@@ -66,6 +67,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return unpinCommand(ctx, args, stdout, stderr)
 	case "gc":
 		return gcCommand(ctx, args, stdout, stderr)
+	case "delete":
+		return deleteCommand(ctx, args, stdout, stderr)
 	case "check":
 		return checkCommand(ctx, args, stdout, stderr)
 	case "warm":

@@ -97,7 +97,7 @@ func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 	metrics.RegisterStore(reg, st)
 	s = &stack{registry: reg, metrics: m, upstreams: group, store: st, keys: keys, secretKey: secretKey, storage: cfg.storage}
 	s.misses = misslog.New(st, misslog.Options{Max: cfg.missLogMax, Unlimited: cfg.missLogMax == 0, Logger: log})
-	evictCfg := evict.Config{MaxSize: cfg.maxSize, MinFree: cfg.minFree, KeepLatest: cfg.keepRules,
+	evictCfg := evict.Config{MaxSize: cfg.maxSize, MinFree: cfg.minFree, KeepLatest: cfg.keepRules, EvictUploads: cfg.evictUploads,
 		PruneAfter: cfg.pruneAfter, NoPrune: cfg.pruneAfter == 0, Metrics: m, Logger: log}
 	if cfg.storage != "" {
 		// The cache dir holds only the index and the spool: its free

@@ -57,6 +57,7 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 	r.Post("/warm", h.json(h.warm))
 	r.Get("/warm", h.json(func(r *http.Request) (any, error) { return s.WarmStatus(r.Context()) }))
 	r.Post("/gc", h.json(h.gc))
+	r.Post("/delete", h.json(h.delete))
 	r.Get("/kept", h.json(func(r *http.Request) (any, error) { return s.Kept(r.Context()) }))
 	r.Get("/verify", h.json(func(r *http.Request) (any, error) { return s.VerifyJobs(r.Context()) }))
 	r.Post("/verify", h.json(h.startVerify))

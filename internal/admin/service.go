@@ -26,6 +26,10 @@ type Store interface {
 	DeletePin(ctx context.Context, hash string) error
 	Pins(ctx context.Context) ([]store.Pin, error)
 	WarmPins(ctx context.Context, attr, rev string, paths map[string]string, keep int, now time.Time) ([]store.Pin, error)
+	// For delete (delete.go).
+	ReadNarInfo(ctx context.Context, hash string) ([]byte, error)
+	WalkNarInfoUse(ctx context.Context, cutoff time.Time, fn func(*store.NarInfoUse) error) error
+	DeletePath(ctx context.Context, hash string) (store.Deleted, error)
 }
 
 // MissLog lists the miss log, most recently seen first, never nil.

@@ -39,6 +39,8 @@ type Store interface {
 	WalkSources(ctx context.Context, match func(storePath string) bool, fn func(name string, src store.NARSource) error) error
 	FlushAccess(ctx context.Context) error
 	EvictNARs(ctx context.Context, names []string) (int64, error)
+	NARSource(ctx context.Context, name string) (store.NARSource, error)
+	DeletePath(ctx context.Context, hash string) (store.Deleted, error)
 	Pins(ctx context.Context) ([]store.Pin, error)
 	ReadNarInfo(ctx context.Context, hash string) ([]byte, error)
 	// For pruning the index (prune.go).
@@ -55,6 +57,11 @@ type Config struct {
 	MinFree int64
 	// KeepLatest keeps the newest variants of matching store paths.
 	KeepLatest []Rule
+	// EvictUploads lets a pass delete the least recently served uploaded
+	// paths (narinfo with NAR: nothing can refill them) that nothing
+	// protected or cached needs. Without it an upload leaves only when a
+	// KeepLatest rule supersedes it, or by an admin's delete.
+	EvictUploads bool
 	// Interval is how often the bound is checked; default 10s. Reservations
 	// and write failures check it at once.
 	Interval time.Duration

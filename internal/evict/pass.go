@@ -24,6 +24,9 @@ type Report struct {
 	Skipped int       `json:"skipped"`
 	Took    Duration  `json:"took"`
 	Errors  []string  `json:"errors,omitempty"`
+	// Held, when the pass could not reach its low watermark, says what
+	// holds the space.
+	Held *Held `json:"held,omitempty"`
 	// Prune is gc's round of pruning the index (gc.go); nil for the
 	// background passes.
 	Prune *PruneReport `json:"prune,omitempty"`
@@ -43,6 +46,10 @@ type Evicted struct {
 	Bytes     int64     `json:"bytes"`
 	Access    time.Time `json:"last_access"`
 	Reason    string    `json:"reason"`
+	// Removed: an uploaded path, deleted whole (narinfo with NAR) since
+	// nothing can refill it; Hash is its store path's hash.
+	Removed bool   `json:"removed,omitempty"`
+	Hash    string `json:"hash,omitempty"`
 }
 
 // Duration marshals as a string like "1.2s".
@@ -99,10 +106,11 @@ func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, err
 	if err := variants.collect(ctx, e.st); err != nil {
 		return rep, err
 	}
-	keep, err := e.protected(ctx, variants)
+	pins, kept, err := e.protected(ctx, variants)
 	if err != nil {
 		return rep, err
 	}
+	keep := func(name string) bool { return pins[name] || kept[name] }
 	rep.Kept = variants.kept()
 	paths := variants.paths() // NAR name -> store path, for the report
 
@@ -116,32 +124,55 @@ func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, err
 		}
 		for _, name := range superseded {
 			use, ok := uses[name]
-			if !ok || !use.Refillable || keep[name] || taken[name] {
-				continue // not on disk, not refillable, or kept through another rule
+			if !ok || !use.Refillable || keep(name) || taken[name] {
+				continue // not on disk, an upload (below), or kept through another rule
 			}
 			taken[name] = true
 			chosen = append(chosen, Evicted{NAR: name, StorePath: paths[name], Bytes: use.Size,
 				Access: time.Unix(0, use.Access).UTC(), Reason: ReasonRetention})
 		}
 	}
+	need := max(u.NeedSize, u.NeedSpace)
+	if retention || need > 0 {
+		// Uploaded variants left behind age out: nothing can refill them,
+		// so they go whole, narinfo with NAR (uploads.go).
+		ups, err := e.supersededUploads(ctx, variants, pins)
+		if err != nil {
+			return rep, err
+		}
+		for _, c := range ups {
+			if !kept[c.NAR] && !taken[c.NAR] {
+				taken[c.NAR] = true
+				chosen = append(chosen, c)
+			}
+		}
+	}
 	var freed int64
 	for _, c := range chosen {
 		freed += c.Bytes
 	}
-	need := max(u.NeedSize, u.NeedSpace)
+	var held Held
+	walked := false
 	if freed < need {
 		// Least recently served first, reading only as far as it takes;
-		// a NAR with no upstream is never dropped.
+		// a NAR with no upstream is never dropped, unless --evict-uploads
+		// lets its path go whole.
+		walked = true
 		err := e.st.NARsByAge(ctx, func(n *store.NARUse) (bool, error) {
-			if !n.Refillable || keep[string(n.Name)] || taken[string(n.Name)] {
+			name := string(n.Name)
+			upload := !n.Refillable && e.cfg.EvictUploads
+			if (!n.Refillable && !upload) || keep(name) || taken[name] {
 				rep.Skipped++
+				if !taken[name] {
+					held.hold(name, n.Size, n.Refillable, pins, kept)
+				}
 				return true, nil
 			}
 			reason := ReasonSize
 			if freed >= u.NeedSize {
 				reason = ReasonFreeSpace
 			}
-			chosen = append(chosen, Evicted{NAR: string(n.Name), Bytes: n.Size, Access: time.Unix(0, n.Access).UTC(), Reason: reason})
+			chosen = append(chosen, Evicted{NAR: name, Bytes: n.Size, Access: time.Unix(0, n.Access).UTC(), Reason: reason, Removed: upload})
 			freed += n.Size
 			return freed < need, nil
 		})
@@ -149,9 +180,24 @@ func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, err
 			return rep, fmt.Errorf("walk NARs by age: %w", err)
 		}
 	}
-	if freed < need {
-		e.log.Warn("eviction cannot reach its low watermark: the rest is pinned, kept or not refillable",
-			"need", need, "can_free", freed)
+	chosen, unclaimed, err := e.claimUploads(ctx, chosen)
+	if err != nil {
+		return rep, err
+	}
+	chosen, needed, err := e.referenced(ctx, chosen)
+	if err != nil {
+		return rep, err
+	}
+	for _, c := range append(unclaimed, needed...) {
+		freed -= c.Bytes
+		held.Uploads.add(c.Bytes)
+	}
+	if freed < need && walked {
+		held.Short, held.Index = need-freed, u.Index
+		rep.Held = &held
+		e.log.Warn("eviction cannot reach its low watermark: the rest is pinned, kept or uploaded",
+			"need", need, "can_free", freed, "pinned_bytes", held.Pinned.Bytes, "kept_bytes", held.Kept.Bytes,
+			"upload_bytes", held.Uploads.Bytes, "index_bytes", held.Index)
 	}
 	for i := range chosen {
 		if chosen[i].StorePath == "" {
@@ -161,7 +207,15 @@ func (e *Evictor) pass(ctx context.Context, dryRun, retention bool) (Report, err
 	if dryRun {
 		rep.Evicted = chosen
 	} else {
-		rep.Evicted = e.evict(ctx, chosen, &rep)
+		var nars, whole []Evicted
+		for _, c := range chosen {
+			if c.Removed {
+				whole = append(whole, c)
+			} else {
+				nars = append(nars, c)
+			}
+		}
+		rep.Evicted = append(e.evict(ctx, nars, &rep), e.deletePaths(ctx, whole, &rep)...)
 	}
 	for _, ev := range rep.Evicted {
 		i := slices.IndexFunc(rep.Reasons, func(r Reason) bool { return r.Reason == ev.Reason })

@@ -167,6 +167,24 @@ func (v *variants) superseded() []string {
 	return out
 }
 
+// left lists the variants no rule keeps, once per store path.
+func (v *variants) left() []Variant {
+	keep := map[string]bool{}
+	for _, x := range v.kept() {
+		keep[x.Hash] = true
+	}
+	var out []Variant
+	for _, f := range v.found {
+		for _, x := range f {
+			if !x.Kept && !keep[x.Hash] {
+				keep[x.Hash] = true
+				out = append(out, x)
+			}
+		}
+	}
+	return out
+}
+
 func (v *variants) paths() map[string]string {
 	m := map[string]string{}
 	for _, f := range v.found {
@@ -178,20 +196,26 @@ func (v *variants) paths() map[string]string {
 }
 
 // protected returns the NAR names that must stay: those of the pinned
-// paths, the kept variants, and everything in their closures.
-func (e *Evictor) protected(ctx context.Context, v *variants) (map[string]bool, error) {
-	pins, err := e.st.Pins(ctx)
+// paths and everything in their closures (pins), and those of the kept
+// variants and their closures (kept).
+func (e *Evictor) protected(ctx context.Context, v *variants) (pins, kept map[string]bool, err error) {
+	pinned, err := e.st.Pins(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("pins: %w", err)
+		return nil, nil, fmt.Errorf("pins: %w", err)
 	}
 	var roots []string
-	for _, p := range pins {
+	for _, p := range pinned {
 		roots = append(roots, p.Hash)
 	}
+	if pins, err = closureNARs(ctx, e.st.ReadNarInfo, roots); err != nil {
+		return nil, nil, err
+	}
+	roots = roots[:0]
 	for _, x := range v.kept() {
 		roots = append(roots, x.Hash)
 	}
-	return closureNARs(ctx, e.st.ReadNarInfo, roots)
+	kept, err = closureNARs(ctx, e.st.ReadNarInfo, roots)
+	return pins, kept, err
 }
 
 // closureNARs follows References from roots through the narinfos read

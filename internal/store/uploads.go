@@ -87,6 +87,10 @@ func (s *Store) ClaimUpload(ctx context.Context, hash string, text []byte, narNa
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if src.Seen.IsZero() {
+		// The upload time: --keep-latest keeps the newest uploads by it.
+		src.Seen = s.now().UTC()
+	}
 	if s.shared != nil {
 		if err := s.shared.PutSource(ctx, narName, src); err != nil {
 			return err
