@@ -161,12 +161,12 @@ func TestContainerEnvironment(t *testing.T) {
 	}
 }
 
-// TestREADMEConfigExamples runs every TOML example of the READMEs through
-// check-config: what users copy must work.
+// TestREADMEConfigExamples runs every TOML example of the READMEs and
+// docs/configuration.md through check-config: what users copy must work.
 func TestREADMEConfigExamples(t *testing.T) {
 	block := regexp.MustCompile("(?s)```toml\n(.*?)```")
 	n := 0
-	for _, f := range []string{"README.md", "../README.md"} {
+	for _, f := range []string{"README.md", "../README.md", "../docs/configuration.md"} {
 		for i, m := range block.FindAllStringSubmatch(readFile(t, f), -1) {
 			n++
 			p := filepath.Join(t.TempDir(), "example.toml")

@@ -29,6 +29,7 @@ Usage:
   nix-cache-proxy keygen NAME                      write a signing key pair (NAME.secret, NAME.public)
   nix-cache-proxy check-config [--config FILE] [flags]
                                                    check a configuration as serve would, print it
+  nix-cache-proxy config-reference                 print the reference of every setting (docs/configuration.md)
   nix-cache-proxy relay --cache URL...             on a laptop: forward to the first reachable LAN cache,
                                                    answer at once while none is (docs/relay.md)
   nix-cache-proxy healthcheck [--ready]            exit 0 iff the server's /healthz answers 200
@@ -81,6 +82,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return keygenCommand(args, stdout, stderr)
 	case "check-config":
 		return checkConfigCommand(args, stdout, stderr)
+	case "config-reference":
+		return referenceCommand(args, stdout, stderr)
 	case "relay":
 		return relayCommand(ctx, args, stdout, stderr)
 	case "healthcheck":
