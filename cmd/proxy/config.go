@@ -100,7 +100,7 @@ func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
 	fs.IntVar(&cfg.upstreamFailures, "upstream-failure-threshold", 3, "upstream requests failing in a row (timeouts, connection errors, 5xx) after which that upstream is skipped until a probe or trial finds it back")
 	fs.DurationVar(&cfg.upstreamStraggle, "upstream-straggle", time.Second, "once every other upstream has answered a lookup, how long after asking it an upstream may still take before it counts as failing (0: wait for --upstream-timeout)")
 	fs.DurationVar(&cfg.upstreamBackoffMax, "upstream-backoff-max", 30*time.Second, "longest wait before a skipped upstream is tried again (the wait starts at 1s and doubles)")
-	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown waits for in-flight responses")
+	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown (SIGINT, SIGTERM) and a reload (SIGHUP) wait for in-flight responses")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&cfg.adminToken, "admin-token", "", "bearer `token` for the admin API under /_/; without it only loopback clients may use it")

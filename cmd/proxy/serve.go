@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"os/signal"
 	"strings"
 	"syscall"
 	"time"
@@ -24,7 +25,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// serve runs the cache until ctx ends (SIGINT/SIGTERM).
+// serve runs the cache until ctx ends (SIGINT/SIGTERM); SIGHUP reloads
+// its configuration (see reload.go).
 //
 // The request path: server validates the name and maps errors to statuses;
 // cache answers from store (bbolt index + NAR files) or, on a miss, asks the
@@ -56,11 +58,48 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		// (see package gcfloor). GOGC set by the user wins.
 		defer gcfloor.Start(gcFloor)()
 	}
-	if err := runServer(ctx, cfg, log); err != nil {
-		fmt.Fprintf(stderr, "nix-cache-proxy: %v\n", err)
+	// Listen before opening the store so a port in use fails fast and
+	// leaves the cache dir untouched.
+	ln, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "nix-cache-proxy: --listen: %v\n", err)
 		return 1
 	}
-	return 0
+	shared := shareListener(ln)
+	defer shared.Close()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	load := func() (*serveConfig, *slog.Logger, error) {
+		next, _, err := parseServeConfig(args, os.Getenv)
+		if err != nil {
+			return nil, nil, err
+		}
+		nextLog, err := newLogger(stderr, next.logLevel, next.logFormat)
+		return next, nextLog, err
+	}
+	// Each round is one generation of the cache; a reload ends it and
+	// starts the next with the new configuration, or, if that one fails
+	// to start, with the last one that did.
+	var good *serveConfig
+	var goodLog *slog.Logger
+	for {
+		next, nextLog, served, err := runServer(ctx, cfg, log, shared, hup, load)
+		if err != nil && !served && good != nil {
+			log.Error("the reloaded configuration failed to start; starting again with the previous one", "err", err)
+			cfg, log, good = good, goodLog, nil
+			continue
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "nix-cache-proxy: %v\n", err)
+			return 1
+		}
+		if next == nil {
+			return 0
+		}
+		good, goodLog = cfg, log
+		cfg, log = next, nextLog
+	}
 }
 
 // gcFloor is the smallest heap goal of the server: the collector's cycles
@@ -68,23 +107,21 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // and peak RSS well under 100 MiB.
 const gcFloor = 32 << 20
 
-func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) (err error) {
-	// Listen before opening the store so a port in use fails fast and
-	// leaves the cache dir untouched.
-	ln, err := net.Listen("tcp", cfg.listen)
-	if err != nil {
-		return fmt.Errorf("--listen: %w", err)
-	}
-	defer ln.Close()
+// runServer runs one generation of the cache on shared until ctx ends
+// (next is nil) or a SIGHUP on hup brings a configuration that load
+// returns and reloadable accepts (next is it, and the generation has
+// drained). served says whether it got as far as serving: an error before
+// that leaves the socket to the previous configuration.
+func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger, shared *sharedListener, hup <-chan os.Signal, load reloader) (next *serveConfig, nextLog *slog.Logger, served bool, err error) {
 	s, err := openStack(cfg, log)
 	if err != nil {
-		return err
+		return nil, nil, false, err
 	}
 	defer s.closeReporting(log, &err)
 	metricsHandler := promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)})
 	uploads, stopUploads, err := s.uploads(cfg, log)
 	if err != nil {
-		return err
+		return nil, nil, false, err
 	}
 	defer stopUploads()
 	h, err := server.New(server.Config{
@@ -105,7 +142,7 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) (err err
 		Logger:              log,
 	})
 	if err != nil {
-		return err
+		return nil, nil, false, err
 	}
 	limits := clientLimitsOf(cfg)
 	var nofile syscall.Rlimit
@@ -115,7 +152,7 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) (err err
 			limits.maxConns = n
 		}
 	}
-	srv, bounded := newHTTPServer(h, ln, limits, log)
+	srv, bounded := newHTTPServer(h, shared.view(), limits, log)
 	metrics.RegisterConnections(s.registry, bounded.Open, limits.maxConns)
 	upstreamNames := make([]string, len(s.upstreams.Clients()))
 	for i, u := range s.upstreams.Clients() {
@@ -125,7 +162,7 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) (err err
 	if storage == "" {
 		storage = cfg.cacheDir
 	}
-	log.Info("serving", "listen", ln.Addr().String(), "cache_dir", cfg.cacheDir, "storage", storage,
+	log.Info("serving", "listen", shared.ln.Addr().String(), "cache_dir", cfg.cacheDir, "storage", storage,
 		"upstreams", strings.Join(upstreamNames, " "), "verify_signatures", cfg.verifySignatures,
 		"max_size", cfg.maxSize, "min_free", cfg.minFree)
 
@@ -145,9 +182,9 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) (err err
 
 	if err := prefetchPins(ctx, s, cfg.pins.values, log); err != nil {
 		if ctx.Err() != nil {
-			return nil // told to stop while starting: a clean stop, not a failure
+			return nil, nil, true, nil // told to stop while starting: a clean stop, not a failure
 		}
-		return err
+		return nil, nil, false, err
 	}
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	watched := make(chan struct{})
@@ -160,7 +197,6 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) (err err
 	defer func() { stopWatch(); <-watched }()
 
 	errc := make(chan error, 3)
-	go func() { errc <- srv.Serve(bounded) }()
 	for _, side := range []struct {
 		flag, addr string
 		h          http.Handler
@@ -173,26 +209,41 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger) (err err
 		}
 		closeSide, err := serveSide(side.addr, side.h, errc)
 		if err != nil {
-			srv.Close()
-			return fmt.Errorf("%s: %w", side.flag, err)
+			return nil, nil, false, fmt.Errorf("%s: %w", side.flag, err)
 		}
 		defer closeSide()
 		log.Info("serving "+strings.TrimPrefix(side.flag, "--"), "listen", side.addr)
 	}
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
+	go func() { errc <- srv.Serve(bounded) }()
+	for {
+		select {
+		case err := <-errc:
+			return nil, nil, true, fmt.Errorf("serve: %w", err)
+		case <-ctx.Done():
+			log.Info("shutting down", "timeout", cfg.shutdownTimeout)
+		case <-hup:
+			var err error
+			next, nextLog, err = reloadable(cfg, load)
+			if err != nil {
+				log.Error("reload refused; the running configuration stays", "err", err)
+				continue
+			}
+			log.Info("reloading: draining, then starting again with the configuration read now", "timeout", cfg.shutdownTimeout)
+		}
+		break
 	}
-	log.Info("shutting down", "timeout", cfg.shutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("in-flight responses cut at shutdown timeout", "err", err)
 		srv.Close()
 	}
+	if next != nil {
+		log.Info("drained for the reload")
+		return next, nextLog, true, nil
+	}
 	log.Info("stopped")
-	return nil
+	return nil, nil, true, nil
 }
 
 // serveSide serves h on its own listener at addr, for the optional
