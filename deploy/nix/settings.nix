@@ -195,6 +195,7 @@ rec {
     prefetch-concurrency = [ "misses" "prefetch-concurrency" ];
     write-token-file = [ "uploads" "write-token-file" ];
     upload-max-size = [ "uploads" "max-size" ];
+    evict-uploads = [ "uploads" "evict" ];
     secret-key-file = [ "signing" "secret-key-file" ];
     admin-token = [ "admin" "token" ];
     admin-token-file = [ "admin" "token-file" ];
