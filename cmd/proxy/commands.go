@@ -22,7 +22,7 @@ func missesCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	c := newAdminCommand("misses", stdout, stderr)
 	asJSON := c.fs.Bool("json", false, "print JSON instead of a table")
 	since := c.fs.Duration("since", 0, "only paths asked for within this `duration` (e.g. 24h)")
-	outcome := c.fs.String("outcome", "", "only this `outcome`: fetched, not-found or upstream-error")
+	outcome := c.fs.String("outcome", "", "only this `outcome`: "+strings.Join(store.Outcomes, ", "))
 	c.ownFlag("json", "since", "outcome")
 	if code, stop := c.parse(args, "misses [--json] [--since 24h] [--outcome not-found]"); stop {
 		return code
@@ -56,7 +56,7 @@ func printMisses(w io.Writer, rows []store.Miss, kept []evict.Variant) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "LAST SEEN\tCOUNT\tOUTCOME\tSIZE\tUPSTREAM\tKEPT\tPATH")
+	fmt.Fprintln(tw, "LAST SEEN\tCOUNT\tOUTCOME\tSIZE\tUPSTREAM\tKEPT\tPATH\tREASON")
 	now := time.Now()
 	for _, m := range rows {
 		path := m.StorePath
@@ -78,7 +78,11 @@ func printMisses(w io.Writer, rows []store.Miss, kept []evict.Variant) {
 		if m.Attr != "" {
 			path += fmt.Sprintf(" (needed by %s at %s)", m.Attr, warm.ShortRev(m.Rev))
 		}
-		fmt.Fprintf(tw, "%s ago\t%d\t%s\t%s\t%s\t%s\t%s\n", formatAge(now.Sub(m.LastSeen)), m.Count, m.Outcome, size, up, mark, path)
+		reason := m.Reason
+		if reason == "" {
+			reason = "-"
+		}
+		fmt.Fprintf(tw, "%s ago\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", formatAge(now.Sub(m.LastSeen)), m.Count, m.Outcome, size, up, mark, path, reason)
 	}
 	tw.Flush()
 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
@@ -68,15 +69,13 @@ func NewService(st Store, misses MissLog, c Cache, m *prefetch.Manager, gc Colle
 // MissFilter selects miss log rows; zero values select everything.
 type MissFilter struct {
 	Since   time.Duration `json:"since,omitempty"`   // last seen within this long
-	Outcome string        `json:"outcome,omitempty"` // fetched, not-found, upstream-error
+	Outcome string        `json:"outcome,omitempty"` // one of store.Outcomes
 }
 
 // Misses lists the miss log, most recently seen first.
 func (s *Service) Misses(ctx context.Context, f MissFilter) ([]store.Miss, error) {
-	switch f.Outcome {
-	case "", store.OutcomeFetched, store.OutcomeNotFound, store.OutcomeUpstreamError:
-	default:
-		return nil, badRequestf("outcome %q is not fetched, not-found or upstream-error", f.Outcome)
+	if f.Outcome != "" && !slices.Contains(store.Outcomes, f.Outcome) {
+		return nil, badRequestf("outcome %q is not one of %s", f.Outcome, strings.Join(store.Outcomes, ", "))
 	}
 	all, err := s.misses.Misses(ctx)
 	if err != nil {

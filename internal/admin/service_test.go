@@ -398,7 +398,7 @@ func TestErrorWording(t *testing.T) {
 		}, admin.ErrBadRequest, badPath},
 		{"no job", func(b backend) error { _, err := b.WaitJob(ctx, "nope", 0); return err }, admin.ErrNotFound, `no prefetch job "nope"`},
 		{"outcome", func(b backend) error { _, err := b.Misses(ctx, admin.MissFilter{Outcome: "lost"}); return err },
-			admin.ErrBadRequest, `outcome "lost" is not fetched, not-found or upstream-error`},
+			admin.ErrBadRequest, `outcome "lost" is not one of fetched, not-found, upstream-error, refused-signature, refused-narinfo, refused-size, refused-hash`},
 	}
 	for _, tt := range tests {
 		for via, b := range map[string]backend{"service": e.svc, "client": e.client} {

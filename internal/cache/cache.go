@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,6 +39,17 @@ type refusedError struct{ err error }
 
 func (e *refusedError) Error() string   { return e.err.Error() }
 func (e *refusedError) Unwrap() []error { return []error{ErrRefused, e.err} }
+
+// Reason is the one line an error is reported by: the
+// X-Nix-Cache-Proxy-Error header of a failed answer and the miss log's row
+// say the same thing. Whitespace is collapsed and the text capped.
+func Reason(err error) string {
+	s := strings.Join(strings.Fields(err.Error()), " ")
+	if len(s) > 400 {
+		s = s[:400] + "…"
+	}
+	return s
+}
 
 // Options configure a Cache. Zero values mean defaults.
 type Options struct {

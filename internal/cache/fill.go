@@ -48,6 +48,11 @@ func (c *Cache) fill(fl *flight, src store.NARSource, id uint64) {
 		case errors.As(err, &verr):
 			outcome = "verify-failed"
 			c.metrics.VerifyFailures.WithLabelValues(verr.check).Inc()
+			if src.Hash != "" && src.From == "" {
+				// The miss log says why the path is still not served.
+				c.misses.Record(store.MissEvent{Hash: src.Hash, Outcome: refusedOutcome(verr.check), Reason: Reason(err),
+					StorePath: src.StorePath, Upstream: src.Upstream})
+			}
 		case errors.Is(err, ErrNotFound):
 			outcome = "not-found"
 		case errors.Is(err, errNotKept):

@@ -131,3 +131,12 @@ func (c *Cache) AskUpstreams(ctx context.Context, hash string) (string, *narinfo
 func (c *Cache) Forget(hash string) {
 	c.negative.forget(hash)
 }
+
+// Stored tells the cache that hash was stored by other means than its own
+// fetch (an upload): the "not found" remembered for it is dropped, and so
+// is its miss log row, so neither a client nor the watcher asks the
+// upstreams about it again.
+func (c *Cache) Stored(hash string) {
+	c.negative.forget(hash)
+	c.misses.Record(store.MissEvent{Hash: hash, Stored: true})
+}

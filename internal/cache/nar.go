@@ -27,6 +27,14 @@ type verifyError struct {
 func (e *verifyError) Error() string { return ErrVerify.Error() + ": " + e.msg }
 func (e *verifyError) Unwrap() error { return ErrVerify }
 
+// refusedOutcome is the miss log's outcome of a NAR that failed check.
+func refusedOutcome(check string) string {
+	if check == "size" {
+		return store.OutcomeRefusedSize
+	}
+	return store.OutcomeRefusedHash
+}
+
 func verifyFailed(check, format string, args ...any) error {
 	return &verifyError{check: check, msg: fmt.Sprintf(format, args...)}
 }

@@ -95,12 +95,19 @@ func (c *Cache) record(hash string, asked bool, got lookedUp, err error) {
 	switch {
 	case err == nil:
 		e.Outcome = store.OutcomeFetched
+	case errors.Is(err, ErrRefused) && errors.Is(err, narinfo.ErrUntrusted):
+		e.Outcome = store.OutcomeRefusedSignature
+	case errors.Is(err, ErrRefused):
+		e.Outcome = store.OutcomeRefusedNarInfo
 	case errors.Is(err, ErrNotFound):
 		e.Outcome = store.OutcomeNotFound
 	case errors.Is(err, context.Canceled), errors.Is(err, ErrClosed):
 		return
 	default:
 		e.Outcome = store.OutcomeUpstreamError
+	}
+	if err != nil && e.Outcome != store.OutcomeNotFound {
+		e.Reason = Reason(err) // what the client's X-Nix-Cache-Proxy-Error said
 	}
 	c.metrics.MissesRecorded.WithLabelValues(e.Outcome).Inc()
 	c.misses.Record(e)

@@ -96,7 +96,8 @@ func TestOutcomes(t *testing.T) {
 			setup: func(u *fakeupstream.Upstream) (string, store.Miss) {
 				h := fakeupstream.RandomHash()
 				u.SetFault("/"+h+".narinfo", fakeupstream.Fault{Status: http.StatusInternalServerError})
-				return h, store.Miss{Count: 2, Outcome: store.OutcomeUpstreamError}
+				return h, store.Miss{Count: 2, Outcome: store.OutcomeUpstreamError,
+					Reason: "narinfo " + h + ": upstream " + u.URL() + ": 500 Internal Server Error"}
 			},
 			asks:         2,
 			wantErr:      upstream.ErrUnavailable,

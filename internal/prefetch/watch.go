@@ -98,7 +98,8 @@ func (w *Watcher) Run(ctx context.Context) {
 	}
 }
 
-// CheckDue re-asks about every not-found path whose check is due at now.
+// CheckDue re-asks about every not-found (or refused) path whose check is
+// due at now.
 // The schedules it sets are written at the end of the pass, in one
 // transaction: the first pass after a start schedules every not-found row,
 // and one fsync'd transaction each held the index's writers for as long.
@@ -115,7 +116,7 @@ func (w *Watcher) CheckDue(ctx context.Context, now time.Time) {
 		if ctx.Err() != nil || asked >= maxChecksPerPass {
 			return
 		}
-		if m.Outcome != store.OutcomeNotFound {
+		if !store.Unanswered(m.Outcome) {
 			continue
 		}
 		due, interval := m.NextCheck, m.CheckInterval
@@ -139,7 +140,7 @@ type pass map[string]func(*store.Miss)
 func (p pass) schedule(hash string, at time.Time, interval time.Duration) {
 	p[hash] = func(m *store.Miss) {
 		// A client's fetch since the pass read the row ended its watch.
-		if m.Outcome == store.OutcomeNotFound {
+		if store.Unanswered(m.Outcome) {
 			m.NextCheck, m.CheckInterval = at, interval
 		}
 	}

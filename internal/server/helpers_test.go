@@ -15,6 +15,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/fakeupstream"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/misslog"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/server"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
@@ -52,6 +53,11 @@ type config struct {
 	writeToken   string
 	secretKey    *narinfo.SecretKey
 	maxNARUpload int64
+	// misses, if set, gives the cache a miss log (flushed by the test:
+	// proxy.missRows) as serve wires it.
+	misses bool
+	// skipVerify is --verify-signatures=false.
+	skipVerify bool
 }
 
 // proxy is the real server.New handler over a real store and cache, on
@@ -62,6 +68,7 @@ type proxy struct {
 	store   *store.Store
 	cache   *cache.Cache
 	metrics *metrics.Metrics // nil unless config.reg was set
+	misses  *misslog.Log     // nil unless config.misses was set
 	srv     *httptest.Server
 	client  *http.Client
 	stopped bool
@@ -102,14 +109,22 @@ func newProxy(t testing.TB, cfg config) *proxy {
 	}
 	group := upstream.NewGroup(clients, cfg.hedge)
 	t.Cleanup(group.Close)
+	var misses *misslog.Log
+	var recorder cache.MissRecorder
+	if cfg.misses {
+		misses = misslog.New(st, misslog.Options{FlushInterval: time.Hour})
+		recorder = misses
+	}
 	c, err := cache.New(cache.Options{
 		Store:       st,
 		Upstreams:   group,
 		Keys:        keys,
+		SkipVerify:  cfg.skipVerify,
 		NegativeTTL: cfg.negativeTTL,
 		Metrics:     m,
 		Logger:      cfg.log,
 		SecretKey:   cfg.secretKey,
+		Misses:      recorder,
 	})
 	if err != nil {
 		st.Close()
@@ -143,7 +158,7 @@ func newProxy(t testing.TB, cfg config) *proxy {
 			h.ServeHTTP(w, r)
 		})
 	}
-	p := &proxy{t: t, dir: cfg.dir, store: st, cache: c, metrics: m, srv: httptest.NewServer(handler)}
+	p := &proxy{t: t, dir: cfg.dir, store: st, cache: c, metrics: m, misses: misses, srv: httptest.NewServer(handler)}
 	p.client = p.srv.Client()
 	t.Cleanup(p.stop)
 	return p
@@ -158,6 +173,11 @@ func (p *proxy) stop() {
 	p.stopped = true
 	p.srv.Close()
 	p.cache.Close()
+	if p.misses != nil {
+		if err := p.misses.Close(); err != nil {
+			p.t.Errorf("close miss log: %v", err)
+		}
+	}
 	if err := p.store.Close(); err != nil {
 		p.t.Errorf("close store: %v", err)
 	}

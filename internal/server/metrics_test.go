@@ -258,7 +258,7 @@ func TestMetricsFailures(t *testing.T) {
 				{"verification_failures{signature}", testutil.ToFloat64(m.VerifyFailures.WithLabelValues("signature")), 1},
 				// The upstream answered; the refusal is the proxy's.
 				{"upstream_requests{narinfo,ok}", testutil.ToFloat64(m.UpstreamRequests.WithLabelValues(up, "narinfo", "ok")), 1},
-				{"misses_recorded{not-found}", testutil.ToFloat64(m.MissesRecorded.WithLabelValues("not-found")), 1},
+				{"misses_recorded{refused-signature}", testutil.ToFloat64(m.MissesRecorded.WithLabelValues("refused-signature")), 1},
 				{"requests{narinfo,404}", testutil.ToFloat64(m.Requests.WithLabelValues("narinfo", "404")), 1},
 			}
 		},

@@ -122,7 +122,7 @@ func New(cfg Config) (*Server, error) {
 		if cfg.Ready != nil {
 			if err := cfg.Ready(r.Context()); err != nil {
 				w.WriteHeader(http.StatusServiceUnavailable)
-				w.Write([]byte("not ready: " + oneLine(err.Error()) + "\n"))
+				w.Write([]byte("not ready: " + cache.Reason(err) + "\n"))
 				return
 			}
 		}
@@ -199,12 +199,12 @@ func (s *Server) handle(route string, h func(http.ResponseWriter, *http.Request)
 			if errors.Is(err, cache.ErrRefused) {
 				// Still a 404, so Nix moves on, but not a silent one:
 				// an upstream had it and its answer was refused.
-				rec.Header().Set(ErrorHeader, oneLine(err.Error()))
+				rec.Header().Set(ErrorHeader, cache.Reason(err))
 			}
 			http.Error(rec, "not found", http.StatusNotFound)
 		case errors.Is(err, upstream.ErrUnavailable), errors.Is(err, cache.ErrVerify),
 			errors.Is(err, context.DeadlineExceeded):
-			reason := oneLine(err.Error())
+			reason := cache.Reason(err)
 			s.log.Warn("upstream failure", "request_id", id, "path", r.URL.Path, "err", reason)
 			rec.Header().Set(ErrorHeader, reason)
 			http.Error(rec, "upstream unavailable: "+reason, s.errStatus)
@@ -226,14 +226,6 @@ func (s *Server) allowed(path string) string {
 		}
 	}
 	return strings.Join(out, ", ")
-}
-
-func oneLine(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > 400 {
-		s = s[:400] + "…"
-	}
-	return s
 }
 
 // CheckUpstreamErrorStatus reports whether code may be Config's

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/nardecode"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upload"
@@ -270,6 +271,6 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, id uint64, e
 		return false
 	}
 	s.log.Warn("upload refused", "request_id", id, "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
-	http.Error(w, oneLine(err.Error()), status)
+	http.Error(w, cache.Reason(err), status)
 	return true
 }

@@ -114,6 +114,8 @@ func busyConfig() Config {
 			{Hash: "1c9m0k6d5bs8qvkkjcqj6yf4h8fvhq7c", Count: 3, Outcome: store.OutcomeNotFound, LastSeen: t0.Add(-time.Minute)},
 			{Hash: "0c9m0k6d5bs8qvkkjcqj6yf4h8fvhq7c", StorePath: evilPath, Count: 17, Outcome: store.OutcomeFetched, Upstream: upA, LastSeen: t0.Add(-3 * time.Minute)},
 			{Hash: "2c9m0k6d5bs8qvkkjcqj6yf4h8fvhq7c", StorePath: "/nix/store/2c9m0k6d5bs8qvkkjcqj6yf4h8fvhq7c-hello-2.12", Count: 5, Outcome: store.OutcomeUpstreamError, LastSeen: t0.Add(-time.Hour)},
+			{Hash: "3c9m0k6d5bs8qvkkjcqj6yf4h8fvhq7c", Count: 2, Outcome: store.OutcomeRefusedSignature, LastSeen: t0.Add(-2 * time.Hour),
+				Reason: `cache: not found: http://up-a: narinfo: no valid signature by a trusted key (signed by ["up-1"])`},
 		},
 	}
 	cfg.Downloads = fakeDownloads{
@@ -175,7 +177,8 @@ func TestPage(t *testing.T) {
 			"healthy", "38 ms", "120 ms", "bad signature: 1 · unusable narinfo: 0",
 			"600 MiB of 2.0 GiB · 29.2 %", "size not known yet",
 			"-nixos-rosetta-builder.img", "2 d ago",
-			"&lt;script&gt;alert(1)&lt;/script&gt;", "top 3 of 3", "upstream error",
+			"&lt;script&gt;alert(1)&lt;/script&gt;", "top 4 of 4", "upstream error",
+			"refused: signature", "no valid signature by a trusted key (signed by [&#34;up-1&#34;])",
 			"running", "12 / 40", "1.0 GiB of 3.0 GiB", "up 3 h 12 min",
 			"6 stored (2.0 GiB)", "1 refused",
 			"Recompressed to zstd: 12 NARs, 1.0 GiB read → 2.0 GiB kept, 30.0 CPU s (15.0 s per GiB)",
@@ -232,20 +235,20 @@ func TestTopMissesOrder(t *testing.T) {
 	for _, m := range s.TopMisses {
 		got = append(got, m.Count)
 	}
-	if diff := cmp.Diff([]int64{17, 5, 3}, got); diff != "" {
+	if diff := cmp.Diff([]int64{17, 5, 3, 2}, got); diff != "" {
 		t.Errorf("top miss counts (-want +got):\n%s", diff)
 	}
 	cfg := busyConfig()
 	cfg.TopMisses = 1
 	s, _ = NewCollector(cfg).Snapshot(context.Background())
-	if len(s.TopMisses) != 1 || s.MissRows != 3 {
+	if len(s.TopMisses) != 1 || s.MissRows != 4 {
 		t.Errorf("TopMisses 1: got %d rows of %d", len(s.TopMisses), s.MissRows)
 	}
 	// A row no client asked for (a prefetched path, in a miss log written
 	// before such rows stopped being made) is not among the misses.
 	cfg = busyConfig()
 	ix := cfg.Index.(*fakeIndex)
-	ix.misses = append(ix.misses, store.Miss{Hash: "3c9m0k6d5bs8qvkkjcqj6yf4h8fvhq7c", Outcome: store.OutcomeFetched, LastSeen: t0})
+	ix.misses = append(ix.misses, store.Miss{Hash: "4c9m0k6d5bs8qvkkjcqj6yf4h8fvhq7c", Outcome: store.OutcomeFetched, LastSeen: t0})
 	s, _ = NewCollector(cfg).Snapshot(context.Background())
 	for _, m := range s.TopMisses {
 		if m.Count == 0 {

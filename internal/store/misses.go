@@ -14,12 +14,32 @@ import (
 var bucketMisses = []byte("misses")
 
 // Outcomes of a miss: what happened the last time a path was not in the
-// cache when asked for.
+// cache when asked for. A refusal is "refused-" and the check that failed,
+// as nix_cache_proxy_verification_failures_total labels it.
 const (
 	OutcomeFetched       = "fetched"        // an upstream had it; it is cached now
 	OutcomeNotFound      = "not-found"      // no upstream had it
 	OutcomeUpstreamError = "upstream-error" // upstreams could not be asked
+	// An upstream's narinfo had no signature by a trusted key.
+	OutcomeRefusedSignature = "refused-signature"
+	// An upstream's narinfo did not parse, named another path or put its
+	// NAR on another host.
+	OutcomeRefusedNarInfo = "refused-narinfo"
+	// The NAR downloaded was not the size or sha256 its narinfo gave.
+	OutcomeRefusedSize = "refused-size"
+	OutcomeRefusedHash = "refused-hash"
 )
+
+// Outcomes lists every outcome, for filters and their messages.
+var Outcomes = []string{OutcomeFetched, OutcomeNotFound, OutcomeUpstreamError,
+	OutcomeRefusedSignature, OutcomeRefusedNarInfo, OutcomeRefusedSize, OutcomeRefusedHash}
+
+// Unanswered reports whether outcome means no upstream gave a narinfo the
+// proxy keeps (not found, or refused): such a path is asked again later,
+// since the upstream may get it (or sign it) meanwhile.
+func Unanswered(outcome string) bool {
+	return outcome == OutcomeNotFound || outcome == OutcomeRefusedSignature || outcome == OutcomeRefusedNarInfo
+}
 
 // Miss is the record of a store path that was asked for and not answered
 // from the local cache.
@@ -30,8 +50,12 @@ type Miss struct {
 	LastSeen  time.Time `json:"last_seen"`
 	Count     int64     `json:"count"`
 	Outcome   string    `json:"outcome"`
-	Upstream  string    `json:"upstream,omitempty"` // which upstream had it
-	Bytes     int64     `json:"bytes,omitempty"`    // NAR file bytes fetched
+	// Reason says why, for a refusal or an upstream error: the text the
+	// X-Nix-Cache-Proxy-Error header of that answer carried. Rows written
+	// before it was kept have none (and a refusal's outcome "not-found").
+	Reason   string `json:"reason,omitempty"`
+	Upstream string `json:"upstream,omitempty"` // which upstream had it
+	Bytes    int64  `json:"bytes,omitempty"`    // NAR file bytes fetched
 	// NextCheck and CheckInterval schedule the re-asking of upstreams about
 	// a not-found path; zero when no check is scheduled.
 	NextCheck     time.Time     `json:"next_check,omitzero"`
@@ -44,10 +68,15 @@ type Miss struct {
 
 // MissEvent is one thing that happened to a path, merged into its Miss row.
 type MissEvent struct {
-	Hash      string
-	At        time.Time
-	Asked     bool   // a client asked for it (counts)
-	Outcome   string // "" leaves the outcome as it was
+	Hash    string
+	At      time.Time
+	Asked   bool   // a client asked for it (counts)
+	Outcome string // "" leaves the outcome (and reason) as they were
+	Reason  string // why the outcome, see Miss.Reason
+	// Stored says the path is in the index now by other means than a
+	// fetch (an upload): its row is deleted, since nothing is missing and
+	// no upstream needs asking about it again.
+	Stored    bool
 	StorePath string
 	Upstream  string
 	Bytes     int64
@@ -75,8 +104,8 @@ func (m *Miss) merge(e MissEvent) {
 		m.LastSeen = e.At
 	}
 	if e.Outcome != "" {
-		m.Outcome = e.Outcome
-		if e.Outcome != OutcomeNotFound {
+		m.Outcome, m.Reason = e.Outcome, e.Reason
+		if !Unanswered(e.Outcome) {
 			m.NextCheck, m.CheckInterval = time.Time{}, 0
 		}
 	}
@@ -112,6 +141,12 @@ func (s *Store) RecordMisses(ctx context.Context, events []MissEvent) (int, erro
 			return err
 		}
 		for _, e := range events {
+			if e.Stored {
+				if err := b.Delete([]byte(e.Hash)); err != nil {
+					return err
+				}
+				continue
+			}
 			var m Miss
 			if row := b.Get([]byte(e.Hash)); row != nil {
 				if err := json.Unmarshal(row, &m); err != nil {
@@ -142,16 +177,27 @@ func MergeMisses(rows []Miss, events []MissEvent) []Miss {
 	}
 	for _, e := range events {
 		i, ok := at[e.Hash]
-		if !ok {
+		if e.Stored {
+			if ok {
+				// Blanked, not removed, so the indexes in at stay
+				// true; dropped below unless a later ask refills it.
+				rows[i] = Miss{}
+			}
+			continue
+		}
+		if !ok || rows[i].Hash == "" {
 			if !e.creates() {
 				continue
 			}
-			i = len(rows)
-			at[e.Hash] = i
-			rows = append(rows, Miss{})
+			if !ok {
+				i = len(rows)
+				at[e.Hash] = i
+				rows = append(rows, Miss{})
+			}
 		}
 		rows[i].merge(e)
 	}
+	rows = slices.DeleteFunc(rows, func(m Miss) bool { return m.Hash == "" })
 	sortMisses(rows)
 	return rows
 }

@@ -82,6 +82,46 @@ func TestRecordMissesMerge(t *testing.T) {
 			},
 			want: Miss{Hash: hashA, FirstSeen: at(0), LastSeen: at(time.Second), Count: 2, Outcome: OutcomeUpstreamError},
 		},
+		{
+			name: "a refusal keeps its reason until the next outcome",
+			events: [][]MissEvent{
+				{{Hash: hashA, At: at(0), Asked: true, Outcome: OutcomeRefusedSignature, Reason: `no valid signature (signed by ["up-1"])`}},
+				{{Hash: hashA, At: at(time.Second), Asked: true}},
+			},
+			want: Miss{Hash: hashA, FirstSeen: at(0), LastSeen: at(time.Second), Count: 2, Outcome: OutcomeRefusedSignature,
+				Reason: `no valid signature (signed by ["up-1"])`},
+		},
+		{
+			name: "a fetch after a refusal drops the reason",
+			events: [][]MissEvent{
+				{{Hash: hashA, At: at(0), Asked: true, Outcome: OutcomeRefusedHash, Reason: "sha256 mismatch"}},
+				{{Hash: hashA, At: at(time.Second), Outcome: OutcomeFetched, Bytes: 10}},
+			},
+			want: Miss{Hash: hashA, FirstSeen: at(0), LastSeen: at(0), Count: 1, Outcome: OutcomeFetched, Bytes: 10},
+		},
+		{
+			name: "a path stored by upload leaves the log",
+			events: [][]MissEvent{
+				{{Hash: hashA, At: at(0), Asked: true, Outcome: OutcomeNotFound}},
+				{{Hash: hashA, At: at(time.Second), Stored: true}},
+			},
+		},
+		{
+			name: "stored in the same flush as the ask, and not brought back by the proxy's own lookup",
+			events: [][]MissEvent{{
+				{Hash: hashA, At: at(0), Asked: true, Outcome: OutcomeNotFound},
+				{Hash: hashA, At: at(time.Second), Stored: true},
+				{Hash: hashA, At: at(2 * time.Second), Outcome: OutcomeFetched, Bytes: 10},
+			}},
+		},
+		{
+			name: "asked again after it left (evicted since): a new row",
+			events: [][]MissEvent{
+				{{Hash: hashA, At: at(0), Asked: true, Outcome: OutcomeNotFound}, {Hash: hashA, At: at(time.Second), Stored: true}},
+				{{Hash: hashA, At: at(time.Hour), Asked: true, Outcome: OutcomeFetched}},
+			},
+			want: Miss{Hash: hashA, FirstSeen: at(time.Hour), LastSeen: at(time.Hour), Count: 1, Outcome: OutcomeFetched},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

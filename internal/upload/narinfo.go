@@ -59,7 +59,7 @@ func (r *Receiver) PutNarInfo(ctx context.Context, hash string, body []byte) (ex
 		}
 		return false, err
 	}
-	r.opts.Paths.Forget(hash) // a "not found" remembered before the upload
+	r.opts.Paths.Stored(hash) // a "not found" remembered before the upload, a miss logged
 	r.log.Info("upload narinfo", "store_path", ni.StorePath, "nar", name)
 	return false, nil
 }

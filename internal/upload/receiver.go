@@ -59,7 +59,9 @@ type Store interface {
 // pulling it through, from an upstream.
 type Paths interface {
 	Lookup(ctx context.Context, hash string) (cache.Entry, error)
-	Forget(hash string)
+	// Stored is told of each narinfo an upload stored, so the path leaves
+	// the negative cache and the miss log.
+	Stored(hash string)
 }
 
 // Options configure a Receiver. Zero values mean defaults.

@@ -20,7 +20,7 @@ type noPaths struct{}
 func (noPaths) Lookup(context.Context, string) (cache.Entry, error) {
 	return cache.Entry{}, cache.ErrNotFound
 }
-func (noPaths) Forget(string) {}
+func (noPaths) Stored(string) {}
 
 func narName(file []byte) string {
 	sum := sha256.Sum256(file)
