@@ -123,7 +123,7 @@ func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
 	fs.Var(&cfg.keepLatest, "keep-latest", "`GLOB=K`: of the cached store paths whose name matches GLOB, keep the K first seen most recently, with their closures, like pins; repeatable")
 	fs.BoolVar(&cfg.evictUploads, "evict-uploads", false, "let eviction delete the least recently served uploaded paths like pulled ones, narinfo with NAR (nothing can fetch them again); without it an upload leaves only when a --keep-latest rule supersedes it or by `delete`")
 	fs.StringVar(&cfg.writeTokenFile, "write-token-file", "", "`file` holding the token that uploads (`nix copy --to`) must carry; uploads are off without it")
-	fs.StringVar(&cfg.secretKeyFile, "secret-key-file", "", "Nix secret key `file` (nix key generate-secret, nix-cache-proxy keygen): every narinfo served is also signed by it")
+	fs.StringVar(&cfg.secretKeyFile, "secret-key-file", "", "Nix secret key `file` (nix key generate-secret, nix-cache-proxy keygen): uploads and narinfos pulled with a trusted signature are also signed by it")
 	cfg.uploadMaxSize = 64 << 30
 	fs.Var(sizeFlag{&cfg.uploadMaxSize}, "upload-max-size", "largest NAR file an upload may send, as a `size` (64GiB)")
 	return fs

@@ -69,7 +69,9 @@ func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 	var storeOpts store.Options
 	if secretKey != nil {
 		sk := *secretKey
-		storeOpts.Present = func(text []byte) []byte { return narinfo.SignText(text, sk) }
+		// Kept before the key was configured, or unchecked: signed
+		// only if it carries a trusted signature (see SignText).
+		storeOpts.Present = func(text []byte) []byte { return narinfo.SignText(text, sk, keys) }
 	}
 	var (
 		fills      cache.Fleet

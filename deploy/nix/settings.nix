@@ -134,8 +134,10 @@ rec {
       credential = "secret-key";
       description = ''
         Nix secret signing key (`nix key generate-secret`,
-        `nix-cache-proxy keygen`): every narinfo served is also signed by
-        it, so clients may trust the proxy's key alone.
+        `nix-cache-proxy keygen`): uploads and narinfos pulled with a
+        valid signature by a trusted key are also signed by it, so clients
+        may trust the proxy's key alone. A narinfo the proxy did not check
+        (with verification of signatures off) is served without it.
       '';
     };
   };

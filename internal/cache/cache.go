@@ -60,7 +60,8 @@ type Options struct {
 	// SkipVerify accepts unsigned narinfos (--verify-signatures=false).
 	SkipVerify bool
 	// SecretKey, if set, adds the proxy's own signature to every narinfo
-	// it keeps (next to the upstream's, which it checked first).
+	// it keeps with a valid signature by one of Keys (next to that one);
+	// with SkipVerify, one without is kept unsigned by the proxy.
 	SecretKey *narinfo.SecretKey
 	// NegativeTTL is how long "not found anywhere" is remembered; default 1m.
 	NegativeTTL time.Duration

@@ -185,6 +185,11 @@ func (c *Cache) admit(u *upstream.Client, hash string, body []byte) ([]byte, str
 			return nil, "", src, err
 		}
 	}
+	// The proxy's signature vouches only for what it checked: a signature
+	// by a trusted key. A narinfo kept unchecked (--verify-signatures=false)
+	// or on its CA's word is served as the upstream sent it, and a client
+	// trusting only the proxy's key refuses it.
+	sign := c.secretKey != nil && narinfo.SignedByOneOf(ni, c.keys)
 	name := narinfo.NARName(ni)
 	if name == "" {
 		return nil, "", src, fmt.Errorf("%w: no sha256 FileHash or NarHash", narinfo.ErrInvalid)
@@ -204,7 +209,7 @@ func (c *Cache) admit(u *upstream.Client, hash string, body []byte) ([]byte, str
 		src.Size = int64(ni.NarSize)
 	}
 	ni.URL = "nar/" + name
-	if c.secretKey != nil {
+	if sign {
 		if err := narinfo.Sign(ni, *c.secretKey); err != nil {
 			return nil, "", src, err
 		}

@@ -63,16 +63,17 @@ func Sign(ni *Info, sk SecretKey) error {
 	return nil
 }
 
-// SignText returns text with sk's signature added, or text itself when it
-// already carries a signature by sk's name or is not a narinfo this proxy
-// can parse (then there is nothing it could sign).
-func SignText(text []byte, sk SecretKey) []byte {
+// SignText returns text with sk's signature added when it carries a valid
+// signature by one of trusted: the proxy vouches only for what it checked.
+// Otherwise, and when it already carries a signature by sk's name or is
+// not a narinfo this proxy can parse, it returns text itself.
+func SignText(text []byte, sk SecretKey, trusted []PublicKey) []byte {
 	name := sk.ToPublicKey().Name
 	if bytes.Contains(text, []byte("\nSig: "+name+":")) {
 		return text
 	}
 	ni, err := Parse(text)
-	if err != nil || Sign(ni, sk) != nil {
+	if err != nil || !SignedByOneOf(ni, trusted) || Sign(ni, sk) != nil {
 		return text
 	}
 	return Marshal(ni)

@@ -68,18 +68,53 @@ func TestBadKeys(t *testing.T) {
 	}
 }
 
+// TestSignText: the proxy's signature goes only on a narinfo that carries
+// a valid signature by a trusted key; one kept unchecked, or on its CA
+// field's word alone, is left as it is.
 func TestSignText(t *testing.T) {
 	sk, pk, _ := narinfo.GenerateKey("cache.lan-1")
-	text := []byte(strings.Replace(signTestInfo, "Sig: cache.nixos.org-1:dummy0dummy0dummy0dummy0dummy0dummy0dummy0dummy0dummy0dummy0dummy0dummy0dummy0dummy0dummy00==\n", "", 1))
-	signed := narinfo.SignText(text, sk)
-	ni, err := narinfo.Parse(signed)
-	if err != nil || !narinfo.SignedBy(ni, pk) {
-		t.Fatalf("SignText did not sign: %v\n%s", err, signed)
+	upSK, upPK, _ := narinfo.GenerateKey("up-1")
+	otherSK, _, _ := narinfo.GenerateKey("other-1")
+	unsigned := strings.Replace(signTestInfo, "Sig: cache.nixos.org-1:dummy0dummy0dummy0dummy0dummy0dummy0dummy0dummy0dummy0dummy0dummy0dummy0dummy0dummy0dummy00==\n", "", 1)
+	signedWith := func(text string, k narinfo.SecretKey) []byte {
+		ni, err := narinfo.Parse([]byte(text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := narinfo.Sign(ni, k); err != nil {
+			t.Fatal(err)
+		}
+		return narinfo.Marshal(ni)
 	}
-	if again := narinfo.SignText(signed, sk); &again[0] != &signed[0] {
-		t.Error("SignText re-signed a narinfo it had signed")
+	trusted := []narinfo.PublicKey{upPK}
+	tests := []struct {
+		name     string
+		text     []byte
+		wantSign bool
+	}{
+		{"signed by a trusted key", signedWith(unsigned, upSK), true},
+		{"unsigned", []byte(unsigned), false},
+		{"signed by an untrusted key", signedWith(unsigned, otherSK), false},
+		{"content-addressed, unsigned", []byte(unsigned + "CA: fixed:r:sha256:1bc0p6c9yhbqm8dsvvvz7xq5q5r1gvxv4lz7rcd4p5qd7kcgc5gp\n"), false},
+		{"signed by the proxy already", signedWith(unsigned, sk), false},
+		{"not a narinfo", []byte("not a narinfo"), false},
 	}
-	if junk := []byte("not a narinfo"); &narinfo.SignText(junk, sk)[0] != &junk[0] {
-		t.Error("SignText changed text it cannot parse")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := narinfo.SignText(tt.text, sk, trusted)
+			if !tt.wantSign {
+				if &got[0] != &tt.text[0] {
+					t.Errorf("SignText changed the text:\n%s", got)
+				}
+				return
+			}
+			ni, err := narinfo.Parse(got)
+			if err != nil || !narinfo.SignedBy(ni, pk) || !narinfo.SignedBy(ni, upPK) {
+				t.Fatalf("SignText did not add the proxy's signature next to the upstream's: %v\n%s", err, got)
+			}
+			if again := narinfo.SignText(got, sk, trusted); &again[0] != &got[0] {
+				t.Error("SignText re-signed a narinfo it had signed")
+			}
+		})
 	}
 }
