@@ -135,6 +135,7 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger, shared *
 			}
 			return s.evict.Ready()
 		},
+		Degraded:            s.upstreams.Down,
 		Admin:               admin.Handler(s.admin, admin.HandlerOptions{Token: cfg.adminToken, Hosts: listenHosts(cfg.listen), Logger: log}),
 		StatusPage:          s.statusPage(log),
 		Priority:            cfg.priority,

@@ -52,7 +52,7 @@ type stack struct {
 func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
-	group, err := newUpstreams(cfg, m)
+	group, err := newUpstreams(cfg, m, log)
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +213,9 @@ func openBucket(cfg *serveConfig, m *metrics.Metrics) (*s3store.Bucket, error) {
 	return b, nil
 }
 
-func newUpstreams(cfg *serveConfig, obs upstream.Observer) (*upstream.Group, error) {
+// newUpstreams builds the upstream Group; log, if not nil, is told of
+// each upstream's outages (once as one begins, once as it ends).
+func newUpstreams(cfg *serveConfig, obs upstream.Observer, log *slog.Logger) (*upstream.Group, error) {
 	if cfg.upstreamFailures < 1 {
 		return nil, fmt.Errorf("--upstream-failure-threshold %d: must be at least 1", cfg.upstreamFailures)
 	}
@@ -251,7 +253,7 @@ func newUpstreams(cfg *serveConfig, obs upstream.Observer) (*upstream.Group, err
 	case straggle == 0:
 		straggle = upstream.NoStraggle
 	}
-	return upstream.NewGroupWith(clients, upstream.GroupOptions{Straggle: straggle}), nil
+	return upstream.NewGroupWith(clients, upstream.GroupOptions{Straggle: straggle, Logger: log}), nil
 }
 
 func parseKeys(cfg *serveConfig) ([]narinfo.PublicKey, error) {

@@ -27,6 +27,7 @@ func (s *stack) statusPage(log *slog.Logger) http.Handler {
 		Upstreams: names,
 		Storage:   s.storage,
 		CacheDir:  s.store.Dir(),
+		Degraded:  s.upstreams.Down,
 	})
 	return statuspage.Handler(src, statuspage.Options{Logger: log})
 }

@@ -37,7 +37,7 @@ func (cfg *serveConfig) check() error {
 	if _, err := newLogger(io.Discard, cfg.logLevel, cfg.logFormat); err != nil {
 		return err
 	}
-	g, err := newUpstreams(cfg, nil)
+	g, err := newUpstreams(cfg, nil, nil)
 	if err != nil {
 		return err
 	}

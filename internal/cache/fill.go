@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"time"
 
@@ -58,7 +59,12 @@ func (c *Cache) fill(fl *flight, src store.NARSource, id uint64) {
 		case errors.Is(err, errNotKept):
 			outcome = "not-kept"
 		}
-		c.log.Warn(msg, append(attrs, "outcome", outcome, "err", err)...)
+		level := slog.LevelWarn
+		if upstream.Skipped(err) {
+			// Its upstream is down, logged once when its breaker opened.
+			level, outcome = slog.LevelDebug, "skipped"
+		}
+		c.log.Log(ctx, level, msg, append(attrs, "outcome", outcome, "err", err)...)
 	} else if n > 0 && src.From == "" { // 0: the flight found it stored, nothing was fetched
 		c.log.Info("upstream NAR", append(attrs, "outcome", "fetched")...)
 		if src.Hash != "" {

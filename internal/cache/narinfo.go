@@ -218,7 +218,9 @@ func (c *Cache) admit(u *upstream.Client, hash string, body []byte) ([]byte, str
 }
 
 // logLookup logs one upstream narinfo lookup: found at info, not found at
-// debug (mass queries ask for many paths no one has), failures at warn.
+// debug (mass queries ask for many paths no one has), failures at warn,
+// but at debug when every failing upstream was skipped: that outage was
+// logged once, when its breaker opened.
 func (c *Cache) logLookup(id slog.Attr, hash string, ans upstream.Answer, err error, d time.Duration) {
 	d = d.Round(time.Millisecond)
 	path := hash + ".narinfo"
@@ -226,6 +228,8 @@ func (c *Cache) logLookup(id slog.Attr, hash string, ans upstream.Answer, err er
 	case err == nil:
 		c.log.Info("upstream narinfo", id, "path", path, "upstream", ans.Client.String(), "bytes", len(ans.Body),
 			"duration", d, "outcome", "found")
+	case upstream.Skipped(err):
+		c.log.Debug("upstream narinfo", id, "path", path, "duration", d, "outcome", "skipped", "err", err)
 	case errors.Is(err, upstream.ErrUnavailable):
 		c.log.Warn("upstream narinfo", id, "path", path, "duration", d, "outcome", "error", "err", err)
 	default:

@@ -9,6 +9,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
 )
 
 // MissLog is what the watcher needs of the miss log.
@@ -179,8 +180,13 @@ func (w *Watcher) check(ctx context.Context, p pass, m store.Miss, interval time
 		p.schedule(m.Hash, now.Add(next), next)
 	case ctx.Err() != nil:
 	default:
-		// Upstreams down: try again after the same interval.
-		w.log.Warn("watch: upstreams unavailable", "hash", m.Hash, "err", err)
+		// Upstreams down: try again after the same interval. Skipped
+		// ones were logged once, when their outage began.
+		level := slog.LevelWarn
+		if upstream.Skipped(err) {
+			level = slog.LevelDebug
+		}
+		w.log.Log(ctx, level, "watch: upstreams unavailable", "hash", m.Hash, "err", err)
 		p.schedule(m.Hash, now.Add(interval), interval)
 	}
 }

@@ -58,6 +58,8 @@ type config struct {
 	misses bool
 	// skipVerify is --verify-signatures=false.
 	skipVerify bool
+	// backoff, if set, is each upstream breaker's back-off (min and max).
+	backoff time.Duration
 }
 
 // proxy is the real server.New handler over a real store and cache, on
@@ -85,7 +87,7 @@ func newProxy(t testing.TB, cfg config) *proxy {
 	if cfg.stall == 0 {
 		cfg.stall = 500 * time.Millisecond
 	}
-	opts := upstream.Options{Timeout: cfg.timeout, StallTimeout: cfg.stall}
+	opts := upstream.Options{Timeout: cfg.timeout, StallTimeout: cfg.stall, BackoffMin: cfg.backoff, BackoffMax: cfg.backoff}
 	var m *metrics.Metrics
 	if cfg.reg != nil {
 		m = metrics.New(cfg.reg)
@@ -107,7 +109,7 @@ func newProxy(t testing.TB, cfg config) *proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	group := upstream.NewGroup(clients, cfg.hedge)
+	group := upstream.NewGroupWith(clients, upstream.GroupOptions{Hedge: cfg.hedge, Logger: cfg.log})
 	t.Cleanup(group.Close)
 	var misses *misslog.Log
 	var recorder cache.MissRecorder
@@ -140,7 +142,7 @@ func newProxy(t testing.TB, cfg config) *proxy {
 		uploads = &server.UploadConfig{Uploads: rcv, Token: cfg.writeToken, MaxNARSize: cfg.maxNARUpload, StallTimeout: 2 * time.Second}
 	}
 	scfg := server.Config{Upload: uploads, Cache: c, UpstreamErrorStatus: cfg.errStatus, Priority: cfg.priority, Metrics: m, Logger: cfg.log,
-		Ready: func(ctx context.Context) error { return st.Ready(ctx, cfg.minFree) }}
+		Ready: func(ctx context.Context) error { return st.Ready(ctx, cfg.minFree) }, Degraded: group.Down}
 	if cfg.reg != nil {
 		metrics.RegisterStore(cfg.reg, st)
 		scfg.MetricsHandler = promhttp.HandlerFor(cfg.reg, promhttp.HandlerOpts{})

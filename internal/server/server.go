@@ -31,8 +31,14 @@ type Config struct {
 	Metrics *metrics.Metrics
 	// MetricsHandler, if not nil, answers GET /metrics.
 	MetricsHandler http.Handler
-	// Ready, if not nil, answers GET /readyz: nil means ready.
+	// Ready, if not nil, answers GET /readyz: nil means ready; an error
+	// is a 503 that names it.
 	Ready func(context.Context) error
+	// Degraded, if not nil, says why the proxy is ready but degraded (no
+	// upstream answers: hits are served, misses fail): /readyz then
+	// answers 200 "degraded: <why>", so a load balancer keeps a cache
+	// that still serves hits. nil means not degraded.
+	Degraded func() error
 	// StatusPage, if not nil, answers GET and HEAD /.
 	StatusPage http.Handler
 	// Priority is nix-cache-info's Priority; default 30, ahead of
@@ -126,6 +132,12 @@ func New(cfg Config) (*Server, error) {
 				return
 			}
 		}
+		if cfg.Degraded != nil {
+			if err := cfg.Degraded(); err != nil {
+				w.Write([]byte("degraded: " + cache.Reason(err) + "\n"))
+				return
+			}
+		}
 		w.Write([]byte("ready\n"))
 	})
 	r.Get("/nar/{file}", s.handle("nar", s.serveNAR))
@@ -205,7 +217,11 @@ func (s *Server) handle(route string, h func(http.ResponseWriter, *http.Request)
 		case errors.Is(err, upstream.ErrUnavailable), errors.Is(err, cache.ErrVerify),
 			errors.Is(err, context.DeadlineExceeded):
 			reason := cache.Reason(err)
-			s.log.Warn("upstream failure", "request_id", id, "path", r.URL.Path, "err", reason)
+			level := slog.LevelWarn
+			if upstream.Skipped(err) {
+				level = slog.LevelDebug // an outage, logged when it began
+			}
+			s.log.Log(r.Context(), level, "upstream failure", "request_id", id, "path", r.URL.Path, "err", reason)
 			rec.Header().Set(ErrorHeader, reason)
 			http.Error(rec, "upstream unavailable: "+reason, s.errStatus)
 		default:

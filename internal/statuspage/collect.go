@@ -79,6 +79,9 @@ type Config struct {
 	Version *Version
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Degraded, if set, says why the proxy is degraded (no upstream
+	// answers), or nil; *upstream.Group's Down does. /readyz says the same.
+	Degraded func() error
 }
 
 // Collector builds Snapshots from the proxy's parts. It keeps a few
@@ -132,6 +135,11 @@ func (c *Collector) Snapshot(ctx context.Context) (*Snapshot, error) {
 		counts = readCounters(m, s)
 	}
 	s.Upstreams = c.upstreams(now, counts)
+	if c.cfg.Degraded != nil {
+		if err := c.cfg.Degraded(); err != nil {
+			s.Degraded = err.Error()
+		}
+	}
 	if ix := c.cfg.Index; ix != nil {
 		c.readIndex(ctx, ix, s)
 	}

@@ -30,6 +30,9 @@ type Snapshot struct {
 	Storage Storage `json:"storage"`
 
 	Upstreams []Upstream `json:"upstreams"`
+	// Degraded says why the proxy serves hits only, as /readyz does ("no
+	// upstream answers: …"); empty when it is not degraded.
+	Degraded string `json:"degraded,omitempty"`
 	// VerifyFailures counts upstream answers refused, by check
 	// (signature, narinfo, size, hash).
 	VerifyFailures map[string]int64 `json:"verify_failures"`

@@ -196,6 +196,16 @@ func TestPage(t *testing.T) {
 		}(),
 		want: []string{"bound <b>84.0 GiB</b> (--max-size): 50.0 % used", "Kept variants", "nixos*.qcow2=3", "-nixos-builder.qcow2", "2 d ago"},
 	}, {
+		name: "no upstream answers",
+		cfg: func() Config {
+			cfg := downConfig()
+			cfg.Degraded = func() error {
+				return errors.New("no upstream answers: http://a.example open (last: connection refused)")
+			}
+			return cfg
+		}(),
+		want: []string{`role="alert"><b>Degraded: only what is cached is served.</b> no upstream answers: http://a.example open (last: connection refused)`},
+	}, {
 		name:   "upstream down",
 		cfg:    downConfig(),
 		want:   []string{`<span class="badge bad">down</span>`, `breaker open`, ">skipped</span>", "100 %", "2.00 s", "miss log: index &lt;closed&gt;", "healthy"},

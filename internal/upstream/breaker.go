@@ -125,6 +125,9 @@ func (e *errOpen) Error() string {
 	return s
 }
 
+// Unwrap makes every skipped request an ErrSkipped.
+func (e *errOpen) Unwrap() error { return ErrSkipped }
+
 // allow returns a ticket when a request may be sent, else an *errOpen.
 // After the back-off, the first caller gets the trial; while a probe
 // watches, only the probe (probe true) does.
@@ -206,6 +209,13 @@ func (b *breaker) setProbed(on bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.probed = on
+}
+
+// lastError is the failure that opened the breaker, or the last trial's.
+func (b *breaker) lastError() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.lastErr
 }
 
 // State returns the current state and, when open, when the back-off ends.

@@ -29,7 +29,31 @@ var (
 	// ErrRangeRefused means a ranged GET was not answered with exactly the
 	// range asked for (a 200 with the whole NAR, a wrong Content-Range).
 	ErrRangeRefused = errors.New("upstream: range refused")
+	// ErrSkipped means the upstream was not asked at all: its breaker is
+	// open after failures in a row. It comes with ErrUnavailable.
+	ErrSkipped = errors.New("upstream: skipped while down")
 )
+
+// Skipped reports whether err is an outage already reported: every
+// upstream that could not answer was skipped because its breaker is open
+// (the Group logs an outage once, when the breaker opens, and once when
+// it closes). Callers log such a failure quietly, not once per request.
+func Skipped(err error) bool {
+	var g *groupError
+	if !errors.As(err, &g) {
+		return errors.Is(err, ErrSkipped)
+	}
+	skipped := false
+	for _, r := range g.reasons {
+		if errors.Is(r, ErrUnavailable) {
+			if !errors.Is(r, ErrSkipped) {
+				return false
+			}
+			skipped = true
+		}
+	}
+	return skipped
+}
 
 // Unexported causes, used to tell our own deadlines apart from the caller's
 // cancellation when a request fails.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -31,6 +32,8 @@ type Group struct {
 	hedge    time.Duration
 	straggle time.Duration // 0: wait for the client's own timeout
 
+	log *slog.Logger
+
 	ctx    context.Context // cancelled by Close: ends the probes
 	cancel context.CancelFunc
 	probes sync.WaitGroup
@@ -55,6 +58,10 @@ type GroupOptions struct {
 	// rather than its whole timeout, and counts as failing. Default 1s;
 	// NoStraggle waits for the client's own timeout.
 	Straggle time.Duration
+	// Logger is told once when an upstream's breaker opens (a warning: it
+	// is skipped from then on) and once when it closes again, whatever
+	// the number of lookups meanwhile.
+	Logger *slog.Logger
 }
 
 // NoStraggle as GroupOptions.Straggle never gives up on an upstream
@@ -63,8 +70,11 @@ const NoStraggle time.Duration = -1
 
 // NewGroupWith returns a Group over clients, highest priority first.
 func NewGroupWith(clients []*Client, opts GroupOptions) *Group {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
 	g := &Group{clients: slices.Clone(clients), hedge: orDefault(opts.Hedge, defaultHedge),
-		straggle: max(orDefault(opts.Straggle, defaultStraggle), 0)}
+		straggle: max(orDefault(opts.Straggle, defaultStraggle), 0), log: opts.Logger}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	for _, c := range g.clients {
 		c.breaker.setProbed(true)
@@ -83,6 +93,31 @@ func (g *Group) Close() {
 
 // Clients returns the group's clients in priority order.
 func (g *Group) Clients() []*Client { return slices.Clone(g.clients) }
+
+// Down returns an error saying why when no upstream answers: every
+// breaker is open (or half-open, its trial in flight), so every lookup
+// is skipped. It returns nil while at least one upstream is asked.
+func (g *Group) Down() error {
+	var why []string
+	for _, c := range g.clients {
+		state, retryAt := c.breaker.State()
+		if state == BreakerClosed {
+			return nil
+		}
+		reason := c.name + " " + state.String()
+		if state == BreakerOpen {
+			reason += ", next try in " + max(time.Until(retryAt), 0).Round(100*time.Millisecond).String()
+		}
+		if err := c.breaker.lastError(); err != nil {
+			reason += " (last: " + reasonOf(err) + ")"
+		}
+		why = append(why, reason)
+	}
+	if len(why) == 0 {
+		return nil // no upstreams: nothing is down
+	}
+	return errors.New("no upstream answers: " + strings.Join(why, "; "))
+}
 
 // Answer is an accepted narinfo and the upstream that gave it.
 type Answer struct {

@@ -7,7 +7,9 @@ import (
 )
 
 // watch waits for c's breaker to trip, then probes c until it closes
-// again, until the Group closes.
+// again, until the Group closes. It logs each outage twice, when it
+// starts and when it ends: the lookups skipped meanwhile log nothing
+// above debug (see Skipped).
 func (g *Group) watch(c *Client) {
 	defer c.breaker.setProbed(false) // clients' requests take the trials again
 	for {
@@ -16,9 +18,16 @@ func (g *Group) watch(c *Client) {
 			return
 		case <-c.breaker.tripped:
 		}
+		start := time.Now()
+		attrs := []any{"upstream", c.name, "failures", c.breaker.threshold}
+		if err := c.breaker.lastError(); err != nil {
+			attrs = append(attrs, "err", reasonOf(err))
+		}
+		g.log.Warn("upstream unreachable: skipped until it answers again", attrs...)
 		if !g.recover(c) {
 			return
 		}
+		g.log.Info("upstream answers again", "upstream", c.name, "down_for", time.Since(start).Round(100*time.Millisecond))
 	}
 }
 
