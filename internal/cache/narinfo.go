@@ -110,6 +110,13 @@ func (c *Cache) record(hash string, asked bool, got lookedUp, err error) {
 		e.Reason = Reason(err) // what the client's X-Nix-Cache-Proxy-Error said
 	}
 	c.metrics.MissesRecorded.WithLabelValues(e.Outcome).Inc()
+	if err != nil {
+		if _, serr := c.store.ReadNarInfo(context.Background(), hash); serr == nil {
+			// Stored while the upstreams were asked (an upload): nothing
+			// is missing, and no one need ask about it again.
+			e = store.MissEvent{Hash: hash, Stored: true}
+		}
+	}
 	c.misses.Record(e)
 }
 

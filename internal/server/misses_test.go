@@ -149,3 +149,37 @@ func TestUploadLeavesMissLog(t *testing.T) {
 		t.Errorf("the upstream was asked %d more times about the uploaded path", n)
 	}
 }
+
+// TestUploadDuringLookup: a client's lookup that was asking the upstream
+// while the path was uploaded, and ends without it, leaves no miss row:
+// the path is stored, so nothing is missing and no one asks again.
+func TestUploadDuringLookup(t *testing.T) {
+	e := newUploadEnv(t, func(c *config) { c.misses, c.timeout = true, 5*time.Second })
+	it := e.builder.Add(fakeupstream.Path{File: []byte("uploaded while asked for"), Compression: "none", Unsigned: true})
+	// The upstream answers with another path's narinfo (refused), once
+	// the test lets it.
+	wrong := e.up.Add(fakeupstream.Path{File: []byte("another path"), Compression: "none"})
+	g := newGate()
+	defer g.open()
+	e.up.SetFault(it.NarInfoPath, fakeupstream.Fault{Body: wrong.NarInfo, HoldAt: 1, Hold: g.hold})
+	status := make(chan int, 1)
+	go func() {
+		resp, err := e.client.Get(e.srv.URL + it.NarInfoPath)
+		if err != nil {
+			status <- 0
+			return
+		}
+		resp.Body.Close()
+		status <- resp.StatusCode
+	}()
+	waitFor(t, "the upstream to be asked", g.reached)
+	wantStatus(t, "PUT NAR", e.pushNAR(it), http.StatusCreated)
+	wantStatus(t, "PUT narinfo", e.pushNarInfo(it), http.StatusCreated)
+	g.open()
+	if s := waitFor(t, "the lookup", status); s != http.StatusNotFound {
+		t.Fatalf("lookup answered %d, want 404 (its upstream answer was refused)", s)
+	}
+	if m, ok := e.missRow(it.Hash); ok {
+		t.Errorf("miss log lists the path uploaded during the lookup: %+v", m)
+	}
+}
