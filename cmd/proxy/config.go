@@ -12,6 +12,7 @@ import (
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/evict"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/warm"
 )
 
 // envPrefix prefixes the environment variable of every flag:
@@ -74,6 +75,10 @@ type serveConfig struct {
 	fleetInterval time.Duration
 	keepRules     []evict.Rule // set by check from keepLatest
 	evictUploads  bool
+
+	// warms are the config file's [[warm]] tables: flakes the server
+	// follows (no flag: a list of tables).
+	warms []warm.Watch
 }
 
 func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
@@ -155,6 +160,12 @@ func parseServeConfig(args []string, getenv func(string) string) (*serveConfig, 
 	}
 	if err := cfg.check(); err != nil {
 		return nil, fs, withSource(err, from)
+	}
+	if path := fs.Lookup("config").Value.String(); path != "" {
+		var err error
+		if cfg.warms, err = readWarms(path); err != nil {
+			return nil, fs, err
+		}
 	}
 	return cfg, fs, nil
 }

@@ -158,8 +158,8 @@ func readConfigFile(path string) (*fileConfig, error) {
 		sections[k.section] = true
 	}
 	for _, name := range slices.Sorted(maps.Keys(raw)) {
-		if _, table := raw[name].(map[string]any); table && sections[name] {
-			continue
+		if _, table := raw[name].(map[string]any); table && sections[name] || name == warmKey {
+			continue // warmKey: readWarms reads the [[warm]] tables
 		}
 		for _, k := range keys {
 			if k.flag == name || k.key == name {
@@ -176,7 +176,8 @@ func readConfigFile(path string) (*fileConfig, error) {
 	if err != nil {
 		return nil, fail("%s", tomlError(err, true))
 	}
-	if undecoded := md.Undecoded(); len(undecoded) > 0 {
+	undecoded := slices.DeleteFunc(md.Undecoded(), func(k toml.Key) bool { return k[0] == warmKey })
+	if len(undecoded) > 0 {
 		u := undecoded[0]
 		msg := fmt.Sprintf("unknown key %q in [%s]", u[len(u)-1], u[0])
 		if len(u) == 2 {

@@ -196,6 +196,8 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger, shared *
 		}).Run(watchCtx)
 	}()
 	defer func() { stopWatch(); <-watched }()
+	stopFollow := s.follow(cfg.warms, log)
+	defer stopFollow()
 
 	errc := make(chan error, 3)
 	for _, side := range []struct {

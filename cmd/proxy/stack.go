@@ -151,6 +151,7 @@ func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 		gc = s.fleetEvict
 	}
 	s.warms = warm.NewBoard()
+	metrics.RegisterWarms(reg, s.warms.List)
 	s.admin = admin.NewService(st, s.misses, s.cache, s.prefetch, gc, s.verify, s.warms)
 	return s, nil
 }

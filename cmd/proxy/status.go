@@ -22,6 +22,7 @@ func (s *stack) statusPage(log *slog.Logger) http.Handler {
 		Index:     s.store,
 		Downloads: s.cache,
 		Jobs:      s.prefetch,
+		Warms:     s.warms,
 		Bound:     bound,
 		Metrics:   s.metrics,
 		Upstreams: names,

@@ -13,6 +13,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/warm"
 )
 
 // Source gives the page its data.
@@ -49,11 +50,18 @@ type Jobs interface {
 	List() []prefetch.Status
 }
 
+// Warms lists the flake attributes warmed since the start; *warm.Board
+// satisfies it.
+type Warms interface {
+	List() []warm.Status
+}
+
 var (
 	_ Index     = (*store.Store)(nil)
 	_ Downloads = (*cache.Cache)(nil)
 	_ Bound     = (*evict.Evictor)(nil)
 	_ Jobs      = (*prefetch.Manager)(nil)
+	_ Warms     = (*warm.Board)(nil)
 	_ Source    = (*Collector)(nil)
 )
 
@@ -62,6 +70,7 @@ type Config struct {
 	Index     Index
 	Downloads Downloads
 	Jobs      Jobs
+	Warms     Warms
 	Bound     Bound
 	// Metrics are read for the counters since start.
 	Metrics *metrics.Metrics
@@ -148,6 +157,9 @@ func (c *Collector) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	if c.cfg.Jobs != nil {
 		s.Jobs = recentJobs(c.cfg.Jobs.List(), 8)
+	}
+	if c.cfg.Warms != nil {
+		s.Warms = c.cfg.Warms.List()
 	}
 	s.Kept = []evict.Variant{}
 	if b := c.cfg.Bound; b != nil {

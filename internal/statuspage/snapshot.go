@@ -13,6 +13,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/evict"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/warm"
 )
 
 // Snapshot is everything the page shows, read at one moment. Counters are
@@ -47,6 +48,8 @@ type Snapshot struct {
 	Downloads []cache.Download  `json:"downloads"`
 	Jobs      []prefetch.Status `json:"prefetch_jobs"`
 	Pins      []store.Pin       `json:"pins"`
+	// Warms are the flake attributes warmed since the start.
+	Warms []warm.Status `json:"warms,omitempty"`
 	// Kept are the variants --keep-latest keeps, with their closures.
 	Kept      []evict.Variant `json:"kept_variants"`
 	TopMisses []store.Miss    `json:"top_misses"`

@@ -18,6 +18,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/warm"
 )
 
 const (
@@ -75,6 +76,10 @@ func emptyConfig() Config {
 		Now:       func() time.Time { return t0 },
 	}
 }
+
+type fakeWarms []warm.Status
+
+func (f fakeWarms) List() []warm.Status { return f }
 
 // busyConfig has traffic, downloads, pins, misses and jobs.
 func busyConfig() Config {
@@ -165,7 +170,7 @@ func TestPage(t *testing.T) {
 			"No prefetch jobs since start.", upA, upB, "idle", "400 GiB</b> free of 500 GiB", "v1.2.3",
 			"up 1 min",
 		},
-		absent: []string{"healthy", `role="alert"`, "Uploads", "Recompressed", "Kept variants", "bound <b>", "skipped", "retrying"},
+		absent: []string{"healthy", `role="alert"`, "Uploads", "Recompressed", "Kept variants", "bound <b>", "skipped", "retrying", "Warmed flake attributes"},
 	}, {
 		name: "busy cache",
 		cfg:  busyConfig(),
@@ -205,6 +210,20 @@ func TestPage(t *testing.T) {
 			return cfg
 		}(),
 		want: []string{`role="alert"><b>Degraded: only what is cached is served.</b> no upstream answers: http://a.example open (last: connection refused)`},
+	}, {
+		name: "warmed attributes",
+		cfg: func() Config {
+			cfg := emptyConfig()
+			cfg.Warms = fakeWarms{
+				{Target: "github:me/macs#darwinConfigurations.studio.system", Rev: "5d2f0c4a9e1b77", Short: "5d2f0c4a9e1b",
+					Paths: 912, Cached: 880, Upstream: 31, Missing: 1, Builds: 1, Warmed: cfg.Now().Add(-3 * time.Minute)},
+				{Target: "github:me/macs#packages.aarch64-linux.<img>", Error: "nix flake metadata: exit status 1: error: HTTP error 503", Failures: 4},
+			}
+			return cfg
+		}(),
+		want: []string{"Warmed flake attributes", "github:me/macs#darwinConfigurations.studio.system", "5d2f0c4a9e1b", "912", "880",
+			`<span class="badge bad">1</span>`, "3 min ago", "failing ×4", "HTTP error 503", "never", "&lt;img&gt;"},
+		absent: []string{"<img>"},
 	}, {
 		name:   "upstream down",
 		cfg:    downConfig(),

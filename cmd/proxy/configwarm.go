@@ -1,0 +1,89 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/warm"
+)
+
+// warmKey is the config file's list of [[warm]] tables: flakes the server
+// follows. It has no flag or environment variable (a list of tables has
+// no one-line form).
+const warmKey = "warm"
+
+// warmTable is one [[warm]] table as written.
+type warmTable struct {
+	Flake    string   `toml:"flake"`
+	Attrs    []string `toml:"attrs"`
+	Keep     *int     `toml:"keep"`
+	Interval string   `toml:"interval"`
+}
+
+// minWarmInterval keeps a typo ("10s" for "10m") from running nix
+// back to back.
+const minWarmInterval = 10 * time.Second
+
+// readWarms reads the [[warm]] tables of the config file at path:
+//
+//	[[warm]]
+//	flake = "github:me/macs"
+//	attrs = ["darwinConfigurations.studio.system"]
+//	keep = 3          # revisions of each attribute kept pinned
+//	interval = "10m"  # how often the lock is read
+func readWarms(path string) ([]warm.Watch, error) {
+	var doc struct {
+		Warm []warmTable `toml:"warm"`
+	}
+	md, err := toml.DecodeFile(path, &doc)
+	if err != nil {
+		return nil, fmt.Errorf("config file: %w", err)
+	}
+	for _, k := range md.Undecoded() {
+		if len(k) > 1 && k[0] == warmKey {
+			return nil, fmt.Errorf("config file %s: [[warm]]: unknown key %q (want flake, attrs, keep, interval)", path, k[len(k)-1])
+		}
+	}
+	var out []warm.Watch
+	for i, t := range doc.Warm {
+		w, err := t.watch()
+		if err != nil {
+			return nil, fmt.Errorf("config file %s: [[warm]] number %d: %w", path, i+1, err)
+		}
+		out = append(out, w)
+	}
+	return out, nil
+}
+
+func (t warmTable) watch() (warm.Watch, error) {
+	w := warm.Watch{Flake: t.Flake, Attrs: t.Attrs, Keep: 3, Interval: 10 * time.Minute}
+	switch {
+	case t.Flake == "":
+		return w, fmt.Errorf("flake: want a flake reference like \"github:me/macs\"")
+	case strings.Contains(t.Flake, "#"):
+		return w, fmt.Errorf("flake %q: name the attributes in attrs, not after '#'", t.Flake)
+	case len(t.Attrs) == 0:
+		return w, fmt.Errorf("attrs: want the attributes to warm, e.g. [\"darwinConfigurations.studio.system\"]")
+	}
+	for _, a := range t.Attrs {
+		if a == "" || strings.ContainsAny(a, "# ") {
+			return w, fmt.Errorf("attrs: %q is not an attribute path", a)
+		}
+	}
+	if t.Keep != nil {
+		if *t.Keep < 1 {
+			return w, fmt.Errorf("keep: want 1 or more, got %d", *t.Keep)
+		}
+		w.Keep = *t.Keep
+	}
+	if t.Interval != "" {
+		d, err := time.ParseDuration(t.Interval)
+		if err != nil || d < minWarmInterval {
+			return w, fmt.Errorf("interval: want a duration of %s or more like \"10m\", got %q", minWarmInterval, t.Interval)
+		}
+		w.Interval = d
+	}
+	return w, nil
+}

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/warm"
+)
+
+func TestConfigWarm(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		toml string
+		want []warm.Watch
+		err  string
+	}{
+		{
+			name: "two flakes, defaults",
+			toml: `listen = "127.0.0.1:0"
+[[warm]]
+flake = "github:me/macs"
+attrs = ["darwinConfigurations.studio.system", "packages.aarch64-linux.builder-image"]
+keep = 5
+interval = "30m"
+
+[[warm]]
+flake = "path:/srv/flake"
+attrs = ["packages.x86_64-linux.default"]
+`,
+			want: []warm.Watch{
+				{Flake: "github:me/macs", Attrs: []string{"darwinConfigurations.studio.system", "packages.aarch64-linux.builder-image"}, Keep: 5, Interval: 30 * time.Minute},
+				{Flake: "path:/srv/flake", Attrs: []string{"packages.x86_64-linux.default"}, Keep: 3, Interval: 10 * time.Minute},
+			},
+		},
+		{name: "none", toml: `listen = "127.0.0.1:0"`},
+		{name: "unknown key", toml: "[[warm]]\nflake = \"github:me/macs\"\nattrs = [\"a\"]\nkeep-latest = 2\n", err: `[[warm]]: unknown key "keep-latest"`},
+		{name: "no attrs", toml: "[[warm]]\nflake = \"github:me/macs\"\n", err: "[[warm]] number 1: attrs"},
+		{name: "attr in flake", toml: "[[warm]]\nflake = \"github:me/macs#a\"\nattrs = [\"a\"]\n", err: "name the attributes in attrs"},
+		{name: "keep 0", toml: "[[warm]]\nflake = \"f\"\nattrs = [\"a\"]\nkeep = 0\n", err: "keep: want 1 or more, got 0"},
+		{name: "interval too short", toml: "[[warm]]\nflake = \"f\"\nattrs = [\"a\"]\ninterval = \"1s\"\n", err: `interval: want a duration of 10s or more like "10m", got "1s"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "proxy.toml")
+			if err := os.WriteFile(path, []byte(tc.toml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cfg, _, err := parseServeConfig([]string{"--config", path, "--cache-dir", t.TempDir()}, func(string) string { return "" })
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want one with %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tc.want, cfg.warms); d != "" {
+				t.Errorf("warms (-want +got):\n%s", d)
+			}
+		})
+	}
+}
