@@ -32,7 +32,7 @@ func checkConfigCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "nix-cache-proxy check-config: %s\n", w)
 	}
 	fmt.Fprintf(stdout, "# nix-cache-proxy check-config: the configuration is valid; effective settings:\n\n")
-	if err := writeSettings(stdout, fs); err != nil {
+	if err := errors.Join(writeSettings(stdout, fs), writeWarms(stdout, cfg.warms)); err != nil {
 		fmt.Fprintf(stderr, "nix-cache-proxy check-config: %v\n", err)
 		return 1
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -86,4 +87,16 @@ func (t warmTable) watch() (warm.Watch, error) {
 		w.Interval = d
 	}
 	return w, nil
+}
+
+// writeWarms writes the [[warm]] tables as a config file gives them, after
+// the sections check-config prints.
+func writeWarms(w io.Writer, warms []warm.Watch) error {
+	var b strings.Builder
+	for _, wt := range warms {
+		fmt.Fprintf(&b, "\n[[warm]]\nflake = %s\nattrs = %s\nkeep = %d\ninterval = %s\n",
+			tomlQuote(wt.Flake), tomlList(wt.Attrs), wt.Keep, tomlQuote(formatDuration(wt.Interval)))
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }

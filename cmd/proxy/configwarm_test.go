@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,7 +21,8 @@ func TestConfigWarm(t *testing.T) {
 	}{
 		{
 			name: "two flakes, defaults",
-			toml: `listen = "127.0.0.1:0"
+			toml: `[http]
+listen = "127.0.0.1:0"
 [[warm]]
 flake = "github:me/macs"
 attrs = ["darwinConfigurations.studio.system", "packages.aarch64-linux.builder-image"]
@@ -36,7 +38,7 @@ attrs = ["packages.x86_64-linux.default"]
 				{Flake: "path:/srv/flake", Attrs: []string{"packages.x86_64-linux.default"}, Keep: 3, Interval: 10 * time.Minute},
 			},
 		},
-		{name: "none", toml: `listen = "127.0.0.1:0"`},
+		{name: "none", toml: "[http]\nlisten = \"127.0.0.1:0\"\n"},
 		{name: "unknown key", toml: "[[warm]]\nflake = \"github:me/macs\"\nattrs = [\"a\"]\nkeep-latest = 2\n", err: `[[warm]]: unknown key "keep-latest"`},
 		{name: "no attrs", toml: "[[warm]]\nflake = \"github:me/macs\"\n", err: "[[warm]] number 1: attrs"},
 		{name: "attr in flake", toml: "[[warm]]\nflake = \"github:me/macs#a\"\nattrs = [\"a\"]\n", err: "name the attributes in attrs"},
@@ -60,6 +62,22 @@ attrs = ["packages.x86_64-linux.default"]
 			}
 			if d := cmp.Diff(tc.want, cfg.warms); d != "" {
 				t.Errorf("warms (-want +got):\n%s", d)
+			}
+			// check-config prints them, and what it prints reads back the same.
+			var out, errOut bytes.Buffer
+			if code := checkConfigCommand([]string{"--config", path, "--cache-dir", t.TempDir()}, &out, &errOut); code != 0 {
+				t.Fatalf("check-config: exit %d: %s", code, errOut.String())
+			}
+			again := filepath.Join(t.TempDir(), "again.toml")
+			if err := os.WriteFile(again, out.Bytes(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			reread, err := readWarms(again)
+			if err != nil {
+				t.Fatalf("check-config's output: %v\n%s", err, out.String())
+			}
+			if d := cmp.Diff(tc.want, reread); d != "" {
+				t.Errorf("warms printed by check-config (-want +got):\n%s", d)
 			}
 		})
 	}
