@@ -100,3 +100,34 @@ func writeWarms(w io.Writer, warms []warm.Watch) error {
 	_, err := io.WriteString(w, b.String())
 	return err
 }
+
+// writeWarmReference is docs/configuration.md's part on [[warm]] tables.
+func writeWarmReference(w io.Writer) {
+	io.WriteString(w, strings.ReplaceAll(warmReference, "‵", "`"))
+}
+
+// warmReference is written like referenceIntro.
+const warmReference = `
+## Followed flakes: ‵[[warm]]‵
+
+A list of tables, in the file only (no flag or environment variable): each names a flake the
+server follows. At start and every ‵interval‵ it reads the flake's locked revision (‵nix flake
+metadata‵) and, when it is new, evaluates each attribute and pins and prefetches what
+substituting it takes, keeping the pins of the ‵keep‵ newest revisions of each (README:
+"Following a flake"). A reload (SIGHUP) reads them again.
+
+| key | type | default | description |
+|---|---|---|---|
+| ‵flake‵ | string | required | a flake reference without an attribute: ‵github:me/macs‵, ‵git+ssh://git@host/macs‵, ‵path:/srv/macs‵ |
+| ‵attrs‵ | list of strings | required | attributes that evaluate to derivations: ‵darwinConfigurations.studio.system‵ |
+| ‵keep‵ | integer | ‵3‵ | revisions of each attribute kept pinned; older ones are unpinned |
+| ‵interval‵ | duration | ‵"10m"‵ | how often the lock is read (10s at least) |
+
+‵‵‵toml
+[[warm]]
+flake = "github:me/macs"
+attrs = ["darwinConfigurations.studio.system", "packages.aarch64-linux.builder-image"]
+keep = 3
+interval = "10m"
+‵‵‵
+`

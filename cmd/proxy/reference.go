@@ -85,6 +85,7 @@ func writeReference(w io.Writer) {
 	_, usage := flag.UnquoteUsage(f)
 	fmt.Fprintf(w, "\nThe file itself is named by `--config` (`%s`), on the command line or in the environment only: %s.\n",
 		envName("config"), cell(usage))
+	writeWarmReference(w)
 }
 
 // referenceDefault is a flag's default as the config file would give it,
