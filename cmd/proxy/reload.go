@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
+	"time"
 )
 
 // SIGHUP reloads the configuration as nginx operators expect, by running
@@ -98,6 +100,11 @@ type listenerView struct {
 
 func (v *listenerView) Accept() (net.Conn, error) {
 	select {
+	case <-v.closed:
+		return nil, net.ErrClosed
+	default:
+	}
+	select {
 	case a := <-v.s.accepts:
 		return a.conn, a.err
 	case <-v.closed:
@@ -113,3 +120,42 @@ func (v *listenerView) Close() error {
 }
 
 func (v *listenerView) Addr() net.Addr { return v.s.ln.Addr() }
+
+// unread counts the connections a server has accepted that have not sent
+// a request yet. Go's server drops such a connection without an answer if
+// its request arrives once Shutdown has begun, so a generation that ends
+// first stops accepting, then waits for these (briefly: a client may open
+// a connection it does not use yet), then shuts down.
+type unread struct {
+	mu    sync.Mutex
+	conns map[net.Conn]bool
+}
+
+// hook is the server's ConnState.
+func (u *unread) hook(c net.Conn, st http.ConnState) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.conns == nil {
+		u.conns = map[net.Conn]bool{}
+	}
+	if st == http.StateNew {
+		u.conns[c] = true
+	} else {
+		delete(u.conns, c)
+	}
+}
+
+// wait returns once no accepted connection is waiting for its request, or
+// after max.
+func (u *unread) wait(max time.Duration) {
+	deadline := time.Now().Add(max)
+	for time.Now().Before(deadline) {
+		u.mu.Lock()
+		n := len(u.conns)
+		u.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

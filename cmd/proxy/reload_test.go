@@ -32,7 +32,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 		}
 	}
 	upstreamA, upstreamB := "http://"+freeAddr(t), "http://"+freeAddr(t)
-	write(config, "priority = 30\nupstream = [\""+upstreamA+"\"]\n")
+	write(config, "[http]\npriority = 30\n[upstream]\nurls = [\""+upstreamA+"\"]\n")
 	write(tokenFile, "old-token\n")
 	p := startProxyArgs(t, bin, t.TempDir(), "k:"+strings.Repeat("A", 43)+"=", nil,
 		"--config", config, "--admin-token-file", tokenFile)
@@ -106,7 +106,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 		}
 	}
 
-	write(config, "priority = 40\nupstream = [\""+upstreamB+"\"]\n")
+	write(config, "[http]\npriority = 40\n[upstream]\nurls = [\""+upstreamB+"\"]\n")
 	write(tokenFile, "new-token\n")
 	hup("reloading: draining", "drained for the reload", "msg=serving")
 	time.Sleep(200 * time.Millisecond)
@@ -124,9 +124,9 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	}
 
 	// A configuration that does not pass is refused; the running one stays.
-	write(config, "priority = 50\nno-such-key = 1\n")
+	write(config, "[http]\npriority = 50\nno-such-key = 1\n")
 	hup("reload refused")
-	write(config, "priority = 60\n")
+	write(config, "[http]\npriority = 60\n")
 	write(tokenFile, "")
 	hup("reload refused")
 	want("refused", "/nix-cache-info", "", 200, "Priority: 40")
@@ -139,7 +139,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	write(config, "priority = 70\nupstream = [\""+upstreamB+"\"]\nmetrics-listen = \""+busy.Addr().String()+"\"\n")
+	write(config, "[http]\npriority = 70\nmetrics-listen = \""+busy.Addr().String()+"\"\n[upstream]\nurls = [\""+upstreamB+"\"]\n")
 	write(tokenFile, "new-token\n")
 	hup("starting again with the previous one", "msg=serving")
 	want("failed to start", "/nix-cache-info", "", 200, "Priority: 40")

@@ -217,10 +217,16 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger, shared *
 		defer closeSide()
 		log.Info("serving "+strings.TrimPrefix(side.flag, "--"), "listen", side.addr)
 	}
-	go func() { errc <- srv.Serve(bounded) }()
+	var fresh unread
+	srv.ConnState = fresh.hook
+	serving := make(chan error, 1)
+	go func() { serving <- srv.Serve(bounded) }()
 	for {
 		select {
+		case err := <-serving:
+			return nil, nil, true, fmt.Errorf("serve: %w", err)
 		case err := <-errc:
+			srv.Close()
 			return nil, nil, true, fmt.Errorf("serve: %w", err)
 		case <-ctx.Done():
 			log.Info("shutting down", "timeout", cfg.shutdownTimeout)
@@ -237,9 +243,15 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger, shared *
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
+	// Stop taking connections (the next generation, or none, takes them
+	// from the socket), let those taken send their requests, then drain.
+	bounded.Close()
+	<-serving
+	fresh.wait(time.Second)
+	if err = srv.Shutdown(sctx); err != nil {
 		log.Warn("in-flight responses cut at shutdown timeout", "err", err)
 		srv.Close()
+		err = nil
 	}
 	if next != nil {
 		log.Info("drained for the reload")
