@@ -252,19 +252,32 @@ func (s *Store) evictRows(names []string) (int64, []string, error) {
 }
 
 // removeEvicted removes the files of evicted rows, each unless a new file
-// was committed under its name since.
+// was committed under its name since. The names leave s.removing (and so
+// their records may be dropped) only once the removals are durable: a
+// record dropped before would leave, after a power cut, files that no row
+// and no record names.
 func (s *Store) removeEvicted(names []string) error {
 	var errs []error
+	removed := make([]string, 0, len(names))
 	for _, name := range names {
 		s.rmMu.Lock()
 		if s.removing[name] {
-			delete(s.removing, name)
 			if err := s.files.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				errs = append(errs, fmt.Errorf("remove NAR %s: %w", name, err))
+			} else {
+				removed = append(removed, name)
 			}
 		}
 		s.rmMu.Unlock()
 	}
+	if err := syncRemoved(s.files, removed); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	s.rmMu.Lock()
+	for _, name := range removed {
+		delete(s.removing, name)
+	}
+	s.rmMu.Unlock()
 	return errors.Join(errs...)
 }
 
@@ -291,6 +304,9 @@ func (s *Store) resumeEvictions() error {
 		if err := s.files.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("finish eviction of %s: %w", name, err)
 		}
+	}
+	if err := syncRemoved(s.files, names); err != nil {
+		return fmt.Errorf("finish evictions: %w", err)
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketEvicting).Stats().KeyN == 0 {

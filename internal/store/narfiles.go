@@ -52,3 +52,18 @@ type PartFile interface {
 	// Discard drops the file. It is a no-op after Commit.
 	Discard() error
 }
+
+// removalSyncer is a NARFiles whose removals are durable only once
+// SyncRemoved returns: a directory's, where a removed name is gone for
+// good only when its directory is synced.
+type removalSyncer interface {
+	SyncRemoved(names []string) error
+}
+
+// syncRemoved makes the removal of names durable, where files needs it.
+func syncRemoved(files NARFiles, names []string) error {
+	if rs, ok := files.(removalSyncer); ok && len(names) > 0 {
+		return rs.SyncRemoved(names)
+	}
+	return nil
+}

@@ -50,7 +50,7 @@ func (d *DirFiles) CreateResumable(name string, keep func([]byte) bool) (Resumab
 	if err != nil {
 		return nil, nil, fmt.Errorf("create partial file: %w", err)
 	}
-	p := &resumablePart{dirPart: dirPart{f: f, final: d.path(name)}, note: path + ".note", mark: path + ".mark", boot: d.boot}
+	p := &resumablePart{dirPart: dirPart{d: d, f: f, final: d.path(name)}, note: path + ".note", mark: path + ".mark", boot: d.boot}
 	if note := p.readMark(); note != nil && keep(note) {
 		return p, note, nil
 	}
@@ -81,7 +81,7 @@ func (p *resumablePart) SaveNote(note []byte) error {
 	if err := p.f.Sync(); err != nil {
 		return err
 	}
-	if err := replaceFile(p.note, note); err != nil {
+	if err := replaceFileSynced(p.note, note); err != nil {
 		return err
 	}
 	// The durable note is the newest now: a mark older than it would only
@@ -119,6 +119,29 @@ func replaceFile(path string, b []byte) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// replaceFileSynced is replaceFile made durable: the new bytes, and the
+// names of the note and of the partial file beside it (a note that
+// outlives a power cut while the partial file's name does not would
+// resume over an empty file).
+func replaceFileSynced(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if err := errors.Join(err, f.Close()); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
 }
 
 func (p *resumablePart) Commit() (int64, error) {

@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -129,10 +128,18 @@ func OpenWith(dir string, opts Options) (*Store, error) {
 			return nil, err
 		}
 		files = d
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+	} else if err := mkdirSynced(dir); err != nil {
 		return nil, fmt.Errorf("create cache dir: %w", err)
 	}
 	db, err := bolt.Open(filepath.Join(dir, "index.db"), 0o644, &bolt.Options{Timeout: time.Second})
+	if err == nil {
+		// bbolt syncs the file, not its name: a new index lost to a power
+		// cut would take every upload with it.
+		if err = syncDir(dir); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("sync cache dir: %w", err)
+		}
+	}
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("open index %s: %w", filepath.Join(dir, "index.db"), ErrLocked)
 	}
