@@ -21,15 +21,19 @@ import (
 
 // crashRounds is how many kill -9 rounds TestCrashSafety runs: 30 by
 // default, NIX_CACHE_PROXY_CRASH_ROUNDS for more (bench/crash.sh).
-func crashRounds(t *testing.T) int {
-	if v := os.Getenv("NIX_CACHE_PROXY_CRASH_ROUNDS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			t.Fatalf("NIX_CACHE_PROXY_CRASH_ROUNDS=%q: want a count", v)
-		}
-		return n
+func crashRounds(t *testing.T) int { return envCount(t, "NIX_CACHE_PROXY_CRASH_ROUNDS", 30) }
+
+// envCount is the count in the environment variable name, def if unset.
+func envCount(t *testing.T, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
 	}
-	return 30
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("%s=%q: want a count", name, v)
+	}
+	return n
 }
 
 // crashSeed is the seed of the rounds' choices (what is asked, when the kill

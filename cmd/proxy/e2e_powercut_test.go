@@ -27,16 +27,7 @@ import (
 
 // powerCutRounds is how many cuts TestPowerCut makes: 20 by default,
 // NIX_CACHE_PROXY_POWERCUT_ROUNDS for more (bench/powercut.sh).
-func powerCutRounds(t *testing.T) int {
-	if v := os.Getenv("NIX_CACHE_PROXY_POWERCUT_ROUNDS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			t.Fatalf("NIX_CACHE_PROXY_POWERCUT_ROUNDS=%q: want a count", v)
-		}
-		return n
-	}
-	return 20
-}
+func powerCutRounds(t *testing.T) int { return envCount(t, "NIX_CACHE_PROXY_POWERCUT_ROUNDS", 20) }
 
 // TestPowerCut runs the proxy binary on a cache dir that loses, at each
 // cut, everything no fsync made durable (internal/powercuttest): clients
