@@ -59,7 +59,7 @@ func TestVerifyLineAndProblems(t *testing.T) {
 	}
 	done := verify.Status{ID: "j", State: verify.StateDone, FilesDone: 3, BytesDone: 3 << 20, ProblemsTotal: 2, Unrepaired: 2,
 		Started: start, Finished: start.Add(time.Second)}
-	if got, want := verifySummary(done), "verify j done: 3 NAR files (3.0 MiB) checked in 1s, 2 bad (--repair drops them)"; got != want {
+	if got, want := verifySummary(done), "verify j done: 3 NAR files (3.0 MiB) checked in 1s, 2 bad (--repair drops them, and fetches the pinned or kept ones again)"; got != want {
 		t.Errorf("verifySummary = %q, want %q", got, want)
 	}
 }

@@ -145,7 +145,8 @@ func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 	}
 	s.prefetch = prefetch.NewManager(s.cache, prefetch.Options{Concurrency: cfg.prefetchConcurrency, Metrics: m, Logger: log})
 	metrics.RegisterPrefetch(reg, s.prefetch.Pending)
-	s.verify = verify.NewManager(st, verify.Options{Logger: log})
+	s.verify = verify.NewManager(st, verify.Options{Logger: log, Protected: s.evict.Protected,
+		Refetch: func(ctx context.Context, name string) error { return s.cache.EnsureNAR(ctx, name, nil) }})
 	var gc admin.Collector = s.evict
 	if s.fleetEvict != nil {
 		gc = s.fleetEvict

@@ -11,7 +11,7 @@ import (
 
 func verifyCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	c := newAdminCommand("verify", stdout, stderr)
-	repair := c.fs.Bool("repair", false, "drop bad NARs (file and index row; the narinfo stays, so the NAR is fetched again when asked for) and remove stray files")
+	repair := c.fs.Bool("repair", false, "drop bad NARs (file and index row; the narinfo stays, so the NAR is fetched again when asked for, and at once if it is pinned or kept by --keep-latest) and remove stray files; an uploaded NAR has no upstream to fetch it from: it is reported, not dropped")
 	deep := c.fs.Bool("deep", false, "also decompress every NAR (none, zstd, xz, bzip2, gzip) and check NarHash and NarSize")
 	c.ownFlag("repair", "deep")
 	if code, stop := c.parse(args, "verify [--repair] [--deep]"); stop {
@@ -97,7 +97,7 @@ func verifySummary(st verify.Status) string {
 	case st.Repair:
 		s += fmt.Sprintf(", %d bad, %d not repaired", st.ProblemsTotal, st.Unrepaired)
 	default:
-		s += fmt.Sprintf(", %d bad (--repair drops them)", st.ProblemsTotal)
+		s += fmt.Sprintf(", %d bad (--repair drops them, and fetches the pinned or kept ones again)", st.ProblemsTotal)
 	}
 	if st.NotDeep > 0 {
 		s += fmt.Sprintf("; %d NAR(s) in a compression without a decoder here had only size and FileHash checked", st.NotDeep)

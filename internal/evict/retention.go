@@ -218,6 +218,25 @@ func (e *Evictor) protected(ctx context.Context, v *variants) (pins, kept map[st
 	return pins, kept, err
 }
 
+// Protected returns the NAR names nothing may drop for good: those in the
+// closures of the pinned paths and of the variants --keep-latest keeps.
+// verify --repair fetches these again instead of leaving them to be
+// fetched when asked for.
+func (e *Evictor) Protected(ctx context.Context) (map[string]bool, error) {
+	v := newVariants(e.cfg.KeepLatest)
+	if err := v.collect(ctx, e.st); err != nil {
+		return nil, err
+	}
+	pins, kept, err := e.protected(ctx, v)
+	if err != nil {
+		return nil, err
+	}
+	for name := range kept {
+		pins[name] = true
+	}
+	return pins, nil
+}
+
 // closureNARs follows References from roots through the narinfos read
 // returns and returns the NAR names of every path reached. A path whose
 // narinfo is not stored (read says store.ErrNotFound) has nothing on disk

@@ -156,3 +156,31 @@ func TestEvictUploads(t *testing.T) {
 		}
 	})
 }
+
+// TestProtected: what verify --repair must fetch again at once: the NARs in
+// the closures of the pinned paths and of the kept variants, nothing else.
+func TestProtected(t *testing.T) {
+	d := newDiskStore(t)
+	d.add(t, tpath{id: 1, size: kb})
+	d.add(t, tpath{id: 2, size: kb, refs: []int{1}}) // pinned
+	d.add(t, tpath{id: 3, size: kb})
+	d.add(t, tpath{id: 10, name: "img-a", size: kb, seen: 0})
+	d.add(t, tpath{id: 20, name: "img-b", size: kb, seen: time.Hour, refs: []int{3}})
+	d.add(t, tpath{id: 5, size: kb})
+	if err := d.PutPin(context.Background(), store.Pin{Hash: hashOf(2), StorePath: hashOf(2), Since: t0}); err != nil {
+		t.Fatal(err)
+	}
+	rule, _ := ParseRule("img-*=1")
+	got, err := New(d, Config{KeepLatest: []Rule{rule}}).Protected(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prot []string
+	for n := range got {
+		prot = append(prot, n)
+	}
+	slices.Sort(prot)
+	if want := names(1, 2, 3, 20); !slices.Equal(prot, want) {
+		t.Errorf("protected %v, want %v", prot, want)
+	}
+}

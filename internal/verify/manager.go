@@ -14,6 +14,13 @@ type Options struct {
 	// KeepFinished is how many finished jobs stay listed; default 10.
 	KeepFinished int
 	Logger       *slog.Logger
+	// Protected, if set, returns the NARs the cache must keep (those in
+	// the closures of pinned paths and of the variants --keep-latest
+	// keeps): a repair fetches those again with Refetch right after
+	// dropping them, instead of leaving them to be fetched when asked for.
+	Protected func(ctx context.Context) (map[string]bool, error)
+	// Refetch brings a dropped NAR back from where its narinfo came from.
+	Refetch func(ctx context.Context, name string) error
 }
 
 // Manager runs verify jobs, one at a time, in the background.
@@ -21,6 +28,7 @@ type Manager struct {
 	st   Store
 	keep int
 	log  *slog.Logger
+	opts Options
 
 	ctx  context.Context
 	stop context.CancelFunc
@@ -40,7 +48,7 @@ func NewManager(st Store, opts Options) *Manager {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	return &Manager{st: st, keep: opts.KeepFinished, log: opts.Logger, ctx: ctx, stop: stop, jobs: make(map[string]*job)}
+	return &Manager{st: st, keep: opts.KeepFinished, log: opts.Logger, opts: opts, ctx: ctx, stop: stop, jobs: make(map[string]*job)}
 }
 
 // Start starts a pass, or returns ErrRunning (with the running job's
@@ -74,7 +82,7 @@ func (m *Manager) Start(req Request) (Status, error) {
 }
 
 func (m *Manager) run(j *job) {
-	p := &pass{st: m.st, req: j.st.Request, j: j, log: m.log}
+	p := &pass{st: m.st, req: j.st.Request, j: j, log: m.log, protect: m.opts.Protected, refetch: m.opts.Refetch}
 	m.log.Info("verify started", "job", j.st.ID, "repair", j.st.Repair, "deep", j.st.Deep)
 	err := p.run(m.ctx)
 	j.finish(err)

@@ -21,6 +21,11 @@ type pass struct {
 	req Request
 	j   *job
 	log *slog.Logger
+	// protect and refetch: Options.Protected and Options.Refetch;
+	// protected is protect's answer, asked once a repair needs it.
+	protect   func(ctx context.Context) (map[string]bool, error)
+	refetch   func(ctx context.Context, name string) error
+	protected map[string]bool
 }
 
 // report records a bad entry and logs it as it is found.
@@ -93,7 +98,7 @@ func (p *pass) entry(ctx context.Context, e store.NAREntry) error {
 	defer p.j.update(func(s *Status) { s.FilesDone++ })
 	f, err := p.st.OpenNARFile(e.Name)
 	if errors.Is(err, fs.ErrNotExist) {
-		p.missing(ctx, e.Name)
+		p.missing(ctx, e)
 		return ctx.Err()
 	}
 	if err != nil {
@@ -126,12 +131,16 @@ func (p *pass) entry(ctx context.Context, e store.NAREntry) error {
 	for i, f := range c.findings {
 		details[i] = f.detail
 	}
-	if e.HasSource && !e.Source.Refillable() {
-		details = append(details, "it was uploaded, so no upstream can refill it: upload it again")
-	}
 	pr := Problem{Name: e.Name, Kind: c.findings[0].kind, Detail: strings.Join(details, "; ")}
-	if p.req.Repair {
-		p.repaired(&pr, p.st.DropNAR(ctx, e.Name, info), "dropped")
+	if uploaded(e) {
+		// Dropping it would leave a narinfo whose NAR nothing can
+		// fetch, and which keeps `nix copy --to` from uploading it again.
+		pr.Detail += "; " + uploadedAdvice
+		if p.req.Repair {
+			pr.RepairError = "not dropped: it was uploaded, so no upstream has it to fetch again"
+		}
+	} else if p.req.Repair {
+		p.drop(ctx, &pr, e.Name, info)
 	}
 	p.report(pr)
 	return nil
@@ -139,13 +148,21 @@ func (p *pass) entry(ctx context.Context, e store.NAREntry) error {
 
 // missing reports an index row whose file is gone, once it has made sure
 // the row is still there (eviction may be removing both right now).
-func (p *pass) missing(ctx context.Context, name string) {
-	if ok, err := p.st.NARIndexed(ctx, name); err == nil && !ok {
+func (p *pass) missing(ctx context.Context, e store.NAREntry) {
+	if ok, err := p.st.NARIndexed(ctx, e.Name); err == nil && !ok {
 		return
 	}
-	pr := Problem{Name: name, Kind: KindMissing, Detail: "indexed, but its file is missing"}
+	pr := Problem{Name: e.Name, Kind: KindMissing, Detail: "indexed, but its file is missing"}
+	if uploaded(e) {
+		pr.Detail += "; " + uploadedAdvice
+	}
 	if p.req.Repair {
-		p.repaired(&pr, p.st.DropNAR(ctx, name, nil), "dropped")
+		if !uploaded(e) {
+			p.drop(ctx, &pr, e.Name, nil)
+		} else if p.repaired(&pr, p.st.DropNAR(ctx, e.Name, nil), "row dropped"); pr.Repaired {
+			// The index is right again, but the path is not whole.
+			pr.Repaired, pr.RepairError = false, "it was uploaded, so no upstream has it to fetch again"
+		}
 	}
 	p.report(pr)
 }
