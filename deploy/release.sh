@@ -3,20 +3,36 @@
 #
 # Cross-compiles static nix-cache-proxy binaries (CGO_ENABLED=0) into dist/:
 # dist/nix-cache-proxy-<os>-<arch> for linux and darwin, amd64 and arm64,
-# with VERSION (default: `git describe --tags --always --dirty`) and the
-# commit stamped in (`nix-cache-proxy version` prints them), then
-# dist/SHA256SUMS (check with `sha256sum -c SHA256SUMS`, or
-# `shasum -a 256 -c SHA256SUMS` on a Mac).
+# with VERSION and the commit stamped in (`nix-cache-proxy version` prints
+# them), then dist/SHA256SUMS (check with `sha256sum -c SHA256SUMS`, or
+# `shasum -a 256 -c SHA256SUMS` on a Mac), checked before it exits.
+#
+# VERSION defaults to the release tag on HEAD (v0.1.0), else what
+# `git describe --tags` says (v0.1.0-3-gabc1234), else, before the first
+# tag, the newest release in CHANGELOG.md as a pre-release of it
+# (v0.1.0-dev+abc1234). A release VERSION (vX.Y.Z) needs its section in
+# CHANGELOG.md.
 #
 # Environment: DIST (output directory, default dist), TARGETS (space-separated
 # os/arch list, default all four; deploy/container/build.sh builds one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-version=${1:-$(git describe --tags --always --dirty 2>/dev/null || echo devel)}
 commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+dirty=
 if [ "$commit" != unknown ] && [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
-  commit="$commit-dirty"
+  dirty=-dirty
+  commit="$commit$dirty"
+fi
+newest=$(sed -n 's/^## \[\([0-9][^]]*\)\].*/\1/p' CHANGELOG.md | head -n 1)
+if [ $# -ge 1 ]; then
+  version=$1
+elif ! version=$(git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null); then
+  version="v${newest:-0.0.0}-dev+$(git rev-parse --short HEAD 2>/dev/null || echo unknown)${dirty:+.dirty}"
+fi
+if [[ $version =~ ^v?([0-9]+\.[0-9]+\.[0-9]+)$ ]] && ! grep -q "^## \[${BASH_REMATCH[1]}\]" CHANGELOG.md; then
+  echo "release.sh: CHANGELOG.md has no section for $version (## [${BASH_REMATCH[1]}] - DATE)" >&2
+  exit 1
 fi
 dist=${DIST:-dist}
 targets=${TARGETS:-linux/amd64 linux/arm64 darwin/amd64 darwin/arm64}
@@ -39,4 +55,9 @@ if command -v sha256sum >/dev/null; then
 else
   shasum -a 256 nix-cache-proxy-* >SHA256SUMS
 fi
-echo "wrote $dist/SHA256SUMS"
+if command -v sha256sum >/dev/null; then
+  sha256sum -c --quiet SHA256SUMS
+else
+  shasum -a 256 -c --quiet SHA256SUMS
+fi
+echo "wrote $dist/SHA256SUMS ($version), checked"
