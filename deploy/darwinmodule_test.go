@@ -33,9 +33,10 @@ const (
 	// Every secret, the documented settings example, a cache dir with a
 	// space, another UID and log file, and the client pointed at itself.
 	darwinFull = `{
+		imports = [ { services.nix-cache-proxy.settings = (import ./settings.nix).example; } ];
 		services.nix-cache-proxy = {
 			enable = true;
-			settings = (import ./settings.nix).example // { cache-dir = "/Volumes/Cache Disk/nix-cache-proxy"; };
+			settings.disk.cache-dir = "/Volumes/Cache Disk/nix-cache-proxy";
 			uid = 576;
 			gid = 577;
 			logFile = "/Volumes/Cache Disk/nix-cache-proxy.log";
@@ -306,10 +307,18 @@ func TestDarwinModuleRefuses(t *testing.T) {
 		{"openFirewall", `{ services.nix-cache-proxy = { enable = true; openFirewall = true; }; }`,
 			[]string{"services.nix-cache-proxy.openFirewall' does not exist"}},
 		// Defect 7: log-format was any string, refused only by the build.
-		{"log format", `{ services.nix-cache-proxy = { enable = true; settings.log-format = "xml"; }; }`,
-			[]string{"services.nix-cache-proxy.settings.log-format", `"xml"`}},
-		{"listen without a port", `{ services.nix-cache-proxy = { enable = true; settings.listen = "localhost"; }; }`,
-			[]string{"services.nix-cache-proxy.settings.listen", `"localhost"`}},
+		{"log format", `{ services.nix-cache-proxy = { enable = true; settings.log.format = "xml"; }; }`,
+			[]string{"services.nix-cache-proxy.settings.log.format", `"xml"`}},
+		{"listen without a port", `{ services.nix-cache-proxy = { enable = true; settings.http.listen = "localhost"; }; }`,
+			[]string{"services.nix-cache-proxy.settings.http.listen", `"localhost"`}},
+		// The settings are the config file's sections and keys: a typo or a
+		// key of the old flat format is refused before the build.
+		{"unknown key", `{ services.nix-cache-proxy = { enable = true; settings.disk.max-sise = "1GiB"; }; }`,
+			[]string{"services.nix-cache-proxy.settings.disk.max-sise' does not exist"}},
+		{"flat key", `{ services.nix-cache-proxy = { enable = true; settings.negative-ttl = "1m"; }; }`,
+			[]string{"services.nix-cache-proxy.settings.negative-ttl' does not exist"}},
+		{"unset cache dir", `{ services.nix-cache-proxy = { enable = true; settings.disk.cache-dir = null; }; }`,
+			[]string{"services.nix-cache-proxy.settings.disk.cache-dir"}},
 		// Defect 5: with nix.enable off (Determinate Nix) the client did
 		// nothing, silently.
 		{"client without nix.enable", `{ imports = [ (` + darwinClient + `) ]; nix.enable = false; }`,

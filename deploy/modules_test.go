@@ -1,73 +1,89 @@
 package deploy
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
-	"reflect"
 	"regexp"
 	"testing"
 )
 
-// TestModuleSettings runs what the NixOS and nix-darwin modules generate
-// and document (deploy/nix/settings.nix) through check-config: every
-// documented settings key with its default, the documented example on top,
-// and every secret flag with a valid file.
+// sectioned is settings by [section] key.
+type sectioned[V any] map[string]map[string]V
+
+// TestModuleSettings runs what the NixOS and nix-darwin modules add to the
+// config file's keys (deploy/nix/settings.nix) through check-config: their
+// defaults, every value of the enums they narrow a key to, the documented
+// example on top of the defaults, and every secret flag with a valid file.
+// Each key they name is one of the binary's (config-keys.nix).
 func TestModuleSettings(t *testing.T) {
 	flags := flagNames(t)
-	sections := settingSections(t)
-	type option struct {
+	var keys sectioned[struct {
 		Type        string `json:"type"`
-		Values      []any  `json:"values"` // of an enum
-		Default     any    `json:"default"`
 		Description string `json:"description"`
-	}
-	var opts map[string]option
-	nixEval(t, `(import ./settings.nix).options "/var/lib/nix-cache-proxy"`, &opts)
-	if len(opts) == 0 {
-		t.Fatal("settings.nix documents no options")
-	}
-	defaults := map[string]any{}
-	for _, k := range sortedKeys(opts) {
-		o := opts[k]
-		if !flags[k] || k == "config" {
-			t.Errorf("settings.%s is documented in the modules but is no setting of nix-cache-proxy serve", k)
+	}]
+	nixEval(t, `(import ./config-keys.nix).keys`, &keys)
+	known := func(what, section, key string) {
+		if _, ok := keys[section][key]; !ok {
+			t.Errorf("settings.nix's %s names [%s] %s, which is no key of the config file", what, section, key)
 		}
-		if o.Description == "" {
-			t.Errorf("settings.%s has no description", k)
-		}
-		defaults[k] = fromJSON(o.Default)
 	}
-	effective := checkConfig(t, "module defaults", nil, "--config", writeTOML(t, sections.of(defaults)))
-	for _, k := range sortedKeys(opts) {
-		v := sections.get(effective, k)
-		_, isList := v.([]any)
-		if wantList := opts[k].Type == "listOf str"; isList != wantList {
-			t.Errorf("settings.%s has type %q, but check-config prints it as %T", k, opts[k].Type, v)
+	for section, m := range keys {
+		for key, k := range m {
+			if k.Description == "" || k.Type == "" {
+				t.Errorf("config-keys.nix: [%s] %s has no type or description", section, key)
+			}
 		}
 	}
 
-	// Every value an enum allows is one serve takes.
-	for _, k := range sortedKeys(opts) {
-		if opts[k].Type == "enum" && len(opts[k].Values) == 0 {
-			t.Errorf("settings.%s is an enum of no values", k)
-		}
-		for _, v := range opts[k].Values {
-			checkConfig(t, "settings."+k+" = "+fmt.Sprint(v), nil, "--config", writeTOML(t, sections.of(map[string]any{k: v})))
-		}
-	}
-
-	var example map[string]any
+	var defaults, example sectioned[any]
+	nixEval(t, `(import ./settings.nix).defaults "/var/lib/nix-cache-proxy"`, &defaults)
 	nixEval(t, `(import ./settings.nix).example`, &example)
+	var notes sectioned[string]
+	nixEval(t, `(import ./settings.nix).notes`, &notes)
+	var narrowed sectioned[struct {
+		Type   string `json:"type"`
+		Values []any  `json:"values"` // of an enum
+	}]
+	nixEval(t, `(import ./settings.nix).types`, &narrowed)
+	for what, m := range map[string]map[string]map[string]any{"defaults": defaults, "example": example} {
+		for section, keys := range m {
+			for key := range keys {
+				known(what, section, key)
+			}
+		}
+	}
+	for section, m := range notes {
+		for key := range m {
+			known("notes", section, key)
+		}
+	}
+	for section, m := range narrowed {
+		for key, n := range m {
+			known("types", section, key)
+			if n.Type == "enum" && len(n.Values) == 0 {
+				t.Errorf("settings.%s.%s is an enum of no values", section, key)
+			}
+			// Every value an enum allows is one serve takes.
+			for _, v := range n.Values {
+				checkConfig(t, fmt.Sprintf("settings.%s.%s = %v", section, key, v), nil,
+					"--config", writeTOML(t, map[string]any{section: map[string]any{key: v}}))
+			}
+		}
+	}
+
 	merged := map[string]any{}
-	for k, v := range defaults {
-		merged[k] = v
+	for _, m := range []sectioned[any]{defaults, example} {
+		for section, keys := range m {
+			if merged[section] == nil {
+				merged[section] = map[string]any{}
+			}
+			for k, v := range keys {
+				merged[section].(map[string]any)[k] = fromJSON(v)
+			}
+		}
 	}
-	for k, v := range fromJSON(example).(map[string]any) {
-		merged[k] = v
-	}
-	config := writeTOML(t, sections.of(merged))
+	config := writeTOML(t, merged)
 	checkConfig(t, "module example settings", nil, "--config", config)
 
 	var secrets map[string]struct {
@@ -114,70 +130,5 @@ func TestModuleFlagLiterals(t *testing.T) {
 	}
 	if seen == 0 {
 		t.Error("no flag literal found in the Nix files: the pattern is stale")
-	}
-}
-
-// sectionMap is settings.nix's sections: where each flat setting of the
-// modules, named as its flag, lives in the config file.
-type sectionMap map[string][2]string
-
-func settingSections(t *testing.T) sectionMap {
-	t.Helper()
-	var m sectionMap
-	nixEval(t, `(import ./settings.nix).sections`, &m)
-	return m
-}
-
-// of is flat settings in the config file's sections, as toSections
-// writes them.
-func (m sectionMap) of(flat map[string]any) map[string]any {
-	out := map[string]any{}
-	for k, v := range flat {
-		to, ok := m[k]
-		if !ok {
-			out[k] = v
-			continue
-		}
-		if out[to[0]] == nil {
-			out[to[0]] = map[string]any{}
-		}
-		out[to[0]].(map[string]any)[to[1]] = v
-	}
-	return out
-}
-
-// get is a flat setting's value in check-config's output.
-func (m sectionMap) get(effective map[string]any, flag string) any {
-	to := m[flag]
-	return setting(effective, to[0], to[1])
-}
-
-// TestModuleSections: settings.nix places every flag of serve in the
-// section and key the binary reads it from, and places nothing else.
-func TestModuleSections(t *testing.T) {
-	flags := flagNames(t)
-	keys := configKeys(t)
-	sections := settingSections(t)
-	for _, f := range sortedKeys(flags) {
-		if _, ok := sections[f]; !ok && f != "config" {
-			t.Errorf("--%s has no entry in settings.nix's sections: the modules would write settings.%s at the top level, which check-config refuses", f, f)
-		}
-	}
-	for _, f := range sortedKeys(sections) {
-		to := sections[f]
-		if !flags[f] {
-			t.Errorf("settings.nix's sections place %s, which is no flag of serve", f)
-		}
-		if _, ok := keys[to[0]][to[1]]; !ok {
-			t.Errorf("settings.nix's sections place %s at [%s] %s, which check-config does not print", f, to[0], to[1])
-		}
-	}
-	// What the modules write: the flat settings in sections.
-	var written map[string]any
-	nixEval(t, `(import ./settings.nix).toSections { listen = "0.0.0.0:5575"; pin = [ ]; priority = 20; log-format = "json"; }`, &written)
-	want := map[string]any{"http": map[string]any{"listen": "0.0.0.0:5575", "priority": json.Number("20")},
-		"disk": map[string]any{"pins": []any{}}, "log": map[string]any{"format": "json"}}
-	if !reflect.DeepEqual(written, want) {
-		t.Errorf("toSections wrote %v, want %v", written, want)
 	}
 }

@@ -20,6 +20,46 @@ type nixosSystem struct {
 	Warnings     []string       `json:"warnings"`
 	Options      []string       `json:"options"`
 	Declarations []string       `json:"declarations"`
+	Docs         map[string]struct {
+		Description string `json:"description"`
+		Type        string `json:"type"`
+		Default     struct {
+			Text string `json:"text"`
+		} `json:"default"`
+	} `json:"docs"`
+}
+
+// TestNixOSModuleDocs checks the options' documentation renders, one
+// typed option per key of the config file, each saying its flag and, when
+// the module leaves it unset, the binary's default.
+func TestNixOSModuleDocs(t *testing.T) {
+	var sys nixosSystem
+	mustEval(t, "nixos", `{ }`, &sys)
+	for name, want := range map[string][3]string{
+		"services.nix-cache-proxy.settings.disk.max-size":     {"--max-size", "null or string", "nix-cache-proxy's default, `0` (none)"},
+		"services.nix-cache-proxy.settings.upstream.urls":     {"--upstream", "null or (list of string)", "https://cache.nixos.org"},
+		"services.nix-cache-proxy.settings.log.format":        {"--log-format", `null or one of "text", "json"`, "`\"text\"`"},
+		"services.nix-cache-proxy.settings.http.listen":       {"openFirewall", "string matching the pattern (.*):([0-9]+)", "0.0.0.0:5575"},
+		"services.nix-cache-proxy.settings.fleet.evict-grace": {"--evict-grace", "null or string", "`\"1h\"`"},
+	} {
+		d, ok := sys.Docs[name]
+		if !ok {
+			t.Errorf("no option %s", name)
+			continue
+		}
+		if !strings.Contains(d.Description, want[0]) || d.Type != want[1] || !strings.Contains(d.Default.Text, want[2]) {
+			t.Errorf("%s: description %q, type %q, default %q; want %q, %q, %q", name, d.Description, d.Type, d.Default.Text, want[0], want[1], want[2])
+		}
+	}
+	n := 0
+	for name := range sys.Docs {
+		if strings.HasPrefix(name, "services.nix-cache-proxy.settings.") {
+			n++
+		}
+	}
+	if n < 40 {
+		t.Errorf("%d settings options documented, want one per key of the config file", n)
+	}
 }
 
 const nixosClient = `{ nix-cache-proxy.client = { enable = true; url = "http://cache.lan:5575"; }; }`
@@ -39,17 +79,18 @@ func TestNixOSModule(t *testing.T) {
 	}{
 		{"defaults", `{ services.nix-cache-proxy.enable = true; }`, "/var/lib/nix-cache-proxy", nil, "", nil},
 		{"open firewall", `{ services.nix-cache-proxy = { enable = true; openFirewall = true; }; }`, "/var/lib/nix-cache-proxy", []int{5575}, "", nil},
-		{"IPv6 and another port", `{ services.nix-cache-proxy = { enable = true; openFirewall = true; settings.listen = "[::]:5599"; }; }`,
+		{"IPv6 and another port", `{ services.nix-cache-proxy = { enable = true; openFirewall = true; settings.http.listen = "[::]:5599"; }; }`,
 			"/var/lib/nix-cache-proxy", []int{5599}, "", nil},
 		// Defect 7: the port of "localhost:…" was read with toInt of
 		// splitString; a loopback address with openFirewall is a mistake
 		// worth a warning.
-		{"loopback with open firewall", `{ services.nix-cache-proxy = { enable = true; openFirewall = true; settings.listen = "localhost:5575"; }; }`,
+		{"loopback with open firewall", `{ services.nix-cache-proxy = { enable = true; openFirewall = true; settings.http.listen = "localhost:5575"; }; }`,
 			"/var/lib/nix-cache-proxy", []int{5575}, "answers this host only", nil},
 		{"full", `{
+			imports = [ { services.nix-cache-proxy.settings = (import ./settings.nix).example; } ];
 			services.nix-cache-proxy = {
 				enable = true;
-				settings = (import ./settings.nix).example // { cache-dir = "/srv/nix cache"; };
+				settings.disk.cache-dir = "/srv/nix cache";
 				netrcFile = "/run/secrets/netrc";
 				adminTokenFile = "/run/secrets/admin-token";
 				writeTokenFile = "/run/secrets/write-token";
@@ -156,10 +197,10 @@ func TestNixOSModuleRefuses(t *testing.T) {
 		want   []string
 	}{
 		// Defect 7: openFirewall with listen = "localhost" failed in toInt.
-		"listen without a port": {`{ services.nix-cache-proxy = { enable = true; openFirewall = true; settings.listen = "localhost"; }; }`,
-			[]string{"services.nix-cache-proxy.settings.listen", `"localhost"`}},
-		"log format": {`{ services.nix-cache-proxy = { enable = true; settings.log-format = "xml"; }; }`,
-			[]string{"services.nix-cache-proxy.settings.log-format", `"xml"`}},
+		"listen without a port": {`{ services.nix-cache-proxy = { enable = true; openFirewall = true; settings.http.listen = "localhost"; }; }`,
+			[]string{"services.nix-cache-proxy.settings.http.listen", `"localhost"`}},
+		"log format": {`{ services.nix-cache-proxy = { enable = true; settings.log.format = "xml"; }; }`,
+			[]string{"services.nix-cache-proxy.settings.log.format", `"xml"`}},
 	} {
 		t.Run(name, func(t *testing.T) { evalError(t, "nixos", tc.module, tc.want...) })
 	}

@@ -5,18 +5,43 @@
 let
   inherit (lib) mkOption types;
   doc = import ./settings.nix;
+  config = import ./config-keys.nix;
   settingsFormat = pkgs.formats.toml { };
-  # settings.nix names each option's type: a lib.types type, or "enum"
-  # with its values, or "address" (host:port, as Go's net.Listen takes it).
-  typeOf = o: {
-    str = types.str;
-    int = types.int;
-    bool = types.bool;
-    "listOf str" = types.listOf types.str;
-    enum = types.enum (o.values or [ ]);
-    address = types.strMatching addressPattern;
-  }.${o.type};
+
+  # A key's type: settings.nix's narrower one, else from the binary's
+  # table. Durations and sizes are strings with units ("1m", "200GiB"),
+  # which check-config checks when the system is built.
+  typeOf = section: key: k:
+    let o = doc.types.${section}.${key} or { type = k.type; }; in
+    {
+      string = types.str;
+      integer = types.int;
+      boolean = types.bool;
+      duration = types.str;
+      size = types.str;
+      "list of strings" = types.listOf types.str;
+      enum = types.enum (o.values or [ ]);
+      address = types.strMatching addressPattern;
+    }.${o.type};
   addressPattern = "(.*):([0-9]+)";
+
+  # [section] key as an option: unset (null) leaves it out of the file, so
+  # the binary's default applies; defaults are the module's own.
+  keyOption = defaults: section: key: k:
+    let own = defaults.${section} or { }; in
+    mkOption ({
+      # A key the module sets itself cannot be unset.
+      type = if own ? ${key} then typeOf section key k else types.nullOr (typeOf section key k);
+      default = own.${key} or null;
+      description = "${k.description} (`--${k.flag}`)."
+        + lib.optionalString (doc.notes.${section} or { } ? ${key}) "\n\n${doc.notes.${section}.${key}}";
+    } // lib.optionalAttrs (!(own ? ${key})) {
+      defaultText = lib.literalMD "`null`: nix-cache-proxy's default, ${k.default}";
+    });
+
+  # Set keys only, in the sections that have any.
+  setKeys = settings:
+    lib.filterAttrs (_: keys: keys != { }) (lib.mapAttrs (_: lib.filterAttrs (_: v: v != null)) settings);
 in
 rec {
   inherit (doc) secrets;
@@ -35,22 +60,25 @@ rec {
 
     settings = mkOption {
       description = ''
-        nix-cache-proxy's settings, written as the TOML file given to
-        `--config`: every key is a flag of `nix-cache-proxy serve -h`
-        (`upstream`, `trusted-public-key`, `negative-ttl`, `pin`, …). The
-        file is checked with `nix-cache-proxy check-config` when the
-        system is built, so an unknown key or a bad value fails the build,
-        not the service. Secrets do not belong here (the file is in the
+        nix-cache-proxy's settings, in the sections of its config file
+        (docs/configuration.md): `settings.upstream.urls`,
+        `settings.disk.max-size`, … Each key has an option of its type; a
+        key left `null` is not written, and keeps nix-cache-proxy's
+        default. The file is checked with `nix-cache-proxy check-config`
+        when the system is built, so a bad value fails the build, not the
+        service. Secrets do not belong here (the file is in the
         world-readable Nix store): use the `*File` options.
       '';
       default = { };
       example = doc.example;
       type = types.submodule {
-        freeformType = settingsFormat.type;
-        options = lib.mapAttrs (_: o: mkOption {
-          type = typeOf o;
-          inherit (o) default description;
-        }) (doc.options stateDirectory);
+        options = lib.mapAttrs (section: about: mkOption {
+          description = "`[${section}]`: ${about}.";
+          default = { };
+          type = types.submodule {
+            options = lib.mapAttrs (keyOption (doc.defaults stateDirectory) section) config.keys.${section};
+          };
+        }) config.sections;
       };
     };
   } // lib.mapAttrs (_: s: mkOption {
@@ -69,7 +97,7 @@ rec {
   # platform cannot run the package.
   configFile = cfg:
     let
-      file = settingsFormat.generate "nix-cache-proxy.toml" (doc.toSections cfg.settings);
+      file = settingsFormat.generate "nix-cache-proxy.toml" (setKeys cfg.settings);
       canRun = pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform;
     in
     if !canRun then file else
@@ -80,11 +108,11 @@ rec {
       cp ${file} $out
     '';
 
-  # The host and TCP port of settings.listen ("0.0.0.0:5575",
+  # The host and TCP port of settings.http.listen ("0.0.0.0:5575",
   # "[::]:5575", "localhost:5575", ":5575"), which its type guarantees
   # has the form host:port.
-  listenHost = cfg: lib.elemAt (builtins.match addressPattern cfg.settings.listen) 0;
-  listenPort = cfg: lib.toInt (lib.elemAt (builtins.match addressPattern cfg.settings.listen) 1);
+  listenHost = cfg: lib.elemAt (builtins.match addressPattern cfg.settings.http.listen) 0;
+  listenPort = cfg: lib.toInt (lib.elemAt (builtins.match addressPattern cfg.settings.http.listen) 1);
 
   # The flags passing the secret files that are set, each path given by
   # pathOf (secret name, its attributes, the configured path).

@@ -63,9 +63,9 @@ in
     # only: nix-darwin's shellcheck of the script refuses it, SC2174.)
     system.activationScripts.launchd.text = lib.mkBefore ''
       echo >&2 "setting up nix-cache-proxy..."
-      /bin/mkdir -p ${lib.escapeShellArg cfg.settings.cache-dir}
-      /bin/chmod 0750 ${lib.escapeShellArg cfg.settings.cache-dir}
-      /usr/sbin/chown ${user}:${user} ${lib.escapeShellArg cfg.settings.cache-dir}
+      /bin/mkdir -p ${lib.escapeShellArg cfg.settings.disk.cache-dir}
+      /bin/chmod 0750 ${lib.escapeShellArg cfg.settings.disk.cache-dir}
+      /usr/sbin/chown ${user}:${user} ${lib.escapeShellArg cfg.settings.disk.cache-dir}
       /usr/bin/touch ${lib.escapeShellArg cfg.logFile}
       /usr/sbin/chown ${user}:${user} ${lib.escapeShellArg cfg.logFile}
     '';
@@ -88,7 +88,7 @@ in
       ThrottleInterval = 10;
       # SIGTERM lets in-flight responses finish for --shutdown-timeout (30s).
       ExitTimeOut = 45;
-      WorkingDirectory = cfg.settings.cache-dir;
+      WorkingDirectory = cfg.settings.disk.cache-dir;
       StandardOutPath = cfg.logFile;
       StandardErrorPath = cfg.logFile;
       # One open file per NAR being served or fetched; macOS's default soft

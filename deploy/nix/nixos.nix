@@ -16,15 +16,15 @@ in
     openFirewall = lib.mkOption {
       type = lib.types.bool;
       default = false;
-      description = "Open the port of `settings.listen` in the firewall, for the LAN's clients.";
+      description = "Open the port of `settings.http.listen` in the firewall, for the LAN's clients.";
     };
   };
 
   config = lib.mkIf cfg.enable {
     networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [ (common.listenPort cfg) ];
     warnings = lib.optional (cfg.openFirewall && builtins.elem (common.listenHost cfg) [ "localhost" "127.0.0.1" "[::1]" ]) ''
-      services.nix-cache-proxy.openFirewall opens port ${toString (common.listenPort cfg)}, but settings.listen
-      (${cfg.settings.listen}) answers this host only: listen on 0.0.0.0 or [::] for the LAN.
+      services.nix-cache-proxy.openFirewall opens port ${toString (common.listenPort cfg)}, but settings.http.listen
+      (${cfg.settings.http.listen}) answers this host only: listen on 0.0.0.0 or [::] for the LAN.
     '';
 
     systemd.services.nix-cache-proxy = {
@@ -52,7 +52,7 @@ in
         # A cache-dir elsewhere must exist and be writable by the dynamic
         # user: the simpler way to use another disk is to mount it at
         # /var/lib/private/nix-cache-proxy.
-        ReadWritePaths = lib.mkIf (cfg.settings.cache-dir != stateDirectory) [ cfg.settings.cache-dir ];
+        ReadWritePaths = lib.mkIf (cfg.settings.disk.cache-dir != stateDirectory) [ cfg.settings.disk.cache-dir ];
         # One open file per NAR being served or fetched, at LAN fan-out.
         LimitNOFILE = 65536;
 

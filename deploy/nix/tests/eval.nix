@@ -99,6 +99,9 @@ let
       inherit (config) warnings;
       options = lib.attrNames eval.options.services.nix-cache-proxy;
       declarations = eval.options.services.nix-cache-proxy.enable.declarations;
+      # The options' documentation, as the NixOS manual renders it.
+      docs = lib.listToAttrs (map (o: lib.nameValuePair o.name { inherit (o) description type; default = o.default or null; })
+        (lib.optionAttrSetToDocList eval.options.services.nix-cache-proxy));
     };
 in
 {

@@ -16,7 +16,7 @@ pkgs.testers.runNixOSTest {
       openFirewall = true;
       # No network in the VM: a lookup fails upstream, which is all this
       # test needs of the upstreams.
-      settings.negative-ttl = "5s";
+      settings.misses.negative-ttl = "5s";
       # A token in the Nix store is fine for a test, never for a real host.
       adminTokenFile = toString (pkgs.writeText "admin-token" "test-token-0123456789");
     };

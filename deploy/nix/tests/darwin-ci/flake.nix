@@ -26,9 +26,9 @@
           services.nix-cache-proxy = {
             enable = true;
             settings = {
-              upstream = [ "https://cache.nixos.org" ];
-              max-size = "200GiB";
-              log-format = "json";
+              upstream.urls = [ "https://cache.nixos.org" ];
+              disk.max-size = "200GiB";
+              log.format = "json";
             };
             netrcFile = "/etc/nix-cache-proxy/netrc";
           };
