@@ -235,7 +235,7 @@
         type = "boolean";
         flag = "evict-uploads";
         default = "`false`";
-        description = "let eviction delete the least recently served uploaded paths like pulled ones, narinfo with NAR (nothing can fetch them again); without it an upload leaves only when a --keep-latest rule supersedes it or by delete";
+        description = "let eviction delete the least recently served uploaded paths like pulled ones, narinfo with NAR (nothing can fetch them again); without it an upload leaves only when a --keep-latest rule supersedes it or by the delete command";
       };
     };
 
