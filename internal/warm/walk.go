@@ -3,6 +3,7 @@ package warm
 import (
 	"cmp"
 	"context"
+	"maps"
 	"slices"
 	"strings"
 
@@ -57,7 +58,7 @@ type Coverage struct {
 	// substitutes.
 	Roots []string `json:"roots"`
 	Fetch []string `json:"fetch,omitempty"`
-	// MissingPaths are the outputs nobody has, with where they came from.
+	// MissingPaths are the outputs nobody has, in Build's order.
 	MissingPaths []string `json:"missing_paths,omitempty"`
 	Errors       []string `json:"errors,omitempty"` // a few of the Unknown answers' errors
 }
@@ -171,8 +172,29 @@ func Walk(ctx context.Context, g *Graph, locate Locator) (Coverage, error) {
 		return cmp.Or(cmp.Compare(b.Closure, a.Closure), strings.Compare(a.Name, b.Name), strings.Compare(a.Drv, b.Drv))
 	})
 	slices.Sort(cov.Fetch)
-	slices.Sort(cov.MissingPaths)
+	cov.MissingPaths = inBuildOrder(cov.MissingPaths, cov.Build)
 	return cov, nil
+}
+
+// inBuildOrder orders missing the way builds are: the outputs of the
+// derivation with the largest closure first (the attribute's own), so a
+// caller that keeps only the first few keeps the top of the tree. Paths
+// no build makes (a root without a known derivation) go last, sorted.
+func inBuildOrder(missing []string, builds []Build) []string {
+	left := map[string]bool{}
+	for _, p := range missing {
+		left[p] = true
+	}
+	out := make([]string, 0, len(missing))
+	for _, b := range builds {
+		for _, o := range b.Outputs {
+			if left[o] {
+				out = append(out, o)
+				delete(left, o)
+			}
+		}
+	}
+	return append(out, slices.Sorted(maps.Keys(left))...)
 }
 
 // closureSize counts the derivations drv depends on, itself included.

@@ -55,7 +55,8 @@ func TestWalk(t *testing.T) {
 		},
 		{
 			name: "nothing anywhere: everything is built",
-			want: Coverage{Paths: 4, Missing: 4, MissingPaths: []string{"build-tool", "config-a", "shared-lib", "split.doc"}},
+			// Missing paths in the builds' order.
+			want: Coverage{Paths: 4, Missing: 4, MissingPaths: []string{"config-a", "build-tool", "shared-lib", "split.doc"}},
 			// The attribute first (largest closure), then by name.
 			build: []string{"config-a", "build-tool", "shared-lib", "split"},
 		},
@@ -136,7 +137,6 @@ func TestWalk(t *testing.T) {
 			}
 			cov.Fetch, cov.MissingPaths = fixName(cov.Fetch), fixName(cov.MissingPaths)
 			slices.Sort(cov.Fetch)
-			slices.Sort(cov.MissingPaths)
 			if d := cmp.Diff(tc.want, cov); d != "" {
 				t.Errorf("coverage (-want +got):\n%s", d)
 			}
