@@ -210,29 +210,7 @@ log "building a signed binary cache: $small small paths + root (zstd), one ${ima
 nix key generate-secret --key-name bench-1 >"$work/sk"
 nix key convert-secret-to-public <"$work/sk" >"$work/pk"
 pk=$(cat "$work/pk")
-cat >"$work/closure.nix" <<'EOF'
-{ nonce, n, imageBytes }:
-let
-  mk = name: script: builtins.derivation {
-    name = "bench-${name}";
-    system = builtins.currentSystem;
-    builder = "/bin/sh";
-    args = [ "-c" script ];
-    PATH = "/usr/bin:/bin";
-    inherit nonce;
-  };
-  # 1 to 128 KiB of random bytes, base64: a spread of small package sizes.
-  size = i: 1024 * (1 + (i * 37) - 128 * ((i * 37) / 128));
-  # Each small path refers to the one before it and to the one at half its
-  # index: a DAG whose closure from the last one is all of them.
-  deps = i: if i == 0 then "" else "${builtins.elemAt smalls (i - 1)} ${builtins.elemAt smalls (i / 2)}";
-  smalls = builtins.genList (i:
-    mk "small-${toString i}" "{ echo ${deps i}; head -c ${toString (size i)} /dev/urandom | base64; } > $out") n;
-in rec {
-  image = mk "image" "mkdir $out && head -c ${toString imageBytes} /dev/urandom > $out/disk.img";
-  root = mk "root" "echo ${builtins.elemAt smalls (n - 1)} ${image} > $out";
-}
-EOF
+cp "$root/bench/closure.nix" "$work/closure.nix"
 t0=$EPOCHREALTIME
 out=$(nix build 2>>"$work/logs/build.err" --store "$work/store" --no-link --json --max-jobs 2 -f "$work/closure.nix" \
   --argstr nonce "$RANDOM$RANDOM$$" --arg n "$small" --arg imageBytes "$image_bytes" root image)

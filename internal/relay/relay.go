@@ -164,7 +164,8 @@ func New(opts Options) (*Relay, error) {
 			// Bodies pass through as the cache sent them: Nix decodes
 			// Content-Encoding itself and resumes only without it.
 			DisableCompression:  true,
-			MaxIdleConnsPerHost: 16,
+			// Nix opens up to http-connections (25) at once.
+			MaxIdleConnsPerHost: 64,
 			IdleConnTimeout:     time.Minute,
 		}
 	}
