@@ -17,19 +17,14 @@ import (
 // ctx's error.
 func (r *Relay) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	for _, c := range r.caches {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.watch(ctx, c)
-		}()
+	for _, c := range r.configured {
+		wg.Go(func() { r.watch(ctx, c) })
+	}
+	if r.opts.Discovered != nil {
+		wg.Go(func() { r.follow(ctx, &wg) })
 	}
 	if r.opts.Changes != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.relayChanges(ctx)
-		}()
+		wg.Go(func() { r.relayChanges(ctx) })
 	}
 	wg.Wait()
 	return ctx.Err()
@@ -50,7 +45,7 @@ func (r *Relay) relayChanges(ctx context.Context) {
 		}
 		r.metrics.changes.Inc()
 		r.fwd.CloseIdleConnections()
-		for _, c := range r.caches {
+		for _, c := range r.list() {
 			c.wakeNow(true)
 		}
 	}

@@ -40,6 +40,11 @@ type Options struct {
 	// Caches are the LAN caches' base URLs, most preferred first. The relay
 	// forwards to the first one reachable.
 	Caches []string
+	// Discovered, if not nil, sends the URLs of the caches found on the
+	// network (package discovery), each time the whole set; they are
+	// tried after Caches, in the order sent. It adds no trust: Nix checks
+	// every signature against its own keys.
+	Discovered <-chan []string
 	// Priority is the Priority of the nix-cache-info the relay answers
 	// itself before any cache was reached (default 30, a LAN cache's,
 	// ahead of cache.nixos.org's 40).
@@ -73,14 +78,17 @@ type Options struct {
 // Relay forwards Nix's requests to the first reachable LAN cache. It is an
 // http.Handler; Run probes the caches until its context ends.
 type Relay struct {
-	opts    Options
-	caches  []*lanCache
-	fwd     *http.Client
-	probe   *http.Client
-	log     *slog.Logger
-	info    atomic.Pointer[[]byte]
-	metrics relayMetrics
-	closeMu sync.Once
+	opts Options
+	// caches are the configured caches, then the discovered ones: the
+	// order forwards try them in. Run replaces it as discovery tells.
+	caches     atomic.Pointer[[]*lanCache]
+	configured []*lanCache
+	fwd        *http.Client
+	probe      *http.Client
+	log        *slog.Logger
+	info       atomic.Pointer[[]byte]
+	metrics    relayMetrics
+	closeMu    sync.Once
 }
 
 // lanCache is one configured cache and what the relay last learnt of it.
@@ -131,7 +139,7 @@ func (c *lanCache) setUp(up bool) bool {
 // New returns a Relay for opts. Requests wait for each cache's first probe
 // (at most a few ConnectTimeouts), so Run must run.
 func New(opts Options) (*Relay, error) {
-	if len(opts.Caches) == 0 {
+	if len(opts.Caches) == 0 && opts.Discovered == nil {
 		return nil, errors.New("relay: no LAN cache given")
 	}
 	setDefault(&opts.ConnectTimeout, time.Second)
@@ -151,8 +159,9 @@ func New(opts Options) (*Relay, error) {
 		if err != nil {
 			return nil, err
 		}
-		r.caches = append(r.caches, &lanCache{name: s, base: u, wake: make(chan struct{}, 1), probed: make(chan struct{})})
+		r.configured = append(r.configured, newLANCache(s, u))
 	}
+	r.caches.Store(&r.configured)
 	info := []byte("StoreDir: " + narinfo.StoreDir + "\nWantMassQuery: 1\nPriority: " + strconv.Itoa(opts.Priority) + "\n")
 	r.info.Store(&info)
 	dialer := &net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 15 * time.Second}
@@ -163,7 +172,7 @@ func New(opts Options) (*Relay, error) {
 			ResponseHeaderTimeout: opts.HeaderTimeout,
 			// Bodies pass through as the cache sent them: Nix decodes
 			// Content-Encoding itself and resumes only without it.
-			DisableCompression:  true,
+			DisableCompression: true,
 			// Nix opens up to http-connections (25) at once.
 			MaxIdleConnsPerHost: 64,
 			IdleConnTimeout:     time.Minute,
@@ -183,7 +192,7 @@ func New(opts Options) (*Relay, error) {
 	if opts.Transport != nil {
 		r.probe.Transport = opts.Transport
 	}
-	r.metrics = newRelayMetrics(opts.Metrics, r.caches)
+	r.metrics = newRelayMetrics(opts.Metrics, r.configured)
 	return r, nil
 }
 
@@ -213,9 +222,16 @@ func parseCacheURL(s string) (*url.URL, error) {
 	return u, nil
 }
 
+func newLANCache(name string, base *url.URL) *lanCache {
+	return &lanCache{name: name, base: base, wake: make(chan struct{}, 1), probed: make(chan struct{})}
+}
+
+// list returns the caches in the order forwards try them.
+func (r *Relay) list() []*lanCache { return *r.caches.Load() }
+
 // current returns the first cache the relay takes as reachable, or nil.
 func (r *Relay) current() *lanCache {
-	for _, c := range r.caches {
+	for _, c := range r.list() {
 		if c.up.Load() {
 			return c
 		}

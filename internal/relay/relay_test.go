@@ -240,3 +240,42 @@ func TestHungForwardCutWhenProbeFails(t *testing.T) {
 		t.Errorf("answered after %v, want about ConnectTimeout (%v)", d, opts.ConnectTimeout)
 	}
 }
+
+// TestDiscoveredCaches: caches sent on Discovered are forwarded to after
+// the configured ones, and dropped when no longer sent.
+func TestDiscoveredCaches(t *testing.T) {
+	configured := newFakeCache(t, map[string]string{"/" + testHash + ".narinfo": "configured"})
+	found := newFakeCache(t, map[string]string{"/" + testHash + ".narinfo": "discovered"})
+	discovered := make(chan []string)
+	opts := fastOptions(configured.URL())
+	opts.Discovered = discovered
+	r, srv, _ := startRelay(t, opts)
+	discovered <- []string{found.URL(), configured.URL(), found.URL()}
+	if _, body, _ := get(t, srv, "/"+testHash+".narinfo"); body != "configured" {
+		t.Errorf("got %q, want the configured cache first", body)
+	}
+	configured.stop()
+	waitFor(t, "the discovered cache to be used", func() bool { return r.Reachable() == found.URL() })
+	if _, body, _ := get(t, srv, "/"+testHash+".narinfo"); body != "discovered" {
+		t.Errorf("got %q, want the discovered cache", body)
+	}
+	discovered <- nil
+	waitFor(t, "the discovered cache to be dropped", func() bool { return len(r.list()) == 1 })
+	if status, _, _ := get(t, srv, "/"+testHash+".narinfo"); status != http.StatusNotFound {
+		t.Errorf("narinfo with no cache: %d, want 404", status)
+	}
+}
+
+// TestDiscoveryOnly: no configured cache, only discovery.
+func TestDiscoveryOnly(t *testing.T) {
+	found := newFakeCache(t, testFiles())
+	discovered := make(chan []string, 1)
+	opts := fastOptions()
+	opts.Discovered = discovered
+	r, srv, _ := startRelay(t, opts)
+	if status, _, _ := get(t, srv, "/"+testHash+".narinfo"); status != http.StatusNotFound {
+		t.Errorf("narinfo before discovery: %d, want 404", status)
+	}
+	discovered <- []string{found.URL()}
+	waitFor(t, "the discovered cache to be used", func() bool { return r.Reachable() == found.URL() })
+}

@@ -60,7 +60,7 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		http.NotFound(w, req)
 		return
 	}
-	for _, c := range r.caches {
+	for _, c := range r.list() {
 		select {
 		case <-c.probed:
 		case <-req.Context().Done():
