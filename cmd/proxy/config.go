@@ -64,6 +64,7 @@ type serveConfig struct {
 	uploadMaxSize       int64
 	maxConnections      int
 	writeStallTimeout   time.Duration
+	advertiseMDNS       bool
 
 	// Set by check from the files named above.
 	writeToken string
@@ -87,6 +88,7 @@ func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
 	fs.String("config", "", "TOML config `file`, in sections ([disk] max-size = \"200GiB\"): see docs/configuration.md")
 	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:5575", "`address` to serve on; 0.0.0.0:5575 for the LAN")
 	fs.StringVar(&cfg.cacheDir, "cache-dir", defaultCacheDir(), "`directory` for NAR files and the index")
+	fs.BoolVar(&cfg.advertiseMDNS, "advertise-mdns", false, "advertise the cache on the LAN over DNS-SD/Bonjour (_nix-cache._tcp, with its public keys), for relays that discover caches (docs/relay.md); needs a --listen the LAN reaches")
 	fs.StringVar(&cfg.advertiseURL, "advertise-url", "", "`URL` where the other proxies on the same --storage bucket reach this one to join its downloads (http://10.0.0.5:5575)")
 	fs.DurationVar(&cfg.fillLeaseTTL, "fill-lease-ttl", 30*time.Second, "with s3 storage, how long a download's lease lives unrenewed: how long a dead proxy holds up a NAR before another takes it over")
 	fs.DurationVar(&cfg.evictGrace, "evict-grace", time.Hour, "with s3 storage and --max-size, how long a NAR marked for eviction stays in the bucket before it is deleted, unless a proxy serves it meanwhile; longer than the longest download, and than --fill-lease-ttl")

@@ -109,6 +109,8 @@ func TestParseServeConfigErrors(t *testing.T) {
 		{"broken config", []string{"--config", broken}, nil},
 		{"missing config", []string{"--config", filepath.Join(dir, "nope.toml")}, nil},
 		{"stray argument", []string{"extra"}, nil},
+		{"mDNS for a loopback listener", []string{"--advertise-mdns"}, nil},
+		{"mDNS for localhost", []string{"--advertise-mdns", "--listen", "localhost:5575"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -40,31 +40,50 @@ const (
 )
 
 func newRelayLAN(t *testing.T, imageSize int64, relayArgs ...string) *relayLAN {
-	bin := e2eBinary(t, true)
+	n := newLANPair(t, imageSize)
+	n.cacheURL, _ = nixtest.ServeDirOn(t, netnstest.Listen(t, n.lan, relayLANCacheAddr+":0"), n.cache.Dir)
+	n.relayURL = n.startRelay("127.0.0.1:5576", append([]string{"--cache", n.cacheURL}, relayArgs...)...)
+	n.waitFor("the relay to forward", 10*time.Second, func() bool { return n.lookup() == http.StatusOK })
+	return n
+}
+
+// newLANPair makes the namespaces, the veth pair between them, the closure
+// and the laptop's upstream; the cache and the relay are the test's.
+func newLANPair(t *testing.T, imageSize int64) *relayLAN {
+	e2eBinary(t, true)
 	netnstest.Require(t, "nft")
 	n := &relayLAN{t: t, lan: netnstest.New(t), laptop: netnstest.New(t), relayLog: &lockedBuffer{}}
 	n.closure, n.cache = nixtest.BuildClosure(t, imageSize)
 	n.lanIf, _ = netnstest.Veth(t, n.lan, n.laptop, relayLANCacheAddr+"/30", relayLANLaptopAddr+"/30")
-	n.cacheURL, _ = nixtest.ServeDirOn(t, netnstest.Listen(t, n.lan, relayLANCacheAddr+":0"), n.cache.Dir)
 	n.upstreamURL, _ = nixtest.ServeDirOn(t, netnstest.Listen(t, n.laptop, "127.0.0.1:0"), n.cache.Dir)
-	n.relayURL = "http://127.0.0.1:5576"
 	n.client = netnstest.HTTPClient(n.laptop)
-	cmd := netnstest.Command(n.laptop, bin, append([]string{"relay", "--cache", n.cacheURL, "--listen", "127.0.0.1:5576", "--log-level", "debug"}, relayArgs...)...)
-	cmd.Stdout, cmd.Stderr = n.relayLog, n.relayLog
+	return n
+}
+
+// start runs the proxy binary with args inside ns until the test ends,
+// its output into log.
+func (n *relayLAN) start(ns string, log *lockedBuffer, args ...string) {
+	bin, _ := proxyBinary()
+	cmd := netnstest.Command(ns, bin, args...)
+	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		n.t.Fatal(err)
 	}
-	t.Cleanup(func() {
+	n.t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		if err := cmd.Wait(); err != nil {
-			t.Errorf("relay: %v", err)
+			n.t.Errorf("%s: %v", args[0], err)
 		}
-		if t.Failed() {
-			t.Logf("relay log:\n%s", n.relayLog.Bytes())
+		if n.t.Failed() {
+			n.t.Logf("%s log:\n%s", args[0], log.Bytes())
 		}
 	})
-	n.waitFor("the relay to forward", 10*time.Second, func() bool { return n.lookup() == http.StatusOK })
-	return n
+}
+
+// startRelay runs a relay in the laptop on addr and returns its URL.
+func (n *relayLAN) startRelay(addr string, args ...string) string {
+	n.start(n.laptop, n.relayLog, append([]string{"relay", "--listen", addr, "--log-level", "debug"}, args...)...)
+	return "http://" + addr
 }
 
 // lookup asks the relay for the closure root's narinfo and returns the
@@ -200,5 +219,40 @@ func TestRelayLeavesAndRejoinsLAN(t *testing.T) {
 		if !strings.Contains(log, want) {
 			t.Errorf("relay log lacks %q", want)
 		}
+	}
+}
+
+// TestRelayDiscoversCache: a cache that advertises itself over DNS-SD
+// (serve --advertise-mdns) is found by a relay given no --cache, across
+// the veth pair, and real Nix gets the closure through it; a relay given
+// another key refuses it.
+func TestRelayDiscoversCache(t *testing.T) {
+	n := newLANPair(t, 1<<20)
+	// Multicast leaves by the veth, as by a LAN's interface.
+	netnstest.Run(t, n.lan, "ip", "route", "add", "224.0.0.0/4", "dev", n.lanIf)
+	netnstest.Run(t, n.laptop, "ip", "route", "add", "224.0.0.0/4", "dev", "veth-b")
+	upstream, _ := nixtest.ServeDirOn(t, netnstest.Listen(t, n.lan, "127.0.0.1:0"), n.cache.Dir)
+	var serveLog lockedBuffer
+	n.start(n.lan, &serveLog, "serve", "--advertise-mdns", "--listen", relayLANCacheAddr+":5575",
+		"--cache-dir", t.TempDir(), "--upstream", upstream, "--trusted-public-key", n.cache.PublicKey)
+	n.relayURL = n.startRelay("127.0.0.1:5576", "--discover", "--discover-interval", "1s", "--trusted-public-key", n.cache.PublicKey)
+	d := n.waitFor("the relay to discover the cache and forward", 20*time.Second, func() bool { return n.lookup() == http.StatusOK })
+	t.Logf("forwarding %v after start", d)
+	if _, err := n.realise(n.relayURL); err != nil {
+		t.Fatal(err)
+	}
+
+	var rogueLog lockedBuffer
+	n.start(n.laptop, &rogueLog, "relay", "--listen", "127.0.0.1:5577", "--discover", "--discover-interval", "1s", "--trusted-public-key", "other-1:"+strings.Repeat("A", 43)+"=")
+	n.waitFor("the other relay to refuse the cache", 20*time.Second, func() bool {
+		return strings.Contains(string(rogueLog.Bytes()), "discovered cache refused")
+	})
+	resp, err := n.client.Get("http://127.0.0.1:5577/" + narinfo.HashOfStorePath(n.closure.Root) + ".narinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("relay with another key: %d, want 404 (the cache refused)", resp.StatusCode)
 	}
 }

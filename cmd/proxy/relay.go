@@ -37,6 +37,10 @@ func relayCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	connectTimeout := fs.Duration("connect-timeout", time.Second, "bound on connecting to a cache; off the LAN, a request waits at most this long once")
 	checkInterval := fs.Duration("check-interval", 5*time.Second, "how often the cache in use is probed")
 	backoffMax := fs.Duration("backoff-max", 3*time.Second, "longest wait between probes of an unreachable cache")
+	discover := fs.Bool("discover", false, "also use caches advertised on the LAN over DNS-SD/Bonjour (_nix-cache._tcp; serve --advertise-mdns), after the --cache ones")
+	var keys stringList
+	fs.Var(&keys, "trusted-public-key", "`NAME:BASE64`: with --discover, use only caches that advertise one of these keys; repeatable (Nix checks signatures either way)")
+	discoverInterval := fs.Duration("discover-interval", 30*time.Second, "with --discover, how often the LAN is asked (and at once after a network change)")
 	logLevel := fs.String("log-level", "info", "debug (a line per request: forwarded or answered itself), info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
 	fail := func(err error) int {
@@ -69,14 +73,18 @@ func relayCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		Metrics:        reg,
 		Logger:         log,
 	}
-	if err := runRelay(ctx, opts, *listen, reg, log); err != nil {
+	var disc *relayDiscovery
+	if *discover {
+		disc = &relayDiscovery{trusted: keys.values, interval: *discoverInterval, log: log}
+	}
+	if err := runRelay(ctx, opts, disc, *listen, reg, log); err != nil {
 		fmt.Fprintf(stderr, "nix-cache-proxy relay: %v\n", err)
 		return 1
 	}
 	return 0
 }
 
-func runRelay(ctx context.Context, opts relay.Options, listen string, reg *prometheus.Registry, log *slog.Logger) error {
+func runRelay(ctx context.Context, opts relay.Options, disc *relayDiscovery, listen string, reg *prometheus.Registry, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	changes, err := netwatch.Watch(ctx)
@@ -87,6 +95,16 @@ func runRelay(ctx context.Context, opts relay.Options, listen string, reg *prome
 		log.Warn("network changes not watched; probing on a timer only", "err", err)
 	default:
 		opts.Changes = changes
+	}
+	if disc != nil {
+		// Each network change goes both to the relay and to discovery.
+		var browseChanges <-chan struct{}
+		if opts.Changes != nil {
+			opts.Changes, browseChanges = tee(ctx, opts.Changes)
+		}
+		found := make(chan []string)
+		opts.Discovered = found
+		go disc.run(ctx, found, browseChanges)
 	}
 	r, err := relay.New(opts)
 	if err != nil {

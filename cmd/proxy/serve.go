@@ -153,6 +153,13 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger, shared *
 			limits.maxConns = n
 		}
 	}
+	if cfg.advertiseMDNS {
+		adv, err := advertiseCache(cfg, shared.ln.Addr(), log)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		defer adv.Close()
+	}
 	srv, bounded := newHTTPServer(h, shared.view(), limits, log)
 	metrics.RegisterConnections(s.registry, bounded.Open, limits.maxConns)
 	upstreamNames := make([]string, len(s.upstreams.Clients()))

@@ -132,6 +132,11 @@ func (cfg *serveConfig) check() error {
 		}
 		cfg.secretKey = &sk
 	}
+	if cfg.advertiseMDNS {
+		if host, _, _ := net.SplitHostPort(cfg.listen); host == "localhost" || net.ParseIP(host).IsLoopback() {
+			return fmt.Errorf("--advertise-mdns: --listen %s is loopback, no one on the LAN could reach it", cfg.listen)
+		}
+	}
 	if cfg.writeTokenFile != "" {
 		tok, err := readToken(cfg.writeTokenFile)
 		if err != nil {

@@ -17,7 +17,7 @@ buildGoModule {
   # go.sum, print the new one with deploy/nix/vendor-hash.sh (CI fails
   # while it is stale), or set lib.fakeHash, run `nix build .#default` and
   # copy the hash after "got:".
-  vendorHash = "sha256-NThQf7iNFz28SzkHiELYRque+Ve6Fjvptxnrk+CgOYk=";
+  vendorHash = "sha256-yz/JW79k7WCZV9GHbcLEJsdky5nNZyrks7qxfOfth/I=";
 
   subPackages = [ "cmd/proxy" ];
   env.CGO_ENABLED = 0;
