@@ -344,3 +344,39 @@ func TestDarwinModuleImportedTwice(t *testing.T) {
 	evalError(t, "darwin", `{ imports = [ (`+darwinDefault+`) ]; users.users._nix-cache-proxy.uid = 600; }`,
 		"users.users._nix-cache-proxy.uid' has conflicting definition values", "deploy/nix/darwin.nix': 575")
 }
+
+// TestDarwinModuleWarm: on nix-darwin too, warm becomes [[warm]] tables
+// check-config reads back, and the daemon gets nix on its PATH and a home
+// in the cache dir for it (its user's is /var/empty).
+func TestDarwinModuleWarm(t *testing.T) {
+	needPython(t)
+	var sys darwinSystem
+	e := mustEval(t, "darwin", `{ services.nix-cache-proxy = {
+		enable = true;
+		warm = [ { flake = "github:me/macs"; attrs = [ "darwinConfigurations.studio.system" ]; keep = 2; } ];
+	}; }`, &sys)
+	var p struct {
+		ProgramArguments     []string
+		EnvironmentVariables map[string]string
+	}
+	plist(t, sys.Plists["org.nix-cache-proxy.plist"], &p)
+	env := p.EnvironmentVariables
+	if !strings.Contains(env["PATH"], "-nix-") || env["HOME"] != "/var/lib/nix-cache-proxy/nix-home" || env["XDG_CACHE_HOME"] != "/var/lib/nix-cache-proxy/nix-home/.cache" {
+		t.Errorf("EnvironmentVariables %v: want nix on the PATH and a home in the cache dir", env)
+	}
+	m := regexp.MustCompile(`--config (\S+)`).FindStringSubmatch(p.ProgramArguments[len(p.ProgramArguments)-1])
+	if m == nil {
+		t.Fatalf("ProgramArguments %q pass no --config", p.ProgramArguments)
+	}
+	got := checkConfig(t, "the daemon", nil, "--config", e.checkedConfig(t, "the daemon", m[1]))
+	warm, _ := got["warm"].([]map[string]any)
+	if len(warm) != 1 || warm[0]["flake"] != "github:me/macs" || warm[0]["keep"] != int64(2) || warm[0]["interval"] != "10m" {
+		t.Errorf("check-config reads warm = %#v", got["warm"])
+	}
+
+	var plain darwinSystem
+	mustEval(t, "darwin", darwinDefault, &plain)
+	if strings.Contains(plain.Plists["org.nix-cache-proxy.plist"], "XDG_CACHE_HOME") {
+		t.Error("without warm, the daemon gets nix's environment")
+	}
+}

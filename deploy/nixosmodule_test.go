@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -221,4 +222,52 @@ func TestNixOSModuleImportedTwice(t *testing.T) {
 	if want := filepath.Join(root, "deploy", "nix", "nixos.nix"); len(sys.Declarations) != 1 || sys.Declarations[0] != want {
 		t.Errorf("services.nix-cache-proxy.enable is declared in %q, want %s", sys.Declarations, want)
 	}
+}
+
+// TestNixOSModuleWarm: services.nix-cache-proxy.warm becomes the config
+// file's [[warm]] tables, which check-config reads back, and the service
+// gets nix on its PATH and a home and cache for it; without warm it gets
+// neither.
+func TestNixOSModuleWarm(t *testing.T) {
+	var sys struct {
+		Service struct {
+			Path          []string          `json:"path"`
+			Environment   map[string]string `json:"environment"`
+			ServiceConfig map[string]any    `json:"serviceConfig"`
+		} `json:"service"`
+	}
+	e := mustEval(t, "nixos", `{ services.nix-cache-proxy = {
+		enable = true;
+		warm = [
+			{ flake = "github:me/macs"; attrs = [ "darwinConfigurations.studio.system" "packages.aarch64-linux.builder-image" ]; }
+			{ flake = "path:/srv/flake"; attrs = [ "packages.x86_64-linux.default" ]; keep = 5; interval = "1h"; }
+		];
+	}; }`, &sys)
+	if len(sys.Service.Path) != 1 || !strings.Contains(sys.Service.Path[0], "-nix-") {
+		t.Errorf("path %q, want the system's nix", sys.Service.Path)
+	}
+	if sys.Service.Environment["XDG_CACHE_HOME"] != "%C/nix-cache-proxy" || sys.Service.Environment["HOME"] == "" || sys.Service.ServiceConfig["CacheDirectory"] != "nix-cache-proxy" {
+		t.Errorf("environment %v, CacheDirectory %v: want nix's home and cache in the service's cache directory", sys.Service.Environment, sys.Service.ServiceConfig["CacheDirectory"])
+	}
+	exec := shellWords(t, sys.Service.ServiceConfig["ExecStart"].(string))
+	if exec[2] != "--config" {
+		t.Fatalf("ExecStart %q", exec)
+	}
+	got := checkConfig(t, "ExecStart", nil, "--config", e.checkedConfig(t, "ExecStart", exec[3]))
+	want := []map[string]any{
+		{"flake": "github:me/macs", "attrs": []any{"darwinConfigurations.studio.system", "packages.aarch64-linux.builder-image"}, "keep": int64(3), "interval": "10m"},
+		{"flake": "path:/srv/flake", "attrs": []any{"packages.x86_64-linux.default"}, "keep": int64(5), "interval": "1h"},
+	}
+	if !reflect.DeepEqual(got["warm"], want) {
+		t.Errorf("check-config reads warm = %#v, want %#v", got["warm"], want)
+	}
+
+	var plain struct {
+		Service map[string]any `json:"service"`
+	}
+	mustEval(t, "nixos", `{ services.nix-cache-proxy.enable = true; }`, &plain)
+	if p, _ := plain.Service["path"].([]any); len(p) != 0 {
+		t.Errorf("without warm, path %v", p)
+	}
+	evalError(t, "nixos", `{ services.nix-cache-proxy = { enable = true; warm = [ { flake = "github:me/macs#x"; attrs = [ "a" ]; } ]; }; }`, "flake")
 }

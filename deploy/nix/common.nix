@@ -81,6 +81,50 @@ rec {
         }) config.sections;
       };
     };
+
+    warm = mkOption {
+      description = ''
+        Flakes the server follows (the config file's `[[warm]]` tables,
+        README "Following a flake"): at start and every `interval` it reads
+        the flake's locked revision and, when it is new, evaluates each
+        attribute with `nix` (nothing is built), pins and prefetches what
+        substituting it takes, and keeps the pins of each attribute's `keep`
+        newest revisions. The service gets `nix` on its PATH and a cache
+        directory for it; it evaluates as its own user, so it needs read
+        access to the flake: a public flake, a `path:` readable by it, or
+        credentials in that user's Nix configuration (`access-tokens =
+        github.com=…` in `nix.settings`, or an SSH key and known_hosts for
+        `git+ssh://`, readable by the service user).
+      '';
+      default = [ ];
+      example = [{
+        flake = "github:me/macs";
+        attrs = [ "darwinConfigurations.studio.system" "packages.aarch64-linux.builder-image" ];
+        keep = 3;
+      }];
+      type = types.listOf (types.submodule {
+        options = {
+          flake = mkOption {
+            type = types.strMatching "[^#]+";
+            description = "A flake reference without an attribute: `github:me/macs`, `git+ssh://git@host/macs`, `path:/srv/macs`.";
+          };
+          attrs = mkOption {
+            type = types.nonEmptyListOf types.str;
+            description = "Attributes that evaluate to derivations: `darwinConfigurations.studio.system`.";
+          };
+          keep = mkOption {
+            type = types.ints.positive;
+            default = 3;
+            description = "Revisions of each attribute kept pinned; older ones are unpinned.";
+          };
+          interval = mkOption {
+            type = types.str;
+            default = "10m";
+            description = "How often the flake's lock is read (a duration, 10s at least).";
+          };
+        };
+      });
+    };
   } // lib.mapAttrs (_: s: mkOption {
     type = types.nullOr types.str;
     default = null;
@@ -97,7 +141,8 @@ rec {
   # platform cannot run the package.
   configFile = cfg:
     let
-      file = settingsFormat.generate "nix-cache-proxy.toml" (setKeys cfg.settings);
+      file = settingsFormat.generate "nix-cache-proxy.toml"
+        (setKeys cfg.settings // lib.optionalAttrs (cfg.warm != [ ]) { inherit (cfg) warm; });
       canRun = pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform;
     in
     if !canRun then file else

@@ -78,6 +78,14 @@ in
       # Secret files are passed by path: make them readable by the
       # _nix-cache-proxy group only (chown root:_nix-cache-proxy, chmod 640).
       ++ common.secretFlags cfg (_: _: path: path));
+    # [[warm]] runs nix as _nix-cache-proxy, whose home is /var/empty:
+    # nix on the PATH, and a home and cache for it in the cache dir (which
+    # the user owns; verify looks only at its nar/ and tmp/).
+    launchd.daemons.nix-cache-proxy.path = lib.mkIf (cfg.warm != [ ]) [ config.nix.package ];
+    launchd.daemons.nix-cache-proxy.environment = lib.mkIf (cfg.warm != [ ]) {
+      HOME = "${cfg.settings.disk.cache-dir}/nix-home";
+      XDG_CACHE_HOME = "${cfg.settings.disk.cache-dir}/nix-home/.cache";
+    };
     launchd.daemons.nix-cache-proxy.serviceConfig = {
       Label = "org.nix-cache-proxy";
       UserName = user;

@@ -33,7 +33,17 @@ in
       after = [ "network-online.target" ];
       wants = [ "network-online.target" ];
 
+      # [[warm]] runs nix as the service's user: nix on the PATH, and a
+      # home and cache of its own (the dynamic user has neither) for its
+      # fetcher and evaluation caches.
+      path = lib.mkIf (cfg.warm != [ ]) [ config.nix.package ];
+      environment = lib.mkIf (cfg.warm != [ ]) {
+        HOME = "%C/nix-cache-proxy";
+        XDG_CACHE_HOME = "%C/nix-cache-proxy";
+      };
+
       serviceConfig = {
+        CacheDirectory = lib.mkIf (cfg.warm != [ ]) "nix-cache-proxy";
         # %d is $CREDENTIALS_DIRECTORY: the secrets are readable by this
         # service only, and their paths, not their contents, are in argv.
         ExecStart = lib.escapeShellArgs ([ (lib.getExe cfg.package) "serve" "--config" "${common.configFile cfg}" ]

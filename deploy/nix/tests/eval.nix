@@ -62,6 +62,8 @@ let
             wantedBy = mkOption { type = types.listOf types.str; default = [ ]; };
             after = mkOption { type = types.listOf types.str; default = [ ]; };
             wants = mkOption { type = types.listOf types.str; default = [ ]; };
+            path = mkOption { type = types.listOf types.package; default = [ ]; };
+            environment = mkOption { type = types.attrsOf types.str; default = { }; };
             serviceConfig = mkOption {
               type = types.attrsOf (types.oneOf [ types.bool types.int types.str (types.listOf types.str) ]);
               default = { };
@@ -72,6 +74,7 @@ let
       };
       networking.firewall.allowedTCPPorts = mkOption { type = types.listOf types.port; default = [ ]; };
       nix.enable = mkOption { type = types.bool; default = true; };
+      nix.package = mkOption { type = types.package; default = config._module.args.pkgs.nix; };
       nix.settings = mkOption {
         type = types.submodule {
           freeformType = types.attrsOf (types.oneOf [ types.bool types.int types.str (types.listOf types.str) ]);
