@@ -47,46 +47,21 @@ func (n *Nix) Derivations(ctx context.Context, installable string) (*Graph, erro
 	return g, err
 }
 
-// parseDerivations reads show-derivation's JSON object one derivation at
-// a time (a system's closure prints tens of MiB, most of it environment
-// variables not kept here) and finds the root: the one derivation no
-// other takes as an input.
+// parseDerivations reads show-derivation's JSON one derivation at a time
+// (a system's closure prints tens of MiB, most of it environment variables
+// not kept here) and finds the root: the one derivation no other takes as
+// an input. It reads the formats Nix has printed: Nix 2.8 to 2.31 (full
+// store paths, inputDrvs), 2.32's version 3 (base names), and later ones
+// (a {"version", "derivations"} wrapper, inputs.drvs whose values may be
+// {"outputs": [...]}, env values that may be objects, which are skipped).
 func parseDerivations(r io.Reader) (*Graph, error) {
 	dec := json.NewDecoder(r)
-	if t, err := dec.Token(); err != nil {
-		return nil, err
-	} else if t != json.Delim('{') {
-		return nil, fmt.Errorf("want a JSON object of derivations, got %v", t)
-	}
 	g := &Graph{Drvs: map[string]*Derivation{}}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil, err
-		}
-		path, _ := t.(string)
-		var d struct {
-			Outputs map[string]struct {
-				Path string `json:"path"`
-			} `json:"outputs"`
-			InputDrvs map[string][]string `json:"inputDrvs"`
-			Env       struct {
-				Name string `json:"name"`
-			} `json:"env"`
-		}
-		if err := dec.Decode(&d); err != nil {
-			return nil, fmt.Errorf("derivation %s: %w", path, err)
-		}
-		drv := &Derivation{Path: path, Name: drvName(path), Outputs: map[string]string{}, InputDrvs: d.InputDrvs}
-		for name, o := range d.Outputs {
-			if o.Path != "" {
-				drv.Outputs[name] = o.Path
-			}
-		}
-		g.Drvs[path] = drv
-	}
-	if _, err := dec.Token(); err != nil {
+	if err := readDerivations(dec, g, true); err != nil {
 		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("more JSON after the derivations")
 	}
 	used := map[string]bool{}
 	for _, d := range g.Drvs {
@@ -106,6 +81,102 @@ func parseDerivations(r io.Reader) (*Graph, error) {
 	}
 	g.Root = roots[0]
 	return g, nil
+}
+
+// readDerivations reads one JSON object of derivations by path into g;
+// top is true for the outermost object, which may be the wrapper.
+func readDerivations(dec *json.Decoder, g *Graph, top bool) error {
+	if t, err := dec.Token(); err != nil {
+		return err
+	} else if t != json.Delim('{') {
+		return fmt.Errorf("want a JSON object of derivations, got %v", t)
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		key, _ := t.(string)
+		switch {
+		case top && key == "derivations":
+			if err := readDerivations(dec, g, false); err != nil {
+				return err
+			}
+		case strings.HasSuffix(key, ".drv"):
+			d, err := readDerivation(dec, FullPath(key))
+			if err != nil {
+				return fmt.Errorf("derivation %s: %w", key, err)
+			}
+			g.Drvs[d.Path] = d
+		default: // the wrapper's "version"
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return err
+			}
+		}
+	}
+	_, err := dec.Token() // '}'
+	return err
+}
+
+// drvJSON is what is read of one derivation, in every format.
+type drvJSON struct {
+	Name    string `json:"name"` // version 3 on; before, env.name
+	Outputs map[string]struct {
+		Path string `json:"path"`
+	} `json:"outputs"`
+	InputDrvs map[string]inputOutputs `json:"inputDrvs"` // to version 3
+	Inputs    struct {
+		Drvs map[string]inputOutputs `json:"drvs"`
+	} `json:"inputs"` // version 4 on
+	Env struct {
+		Name json.RawMessage `json:"name"` // a string, or from version 5 maybe an object
+	} `json:"env"`
+}
+
+// inputOutputs are the outputs taken of an input derivation: ["out"], or
+// from version 4 on maybe {"outputs": ["out"], "dynamicOutputs": {}}.
+type inputOutputs []string
+
+func (o *inputOutputs) UnmarshalJSON(b []byte) error {
+	var names []string
+	if err := json.Unmarshal(b, &names); err == nil {
+		*o = names
+		return nil
+	}
+	var obj struct {
+		Outputs []string `json:"outputs"`
+	}
+	if err := json.Unmarshal(b, &obj); err != nil {
+		return err
+	}
+	*o = obj.Outputs
+	return nil
+}
+
+func readDerivation(dec *json.Decoder, path string) (*Derivation, error) {
+	var d drvJSON
+	if err := dec.Decode(&d); err != nil {
+		return nil, err
+	}
+	drv := &Derivation{Path: path, Name: d.Name, Outputs: map[string]string{}, InputDrvs: map[string][]string{}}
+	if drv.Name == "" {
+		json.Unmarshal(d.Env.Name, &drv.Name)
+	}
+	if drv.Name == "" {
+		drv.Name = drvName(path)
+	}
+	for name, o := range d.Outputs {
+		if o.Path != "" {
+			drv.Outputs[name] = FullPath(o.Path)
+		}
+	}
+	for _, inputs := range []map[string]inputOutputs{d.InputDrvs, d.Inputs.Drvs} {
+		for in, outs := range inputs {
+			drv.InputDrvs[FullPath(in)] = outs
+		}
+	}
+	return drv, nil
 }
 
 // drvName is "hello-2.12" for "/nix/store/<hash>-hello-2.12.drv".

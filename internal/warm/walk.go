@@ -217,9 +217,11 @@ func closureSize(g *Graph, drv string) int {
 	return len(seen)
 }
 
-// FullPath turns a narinfo reference ("<hash>-<name>") into a store path.
+// FullPath turns a base name ("<hash>-<name>", as a narinfo's References
+// and the derivation formats from version 3 on write them) into a store
+// path; a full path stays as it is.
 func FullPath(ref string) string {
-	if strings.HasPrefix(ref, narinfo.StoreDir+"/") {
+	if strings.HasPrefix(ref, "/") {
 		return ref
 	}
 	return narinfo.StoreDir + "/" + ref
