@@ -22,7 +22,7 @@
             if lib.versionAtLeast pkgs.go.version "1.26" then pkgs.buildGoModule else pkgs.buildGo126Module;
         };
 
-      serverModule = file: {
+      withPackage = file: {
         _file = file;
         key = toString file;
         imports = [ (import file { inherit packageFor; }) ];
@@ -59,12 +59,13 @@
       # services.nix-cache-proxy: the server. Imported with its file (for
       # error messages) and a key (so importing it twice is one import),
       # as lib.modules.importApply does.
-      nixosModules.default = serverModule ./deploy/nix/nixos.nix;
-      darwinModules.default = serverModule ./deploy/nix/darwin.nix;
+      nixosModules.default = withPackage ./deploy/nix/nixos.nix;
+      darwinModules.default = withPackage ./deploy/nix/darwin.nix;
 
-      # nix-cache-proxy.client: points Nix at the server (the same module
-      # works on NixOS and nix-darwin).
-      nixosModules.client = ./deploy/nix/client.nix;
-      darwinModules.client = ./deploy/nix/client.nix;
+      # nix-cache-proxy.client: points Nix at the server (client.nix), or
+      # with roaming at a relay the module runs (a systemd unit on NixOS, a
+      # launchd daemon on nix-darwin).
+      nixosModules.client = withPackage ./deploy/nix/client-nixos.nix;
+      darwinModules.client = withPackage ./deploy/nix/client-darwin.nix;
     };
 }

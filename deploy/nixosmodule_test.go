@@ -16,6 +16,11 @@ type nixosSystem struct {
 		After         []string       `json:"after"`
 		ServiceConfig map[string]any `json:"serviceConfig"`
 	} `json:"service"`
+	// The client's relay, with roaming.
+	RelayService *struct {
+		WantedBy      []string       `json:"wantedBy"`
+		ServiceConfig map[string]any `json:"serviceConfig"`
+	} `json:"relayService"`
 	Ports        []int          `json:"ports"`
 	NixSettings  map[string]any `json:"nixSettings"`
 	Warnings     []string       `json:"warnings"`

@@ -1,8 +1,11 @@
 # Client module for NixOS and nix-darwin: nix-cache-proxy.client points this
 # machine's Nix at the LAN cache through nix.settings (the system nix.conf),
 # which, unlike a flake's nixConfig, applies to every user without
-# trusted-users or accept-flake-config.
-{ config, lib, ... }:
+# trusted-users or accept-flake-config. With roaming, Nix is pointed at a
+# relay on loopback instead, which client-darwin.nix (a launchd daemon) and
+# client-nixos.nix (a systemd unit) run.
+{ packageFor }:
+{ config, lib, pkgs, ... }:
 
 let
   inherit (lib) mkOption types;
@@ -33,6 +36,41 @@ in
         default), or the proxy's own key when it signs with
         `secretKeyFile`. Without a trusted signature Nix refuses a path.
       '';
+    };
+
+    roaming = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        For laptops that leave the LAN: run `nix-cache-proxy relay` on
+        this machine and list it, not `url`, in `extra-substituters`. The
+        relay forwards to `url` while it is reachable and answers at once
+        while it is not, so Nix never waits for `connectTimeout` away from
+        the LAN (docs/relay.md). Desktops need not.
+      '';
+    };
+
+    relay = {
+      listen = mkOption {
+        type = types.str;
+        default = "127.0.0.1:5576";
+        description = "With `roaming`, where the relay listens (keep it on loopback).";
+      };
+      discover = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          With `roaming`, also use caches advertised on the LAN over
+          DNS-SD/Bonjour (a server with `advertise-mdns`), after `url`. With
+          `publicKeys` set, only caches that advertise one of them.
+        '';
+      };
+      package = mkOption {
+        type = types.package;
+        default = packageFor pkgs;
+        defaultText = lib.literalExpression "nix-cache-proxy built with this system's pkgs";
+        description = "The nix-cache-proxy package the relay runs.";
+      };
     };
 
     connectTimeout = mkOption {
@@ -83,7 +121,7 @@ in
     }];
 
     nix.settings = {
-      extra-substituters = [ cfg.url ];
+      extra-substituters = [ (if cfg.roaming then "http://${cfg.relay.listen}" else cfg.url) ];
       extra-trusted-public-keys = lib.mkIf (cfg.publicKeys != [ ]) cfg.publicKeys;
       # Defaults the machine's own configuration may override.
       connect-timeout = lib.mkDefault cfg.connectTimeout;

@@ -97,6 +97,7 @@ let
     if failed != [ ] then throw "\nFailed assertions:\n${lib.concatMapStrings (m: "- ${m}\n") failed}" else
     {
       service = config.systemd.services.nix-cache-proxy or null;
+      relayService = config.systemd.services.nix-cache-proxy-relay or null;
       ports = config.networking.firewall.allowedTCPPorts;
       nixSettings = config.nix.settings;
       inherit (config) warnings;
