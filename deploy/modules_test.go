@@ -106,9 +106,9 @@ func TestModuleSettings(t *testing.T) {
 }
 
 // TestModuleFlagLiterals checks the flags the Nix files spell out
-// literally ("--config") are flags of serve.
+// literally ("--config") are flags of serve, or of relay in relay.nix.
 func TestModuleFlagLiterals(t *testing.T) {
-	flags := flagNames(t)
+	serveFlags, relayFlags := flagNames(t), commandFlags(t, "relay")
 	files, err := filepath.Glob("nix/*.nix")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no deploy/nix/*.nix: %v", err)
@@ -121,10 +121,14 @@ func TestModuleFlagLiterals(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		flags, command := serveFlags, "serve"
+		if filepath.Base(f) == "relay.nix" {
+			flags, command = relayFlags, "relay"
+		}
 		for _, m := range lit.FindAllStringSubmatch(string(b), -1) {
 			seen++
 			if !flags[m[1]] {
-				t.Errorf("%s passes --%s, which nix-cache-proxy serve does not take", f, m[1])
+				t.Errorf("%s passes --%s, which nix-cache-proxy %s does not take", f, m[1], command)
 			}
 		}
 	}
