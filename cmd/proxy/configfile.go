@@ -32,6 +32,7 @@ type fileConfig struct {
 		WriteStallTimeout opt[time.Duration] `toml:"write-stall-timeout" flag:"write-stall-timeout"`
 		ShutdownTimeout   opt[time.Duration] `toml:"shutdown-timeout" flag:"shutdown-timeout"`
 		Priority          opt[int]           `toml:"priority" flag:"priority"`
+		AdvertiseMDNS     opt[bool]          `toml:"advertise-mdns" flag:"advertise-mdns"`
 	} `toml:"http"`
 	Log struct {
 		Level  opt[string] `toml:"level" flag:"log-level"`

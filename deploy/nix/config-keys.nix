@@ -60,6 +60,12 @@
         default = "`30`";
         description = "Priority advertised in nix-cache-info (lower is preferred)";
       };
+      advertise-mdns = {
+        type = "boolean";
+        flag = "advertise-mdns";
+        default = "`false`";
+        description = "advertise the cache on the LAN over DNS-SD/Bonjour (_nix-cache._tcp, with its public keys), for relays that discover caches (docs/relay.md); needs a --listen the LAN reaches";
+      };
     };
 
     log = {
