@@ -70,30 +70,35 @@ func checkConfig(t *testing.T, what string, env []string, args ...string) map[st
 	return m
 }
 
-// flagNames are the flags `serve -h` lists: what the binary accepts, read
+// flagNames are the flags `serve --help-all` lists: what the binary accepts, read
 // from the binary itself so flags added later are known here too.
 func flagNames(t *testing.T) map[string]bool {
 	t.Helper()
 	names := commandFlags(t, "serve")
 	if !names["config"] {
-		t.Fatal("serve -h lists no --config")
+		t.Fatal("serve --help-all lists no --config")
 	}
 	return names
 }
 
-// commandFlags returns the flag names `nix-cache-proxy COMMAND -h` lists.
+// commandFlags returns the flag names `nix-cache-proxy COMMAND -h` lists
+// (`serve --help-all` for serve: its -h shows the everyday ones).
 func commandFlags(t *testing.T, command string) map[string]bool {
 	t.Helper()
-	stdout, _, code := run(t, nil, command, "-h")
+	help := "-h"
+	if command == "serve" {
+		help = "--help-all"
+	}
+	stdout, _, code := run(t, nil, command, help)
 	if code != 0 {
-		t.Fatalf("%s -h: exit %d", command, code)
+		t.Fatalf("%s %s: exit %d", command, help, code)
 	}
 	names := map[string]bool{}
-	for _, m := range regexp.MustCompile(`(?m)^\s+-([a-z][a-z0-9-]*)`).FindAllStringSubmatch(stdout, -1) {
+	for _, m := range regexp.MustCompile(`(?m)^\s+--([a-z][a-z0-9-]*)`).FindAllStringSubmatch(stdout, -1) {
 		names[m[1]] = true
 	}
 	if !names["listen"] {
-		t.Fatalf("%s -h lists no --listen:\n%s", command, stdout)
+		t.Fatalf("%s %s lists no --listen:\n%s", command, help, stdout)
 	}
 	return names
 }

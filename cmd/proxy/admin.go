@@ -95,13 +95,7 @@ func (c *adminCommand) parse(args []string, usage string) (int, bool) {
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(c.stdout, "Usage: nix-cache-proxy %s\n\nFlags of its own:\n", usage)
-		c.fs.SetOutput(c.stdout)
-		c.fs.VisitAll(func(f *flag.Flag) {
-			if c.help[f.Name] {
-				name, u := flag.UnquoteUsage(f)
-				fmt.Fprintf(c.stdout, "  --%s %s\n    \t%s\n", f.Name, name, u)
-			}
-		})
+		writeFlags(c.stdout, c.fs, func(name string) bool { return c.help[name] })
 		fmt.Fprintf(c.stdout, "\nIt asks the server at --server (default http:// and the --listen address) and\n"+
 			"fails when none answers there. With --cache-dir on the command line it works on\n"+
 			"that cache dir itself, which no server may be running on: at once, or, when\n"+

@@ -20,8 +20,9 @@ func checkConfigCommand(args []string, stdout, stderr io.Writer) int {
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(stdout, "Usage: nix-cache-proxy check-config [--config FILE] [serve flags]\n\n"+
 			"Loads the configuration as 'serve' would (flags, %s* environment, --config file),\n"+
-			"checks it, and prints the effective settings as TOML; exit 1 with the error otherwise.\n"+
-			"It neither listens nor opens the cache dir.\n", envPrefix)
+			"checks it, and prints the effective settings as a config file, in sections; exit 1\n"+
+			"with the error otherwise. It neither listens nor opens the cache dir. The flags:\n"+
+			"'nix-cache-proxy serve --help-all', or docs/configuration.md.\n", envPrefix)
 		return 0
 	}
 	if err != nil {

@@ -25,8 +25,7 @@ func keygenCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	if err := parseInterspersed(fs, args); errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(stdout, "Usage: nix-cache-proxy keygen [--secret-key-file FILE] [--public-key-file FILE] NAME\n\nNAME is the key's name, by convention the cache's host and a number: cache.lan-1.")
-		fs.SetOutput(stdout)
-		fs.PrintDefaults()
+		writeFlags(stdout, fs, nil)
 		return 0
 	} else if err != nil {
 		return fail(err)

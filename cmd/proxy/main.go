@@ -8,40 +8,63 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 )
 
-const usage = `nix-cache-proxy: a LAN binary cache for Nix.
+// command is a subcommand: its name, what --help says of it, and how it
+// runs (nil for help, which run handles: help runs the others).
+type command struct {
+	name, summary string
+	run           func(ctx context.Context, args []string, stdout, stderr io.Writer) int
+}
 
-Usage:
-  nix-cache-proxy [serve] [flags]                  run the cache (the default command)
-  nix-cache-proxy misses [--since 24h] [--json]    list paths the cache could not serve from disk
-  nix-cache-proxy prefetch [--closure] [--misses] PATH...
-                                                   bring paths (and closures) into the cache
-  nix-cache-proxy pin PATH... / unpin PATH...      keep paths and their closures forever
-  nix-cache-proxy check [--closure] [--upstream] PATH...
-                                                   exit 0 iff every path is cached (or upstream)
-  nix-cache-proxy coverage FLAKEREF#ATTR...         what substituting a flake attribute takes; exit 0 iff nothing must be built
-  nix-cache-proxy warm [--keep 3] FLAKEREF#ATTR...  pin and prefetch what a flake attribute needs, keep its newest K revisions
-  nix-cache-proxy gc [--dry-run]                   evict now what the disk bound and --keep-latest say, prune the index
-  nix-cache-proxy delete [--closure] PATH...        remove paths from the cache, narinfo and NAR (unpin first)
-  nix-cache-proxy verify [--repair] [--deep]       check every NAR file and the index; exit 0 iff sound
-  nix-cache-proxy keygen NAME                      write a signing key pair (NAME.secret, NAME.public)
-  nix-cache-proxy check-config [--config FILE] [flags]
-                                                   check a configuration as serve would, print it
-  nix-cache-proxy config-reference                 print the reference of every setting (docs/configuration.md)
-  nix-cache-proxy relay --cache URL...             on a laptop: forward to the first reachable LAN cache,
-                                                   answer at once while none is (docs/relay.md)
-  nix-cache-proxy healthcheck [--ready]            exit 0 iff the server's /healthz answers 200
-  nix-cache-proxy version                          version, commit and Go version (also --version)
-  nix-cache-proxy help                             show this text
+// commands are the subcommands, in the order --help lists them.
+var commands = []command{
+	{"serve", "run the cache (the default command)", serve},
+	{"check-config", "check a configuration as serve would, and print it", noCtx(checkConfigCommand)},
+	{"misses", "list the paths clients asked for that were not in the cache", missesCommand},
+	{"prefetch", "bring store paths (and their closures) into the cache", prefetchCommand},
+	{"pin", "keep store paths and their closures forever, prefetched", pinCommand},
+	{"unpin", "stop keeping pinned store paths", unpinCommand},
+	{"check", "exit 0 iff every path is cached (--upstream: iff an upstream has it)", checkCommand},
+	{"coverage", "what substituting a flake attribute takes; exit 0 iff nothing must be built", coverageCommand},
+	{"warm", "pin and prefetch what a flake attribute needs, keeping its newest revisions", warmCommand},
+	{"gc", "evict now what the disk bound and --keep-latest say, and prune the index", gcCommand},
+	{"delete", "remove store paths from the cache, narinfo and NAR", deleteCommand},
+	{"verify", "check every NAR file and the index (--repair fixes what it can)", verifyCommand},
+	{"keygen", "write a signing key pair (NAME.secret, NAME.public)", noCtx(keygenCommand)},
+	{"relay", "on a laptop: forward to the first reachable LAN cache (docs/relay.md)", relayCommand},
+	{"healthcheck", "exit 0 iff the server's /healthz (--ready: /readyz) answers 200", healthcheckCommand},
+	{"config-reference", "print every setting: docs/configuration.md", noCtx(referenceCommand)},
+	{"version", "print the version, the commit and the Go version", noCtx(versionCommand)},
+	{"help", "show this text, or with a COMMAND its flags", nil},
+}
+
+func noCtx(f func(args []string, stdout, stderr io.Writer) int) func(context.Context, []string, io.Writer, io.Writer) int {
+	return func(_ context.Context, args []string, stdout, stderr io.Writer) int { return f(args, stdout, stderr) }
+}
+
+// usage is `nix-cache-proxy --help`.
+func usage() string {
+	var b strings.Builder
+	b.WriteString("nix-cache-proxy: a LAN binary cache for Nix.\n\nUsage: nix-cache-proxy [COMMAND] [flags] [ARGS]\n\nCommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(&b, "  %-17s %s\n", c.name, c.summary)
+	}
+	b.WriteString(`
+'nix-cache-proxy COMMAND --help' shows a command's flags; 'serve --help-all' every
+setting, as does docs/configuration.md. Flags may come before the command too:
+'nix-cache-proxy --cache-dir /srv/cache gc' is 'nix-cache-proxy gc --cache-dir /srv/cache'.
 
 PATH is a store path (/nix/store/<hash>-name) or its hash. The admin commands
 talk to the running server (--server, default the --listen address) and fail
 when none answers there; with --cache-dir on the command line they work on that
 cache dir instead (with --server or --listen too: if no server answers there).
-'nix-cache-proxy COMMAND -h' for flags.
-`
+`)
+	return b.String()
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -51,50 +74,67 @@ func main() {
 
 // run dispatches to a subcommand and returns the process exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	cmd := "serve"
-	if len(args) > 0 && (args[0] == "--version" || args[0] != "" && args[0][0] != '-') {
-		cmd, args = args[0], args[1:]
+	if len(args) > 0 {
+		switch args[0] {
+		case "-h", "-help", "--help":
+			return helpCommand(ctx, args[1:], stdout, stderr)
+		case "--version", "-version":
+			return versionCommand(args[1:], stdout, stderr)
+		}
 	}
-	switch cmd {
-	case "serve":
-		return serve(ctx, args, stdout, stderr)
-	case "misses":
-		return missesCommand(ctx, args, stdout, stderr)
-	case "prefetch":
-		return prefetchCommand(ctx, args, stdout, stderr)
-	case "pin":
-		return pinCommand(ctx, args, stdout, stderr)
-	case "unpin":
-		return unpinCommand(ctx, args, stdout, stderr)
-	case "gc":
-		return gcCommand(ctx, args, stdout, stderr)
-	case "delete":
-		return deleteCommand(ctx, args, stdout, stderr)
-	case "check":
-		return checkCommand(ctx, args, stdout, stderr)
-	case "warm":
-		return warmCommand(ctx, args, stdout, stderr)
-	case "coverage":
-		return coverageCommand(ctx, args, stdout, stderr)
-	case "verify":
-		return verifyCommand(ctx, args, stdout, stderr)
-	case "keygen":
-		return keygenCommand(args, stdout, stderr)
-	case "check-config":
-		return checkConfigCommand(args, stdout, stderr)
-	case "config-reference":
-		return referenceCommand(args, stdout, stderr)
-	case "relay":
-		return relayCommand(ctx, args, stdout, stderr)
-	case "healthcheck":
-		return healthcheckCommand(ctx, args, stdout, stderr)
-	case "version", "--version":
-		return versionCommand(args, stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+	name, args := splitCommand(args)
+	if name == "help" {
+		return helpCommand(ctx, args, stdout, stderr)
+	}
+	for _, c := range commands {
+		if c.name == name {
+			return c.run(ctx, args, stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "nix-cache-proxy: unknown command %q\n\n%s", name, usage())
+	return 2
+}
+
+// helpCommand is `nix-cache-proxy help [COMMAND]`.
+func helpCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stdout, usage())
 		return 0
-	default:
-		fmt.Fprintf(stderr, "nix-cache-proxy: unknown command %q\n%s", cmd, usage)
-		return 2
 	}
+	if args[0] == "help" {
+		return helpCommand(ctx, nil, stdout, stderr)
+	}
+	return run(ctx, []string{args[0], "--help"}, stdout, stderr)
+}
+
+// splitCommand finds the subcommand in args and returns it with the rest
+// of args, flags before it moved after it: `--listen ADDR check PATH` is
+// `check --listen ADDR PATH`. A flag before the command may be any of
+// serve's (which every admin command reads too) or --server; the first
+// argument that is none of them, nor its value, must be the command,
+// else the command is serve and every argument is its.
+func splitCommand(args []string) (string, []string) {
+	fs := newServeFlags("serve", &serveConfig{})
+	fs.String("server", "", "")
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			break
+		}
+		if !strings.HasPrefix(a, "-") {
+			if i == 0 || slices.ContainsFunc(commands, func(c command) bool { return c.name == a }) {
+				return a, append(slices.Clone(args[:i]), args[i+1:]...)
+			}
+			break
+		}
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		f := fs.Lookup(name)
+		if f == nil {
+			break // not a flag a command before it may take: serve's to judge
+		}
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); !hasValue && !(ok && b.IsBoolFlag()) {
+			i++ // its value
+		}
+	}
+	return "serve", args
 }

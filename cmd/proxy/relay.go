@@ -41,16 +41,15 @@ func relayCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	var keys stringList
 	fs.Var(&keys, "trusted-public-key", "`NAME:BASE64`: with --discover, use only caches that advertise one of these keys; repeatable (Nix checks signatures either way)")
 	discoverInterval := fs.Duration("discover-interval", 30*time.Second, "with --discover, how often the LAN is asked (and at once after a network change)")
-	logLevel := fs.String("log-level", "info", "debug (a line per request: forwarded or answered itself), info, warn or error")
-	logFormat := fs.String("log-format", "text", "text or json")
+	logLevel := fs.String("log-level", "info", "`level` of the least important lines logged: debug (a line per request: forwarded or answered itself), info, warn or error")
+	logFormat := fs.String("log-format", "text", "`format` of the log lines: text or json")
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "nix-cache-proxy relay: %v\n%s\n", err, relayUsage)
 		return 2
 	}
 	if err := parseInterspersed(fs, args); errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(stdout, "%s\n\nForwards Nix's requests to the first reachable LAN cache; answers narinfo 404\nat once while none is. List http://%s as a substituter.\n\n", relayUsage, *listen)
-		fs.SetOutput(stdout)
-		fs.PrintDefaults()
+		writeFlags(stdout, fs, nil)
 		return 0
 	} else if err != nil {
 		return fail(err)

@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -36,15 +37,17 @@ import (
 // streamed to every client asking meanwhile while it lands on disk, and it
 // becomes a cache entry only once its size and hash check out.
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if slices.Contains(args, "--help-all") || slices.Contains(args, "-help-all") {
+		serveHelp(stdout, newServeFlags("serve", &serveConfig{}), true)
+		return 0
+	}
 	cfg, fs, err := parseServeConfig(args, os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
-		fs.SetOutput(stdout)
-		fmt.Fprintf(stdout, "Usage: nix-cache-proxy serve [flags]\n\nEvery flag can also be set by the environment variable %s<FLAG> (e.g. %s) or in the --config file.\n\n", envPrefix, envName("cache-dir"))
-		fs.PrintDefaults()
+		serveHelp(stdout, fs, false)
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "nix-cache-proxy: %v (see 'nix-cache-proxy serve -h')\n", err)
+		fmt.Fprintf(stderr, "nix-cache-proxy: %v (see 'nix-cache-proxy serve --help-all')\n", err)
 		return 1
 	}
 	log, err := newLogger(stderr, cfg.logLevel, cfg.logFormat)

@@ -58,7 +58,7 @@
         type = "integer";
         flag = "priority";
         default = "`30`";
-        description = "Priority advertised in nix-cache-info (lower is preferred)";
+        description = "the Priority advertised in nix-cache-info (lower is preferred)";
       };
       advertise-mdns = {
         type = "boolean";
@@ -73,13 +73,13 @@
         type = "string";
         flag = "log-level";
         default = "`\"info\"`";
-        description = "debug, info, warn or error";
+        description = "level of the least important lines logged: debug, info, warn or error";
       };
       format = {
         type = "string";
         flag = "log-format";
         default = "`\"text\"`";
-        description = "text or json";
+        description = "format of the log lines: text or json";
       };
     };
 
@@ -169,13 +169,13 @@
         type = "duration";
         flag = "prune-after";
         default = "`\"720h\"`";
-        description = "how long a narinfo whose NAR was evicted stays in the index neither served nor stored before it and its origin record are pruned (default Nix's narinfo-cache-positive-ttl, 30 days: keep it at least the clients' setting); 0: never";
+        description = "how long a narinfo whose NAR was evicted stays in the index neither served nor stored before it and its origin record are pruned; 0: never. The default is Nix's narinfo-cache-positive-ttl, 30 days: keep it at least the clients' setting";
       };
       recompress = {
         type = "string";
         flag = "recompress";
         default = "`\"auto\"`";
-        description = "auto, zstd or off: zstd serves NARs fetched as xz, bzip2 or none (64 KiB or more) as zstd, recompressed once in the background while the clients pause; auto is zstd on local disk, off with --storage s3://";
+        description = "auto, zstd or off (mode): zstd serves NARs fetched as xz, bzip2 or none (64 KiB or more) as zstd, recompressed once in the background while the clients pause; auto is zstd on local disk, off with --storage s3://";
       };
       keep-latest = {
         type = "list of strings";
@@ -274,7 +274,7 @@
         type = "string";
         flag = "storage";
         default = "none";
-        description = "where NAR files and narinfos live: the cache dir (default), or s3://BUCKET[/PREFIX]?endpoint=HOST:PORT&scheme=http&region=R, shared by several proxies (the index stays in the cache dir)";
+        description = "where NAR files and narinfos live: the cache dir (default), or the URL of an S3 bucket shared by several proxies, s3://BUCKET[/PREFIX]?endpoint=HOST:PORT&scheme=http&region=R (the index stays in the cache dir)";
       };
       advertise-url = {
         type = "string";
