@@ -16,14 +16,17 @@ var (
 	commit  string
 )
 
-// versionInfo is what `nix-cache-proxy version` prints.
+// versionInfo is what `nix-cache-proxy version` prints. Time is the
+// commit's time, when the toolchain recorded it.
 type versionInfo struct {
-	Version, Commit, Go string
+	Version, Commit, Time, Go string
 }
 
 // currentVersion is the stamped version and commit, or else the module
-// version and VCS revision the toolchain embedded (present in `go build`
-// from a git checkout, absent in `go run` and tests).
+// version and VCS revision the toolchain embedded: a plain `go build` in a
+// git clone records vcs.revision, vcs.time and vcs.modified (not `go run`,
+// tests, -buildvcs=false, nor a git worktree, whose .git is a file the go
+// command does not recognise).
 func currentVersion() versionInfo {
 	bi, _ := debug.ReadBuildInfo()
 	return resolveVersion(version, commit, bi)
@@ -39,20 +42,22 @@ func resolveVersion(version, commit string, bi *debug.BuildInfo) versionInfo {
 	if v.Version == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 		v.Version = bi.Main.Version
 	}
-	if v.Commit == "" {
-		var rev, modified string
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				rev = s.Value
-			case "vcs.modified":
-				modified = s.Value
-			}
+	var rev, modified, at string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			modified = s.Value
+		case "vcs.time":
+			at = s.Value
 		}
-		if rev != "" && modified == "true" {
-			rev += "-dirty"
+	}
+	if v.Commit == "" && rev != "" {
+		v.Commit, v.Time = rev, at
+		if modified == "true" {
+			v.Commit += "-dirty"
 		}
-		v.Commit = rev
 	}
 	return fillUnknown(v)
 }
@@ -68,6 +73,9 @@ func fillUnknown(v versionInfo) versionInfo {
 }
 
 func (v versionInfo) String() string {
+	if v.Time != "" {
+		return fmt.Sprintf("nix-cache-proxy %s (commit %s of %s, %s)", v.Version, v.Commit, v.Time, v.Go)
+	}
 	return fmt.Sprintf("nix-cache-proxy %s (commit %s, %s)", v.Version, v.Commit, v.Go)
 }
 
