@@ -245,7 +245,7 @@ func TestNixOSModuleWarm(t *testing.T) {
 		enable = true;
 		warm = [
 			{ flake = "github:me/macs"; attrs = [ "darwinConfigurations.studio.system" "packages.aarch64-linux.builder-image" ]; }
-			{ flake = "path:/srv/flake"; attrs = [ "packages.x86_64-linux.default" ]; keep = 5; interval = "1h"; }
+			{ flake = "path:/srv/flake"; attrs = [ "packages.x86_64-linux.default" ]; keep = 5; interval = "1h"; timeout = "30m"; max-memory = "16GiB"; }
 		];
 	}; }`, &sys)
 	if len(sys.Service.Path) != 1 || !strings.Contains(sys.Service.Path[0], "-nix-") {
@@ -260,8 +260,8 @@ func TestNixOSModuleWarm(t *testing.T) {
 	}
 	got := checkConfig(t, "ExecStart", nil, "--config", e.checkedConfig(t, "ExecStart", exec[3]))
 	want := []map[string]any{
-		{"flake": "github:me/macs", "attrs": []any{"darwinConfigurations.studio.system", "packages.aarch64-linux.builder-image"}, "keep": int64(3), "interval": "10m"},
-		{"flake": "path:/srv/flake", "attrs": []any{"packages.x86_64-linux.default"}, "keep": int64(5), "interval": "1h"},
+		{"flake": "github:me/macs", "attrs": []any{"darwinConfigurations.studio.system", "packages.aarch64-linux.builder-image"}, "keep": int64(3), "interval": "10m", "timeout": "10m", "max-memory": "8GiB"},
+		{"flake": "path:/srv/flake", "attrs": []any{"packages.x86_64-linux.default"}, "keep": int64(5), "interval": "1h", "timeout": "30m", "max-memory": "16GiB"},
 	}
 	if !reflect.DeepEqual(got["warm"], want) {
 		t.Errorf("check-config reads warm = %#v, want %#v", got["warm"], want)

@@ -17,10 +17,12 @@ const warmKey = "warm"
 
 // warmTable is one [[warm]] table as written.
 type warmTable struct {
-	Flake    string   `toml:"flake"`
-	Attrs    []string `toml:"attrs"`
-	Keep     *int     `toml:"keep"`
-	Interval string   `toml:"interval"`
+	Flake     string   `toml:"flake"`
+	Attrs     []string `toml:"attrs"`
+	Keep      *int     `toml:"keep"`
+	Interval  string   `toml:"interval"`
+	Timeout   string   `toml:"timeout"`
+	MaxMemory string   `toml:"max-memory"`
 }
 
 // minWarmInterval keeps a typo ("10s" for "10m") from running nix
@@ -44,7 +46,7 @@ func readWarms(path string) ([]warm.Watch, error) {
 	}
 	for _, k := range md.Undecoded() {
 		if len(k) > 1 && k[0] == warmKey {
-			return nil, fmt.Errorf("config file %s: [[warm]]: unknown key %q (want flake, attrs, keep, interval)", path, k[len(k)-1])
+			return nil, fmt.Errorf("config file %s: [[warm]]: unknown key %q (want flake, attrs, keep, interval, timeout, max-memory)", path, k[len(k)-1])
 		}
 	}
 	var out []warm.Watch
@@ -59,7 +61,7 @@ func readWarms(path string) ([]warm.Watch, error) {
 }
 
 func (t warmTable) watch() (warm.Watch, error) {
-	w := warm.Watch{Flake: t.Flake, Attrs: t.Attrs, Keep: 3, Interval: 10 * time.Minute}
+	w := warm.Watch{Flake: t.Flake, Attrs: t.Attrs, Keep: 3, Interval: 10 * time.Minute, Timeout: defaultWarmTimeout, MaxMemory: defaultWarmMemory}
 	switch {
 	case t.Flake == "":
 		return w, fmt.Errorf("flake: want a flake reference like \"github:me/macs\"")
@@ -86,16 +88,45 @@ func (t warmTable) watch() (warm.Watch, error) {
 		}
 		w.Interval = d
 	}
+	if t.Timeout != "" {
+		d, err := time.ParseDuration(t.Timeout)
+		if err != nil || d < minWarmInterval {
+			return w, fmt.Errorf("timeout: want a duration of %s or more like \"10m\", got %q", minWarmInterval, t.Timeout)
+		}
+		w.Timeout = d
+	}
+	if t.MaxMemory != "" {
+		n, err := parseSize(t.MaxMemory)
+		if err != nil {
+			return w, fmt.Errorf("max-memory: %w", err)
+		}
+		if n == 0 {
+			n = -1 // no bound
+		}
+		w.MaxMemory = n
+	}
 	return w, nil
 }
+
+// The bounds of each nix command a [[warm]] flake runs, unless its table
+// says otherwise.
+const (
+	defaultWarmTimeout = 10 * time.Minute
+	defaultWarmMemory  = 8 << 30
+)
 
 // writeWarms writes the [[warm]] tables as a config file gives them, after
 // the sections check-config prints.
 func writeWarms(w io.Writer, warms []warm.Watch) error {
 	var b strings.Builder
 	for _, wt := range warms {
-		fmt.Fprintf(&b, "\n[[warm]]\nflake = %s\nattrs = %s\nkeep = %d\ninterval = %s\n",
-			tomlQuote(wt.Flake), tomlList(wt.Attrs), wt.Keep, tomlQuote(formatDuration(wt.Interval)))
+		mem := "0"
+		if wt.MaxMemory > 0 {
+			mem = formatSize(wt.MaxMemory)
+		}
+		fmt.Fprintf(&b, "\n[[warm]]\nflake = %s\nattrs = %s\nkeep = %d\ninterval = %s\ntimeout = %s\nmax-memory = %s\n",
+			tomlQuote(wt.Flake), tomlList(wt.Attrs), wt.Keep, tomlQuote(formatDuration(wt.Interval)),
+			tomlQuote(formatDuration(wt.Timeout)), tomlQuote(mem))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -122,6 +153,8 @@ substituting it takes, keeping the pins of the ‵keep‵ newest revisions of ea
 | ‵attrs‵ | list of strings | required | attributes that evaluate to derivations: ‵darwinConfigurations.studio.system‵ |
 | ‵keep‵ | integer | ‵3‵ | revisions of each attribute kept pinned; older ones are unpinned |
 | ‵interval‵ | duration | ‵"10m"‵ | how often the lock is read (10s at least) |
+| ‵timeout‵ | duration | ‵"10m"‵ | bound on each nix command (locking, evaluating); its process group is killed past it |
+| ‵max-memory‵ | size | ‵"8GiB"‵ | bound on each nix command's data segment (‵RLIMIT_DATA‵, Linux only): an evaluation past it fails with nix's out-of-memory error; ‵"0"‵: none |
 
 ‵‵‵toml
 [[warm]]

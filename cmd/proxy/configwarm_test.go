@@ -28,14 +28,18 @@ flake = "github:me/macs"
 attrs = ["darwinConfigurations.studio.system", "packages.aarch64-linux.builder-image"]
 keep = 5
 interval = "30m"
+timeout = "20m"
+max-memory = "16GiB"
 
 [[warm]]
 flake = "path:/srv/flake"
 attrs = ["packages.x86_64-linux.default"]
 `,
 			want: []warm.Watch{
-				{Flake: "github:me/macs", Attrs: []string{"darwinConfigurations.studio.system", "packages.aarch64-linux.builder-image"}, Keep: 5, Interval: 30 * time.Minute},
-				{Flake: "path:/srv/flake", Attrs: []string{"packages.x86_64-linux.default"}, Keep: 3, Interval: 10 * time.Minute},
+				{Flake: "github:me/macs", Attrs: []string{"darwinConfigurations.studio.system", "packages.aarch64-linux.builder-image"}, Keep: 5, Interval: 30 * time.Minute,
+					Timeout: 20 * time.Minute, MaxMemory: 16 << 30},
+				{Flake: "path:/srv/flake", Attrs: []string{"packages.x86_64-linux.default"}, Keep: 3, Interval: 10 * time.Minute,
+					Timeout: 10 * time.Minute, MaxMemory: 8 << 30},
 			},
 		},
 		{name: "none", toml: "[http]\nlisten = \"127.0.0.1:0\"\n"},
@@ -43,6 +47,10 @@ attrs = ["packages.x86_64-linux.default"]
 		{name: "no attrs", toml: "[[warm]]\nflake = \"github:me/macs\"\n", err: "[[warm]] number 1: attrs"},
 		{name: "attr in flake", toml: "[[warm]]\nflake = \"github:me/macs#a\"\nattrs = [\"a\"]\n", err: "name the attributes in attrs"},
 		{name: "keep 0", toml: "[[warm]]\nflake = \"f\"\nattrs = [\"a\"]\nkeep = 0\n", err: "keep: want 1 or more, got 0"},
+		{name: "no memory bound", toml: "[[warm]]\nflake = \"f\"\nattrs = [\"a\"]\nmax-memory = \"0\"\n",
+			want: []warm.Watch{{Flake: "f", Attrs: []string{"a"}, Keep: 3, Interval: 10 * time.Minute, Timeout: 10 * time.Minute, MaxMemory: -1}}},
+		{name: "bad memory", toml: "[[warm]]\nflake = \"f\"\nattrs = [\"a\"]\nmax-memory = \"lots\"\n", err: "max-memory: "},
+		{name: "timeout too short", toml: "[[warm]]\nflake = \"f\"\nattrs = [\"a\"]\ntimeout = \"1s\"\n", err: "timeout: want a duration of 10s or more"},
 		{name: "interval too short", toml: "[[warm]]\nflake = \"f\"\nattrs = [\"a\"]\ninterval = \"1s\"\n", err: `interval: want a duration of 10s or more like "10m", got "1s"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

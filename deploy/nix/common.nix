@@ -122,6 +122,16 @@ rec {
             default = "10m";
             description = "How often the flake's lock is read (a duration, 10s at least).";
           };
+          timeout = mkOption {
+            type = types.nullOr types.str;
+            default = null;
+            description = "Bound on each nix command (a duration); `null`: nix-cache-proxy's default, 10m.";
+          };
+          max-memory = mkOption {
+            type = types.nullOr types.str;
+            default = null;
+            description = "Bound on each nix command's data segment on Linux (a size, `\"0\"` for none); `null`: nix-cache-proxy's default, 8GiB.";
+          };
         };
       });
     };
@@ -142,7 +152,9 @@ rec {
   configFile = cfg:
     let
       file = settingsFormat.generate "nix-cache-proxy.toml"
-        (setKeys cfg.settings // lib.optionalAttrs (cfg.warm != [ ]) { inherit (cfg) warm; });
+        (setKeys cfg.settings // lib.optionalAttrs (cfg.warm != [ ]) {
+          warm = map (lib.filterAttrs (_: v: v != null)) cfg.warm;
+        });
       canRun = pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform;
     in
     if !canRun then file else

@@ -14,6 +14,10 @@ type Watch struct {
 	Attrs    []string      `json:"attrs"`    // attributes that evaluate to derivations
 	Keep     int           `json:"keep"`     // revisions of each kept pinned; default 3
 	Interval time.Duration `json:"interval"` // how often the lock is read; default 10m
+	// Timeout and MaxMemory bound each nix command of this flake
+	// (Nix.Timeout, Nix.MaxMemory); zero: the Follower's Nix's.
+	Timeout   time.Duration `json:"timeout,omitempty"`
+	MaxMemory int64         `json:"max_memory,omitempty"`
 }
 
 // Targets are the watch's FLAKEREF#ATTRs.
@@ -130,7 +134,14 @@ func (f *Follower) due() int {
 // attribute of it.
 func (f *Follower) look(ctx context.Context, w *watchState) {
 	log := f.opts.Logger.With("flake", w.Flake)
-	lock, err := f.opts.Nix.Metadata(ctx, w.Flake)
+	nix := *f.opts.Nix
+	if w.Timeout > 0 {
+		nix.Timeout = w.Timeout
+	}
+	if w.MaxMemory != 0 {
+		nix.MaxMemory = w.MaxMemory
+	}
+	lock, err := nix.Metadata(ctx, w.Flake)
 	if err != nil {
 		f.failed(ctx, w, w.Targets(), []error{fmt.Errorf("lock the flake: %w", err)}, log)
 		return
@@ -144,7 +155,7 @@ func (f *Follower) look(ctx context.Context, w *watchState) {
 	var failed []Target
 	var errs []error
 	for _, t := range w.Targets() {
-		r, err := Evaluate(ctx, f.opts.Nix, t, f.opts.Locate)
+		r, err := Evaluate(ctx, &nix, t, f.opts.Locate)
 		if err == nil {
 			err = f.opts.Warm(ctx, r, w.Keep)
 		}

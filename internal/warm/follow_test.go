@@ -160,12 +160,13 @@ func TestFollowerFollowsTheLock(t *testing.T) {
 func TestFollowerHungNix(t *testing.T) {
 	e := newFollowEnv(t)
 	e.touch(t, "hang", true)
-	e.start(t, Watch{Flake: "git+file:///macs", Attrs: []string{"packages.x.a"}, Interval: time.Hour})
+	// The watch's own timeout beats the Nix's (2s).
+	e.start(t, Watch{Flake: "git+file:///macs", Attrs: []string{"packages.x.a"}, Interval: time.Hour, Timeout: time.Second})
 	waitFor(t, "the hung try to fail", func() bool {
 		s := e.board.List()
 		return len(s) == 1 && s[0].Failures >= 1
 	})
-	if s := e.board.List()[0]; !strings.Contains(s.Error, "killed after 2s") {
+	if s := e.board.List()[0]; !strings.Contains(s.Error, "killed after 1s") {
 		t.Errorf("status: %+v", s)
 	}
 	// The next try hangs too; the cleanup's cancel must end it at once.

@@ -36,7 +36,7 @@ type Nix struct {
 	// group is killed when it passes or the context ends.
 	Timeout time.Duration
 	// MaxMemory bounds the data segment of one nix command (RLIMIT_DATA,
-	// Linux only); default 4 GiB, negative: no bound.
+	// Linux only); default 8 GiB, negative: no bound.
 	MaxMemory int64
 	// MaxOutput bounds what one command may print on stdout; default
 	// 512 MiB.
@@ -52,7 +52,7 @@ func (n *Nix) withDefaults() Nix {
 		o.Timeout = 10 * time.Minute
 	}
 	if o.MaxMemory == 0 {
-		o.MaxMemory = 4 << 30
+		o.MaxMemory = 8 << 30
 	}
 	if o.MaxOutput <= 0 {
 		o.MaxOutput = 512 << 20
