@@ -32,7 +32,17 @@ var (
 	// refused: no trusted signature, malformed, or naming another path or
 	// host. A lookup that found nothing else is ErrNotFound as well.
 	ErrRefused = errors.New("cache: upstream narinfo refused")
+	// ErrUnavailable means the upstreams could not answer (down, timed out,
+	// 5xx): not a miss. It is upstream.ErrUnavailable, so either matches.
+	ErrUnavailable = upstream.ErrUnavailable
+	// ErrVerify means a downloaded NAR was not what its narinfo promised.
+	ErrVerify = errors.New("cache: NAR does not match its narinfo")
 )
+
+// Skipped reports whether err is an outage already reported: every
+// upstream that could not answer was skipped while its breaker is open.
+// Callers log such a failure quietly, not once per request.
+func Skipped(err error) bool { return upstream.Skipped(err) }
 
 // refusedError is an ErrRefused whose text is its cause's alone.
 type refusedError struct{ err error }
@@ -284,6 +294,11 @@ func (c *Cache) Close() {
 func (c *Cache) detach() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.detachLocked()
+}
+
+// detachLocked is detach for a caller that holds mu.
+func (c *Cache) detachLocked() bool {
 	if c.ctx.Err() != nil {
 		return false
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"path"
 	"sync"
 	"testing"
 	"time"
@@ -94,5 +95,38 @@ func waitFor[T any](t *testing.T, what string, ch <-chan T) T {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("timed out waiting for %s", what)
 		panic("unreachable")
+	}
+}
+
+// TestNoFillAfterClose: a NAR asked for after Close starts no download
+// (it would write to the index being closed): its flight has failed with
+// ErrClosed and the upstream is not asked.
+func TestNoFillAfterClose(t *testing.T) {
+	fu := fakeupstream.New(t)
+	it := fu.Add(fakeupstream.Path{File: []byte("nar")})
+	client, err := upstream.New(fu.URL(), upstream.Options{Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	c, err := New(Options{Store: st, Upstreams: upstream.NewGroup([]*upstream.Client{client}, 0),
+		Keys: []narinfo.PublicKey{fu.PublicKey()}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.NarInfo(context.Background(), it.Hash); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	name := path.Base(it.NARPath)
+	if err := c.EnsureNAR(context.Background(), name, nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("EnsureNAR after Close: %v, want ErrClosed", err)
+	}
+	if n := fu.Count(it.NARPath); n != 0 {
+		t.Errorf("the upstream was asked for the NAR %d times after Close, want 0", n)
 	}
 }

@@ -60,7 +60,7 @@ func (c *Cache) fill(fl *flight, src store.NARSource, id uint64) {
 			outcome = "not-kept"
 		}
 		level := slog.LevelWarn
-		if upstream.Skipped(err) {
+		if Skipped(err) {
 			// Its upstream is down, logged once when its breaker opened.
 			level, outcome = slog.LevelDebug, "skipped"
 		}

@@ -12,11 +12,7 @@ import (
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/reqid"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
-	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
 )
-
-// ErrVerify means a downloaded NAR was not what its narinfo promised.
-var ErrVerify = errors.New("cache: NAR does not match its narinfo")
 
 // verifyError is an ErrVerify that says which check failed (size, hash).
 type verifyError struct {
@@ -45,7 +41,7 @@ const narContentType = "application/x-nix-nar"
 // validated). A file on disk is served with Range, ETag and sendfile; a NAR
 // known from a narinfo but not on disk is fetched once and streamed to every
 // client asking meanwhile. HEAD never starts a download. It returns
-// ErrNotFound, an error wrapping upstream.ErrUnavailable before any header
+// ErrNotFound, an error wrapping ErrUnavailable before any header
 // was written, or ErrAborted once the body has started and cannot be
 // completed.
 func (c *Cache) ServeNAR(w http.ResponseWriter, r *http.Request, name string) error {
@@ -88,7 +84,7 @@ func (c *Cache) ServeNAR(w http.ResponseWriter, r *http.Request, name string) er
 			return err
 		}
 	}
-	return fmt.Errorf("%w: NAR %s was evicted each time it was fetched; the bound is too small for it", upstream.ErrUnavailable, name)
+	return fmt.Errorf("%w: NAR %s was evicted each time it was fetched; the bound is too small for it", ErrUnavailable, name)
 }
 
 // refills bounds how often one request fetches a NAR that is evicted
@@ -135,16 +131,21 @@ func (c *Cache) Downloads() []Download {
 
 // join returns the flight for name, starting its fill from the upstream
 // if none runs, and counts the caller as its client until leave; the fill
-// logs under ctx's request id.
+// logs under ctx's request id. Once the Cache is closed no fill starts:
+// a new flight has already failed with ErrClosed.
 func (c *Cache) join(ctx context.Context, name string, src store.NARSource) *flight {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	fl, ok := c.flights[name]
-	if !ok {
+	switch {
+	case ok:
+	case !c.detachLocked():
+		fl = newFlight(name, src.Upstream)
+		fl.finish(ErrClosed)
+	default:
 		fl = newFlight(name, src.Upstream)
 		c.flights[name] = fl
 		c.metrics.Downloads.Inc()
-		c.wg.Add(1)
 		go c.fill(fl, src, reqid.From(ctx))
 	}
 	fl.addClient(1)

@@ -20,7 +20,7 @@ const lookupTimeout = time.Minute
 
 // NarInfo returns the narinfo text to serve for hash: from the store, else
 // from the first upstream whose answer checks out. It returns ErrNotFound
-// when no upstream has it, and an error wrapping upstream.ErrUnavailable when
+// when no upstream has it, and an error wrapping ErrUnavailable when
 // some upstream could not be asked (that is never remembered as not found).
 // Every answer not served from the store is recorded in the miss log.
 func (c *Cache) NarInfo(ctx context.Context, hash string) ([]byte, error) {
@@ -149,7 +149,7 @@ func (c *Cache) fetchNarInfo(ctx context.Context, hash string) (lookedUp, error)
 	})
 	c.logLookup(id, hash, ans, err, time.Since(start))
 	switch {
-	case errors.Is(err, upstream.ErrUnavailable):
+	case errors.Is(err, ErrUnavailable):
 		return lookedUp{}, err
 	case err != nil && ctx.Err() != nil:
 		// Out of time before every upstream answered: not a "not found".
@@ -235,9 +235,9 @@ func (c *Cache) logLookup(id slog.Attr, hash string, ans upstream.Answer, err er
 	case err == nil:
 		c.log.Info("upstream narinfo", id, "path", path, "upstream", ans.Client.String(), "bytes", len(ans.Body),
 			"duration", d, "outcome", "found")
-	case upstream.Skipped(err):
+	case Skipped(err):
 		c.log.Debug("upstream narinfo", id, "path", path, "duration", d, "outcome", "skipped", "err", err)
-	case errors.Is(err, upstream.ErrUnavailable):
+	case errors.Is(err, ErrUnavailable):
 		c.log.Warn("upstream narinfo", id, "path", path, "duration", d, "outcome", "error", "err", err)
 	default:
 		c.log.Debug("upstream narinfo", id, "path", path, "duration", d, "outcome", "not-found")

@@ -18,7 +18,6 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
-	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -174,13 +173,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.handler.ServeHTTP(w, r)
 }
 
-// errBadName answers 400: the name can never exist, so it reaches neither
-// the disk nor an upstream.
-var errBadName = errors.New("invalid name")
-
 // handle adapts a handler that returns an error: every error is mapped to
-// a status here, once, and logged here, once, with the request's id; and
-// every request is counted under route.
+// a status in answerFor, once, and logged in writeError, once, with the
+// request's id; and every request is counted under route.
 func (s *Server) handle(route string, h func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -203,30 +198,8 @@ func (s *Server) handle(route string, h func(http.ResponseWriter, *http.Request)
 			// The body is already partly sent with a 200: only cutting the
 			// connection tells the client it is incomplete.
 			panic(http.ErrAbortHandler)
-		case errors.Is(err, errBadName):
-			http.Error(rec, "invalid name: "+r.URL.Path, http.StatusBadRequest)
-		case s.writeError(rec, r, id, err):
-		case errors.Is(err, cache.ErrNotFound):
-			s.log.Debug("not found", "request_id", id, "path", r.URL.Path, "reason", err)
-			if errors.Is(err, cache.ErrRefused) {
-				// Still a 404, so Nix moves on, but not a silent one:
-				// an upstream had it and its answer was refused.
-				rec.Header().Set(ErrorHeader, cache.Reason(err))
-			}
-			http.Error(rec, "not found", http.StatusNotFound)
-		case errors.Is(err, upstream.ErrUnavailable), errors.Is(err, cache.ErrVerify),
-			errors.Is(err, context.DeadlineExceeded):
-			reason := cache.Reason(err)
-			level := slog.LevelWarn
-			if upstream.Skipped(err) {
-				level = slog.LevelDebug // an outage, logged when it began
-			}
-			s.log.Log(r.Context(), level, "upstream failure", "request_id", id, "path", r.URL.Path, "err", reason)
-			rec.Header().Set(ErrorHeader, reason)
-			http.Error(rec, "upstream unavailable: "+reason, s.errStatus)
 		default:
-			s.log.Error("internal error", "request_id", id, "path", r.URL.Path, "err", err)
-			http.Error(rec, "internal error", http.StatusInternalServerError)
+			s.writeError(rec, r, id, err)
 		}
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/nardecode"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upload"
@@ -42,13 +41,6 @@ type UploadConfig struct {
 const (
 	maxNarInfoUpload = 1 << 20
 	maxAuxUpload     = 64 << 20
-)
-
-// Errors of the write side, mapped to statuses in handle.
-var (
-	errNoCredentials  = errors.New("uploads need the write token (netrc password, or Authorization: Bearer)")
-	errBadCredentials = errors.New("wrong write token")
-	errUploadsOff     = errors.New("uploads are off: start the proxy with --write-token-file to accept `nix copy --to`")
 )
 
 // mountUploads adds the PUT routes Nix's HTTP binary-cache store uses.
@@ -243,34 +235,5 @@ func validRealisationName(s string) bool {
 			return false
 		}
 	}
-	return true
-}
-
-// writeError answers the errors of the write side; it reports false for
-// any other error.
-func (s *Server) writeError(w http.ResponseWriter, r *http.Request, id uint64, err error) bool {
-	var tooBig *http.MaxBytesError
-	status := 0
-	switch {
-	case errors.Is(err, errUploadsOff):
-		w.Header().Set("Allow", s.allowed(r.URL.Path))
-		status = http.StatusMethodNotAllowed
-	case errors.Is(err, errNoCredentials):
-		w.Header().Set("WWW-Authenticate", `Basic realm="nix-cache-proxy uploads"`)
-		status = http.StatusUnauthorized
-	case errors.Is(err, errBadCredentials), errors.Is(err, upload.ErrUnsigned):
-		status = http.StatusForbidden
-	case errors.As(err, &tooBig):
-		status = http.StatusRequestEntityTooLarge
-		err = fmt.Errorf("upload larger than %d bytes", tooBig.Limit)
-	case errors.Is(err, upload.ErrUnsupported):
-		status = http.StatusUnsupportedMediaType
-	case errors.Is(err, upload.ErrRejected):
-		status = http.StatusBadRequest
-	default:
-		return false
-	}
-	s.log.Warn("upload refused", "request_id", id, "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
-	http.Error(w, cache.Reason(err), status)
 	return true
 }
