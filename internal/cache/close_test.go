@@ -51,21 +51,8 @@ func TestCloseEndsDetachedLookup(t *testing.T) {
 	defer release.Do(func() { close(released) })
 	fu.SetFault(it.NarInfoPath, fakeupstream.Fault{HoldAt: 1, Hold: func() { close(reached); <-released }})
 
-	client, err := upstream.New(fu.URL(), upstream.Options{Timeout: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	log := &lookupLog{Handler: slog.DiscardHandler}
-	c, err := New(Options{Store: st, Upstreams: upstream.NewGroup([]*upstream.Client{client}, 0),
-		Keys: []narinfo.PublicKey{fu.PublicKey()}, Logger: slog.New(log)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := closingCache(t, fu, slog.New(log))
 
 	ctx, cancel := context.WithCancel(context.Background())
 	asked := make(chan error, 1)
@@ -87,6 +74,27 @@ func TestCloseEndsDetachedLookup(t *testing.T) {
 	}
 }
 
+// closingCache is a Cache over fu and a store of its own, which the test
+// closes itself; the store closes at the test's end.
+func closingCache(t *testing.T, fu *fakeupstream.Upstream, log *slog.Logger) *Cache {
+	t.Helper()
+	client, err := upstream.New(fu.URL(), upstream.Options{Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	c, err := New(Options{Store: st, Upstreams: upstream.NewGroup([]*upstream.Client{client}, 0),
+		Keys: []narinfo.PublicKey{fu.PublicKey()}, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func waitFor[T any](t *testing.T, what string, ch <-chan T) T {
 	t.Helper()
 	select {
@@ -104,20 +112,7 @@ func waitFor[T any](t *testing.T, what string, ch <-chan T) T {
 func TestNoFillAfterClose(t *testing.T) {
 	fu := fakeupstream.New(t)
 	it := fu.Add(fakeupstream.Path{File: []byte("nar")})
-	client, err := upstream.New(fu.URL(), upstream.Options{Timeout: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	c, err := New(Options{Store: st, Upstreams: upstream.NewGroup([]*upstream.Client{client}, 0),
-		Keys: []narinfo.PublicKey{fu.PublicKey()}, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := closingCache(t, fu, slog.New(slog.DiscardHandler))
 	if _, err := c.NarInfo(context.Background(), it.Hash); err != nil {
 		t.Fatal(err)
 	}
