@@ -135,6 +135,7 @@ func (f *Follower) due() int {
 func (f *Follower) look(ctx context.Context, w *watchState) {
 	log := f.opts.Logger.With("flake", w.Flake)
 	nix := *f.opts.Nix
+	nix.Refresh = true // a push must show at the next look, not an hour later
 	if w.Timeout > 0 {
 		nix.Timeout = w.Timeout
 	}

@@ -46,7 +46,7 @@ func (e *followEnv) nixScript(t *testing.T) *Nix {
 [ -e $d/hang ] && exec sleep 60
 [ -e $d/fail ] && { echo "error: unable to download 'https://github.com/me/macs': HTTP error 503" >&2; exit 1; }
 case "$*" in
-*"flake metadata"*) cat $d/meta ;;
+*"flake metadata --json --refresh"*) cat $d/meta ;;
 *show-derivation*) cat `+recorded+` ;;
 *) exit 2 ;;
 esac`)}

@@ -47,8 +47,16 @@ func (n *Nix) Metadata(ctx context.Context, flake string) (Lock, error) {
 		var err error
 		l, err = parseMetadata(r)
 		return err
-	}, "flake", "metadata", "--json", flake)
+	}, metadataArgs(n.Refresh, flake)...)
 	return l, err
+}
+
+func metadataArgs(refresh bool, flake string) []string {
+	args := []string{"flake", "metadata", "--json"}
+	if refresh {
+		args = append(args, "--refresh")
+	}
+	return append(args, flake)
 }
 
 func parseMetadata(r io.Reader) (Lock, error) {

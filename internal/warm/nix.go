@@ -41,6 +41,10 @@ type Nix struct {
 	// MaxOutput bounds what one command may print on stdout; default
 	// 512 MiB.
 	MaxOutput int64
+	// Refresh has Metadata look the flake up again (--refresh) instead of
+	// trusting what nix fetched within its tarball-ttl (an hour by
+	// default): a follower that polls must see a push at once.
+	Refresh bool
 }
 
 func (n *Nix) withDefaults() Nix {
