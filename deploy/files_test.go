@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 )
@@ -91,6 +90,14 @@ func TestSystemdUnit(t *testing.T) {
 	if len(env) == 0 {
 		t.Fatal("secrets.conf passes no credential")
 	}
+	// Every secret a recipe of the docs needs: upstream credentials, the
+	// admin token, and for uploads without cachix the write token and the
+	// signing key.
+	for _, flag := range []string{"netrc-file", "admin-token-file", "write-token-file", "secret-key-file"} {
+		if !strings.Contains(dropIn, "Environment=NIX_CACHE_PROXY_"+strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))+"=%d/") {
+			t.Errorf("secrets.conf lacks the credential for --%s", flag)
+		}
+	}
 	got := checkConfig(t, "nix-cache-proxy.service", env, args...)
 	if dir := setting(got, "disk", "cache-dir"); dir != state {
 		t.Errorf("cache-dir = %v, want the StateDirectory", dir)
@@ -162,20 +169,16 @@ func TestContainerEnvironment(t *testing.T) {
 }
 
 // TestREADMEConfigExamples runs every TOML example of the READMEs and
-// docs/configuration.md through check-config: what users copy must work.
+// docs/*.md through check-config: what users copy must work.
 func TestREADMEConfigExamples(t *testing.T) {
-	block := regexp.MustCompile("(?s)```toml\n(.*?)```")
 	n := 0
-	for _, f := range []string{"README.md", "../README.md", "../docs/configuration.md"} {
-		for i, m := range block.FindAllStringSubmatch(readFile(t, f), -1) {
-			n++
-			p := filepath.Join(t.TempDir(), "example.toml")
-			if err := os.WriteFile(p, []byte(m[1]), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			what := f + " example " + strconv.Itoa(i+1)
-			checkConfig(t, what, nil, "--config", p)
+	for _, b := range blocks(t, "toml", append(docFiles(t), "README.md")...) {
+		n++
+		p := filepath.Join(t.TempDir(), "example.toml")
+		if err := os.WriteFile(p, []byte(b.body), 0o644); err != nil {
+			t.Fatal(err)
 		}
+		checkConfig(t, b.String(), nil, "--config", p)
 	}
 	if n == 0 {
 		t.Error("no ```toml example in the READMEs")

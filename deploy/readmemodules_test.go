@@ -1,14 +1,12 @@
 package deploy
 
 import (
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 )
 
-// TestREADMEModuleExamples evaluates every Nix example of deploy/README.md
-// that uses the flake's modules, as a user would paste it: a whole flake
+// TestREADMEModuleExamples evaluates every Nix example of deploy/README.md,
+// README.md and docs/*.md that uses the flake's modules, as a user would paste it: a whole flake
 // (its darwinConfigurations or nixosConfigurations, with nixpkgs'
 // nixosSystem and nix-darwin's darwinSystem handing over their modules) or
 // a module that names `nix-cache-proxy`. The server's command line and
@@ -18,12 +16,14 @@ func TestREADMEModuleExamples(t *testing.T) {
 	flags := flagNames(t)
 	fill := strings.NewReplacer("<its key>", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "<hash>", "0123456789abcdfghijklmnpqrsvwxyz")
 	n := 0
-	for i, m := range regexp.MustCompile("(?s)```nix\n(.*?)```").FindAllStringSubmatch(readFile(t, "README.md"), -1) {
-		code := fill.Replace(m[1])
+	for _, b := range blocks(t, "nix", append(docFiles(t), "README.md")...) {
+		code := fill.Replace(b.body)
 		if !strings.Contains(code, "nix-cache-proxy.") {
 			continue
 		}
-		n++
+		if b.file == "deploy/README.md" {
+			n++
+		}
 		platform := "nixos"
 		if strings.Contains(code, "darwinModules") {
 			platform = "darwin"
@@ -44,7 +44,7 @@ func TestREADMEModuleExamples(t *testing.T) {
 		} else {
 			module = "let nix-cache-proxy = e.flake; in " + code
 		}
-		t.Run(strconv.Itoa(i+1), func(t *testing.T) {
+		t.Run(b.String(), func(t *testing.T) {
 			if platform == "darwin" {
 				var sys darwinSystem
 				e := mustEval(t, platform, module, &sys)
