@@ -222,16 +222,21 @@ func proxyArgs(words []string) ([]string, bool) {
 // whether it takes a value (a boolean prints no value name).
 type flagSpec map[string]bool
 
-// commandSpec reads the flags of command from its -h; a command that
+// commandSpec reads the flags of command from its -h (serve's from
+// --help-all); a command that
 // takes serve's flags too (the admin commands, check-config) gets those.
 func commandSpec(t *testing.T, command string, cache map[string]flagSpec) (flagSpec, error) {
 	t.Helper()
 	if s, ok := cache[command]; ok {
 		return s, nil
 	}
-	stdout, stderr, code := run(t, nil, command, "-h")
+	help := "-h"
+	if command == "serve" {
+		help = "--help-all" // -h shows the everyday flags only
+	}
+	stdout, stderr, code := run(t, nil, command, help)
 	if code != 0 || !strings.HasPrefix(stdout, "Usage:") {
-		return nil, &cmdError{"nix-cache-proxy " + command + " -h: exit " + strconv.Itoa(code) + ": " + stderr}
+		return nil, &cmdError{"nix-cache-proxy " + command + " " + help + ": exit " + strconv.Itoa(code) + ": " + stderr}
 	}
 	spec := flagSpec{}
 	for _, m := range regexp.MustCompile(`(?m)^  --?([a-z][a-z0-9-]*)(?: (\S+))?\s*$`).FindAllStringSubmatch(stdout, -1) {
