@@ -6,6 +6,7 @@ package deploy
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -38,10 +40,15 @@ func TestMain(m *testing.M) {
 }
 
 // run runs the binary with env added to a clean environment (HOME for the
-// default cache dir) and returns its stdout, stderr and exit code.
+// default cache dir) and returns its stdout, stderr and exit code. It
+// kills it after a minute: every command these tests run ends by itself,
+// and one misread (a server started instead of a flag parse) must not hang
+// the test.
 func run(t *testing.T, env []string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append([]string{"HOME=" + t.TempDir()}, env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -51,6 +58,9 @@ func run(t *testing.T, env []string, args ...string) (string, string, int) {
 		code = ee.ExitCode()
 	} else if err != nil {
 		t.Fatalf("%s %v: %v", bin, args, err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("%s %v: still running after a minute, killed", bin, args)
 	}
 	return stdout.String(), stderr.String(), code
 }
