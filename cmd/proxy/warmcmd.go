@@ -11,6 +11,7 @@ import (
 
 func warmCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	c := newAdminCommand("warm", stdout, stderr)
+	c.creates = true // it pins and prefetches, like pin
 	keep := c.fs.Int("keep", admin.DefaultKeep, "revisions of each attribute kept pinned (`K`): older ones are unpinned")
 	nf := addNixFlags(c)
 	c.ownFlag("keep")
