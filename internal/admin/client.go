@@ -20,10 +20,6 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/warm"
 )
 
-// ErrNoServer means nothing listens at the server URL, so the caller may
-// open the cache directory itself.
-var ErrNoServer = errors.New("admin: no server is running there")
-
 // Client calls the admin API of a running server. Its methods mirror
 // Service's.
 type Client struct {

@@ -9,11 +9,16 @@ import (
 // reason alone ("\"foo\" is not a store path ..."): the status they map to
 // already says "bad request", and the CLI prints the reason as is.
 var (
+	// ErrBadRequest means the request is malformed or names no valid thing (400).
 	ErrBadRequest = errors.New("admin: bad request")
-	ErrNotFound   = errors.New("admin: not found")
-	// ErrConflict means the request clashes with work in progress (a
-	// verify job while another runs).
+	// ErrNotFound means the request names something the server lacks (404).
+	ErrNotFound = errors.New("admin: not found")
+	// ErrConflict means the request clashes with work in progress (a verify
+	// job while another runs).
 	ErrConflict = errors.New("admin: conflict")
+	// ErrNoServer means nothing listens at the server URL, so the caller may
+	// open the cache directory itself.
+	ErrNoServer = errors.New("admin: no server is running there")
 )
 
 // kindError is an error that matches kind (ErrBadRequest, ErrNotFound) and

@@ -10,7 +10,6 @@ package evict
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -90,11 +89,6 @@ type Config struct {
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
 }
-
-// ErrNoRoom means a NAR cannot be kept: it is larger than the bound allows,
-// eviction could not make room for it in time, or writes to the disk are
-// failing. It is streamed to its clients without being kept.
-var ErrNoRoom = errors.New("evict: no room to keep this NAR")
 
 // Evictor keeps the cache within its bound. It is safe for concurrent use.
 type Evictor struct {

@@ -56,10 +56,6 @@ type Lessor interface {
 	TryLease(ctx context.Context, name string) (held context.Context, release func(), err error)
 }
 
-// ErrLeaseHeld is what a Lessor's error wraps when another proxy holds
-// the lease; cmd/proxy maps fleet.ErrHeld to it.
-var ErrLeaseHeld = errors.New("evict: another proxy is evicting")
-
 // evictLease is the lease that makes one proxy at a time evict.
 const evictLease = "evict"
 

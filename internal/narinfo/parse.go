@@ -3,7 +3,6 @@ package narinfo
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -12,9 +11,6 @@ import (
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/nix-community/go-nix/pkg/nixhash"
 )
-
-// ErrInvalid is wrapped by every error Parse returns.
-var ErrInvalid = errors.New("narinfo: invalid")
 
 // Info is a parsed narinfo. It is go-nix's type: this package adds the
 // tolerant parser and the policy around it.

@@ -2,7 +2,6 @@ package narinfo
 
 import (
 	"crypto/ed25519"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -12,9 +11,6 @@ import (
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 	"github.com/nix-community/go-nix/pkg/nixhash"
 )
-
-// ErrUntrusted means a narinfo carries no valid signature by a trusted key.
-var ErrUntrusted = errors.New("narinfo: no valid signature by a trusted key")
 
 // PublicKey is a trusted signing key, "name:base64".
 type PublicKey = signature.PublicKey

@@ -3,7 +3,6 @@ package narinfo
 import (
 	"bytes"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -14,9 +13,6 @@ import (
 // SecretKey is a signing key in Nix's format, "name:base64(64 bytes)", as
 // `nix key generate-secret` writes it.
 type SecretKey = signature.SecretKey
-
-// ErrBadKey means a key file does not hold a key in Nix's format.
-var ErrBadKey = errors.New("narinfo: not a Nix signing key")
 
 // GenerateKey makes a new key pair named name, the way
 // `nix key generate-secret --key-name NAME` does.

@@ -5,7 +5,6 @@ package prefetch
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -14,11 +13,6 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 )
-
-// ErrBadPath means an argument is neither a store path nor a hash part.
-// Errors wrapping it read as the reason alone, in the user's terms: they
-// end up on the command line as they are.
-var ErrBadPath = errors.New("prefetch: not a store path or hash")
 
 // badPath is an ErrBadPath whose text is msg alone.
 type badPath struct{ msg string }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -15,9 +14,6 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"golang.org/x/sync/errgroup"
 )
-
-// ErrNoJob means no job has that id (finished jobs are kept for a while).
-var ErrNoJob = errors.New("prefetch: no such job")
 
 // Options configure a Manager. Zero values mean defaults.
 type Options struct {

@@ -155,10 +155,6 @@ func result(err error) string {
 	}
 }
 
-// ErrConflict means a conditional write lost: the object exists (for
-// If-None-Match) or changed (for If-Match).
-var ErrConflict = errors.New("s3store: conditional write lost")
-
 // mapErr turns "no such key" into fs.ErrNotExist and 412 into ErrConflict,
 // keeping the SDK's error for the message.
 func mapErr(err error) error {

@@ -12,14 +12,10 @@
 package s3store
 
 import (
-	"errors"
 	"fmt"
 	"net/url"
 	"strings"
 )
-
-// ErrURL means a --storage URL is not one this package understands.
-var ErrURL = errors.New("s3store: bad storage URL")
 
 // Location is a parsed s3:// URL. The query parameters are those of Nix's
 // own S3 store URLs.

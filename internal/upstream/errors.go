@@ -32,6 +32,11 @@ var (
 	// ErrSkipped means the upstream was not asked at all: its breaker is
 	// open after failures in a row. It comes with ErrUnavailable.
 	ErrSkipped = errors.New("upstream: skipped while down")
+	// ErrStraggler means the Group gave up on an upstream that had not
+	// answered when every other had, within the straggle bound. It counts as
+	// the upstream failing, so a hung upstream trips its breaker after a few
+	// lookups instead of a few full timeouts.
+	ErrStraggler = errors.New("no answer while every other upstream had answered")
 )
 
 // Skipped reports whether err is an outage already reported: every

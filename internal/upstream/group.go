@@ -16,12 +16,6 @@ const (
 	defaultStraggle = time.Second
 )
 
-// ErrStraggler is the cause of a request the Group gave up on because
-// every other upstream had answered and it had not within the straggle
-// bound. It counts as the upstream failing, so a hung upstream trips its
-// breaker after a few lookups instead of a few full timeouts.
-var ErrStraggler = errors.New("no answer while every other upstream had answered")
-
 // Group asks several upstreams, in priority order, with hedging: a slow
 // first choice does not hold a lookup hostage while the next one could
 // answer. A client whose breaker is open answers at once with
