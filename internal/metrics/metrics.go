@@ -75,155 +75,79 @@ func (m *Metrics) ObserveBucket(op, result string, d time.Duration) {
 // New creates the metrics and registers them, with Go and process
 // collectors, on reg.
 func New(reg prometheus.Registerer) *Metrics {
+	var b builder
 	m := &Metrics{
-		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "http_requests_total",
-			Help: "HTTP requests answered, by route and status code.",
-		}, []string{"route", "code"}),
-		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: namespace, Name: "http_request_duration_seconds",
-			Help:    "Time to answer an HTTP request (for NARs: to send the whole body), by route.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
-		}, []string{"route"}),
-		Lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "cache_lookups_total",
-			Help: "Narinfo and NAR requests, by whether the local cache had them (hit) or not (miss).",
-		}, []string{"kind", "result"}),
-		ServedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "served_bytes_total",
-			Help: "NAR bytes sent to clients, by source: from disk (cache) or streamed while fetched (upstream).",
-		}, []string{"source"}),
-		Downloads: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "downloads_in_flight",
-			Help: "NAR downloads from upstreams in progress.",
-		}),
-		DownloadClients: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "download_clients",
-			Help: "Clients (and prefetch jobs) following in-flight NAR downloads.",
-		}),
-		VerifyFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "verification_failures_total",
-			Help: "Upstream answers refused: narinfo without a trusted signature (signature), narinfo unparsable, for another path or with a URL on another host (narinfo), downloaded NAR of the wrong size or sha256 (size, hash).",
-		}, []string{"check"}),
-		Uploads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "uploads_total",
-			Help: "PUTs from `nix copy --to`, by kind (nar, narinfo, ls, log, realisation) and outcome (ok, exists, rejected, error).",
-		}, []string{"kind", "outcome"}),
-		UploadBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "upload_bytes_total",
-			Help: "Bytes received by uploads that were kept, by kind.",
-		}, []string{"kind"}),
-		MissesRecorded: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "misses_recorded_total",
-			Help: "Narinfo lookups not answered from the local cache, by outcome (fetched, not-found, upstream-error).",
-		}, []string{"outcome"}),
-		PrefetchBytes: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: namespace, Name: "prefetch_bytes_total",
-			Help: "NAR bytes brought into the cache by prefetch jobs.",
-		}),
-		UpstreamRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "upstream_requests_total",
-			Help: "Requests to upstream caches, by upstream, kind (narinfo, nar, other) and outcome (ok, not_found, error).",
-		}, []string{"upstream", "kind", "outcome"}),
-		UpstreamDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: namespace, Name: "upstream_request_duration_seconds",
-			Help:    "Time to an upstream's answer (for NARs: to the response headers), by upstream and kind.",
-			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-		}, []string{"upstream", "kind"}),
-		UpstreamBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "upstream_fetched_bytes_total",
-			Help: "NAR bytes downloaded from each upstream.",
-		}, []string{"upstream"}),
-		Evictions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "evictions_total",
-			Help: "NAR files evicted, by reason: the cache passed --max-size (size), free space fell under --min-free (free-space), gc dropped a variant --keep-latest no longer keeps (retention).",
-		}, []string{"reason"}),
-		EvictedBytes: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: namespace, Name: "evicted_bytes_total",
-			Help: "Bytes of NAR files evicted, counted once per file.",
-		}),
-		PrunedNarInfos: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: namespace, Name: "pruned_narinfos_total",
-			Help: "Narinfos pruned from the index with their origin records: their NAR was evicted and they were neither served nor stored for longer than --prune-after.",
-		}),
-		StoreMaxSize: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "store_max_size_bytes",
-			Help: "The cache's bound (--max-size): NAR files plus index; 0 when there is none.",
-		}),
-		NARNotKept: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "nar_not_kept_total",
-			Help: "NARs streamed to clients without being kept, by reason: no room within the bound (no-room), writing to the cache dir failed (disk-error).",
-		}, []string{"reason"}),
-		FleetLeases: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "fleet_fill_leases_total",
-			Help: "Fill leases on the shared bucket: taken (this proxy fetches the NAR), taken-over (from a proxy whose lease expired), lost (another proxy took this one's over).",
-		}, []string{"event"}),
-		FleetJoins: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "fleet_fill_joins_total",
-			Help: "NAR fills joined from another proxy's download in progress instead of the upstream: ok, or error (the peer did not answer; asked again).",
-		}, []string{"result"}),
-		FleetEvictPasses: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "fleet_evict_passes_total",
-			Help: "Fleet eviction passes this proxy tried (--storage s3:// with --max-size): run (it held the eviction lease), held-elsewhere (another proxy was evicting), error.",
-		}, []string{"result"}),
-		FleetEvictLeaseHeld: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "fleet_evict_lease_held",
-			Help: "1 while this proxy holds the fleet's eviction lease and runs a pass over the bucket.",
-		}),
-		FleetEvictPendingFiles: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "fleet_evict_pending_files",
-			Help: "NARs marked for deletion from the bucket, waiting for --evict-grace, as of this proxy's last pass holding the eviction lease.",
-		}),
-		FleetEvictPendingBytes: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "fleet_evict_pending_bytes",
-			Help: "Bytes of the NARs marked for deletion from the bucket, as of this proxy's last pass holding the eviction lease.",
-		}),
-		FleetEvictCancelled: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: namespace, Name: "fleet_evict_cancelled_total",
-			Help: "NARs marked for deletion and then kept, because a proxy served them (or a pin covered them) during the grace period.",
-		}),
-		FleetBucketBytes: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "fleet_bucket_nar_bytes",
-			Help: "Bytes of NAR objects in the bucket, as this proxy's last pass holding the eviction lease measured them.",
-		}),
-		BucketRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "bucket_requests_total",
-			Help: "Operations on the --storage bucket, by S3 operation and result: ok, not-found, conflict (a conditional write lost), error.",
-		}, []string{"operation", "result"}),
-		BucketDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: namespace, Name: "bucket_request_duration_seconds",
-			Help:    "Time of an operation on the --storage bucket to its response headers, retries included.",
-			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
-		}, []string{"operation"}),
-		Recompressed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "recompressed_nars_total",
-			Help: "NARs recompressed to zstd, by result: kept (done), not the NAR its narinfo names (mismatch), an uncompressed NAR zstd would not shrink, left as it is (incompressible), no room within the disk bound for the zstd file, left as it is (no-room), failed otherwise (error).",
-		}, []string{"result"}),
-		RecompressBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "recompressed_bytes_total",
-			Help: "Bytes of NAR files recompressed to zstd: the original files read (in), the zstd files kept (out).",
-		}, []string{"direction"}),
-		RecompressCPU: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: namespace, Name: "recompress_cpu_seconds_total",
-			Help: "CPU seconds the process spent while recompressing NARs to zstd (process CPU time over each transcode: it includes whatever else ran meanwhile).",
-		}),
-		BreakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "upstream_breaker_state",
-			Help: "Each upstream's circuit breaker: 0 closed (asked), 1 open (skipped after consecutive failures), 2 half-open (one trial request in flight).",
-		}, []string{"upstream"}),
-		BreakerTrips: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "upstream_breaker_trips_total",
-			Help: "Times an upstream's breaker opened after being closed.",
-		}, []string{"upstream"}),
+		Requests: b.counterVec("http_requests_total", []string{"route", "code"},
+			"HTTP requests answered, by route and status code."),
+		RequestDuration: b.histogramVec("http_request_duration_seconds", []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}, []string{"route"},
+			"Time to answer an HTTP request (for NARs: to send the whole body), by route."),
+		Lookups: b.counterVec("cache_lookups_total", []string{"kind", "result"},
+			"Narinfo and NAR requests, by whether the local cache had them (hit) or not (miss)."),
+		ServedBytes: b.counterVec("served_bytes_total", []string{"source"},
+			"NAR bytes sent to clients, by source: from disk (cache) or streamed while fetched (upstream)."),
+		Downloads: b.gauge("downloads_in_flight",
+			"NAR downloads from upstreams in progress."),
+		DownloadClients: b.gauge("download_clients",
+			"Clients (and prefetch jobs) following in-flight NAR downloads."),
+		VerifyFailures: b.counterVec("verification_failures_total", []string{"check"},
+			"Upstream answers refused: narinfo without a trusted signature (signature), narinfo unparsable, for another path or with a URL on another host (narinfo), downloaded NAR of the wrong size or sha256 (size, hash)."),
+		Uploads: b.counterVec("uploads_total", []string{"kind", "outcome"},
+			"PUTs from `nix copy --to`, by kind (nar, narinfo, ls, log, realisation) and outcome (ok, exists, rejected, error)."),
+		UploadBytes: b.counterVec("upload_bytes_total", []string{"kind"},
+			"Bytes received by uploads that were kept, by kind."),
+		MissesRecorded: b.counterVec("misses_recorded_total", []string{"outcome"},
+			"Narinfo lookups not answered from the local cache, by outcome (fetched, not-found, upstream-error)."),
+		PrefetchBytes: b.counter("prefetch_bytes_total",
+			"NAR bytes brought into the cache by prefetch jobs."),
+		UpstreamRequests: b.counterVec("upstream_requests_total", []string{"upstream", "kind", "outcome"},
+			"Requests to upstream caches, by upstream, kind (narinfo, nar, other) and outcome (ok, not_found, error)."),
+		UpstreamDuration: b.histogramVec("upstream_request_duration_seconds", []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}, []string{"upstream", "kind"},
+			"Time to an upstream's answer (for NARs: to the response headers), by upstream and kind."),
+		UpstreamBytes: b.counterVec("upstream_fetched_bytes_total", []string{"upstream"},
+			"NAR bytes downloaded from each upstream."),
+		Evictions: b.counterVec("evictions_total", []string{"reason"},
+			"NAR files evicted, by reason: the cache passed --max-size (size), free space fell under --min-free (free-space), gc dropped a variant --keep-latest no longer keeps (retention)."),
+		EvictedBytes: b.counter("evicted_bytes_total",
+			"Bytes of NAR files evicted, counted once per file."),
+		PrunedNarInfos: b.counter("pruned_narinfos_total",
+			"Narinfos pruned from the index with their origin records: their NAR was evicted and they were neither served nor stored for longer than --prune-after."),
+		StoreMaxSize: b.gauge("store_max_size_bytes",
+			"The cache's bound (--max-size): NAR files plus index; 0 when there is none."),
+		NARNotKept: b.counterVec("nar_not_kept_total", []string{"reason"},
+			"NARs streamed to clients without being kept, by reason: no room within the bound (no-room), writing to the cache dir failed (disk-error)."),
+		FleetLeases: b.counterVec("fleet_fill_leases_total", []string{"event"},
+			"Fill leases on the shared bucket: taken (this proxy fetches the NAR), taken-over (from a proxy whose lease expired), lost (another proxy took this one's over)."),
+		FleetJoins: b.counterVec("fleet_fill_joins_total", []string{"result"},
+			"NAR fills joined from another proxy's download in progress instead of the upstream: ok, or error (the peer did not answer; asked again)."),
+		FleetEvictPasses: b.counterVec("fleet_evict_passes_total", []string{"result"},
+			"Fleet eviction passes this proxy tried (--storage s3:// with --max-size): run (it held the eviction lease), held-elsewhere (another proxy was evicting), error."),
+		FleetEvictLeaseHeld: b.gauge("fleet_evict_lease_held",
+			"1 while this proxy holds the fleet's eviction lease and runs a pass over the bucket."),
+		FleetEvictPendingFiles: b.gauge("fleet_evict_pending_files",
+			"NARs marked for deletion from the bucket, waiting for --evict-grace, as of this proxy's last pass holding the eviction lease."),
+		FleetEvictPendingBytes: b.gauge("fleet_evict_pending_bytes",
+			"Bytes of the NARs marked for deletion from the bucket, as of this proxy's last pass holding the eviction lease."),
+		FleetEvictCancelled: b.counter("fleet_evict_cancelled_total",
+			"NARs marked for deletion and then kept, because a proxy served them (or a pin covered them) during the grace period."),
+		FleetBucketBytes: b.gauge("fleet_bucket_nar_bytes",
+			"Bytes of NAR objects in the bucket, as this proxy's last pass holding the eviction lease measured them."),
+		BucketRequests: b.counterVec("bucket_requests_total", []string{"operation", "result"},
+			"Operations on the --storage bucket, by S3 operation and result: ok, not-found, conflict (a conditional write lost), error."),
+		BucketDuration: b.histogramVec("bucket_request_duration_seconds", []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10}, []string{"operation"},
+			"Time of an operation on the --storage bucket to its response headers, retries included."),
+		Recompressed: b.counterVec("recompressed_nars_total", []string{"result"},
+			"NARs recompressed to zstd, by result: kept (done), not the NAR its narinfo names (mismatch), an uncompressed NAR zstd would not shrink, left as it is (incompressible), no room within the disk bound for the zstd file, left as it is (no-room), failed otherwise (error)."),
+		RecompressBytes: b.counterVec("recompressed_bytes_total", []string{"direction"},
+			"Bytes of NAR files recompressed to zstd: the original files read (in), the zstd files kept (out)."),
+		RecompressCPU: b.counter("recompress_cpu_seconds_total",
+			"CPU seconds the process spent while recompressing NARs to zstd (process CPU time over each transcode: it includes whatever else ran meanwhile)."),
+		BreakerState: b.gaugeVec("upstream_breaker_state", []string{"upstream"},
+			"Each upstream's circuit breaker: 0 closed (asked), 1 open (skipped after consecutive failures), 2 half-open (one trial request in flight)."),
+		BreakerTrips: b.counterVec("upstream_breaker_trips_total", []string{"upstream"},
+			"Times an upstream's breaker opened after being closed."),
 	}
-	reg.MustRegister(m.Requests, m.RequestDuration, m.Lookups, m.ServedBytes, m.Downloads,
-		m.DownloadClients, m.VerifyFailures, m.MissesRecorded, m.Uploads, m.UploadBytes, m.PrefetchBytes,
-		m.UpstreamRequests, m.UpstreamDuration, m.UpstreamBytes, m.BreakerState, m.BreakerTrips,
-		m.Evictions, m.EvictedBytes, m.PrunedNarInfos, m.StoreMaxSize, m.NARNotKept, m.FleetLeases, m.FleetJoins,
-		m.BucketRequests, m.BucketDuration, m.FleetEvictPasses, m.FleetEvictLeaseHeld, m.FleetEvictPendingFiles,
-		m.FleetEvictPendingBytes, m.FleetEvictCancelled, m.FleetBucketBytes,
-		m.Recompressed, m.RecompressBytes, m.RecompressCPU,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(append(b, collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))...)
 	// Pre-create the series alerts and the status page read, so they are 0
 	// rather than absent before the first event.
 	for _, kind := range []string{"narinfo", "nar"} {
@@ -231,32 +155,23 @@ func New(reg prometheus.Registerer) *Metrics {
 			m.Lookups.WithLabelValues(kind, result)
 		}
 	}
-	for _, source := range []string{"cache", "upstream"} {
-		m.ServedBytes.WithLabelValues(source)
-	}
-	for _, check := range []string{"signature", "narinfo", "size", "hash"} {
-		m.VerifyFailures.WithLabelValues(check)
-	}
-	for _, reason := range []string{"size", "free-space", "retention"} {
-		m.Evictions.WithLabelValues(reason)
-	}
-	for _, reason := range []string{"no-room", "disk-error"} {
-		m.NARNotKept.WithLabelValues(reason)
-	}
-	for _, event := range []string{"taken", "taken-over", "lost"} {
-		m.FleetLeases.WithLabelValues(event)
-	}
-	for _, result := range []string{"run", "held-elsewhere", "error"} {
-		m.FleetEvictPasses.WithLabelValues(result)
-	}
-	for _, result := range []string{"ok", "error"} {
-		m.FleetJoins.WithLabelValues(result)
-	}
-	for _, result := range []string{"done", "mismatch", "incompressible", "no-room", "error"} {
-		m.Recompressed.WithLabelValues(result)
-	}
-	for _, dir := range []string{"in", "out"} {
-		m.RecompressBytes.WithLabelValues(dir)
+	for _, series := range []struct {
+		vec    *prometheus.CounterVec
+		values []string
+	}{
+		{m.ServedBytes, []string{"cache", "upstream"}},
+		{m.VerifyFailures, []string{"signature", "narinfo", "size", "hash"}},
+		{m.Evictions, []string{"size", "free-space", "retention"}},
+		{m.NARNotKept, []string{"no-room", "disk-error"}},
+		{m.FleetLeases, []string{"taken", "taken-over", "lost"}},
+		{m.FleetEvictPasses, []string{"run", "held-elsewhere", "error"}},
+		{m.FleetJoins, []string{"ok", "error"}},
+		{m.Recompressed, []string{"done", "mismatch", "incompressible", "no-room", "error"}},
+		{m.RecompressBytes, []string{"in", "out"}},
+	} {
+		for _, v := range series.values {
+			series.vec.WithLabelValues(v)
+		}
 	}
 	return m
 }
@@ -309,4 +224,35 @@ func (m *Metrics) UpstreamBreaker(upstream string, state int, tripped bool) {
 	if tripped {
 		trips.Inc()
 	}
+}
+
+// builder makes the metrics of a New call, each named once: it keeps every
+// one it makes, for New to register them all.
+type builder []prometheus.Collector
+
+// keep adds c to b and returns it.
+func keep[C prometheus.Collector](b *builder, c C) C {
+	*b = append(*b, c)
+	return c
+}
+
+func (b *builder) counter(name, help string) prometheus.Counter {
+	return keep(b, prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}))
+}
+
+func (b *builder) counterVec(name string, labels []string, help string) *prometheus.CounterVec {
+	return keep(b, prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels))
+}
+
+func (b *builder) gauge(name, help string) prometheus.Gauge {
+	return keep(b, prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help}))
+}
+
+func (b *builder) gaugeVec(name string, labels []string, help string) *prometheus.GaugeVec {
+	return keep(b, prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help}, labels))
+}
+
+func (b *builder) histogramVec(name string, buckets []float64, labels []string, help string) *prometheus.HistogramVec {
+	opts := prometheus.HistogramOpts{Namespace: namespace, Name: name, Help: help, Buckets: buckets}
+	return keep(b, prometheus.NewHistogramVec(opts, labels))
 }
