@@ -144,8 +144,8 @@ const warmReference = `
 A list of tables, in the file only (no flag or environment variable): each names a flake the
 server follows. At start and every ‵interval‵ it reads the flake's locked revision (‵nix flake
 metadata‵) and, when it is new, evaluates each attribute and pins and prefetches what
-substituting it takes, keeping the pins of the ‵keep‵ newest revisions of each (README:
-"Following a flake"). A reload (SIGHUP) reads them again.
+substituting it takes, keeping the pins of the ‵keep‵ newest revisions of each
+([operations.md](operations.md#following-a-flake-warm-and-coverage)). A reload (SIGHUP) reads them again.
 
 | key | type | default | description |
 |---|---|---|---|

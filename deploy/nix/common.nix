@@ -85,7 +85,7 @@ rec {
     warm = mkOption {
       description = ''
         Flakes the server follows (the config file's `[[warm]]` tables,
-        README "Following a flake"): at start and every `interval` it reads
+        docs/operations.md, "Following a flake"): at start and every `interval` it reads
         the flake's locked revision and, when it is new, evaluates each
         attribute with `nix` (nothing is built), pins and prefetches what
         substituting it takes, and keeps the pins of each attribute's `keep`
