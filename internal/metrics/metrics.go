@@ -1,8 +1,9 @@
 // Package metrics defines the proxy's Prometheus metrics in one place, so
 // their names, labels and meaning are listed once (docs/operations.md's
-// table mirrors this file). Components get the *Metrics and update its fields; nothing is
-// registered globally. Label values are drawn from small fixed sets or the
-// configured upstreams: never a store hash or a client address.
+// table mirrors this file, TestDocsTable checks it). Components get the
+// *Metrics and update its fields; nothing is registered globally. Label
+// values are drawn from small fixed sets or the configured upstreams: never
+// a store hash or a client address.
 package metrics
 
 import (
