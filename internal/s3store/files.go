@@ -6,7 +6,6 @@ import (
 	"io"
 	"io/fs"
 	"path"
-	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -67,24 +66,7 @@ func (b *Bucket) Remove(name string) error {
 
 // List implements store.NARFiles.
 func (b *Bucket) List(ctx context.Context, fn func(name string, size int64) error) error {
-	prefix := b.narKey("")
-	p := s3.NewListObjectsV2Paginator(b.client, &s3.ListObjectsV2Input{Bucket: &b.loc.Bucket, Prefix: &prefix})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return fmt.Errorf("list NARs: %w", mapErr(err))
-		}
-		for _, o := range page.Contents {
-			name := strings.TrimPrefix(aws.ToString(o.Key), prefix)
-			if name == "" || strings.Contains(name, "/") {
-				continue
-			}
-			if err := fn(name, aws.ToInt64(o.Size)); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return b.ListNARObjects(ctx, func(o NARObject) error { return fn(o.Name, o.Size) })
 }
 
 // objectReader reads an object with ranged GETs: Seek only moves the
