@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
@@ -21,13 +20,9 @@ import (
 // with exactly it ends the response aborted, as it was before.
 func (c *Cache) carryOn(w http.ResponseWriter, r *http.Request, name string, src store.NARSource, part io.ReadSeeker, sent, size int64) error {
 	ctx := r.Context()
-	client, ok := c.clients[src.Upstream]
-	if !ok {
-		return fmt.Errorf("%w: upstream %s is no longer configured", ErrAborted, src.Upstream)
-	}
-	loc, err := url.Parse(src.URL)
+	client, loc, err := c.sourceOf(src, ErrAborted)
 	if err != nil {
-		return fmt.Errorf("%w: NAR source URL: %w", ErrAborted, err)
+		return err
 	}
 	if _, err := part.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("%w: reread NAR %s: %w", ErrAborted, name, err)

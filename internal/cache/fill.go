@@ -84,6 +84,22 @@ func (c *Cache) fill(fl *flight, src store.NARSource, id uint64) {
 	}
 }
 
+// sourceOf is the upstream client src's NAR comes from and its URL. An
+// upstream no longer configured is an error wrapping kind: ErrNotFound for
+// a download, ErrAborted for a response already under way. (src.URL was
+// made by url.URL.String, so parsing it again does not fail.)
+func (c *Cache) sourceOf(src store.NARSource, kind error) (*upstream.Client, *url.URL, error) {
+	client, ok := c.clients[src.Upstream]
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: upstream %s is no longer configured", kind, src.Upstream)
+	}
+	loc, err := url.Parse(src.URL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: NAR source URL: %w", kind, err)
+	}
+	return client, loc, nil
+}
+
 // fetchToStore is the one GET of a kept NAR from its upstream: it writes
 // the body to a part file, publishing each chunk to fl's followers, checks
 // it against the narinfo and commits it. It returns the bytes fetched.
@@ -95,13 +111,9 @@ func (c *Cache) fetchToStore(ctx context.Context, fl *flight, src store.NARSourc
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return 0, err
 	}
-	client, ok := c.clients[src.Upstream]
-	if !ok {
-		return 0, fmt.Errorf("%w: upstream %s is no longer configured", ErrNotFound, src.Upstream)
-	}
-	loc, err := url.Parse(src.URL)
+	client, loc, err := c.sourceOf(src, ErrNotFound)
 	if err != nil {
-		return 0, fmt.Errorf("NAR source URL: %w", err)
+		return 0, err
 	}
 	// Room first: a NAR that cannot be kept is streamed to each client
 	// straight from the upstream (see serveFlight). Without FileSize the

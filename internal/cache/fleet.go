@@ -85,10 +85,7 @@ func (c *Cache) ServeFill(w http.ResponseWriter, r *http.Request, name string) e
 		defer f.Close()
 		return c.serveStored(w, r, name, f)
 	}
-	src, err := c.store.NARSource(ctx, name)
-	if errors.Is(err, store.ErrNotFound) {
-		return ErrNotFound
-	}
+	src, err := c.narSource(ctx, name)
 	if err != nil {
 		return err
 	}

@@ -87,10 +87,7 @@ func (c *Cache) EnsureNAR(ctx context.Context, name string, progress func(done, 
 	if ok, err := c.store.HasNAR(ctx, name); err != nil || ok {
 		return err
 	}
-	src, err := c.store.NARSource(ctx, name)
-	if errors.Is(err, store.ErrNotFound) {
-		return ErrNotFound
-	}
+	src, err := c.narSource(ctx, name)
 	if err != nil {
 		return err
 	}

@@ -59,10 +59,7 @@ func (c *Cache) ServeNAR(w http.ResponseWriter, r *http.Request, name string) er
 		return err
 	}
 	c.metrics.Lookups.WithLabelValues("nar", "miss").Inc()
-	src, err := c.store.NARSource(ctx, name)
-	if errors.Is(err, store.ErrNotFound) {
-		return ErrNotFound
-	}
+	src, err := c.narSource(ctx, name)
 	if err != nil {
 		return err
 	}
@@ -85,6 +82,16 @@ func (c *Cache) ServeNAR(w http.ResponseWriter, r *http.Request, name string) er
 		}
 	}
 	return fmt.Errorf("%w: NAR %s was evicted each time it was fetched; the bound is too small for it", ErrUnavailable, name)
+}
+
+// narSource is where the NAR name comes from: ErrNotFound when no
+// narinfo names it.
+func (c *Cache) narSource(ctx context.Context, name string) (store.NARSource, error) {
+	src, err := c.store.NARSource(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return src, ErrNotFound
+	}
+	return src, err
 }
 
 // refills bounds how often one request fetches a NAR that is evicted

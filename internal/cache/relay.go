@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
@@ -24,13 +23,9 @@ var errNotKept = errors.New("cache: NAR not kept")
 // so a wrong body is cut, never completed with a 200.
 func (c *Cache) relayFromUpstream(w http.ResponseWriter, r *http.Request, name string, src store.NARSource) error {
 	ctx := r.Context()
-	client, ok := c.clients[src.Upstream]
-	if !ok {
-		return fmt.Errorf("%w: upstream %s is no longer configured", ErrNotFound, src.Upstream)
-	}
-	loc, err := url.Parse(src.URL)
+	client, loc, err := c.sourceOf(src, ErrNotFound)
 	if err != nil {
-		return fmt.Errorf("NAR source URL: %w", err)
+		return err
 	}
 	body, size, err := client.NAR(ctx, loc)
 	if errors.Is(err, upstream.ErrNotFound) {
