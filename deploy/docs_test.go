@@ -235,7 +235,10 @@ func commandSpec(t *testing.T, command string, cache map[string]flagSpec) (flagS
 	if code != 0 || !strings.HasPrefix(stdout, "Usage:") {
 		return nil, &cmdError{"nix-cache-proxy " + command + " " + help + ": exit " + strconv.Itoa(code) + ": " + stderr}
 	}
-	spec := flagSpec{}
+	spec := flagSpec{"h": false, "help": false}
+	if command == "serve" {
+		spec["help-all"] = false
+	}
 	for _, m := range regexp.MustCompile(`(?m)^  --?([a-z][a-z0-9-]*)(?: (\S+))?\s*$`).FindAllStringSubmatch(stdout, -1) {
 		spec[m[1]] = m[2] != ""
 	}
@@ -261,6 +264,25 @@ func (e *cmdError) Error() string { return e.msg }
 // noArgCommands take no flags and are harmless to run as they are.
 var noArgCommands = map[string]bool{"version": true, "--version": true, "config-reference": true, "help": true}
 
+// leadingFlags returns how many of args are serve's flags and their values
+// before the first other word.
+func leadingFlags(t *testing.T, args []string, specs map[string]flagSpec) int {
+	t.Helper()
+	serve, err := commandSpec(t, "serve", specs)
+	if err != nil {
+		return 0
+	}
+	i := 0
+	for i < len(args) && strings.HasPrefix(args[i], "-") {
+		name, _, hasValue := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
+		if serve[name] && !hasValue {
+			i++
+		}
+		i++
+	}
+	return min(i, len(args))
+}
+
 // checkCommandLine parses args as the binary would, without running the
 // command: the flags up to the first argument that is not one, then -h,
 // which stops the parse with the command's help once the flags named
@@ -270,6 +292,13 @@ func checkCommandLine(t *testing.T, args []string, specs map[string]flagSpec) er
 	command := "serve"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") || len(args) > 0 && noArgCommands[args[0]] {
 		command, args = args[0], args[1:]
+	} else if lead := leadingFlags(t, args, specs); lead < len(args) {
+		// Flags every command reads may come before the command:
+		// --listen X check --closure P is check --listen X --closure P.
+		if _, err := commandSpec(t, args[lead], specs); err == nil && args[lead] != "serve" {
+			command = args[lead]
+			args = append(append([]string{}, args[:lead]...), args[lead+1:]...)
+		}
 	}
 	if noArgCommands[command] {
 		if _, stderr, code := run(t, nil, append([]string{command}, args...)...); code != 0 {
@@ -336,7 +365,24 @@ func TestDocsCommands(t *testing.T) {
 			}
 		}
 	}
-	if n < 10 {
+	// And the command lines in the text: `nix-cache-proxy gc --dry-run`.
+	span := regexp.MustCompile("`([^`]+)`")
+	for _, f := range files {
+		for _, m := range span.FindAllStringSubmatch(regexp.MustCompile("(?s)```.*?```").ReplaceAllString(readFile(t, f), ""), -1) {
+			for _, words := range shellCommands(strings.ReplaceAll(m[1], "\n", " "), false) {
+				args, ok := proxyArgs(words)
+				if !ok {
+					continue
+				}
+				n++
+				if err := checkCommandLine(t, args, specs); err != nil {
+					t.Errorf("%s: `%s`: %v", repoPath(f), strings.Join(words, " "), err)
+				}
+			}
+		}
+	}
+	t.Logf("%d nix-cache-proxy command lines checked", n)
+	if n < 40 {
 		t.Errorf("only %d nix-cache-proxy command lines found in the docs: the patterns are stale", n)
 	}
 }
@@ -361,6 +407,10 @@ func TestDocsCommandCheck(t *testing.T) {
 		{"./nix-cache-proxy serve --listen 0.0.0.0:5575 --max-size=10GiB", true},
 		{"nix-cache-proxy check --closure --upstream /nix/store/0123456789abcdfghijklmnpqrsvwxyz-x", true},
 		{"nix-cache-proxy version", true},
+		{"nix-cache-proxy --help", true},
+		{"nix-cache-proxy serve --help-all", true},
+		{"nix-cache-proxy --listen 10.0.0.5:5575 check --closure PATH", true},
+		{"nix-cache-proxy --listen 10.0.0.5:5575 misses --nope", false},
 	} {
 		args, _ := proxyArgs(shellCommands(tc.line, false)[0])
 		if err := checkCommandLine(t, args, specs); (err == nil) != tc.ok {
