@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 //     ./cmd/proxy`) parses against the real binary: its subcommand exists,
 //     every flag it names is one that subcommand takes, and the values
 //     parse (the flags are parsed with -h after them, so nothing runs);
+//     the command lines in the text too; an sh block is bash syntax;
 //   - toml: check-config accepts it (TestREADMEConfigExamples);
 //   - nix: evaluated with the modules (TestREADMEModuleExamples);
 //   - nix.conf: Nix 2.8 reads it without a warning (`nix show-config`);
@@ -384,6 +386,18 @@ func TestDocsCommands(t *testing.T) {
 	t.Logf("%d nix-cache-proxy command lines checked", n)
 	if n < 40 {
 		t.Errorf("only %d nix-cache-proxy command lines found in the docs: the patterns are stale", n)
+	}
+}
+
+// TestDocsShellSyntax: every sh block is a script bash parses (bash -n),
+// so no quote or continuation is left open.
+func TestDocsShellSyntax(t *testing.T) {
+	for _, b := range blocks(t, "sh", append(docFiles(t), "README.md")...) {
+		cmd := exec.Command("bash", "-n")
+		cmd.Stdin = strings.NewReader(b.body)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("%s: bash -n: %v\n%s", b, err, out)
+		}
 	}
 }
 
