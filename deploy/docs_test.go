@@ -563,3 +563,33 @@ func TestArchitectureListsPackages(t *testing.T) {
 		t.Fatal("no packages under internal/")
 	}
 }
+
+// TestArchitectureListsBuckets: docs/architecture.md's table of the index
+// names every bucket internal/store declares, and every meta key.
+func TestArchitectureListsBuckets(t *testing.T) {
+	doc := readFile(t, "../docs/architecture.md")
+	files, err := filepath.Glob("../internal/store/*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	decl := regexp.MustCompile(`\b(bucket|key)[A-Z]\w*\s*=\s*\[\]byte\("([a-z0-9-]+)"\)`)
+	n := 0
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		for _, m := range decl.FindAllStringSubmatch(readFile(t, f), -1) {
+			n++
+			want := "`" + m[2] + "`"
+			if m[1] == "bucket" {
+				want = "| `" + m[2] + "` |"
+			}
+			if !strings.Contains(doc, want) {
+				t.Errorf("docs/architecture.md does not describe the index's %s %q (%s)", m[1], m[2], repoPath(f))
+			}
+		}
+	}
+	if n < 10 {
+		t.Errorf("%d buckets and keys found in internal/store: the pattern is stale", n)
+	}
+}
