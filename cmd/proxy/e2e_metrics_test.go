@@ -34,11 +34,7 @@ func TestMetricsRealNixPrometheus(t *testing.T) {
 	}
 	nixtest.Require(t)
 	promBin := requirePrometheus(t)
-	start := time.Now()
-	step := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("[%6.2fs] %s", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
-	}
+	step := stepLogger(t)
 	// Prometheus first: its first scrape comes only after its target
 	// reload, about 5 s after start, so it waits while the rest gets ready.
 	// It scrapes the proxy's --metrics-listen address.

@@ -33,19 +33,8 @@ import (
 // found missing by the server and by local mode, re-pinned in local mode,
 // and after a restart both closures are copied from the proxy alone.
 func TestPrefetchWatchCheckRealNix(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test; skipped in -short mode")
-	}
-	nixtest.Require(t)
-	start := time.Now()
-	step := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("[%6.2fs] %s", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
-	}
-	bin, err := proxyBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
+	step := stepLogger(t)
+	bin := e2eBinary(t, true)
 	step("proxy binary ready")
 
 	x, cache := nixtest.BuildClosure(t, 4<<20)

@@ -38,15 +38,8 @@ func startFleet(t *testing.T) (storage string) {
 // bucket. Then a closure uploaded to B with `nix copy --to` is served by
 // C, another fresh proxy, with no upstream at all.
 func TestFleetRealNix(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test; skipped in -short mode")
-	}
-	nixtest.Require(t)
+	bin := e2eBinary(t, true)
 	storage := startFleet(t)
-	bin, err := proxyBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
 	c, cache := nixtest.BuildClosure(t, 40<<20)
 	upstream, stopUpstream := nixtest.ServeDir(t, cache.Dir)
 
@@ -133,14 +126,8 @@ func fetchNAR(url string) fetchResult {
 // download in progress, and every client gets the same, right bytes
 // while the (slow) upstream is still sending.
 func TestFleetColdImageOnce(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test; skipped in -short mode")
-	}
+	bin := e2eBinary(t, false)
 	storage := startFleet(t)
-	bin, err := proxyBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
 	up := fakeupstream.New(t)
 	image := fakeupstream.RandomBytes(48 << 20)
 	item := up.Add(fakeupstream.Path{File: image, Compression: "none"})
@@ -276,14 +263,8 @@ func bucketRequests(t *testing.T, base string) int {
 // SIGKILL midway; its fill lease expires, another proxy takes it over,
 // and clients that retry get the whole image.
 func TestFleetHolderKilled(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test; skipped in -short mode")
-	}
+	bin := e2eBinary(t, false)
 	storage := startFleet(t)
-	bin, err := proxyBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
 	up := fakeupstream.New(t)
 	image := fakeupstream.RandomBytes(24 << 20)
 	item := up.Add(fakeupstream.Path{File: image, Compression: "none"})

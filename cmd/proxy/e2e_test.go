@@ -72,6 +72,16 @@ func e2eBinary(t *testing.T, withNix bool) string {
 	return bin
 }
 
+// stepLogger returns a log of a long test's steps, each with the seconds
+// since the call.
+func stepLogger(t *testing.T) func(format string, args ...any) {
+	start := time.Now()
+	return func(format string, args ...any) {
+		t.Helper()
+		t.Logf("[%6.2fs] %s", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
+	}
+}
+
 // TestEndToEndRealNix copies a closure with a 64 MiB path through the proxy
 // with real nix: from a live upstream, then from the proxy's disk alone with
 // the upstream stopped, then again after a graceful restart.

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/nixtest"
 )
@@ -17,19 +15,8 @@ import (
 // nix copy then still succeeds (the dropped NARs are fetched again); then
 // the same against the cache dir with no server running.
 func TestVerifyRealNix(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test; skipped in -short mode")
-	}
-	nixtest.Require(t)
-	start := time.Now()
-	step := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("[%6.2fs] %s", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
-	}
-	bin, err := proxyBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
+	step := stepLogger(t)
+	bin := e2eBinary(t, true)
 	c, cache := nixtest.BuildClosure(t, 4<<20)
 	upstream, _ := nixtest.ServeDir(t, cache.Dir)
 	cacheDir := t.TempDir()

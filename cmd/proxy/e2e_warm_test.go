@@ -60,11 +60,7 @@ func TestWarmFollowsFlakeRealNix(t *testing.T) {
 	if sys == "" || runtime.GOOS != "linux" {
 		t.Skip("the test flake builds for Linux on amd64 or arm64")
 	}
-	start := time.Now()
-	step := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("[%6.2fs] %s", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
-	}
+	step := stepLogger(t)
 	dir, err := os.MkdirTemp("", "warmflake-")
 	if err != nil {
 		t.Fatal(err)
