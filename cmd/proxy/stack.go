@@ -98,9 +98,9 @@ func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 	}
 	metrics.RegisterStore(reg, st)
 	s = &stack{registry: reg, metrics: m, upstreams: group, store: st, keys: keys, secretKey: secretKey, storage: cfg.storage}
-	s.misses = misslog.New(st, misslog.Options{Max: cfg.missLogMax, Unlimited: cfg.missLogMax == 0, Logger: log})
+	s.misses = misslog.New(st, misslog.Options{Max: offWhenZero(cfg.missLogMax), Logger: log})
 	evictCfg := evict.Config{MaxSize: cfg.maxSize, MinFree: cfg.minFree, KeepLatest: cfg.keepRules, EvictUploads: cfg.evictUploads,
-		PruneAfter: cfg.pruneAfter, NoPrune: cfg.pruneAfter == 0, Metrics: m, Logger: log}
+		PruneAfter: offWhenZero(cfg.pruneAfter), Metrics: m, Logger: log}
 	if cfg.storage != "" {
 		// The cache dir holds only the index and the spool: its free
 		// space is no reason to delete from the bucket (--min-free still
@@ -121,17 +121,13 @@ func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 	if cfg.storage != "" {
 		room = nil // nothing to reserve: the bucket is not this disk
 	}
-	negTTL := cfg.negativeTTL
-	if negTTL == 0 {
-		negTTL = -1
-	}
 	s.cache, err = cache.New(cache.Options{
 		Store:       st,
 		Upstreams:   group,
 		Keys:        keys,
 		SkipVerify:  !cfg.verifySignatures,
 		SecretKey:   secretKey,
-		NegativeTTL: negTTL,
+		NegativeTTL: offWhenZero(cfg.negativeTTL),
 		Fetch:       cache.FetchOptions{Connections: cfg.fetchConnections},
 		Recompress:  cfg.recompressOn(),
 		Misses:      s.misses,
@@ -268,4 +264,13 @@ func parseKeys(cfg *serveConfig) ([]narinfo.PublicKey, error) {
 		keys = append(keys, pk)
 	}
 	return keys, nil
+}
+
+// offWhenZero maps a flag's 0, which turns its thing off, to the negative
+// value that does in the internal Options (whose 0 means the default).
+func offWhenZero[T ~int | ~int64](v T) T {
+	if v == 0 {
+		return -1
+	}
+	return v
 }

@@ -73,7 +73,8 @@ type Options struct {
 	// it keeps with a valid signature by one of Keys (next to that one);
 	// with SkipVerify, one without is kept unsigned by the proxy.
 	SecretKey *narinfo.SecretKey
-	// NegativeTTL is how long "not found anywhere" is remembered; default 1m.
+	// NegativeTTL is how long "not found anywhere" is remembered; default
+	// 1m, negative: not at all.
 	NegativeTTL time.Duration
 	// FetchTimeout bounds one whole NAR download; default 6h.
 	FetchTimeout time.Duration

@@ -140,7 +140,7 @@ func TestRecompressStaysInBound(t *testing.T) {
 	var ev *evict.Evictor
 	e := newZstdEnvRoom(t, Options{RecompressGrace: time.Hour, RecompressQuiet: time.Millisecond},
 		func(st *store.Store, m *metrics.Metrics) Room {
-			ev = evict.New(st, evict.Config{MaxSize: bound, Interval: time.Hour, NoPrune: true, Metrics: m})
+			ev = evict.New(st, evict.Config{MaxSize: bound, Interval: time.Hour, PruneAfter: -1, Metrics: m})
 			return ev
 		})
 	ctx, cancel := context.WithCancel(context.Background())

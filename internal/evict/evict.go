@@ -76,14 +76,12 @@ type Config struct {
 	// wait for a CPU and no download waits for room (pauseAfter): with 3
 	// (the default), a pass holds at most a quarter of a core while
 	// clients' work is waiting, and runs straight through otherwise
-	// (BENCHMARKS.md). NoPause: never.
-	Pause   float64
-	NoPause bool
+	// (BENCHMARKS.md). Negative: never.
+	Pause float64
 	// PruneAfter is how long a narinfo whose NAR is evicted stays in the
 	// index neither served nor stored before it is pruned, with its NAR's
-	// origin record; default DefaultPruneAfter. NoPrune keeps them all.
+	// origin record; default DefaultPruneAfter. Negative keeps them all.
 	PruneAfter time.Duration
-	NoPrune    bool
 	// Now is the clock pruning judges ages by; default time.Now (tests).
 	Now     func() time.Time
 	Metrics *metrics.Metrics
@@ -137,11 +135,8 @@ func New(st Store, cfg Config) *Evictor {
 	if cfg.Interval <= 0 {
 		cfg.Interval = 10 * time.Second
 	}
-	if cfg.Pause <= 0 {
+	if cfg.Pause == 0 {
 		cfg.Pause = 3
-	}
-	if cfg.NoPause {
-		cfg.Pause = 0
 	}
 	if cfg.Batch <= 0 {
 		cfg.Batch = 2048
@@ -155,7 +150,7 @@ func New(st Store, cfg Config) *Evictor {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.PruneAfter <= 0 {
+	if cfg.PruneAfter == 0 {
 		cfg.PruneAfter = DefaultPruneAfter
 	}
 	cfg.Metrics.StoreMaxSize.Set(float64(cfg.MaxSize))

@@ -69,7 +69,7 @@ func TestGCPrunes(t *testing.T) {
 	}
 	checkClosed(t, d)
 
-	off := New(d, Config{Now: c.now, NoPrune: true})
+	off := New(d, Config{Now: c.now, PruneAfter: -1})
 	if rep, err := off.Collect(ctx, true); err != nil || rep.Prune == nil || !rep.Prune.Off {
 		t.Errorf("gc with --prune-after 0: prune = %+v, %v; want off", rep.Prune, err)
 	}

@@ -38,7 +38,7 @@ import (
 // On a machine shared with other work one window of about a second says
 // little (single ratios swing by ±0.2 from run to run), so it runs
 // $SCALE_HIT_PAIRS (default 8) pairs of rounds, one with the pauses
-// between batches and one without (Config.NoPause), in the order paused,
+// between batches and one without (a negative Config.Pause), in the order paused,
 // unpaused, unpaused, paused, ... so that drift over the run weighs on
 // both alike. Each round starts from a fresh copy of the upgraded index,
 // written back to disk before anything is timed, so every pass frees the
@@ -168,7 +168,9 @@ func runHitRound(b *testing.B, src string, paused bool, procs int) hitRound {
 	r.before, r.cpu[0] = hits.during(func() { time.Sleep(2 * time.Second) })
 	ts := &timedStore{Store: st}
 	cfg := scaleConfig(b, (st.NARBytes()+st.IndexSize()-10<<30)/9*10)
-	cfg.NoPause = !paused
+	if !paused {
+		cfg.Pause = -1
+	}
 	e := New(ts, cfg)
 	busy := e.busy
 	e.busy = func() bool { // the pass's goroutine only: no lock

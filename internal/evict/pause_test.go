@@ -14,13 +14,13 @@ func TestPassPauses(t *testing.T) {
 		name       string
 		busy       bool
 		roomWaiter bool
-		noPause    bool
+		pause      float64
 		want       int // pauses
 	}{
-		{"busy", true, false, false, 3},
-		{"idle", false, false, false, 0},
-		{"busy, a download waits for room", true, true, false, 0},
-		{"busy, NoPause", true, false, true, 0},
+		{"busy", true, false, 2, 3},
+		{"idle", false, false, 2, 0},
+		{"busy, a download waits for room", true, true, 2, 0},
+		{"busy, negative Pause", true, false, -1, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := newDiskStore(t)
@@ -28,7 +28,7 @@ func TestPassPauses(t *testing.T) {
 				d.add(t, tpath{id: i, size: kb})
 			}
 			// Four files to go, one a batch.
-			e := New(d, Config{MaxSize: boundFor(d, 3*kb+kb/2), Batch: 1, Pause: 2, NoPause: tc.noPause})
+			e := New(d, Config{MaxSize: boundFor(d, 3*kb+kb/2), Batch: 1, Pause: tc.pause})
 			e.busy = func() bool { return tc.busy }
 			var pauses []time.Duration
 			e.sleep = func(_ context.Context, d time.Duration) { pauses = append(pauses, d) }

@@ -66,7 +66,7 @@ type pruneCand struct {
 // pruneEvery; while a backlog drains (prunePace), the next round comes
 // after a pause as long as the last one took. It runs until ctx ends.
 func (e *Evictor) pruneLoop(ctx context.Context) {
-	if e.cfg.NoPrune {
+	if e.cfg.PruneAfter < 0 {
 		return
 	}
 	t := time.NewTimer(e.pruneFirst)
@@ -148,8 +148,8 @@ func (e *Evictor) Prune(ctx context.Context) (PruneReport, error) {
 // same window, the same rules) and deletes nothing, the window staying put.
 func (e *Evictor) prune(ctx context.Context, dryRun bool) (PruneReport, error) {
 	start := time.Now()
-	rep := PruneReport{DryRun: dryRun, Off: e.cfg.NoPrune}
-	if e.cfg.NoPrune {
+	rep := PruneReport{DryRun: dryRun, Off: e.cfg.PruneAfter < 0}
+	if e.cfg.PruneAfter < 0 {
 		return rep, nil
 	}
 	e.pruning.Lock()

@@ -151,7 +151,7 @@ func checkClosed(t *testing.T, d *diskStore) {
 	}
 }
 
-// TestPruneNever: NoPrune keeps every row, however old.
+// TestPruneNever: a negative PruneAfter keeps every row, however old.
 func TestPruneNever(t *testing.T) {
 	c := &clock{}
 	c.set(time.Now())
@@ -159,9 +159,9 @@ func TestPruneNever(t *testing.T) {
 	d.add(t, tpath{id: 1, size: kb})
 	d.evictNAR(t, 1)
 	c.add(days(400))
-	e := New(d, Config{NoPrune: true, Now: c.now})
+	e := New(d, Config{PruneAfter: -1, Now: c.now})
 	if rep, err := e.Prune(context.Background()); err != nil || rep.Pruned != 0 || !d.hasInfo(1) {
-		t.Errorf("Prune with NoPrune = %+v, %v", rep, err)
+		t.Errorf("Prune with a negative PruneAfter = %+v, %v", rep, err)
 	}
 }
 

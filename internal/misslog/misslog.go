@@ -17,10 +17,9 @@ import (
 // Options configure a Log. Zero values mean defaults.
 type Options struct {
 	// Max bounds the rows kept: once a tenth more have piled up, the least
-	// recently seen are pruned back to Max. 0 means the default, 10000.
+	// recently seen are pruned back to Max. 0 means the default, 10000;
+	// negative keeps every row.
 	Max int
-	// Unlimited keeps every row; Max is then ignored.
-	Unlimited bool
 	// FlushInterval is how often buffered events are written. Default 1s.
 	FlushInterval time.Duration
 	Logger        *slog.Logger
@@ -67,7 +66,7 @@ func New(st *store.Store, opts Options) *Log {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	l := &Log{store: st, max: opts.Max, unlimited: opts.Unlimited, log: opts.Logger,
+	l := &Log{store: st, max: opts.Max, unlimited: opts.Max < 0, log: opts.Logger,
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go l.run(opts.FlushInterval)
 	return l

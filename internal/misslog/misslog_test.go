@@ -330,7 +330,7 @@ func TestMissesIncludesPending(t *testing.T) {
 
 // TestPruneInBatches: a full log is not pruned at every flush (that sorted
 // every row inside the index's write transaction once a second), but once
-// a tenth more than Max have piled up, back to Max; Unlimited prunes
+// a tenth more than Max have piled up, back to Max; a negative Max prunes
 // nothing.
 func TestPruneInBatches(t *testing.T) {
 	tests := []struct {
@@ -341,7 +341,7 @@ func TestPruneInBatches(t *testing.T) {
 	}{
 		{"slack of a tenth", misslog.Options{Max: 10}, []int{10, 1, 1, 1}, []int{10, 11, 10, 11}},
 		{"one flush far over", misslog.Options{Max: 10}, []int{25}, []int{10}},
-		{"unlimited", misslog.Options{Max: 10, Unlimited: true}, []int{25, 5}, []int{25, 30}},
+		{"unlimited", misslog.Options{Max: -1}, []int{25, 5}, []int{25, 30}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
