@@ -100,3 +100,32 @@ func TestPresentSignsOnlyChecked(t *testing.T) {
 		}
 	}
 }
+
+// TestPruneAfterZeroIsOff: --prune-after 0 turns pruning off (the
+// evictor's Options say off with a negative value, their 0 is the
+// default), and the default prunes.
+func TestPruneAfterZeroIsOff(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		off  bool
+	}{
+		{nil, false},
+		{[]string{"--prune-after", "0"}, true},
+	} {
+		cfg, _, err := parseServeConfig(append([]string{"--cache-dir", t.TempDir()}, tc.args...), func(string) string { return "" })
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := openStack(cfg, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := s.evict.Prune(t.Context())
+		if err != nil || rep.Off != tc.off {
+			t.Errorf("%v: Prune = %+v, %v; want Off %v", tc.args, rep, err, tc.off)
+		}
+		if err := s.close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
