@@ -100,10 +100,7 @@ func (t warmTable) watch() (warm.Watch, error) {
 		if err != nil {
 			return w, fmt.Errorf("max-memory: %w", err)
 		}
-		if n == 0 {
-			n = -1 // no bound
-		}
-		w.MaxMemory = n
+		w.MaxMemory = offWhenZero(n) // 0: no bound
 	}
 	return w, nil
 }

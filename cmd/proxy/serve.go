@@ -202,7 +202,7 @@ func runServer(ctx context.Context, cfg *serveConfig, log *slog.Logger, shared *
 	go func() {
 		defer close(watched)
 		prefetch.NewWatcher(s.store, s.cache, s.prefetch, prefetch.WatchOptions{
-			Recheck: recheckOption(cfg.missRecheck), RecheckMax: cfg.missRecheckMax, Logger: log,
+			Recheck: offWhenZero(cfg.missRecheck), RecheckMax: cfg.missRecheckMax, Logger: log,
 		}).Run(watchCtx)
 	}()
 	defer func() { stopWatch(); <-watched }()
@@ -336,14 +336,6 @@ func listenHosts(listen string) []string {
 		return nil
 	}
 	return []string{host}
-}
-
-// recheckOption maps --miss-recheck 0 ("off") to the watcher's negative.
-func recheckOption(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1
-	}
-	return d
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
