@@ -208,6 +208,7 @@ func (s *Store) evictRows(names []string) (int64, []string, error) {
 	var gone []string
 	sorted := slices.Clone(names)
 	slices.Sort(sorted)
+	marked := false
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		freed, gone = 0, gone[:0]
 		n, ev := s.narRows(tx), tx.Bucket(bucketEvicting)
@@ -236,19 +237,34 @@ func (s *Store) evictRows(names []string) (int64, []string, error) {
 		if err := n.done(); err != nil {
 			return err
 		}
-		tx.OnCommit(func() {
-			s.rmMu.Lock()
-			if s.removing == nil {
-				s.removing = make(map[string]bool)
-			}
-			for _, name := range gone {
-				s.removing[name] = true
-			}
-			s.rmMu.Unlock()
-		})
+		// Marked before the commit, not in an OnCommit handler: those run
+		// after other transactions already see the rows gone, and verify
+		// (Strays) took the files in between for files no row names.
+		s.setRemoving(gone, true)
+		marked = true
 		return nil
 	})
+	if err != nil && marked {
+		s.setRemoving(gone, false)
+	}
 	return freed, gone, err
+}
+
+// setRemoving marks names as evicted with their files still to remove
+// (on), or unmarks them.
+func (s *Store) setRemoving(names []string, on bool) {
+	s.rmMu.Lock()
+	defer s.rmMu.Unlock()
+	if s.removing == nil {
+		s.removing = make(map[string]bool)
+	}
+	for _, name := range names {
+		if on {
+			s.removing[name] = true
+		} else {
+			delete(s.removing, name)
+		}
+	}
 }
 
 // removeEvicted removes the files of evicted rows, each unless a new file

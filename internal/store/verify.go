@@ -240,28 +240,14 @@ func (s *Store) Strays(ctx context.Context, validName func(string) bool, fn func
 				}
 				continue
 			}
-			// An eviction deletes the row and records the name in one
-			// transaction, then removes the file: such a file is going.
-			// (An eviction's batch record holds many names under one
-			// key; this process's own list of files to remove has each.)
-			s.rmMu.Lock()
-			evicting := s.removing[name]
-			s.rmMu.Unlock()
-			var indexed bool
-			if err := s.db.View(func(tx *bolt.Tx) error {
-				indexed = tx.Bucket(bucketNAR).Get([]byte(name)) != nil
-				evicting = evicting || tx.Bucket(bucketEvicting).Get([]byte(name)) != nil
-				return nil
-			}); err != nil {
+			info, err := s.unindexedFile(name, filepath.Join(s.dir, rel, name))
+			if err != nil {
 				return err
 			}
-			if indexed || evicting {
+			if info == nil {
 				continue
 			}
-			if s.live.has(name) {
-				continue // renamed into place, its row about to be written
-			}
-			if err := s.strayFile(ctx, rel+"/"+name, e, StrayUnindexed, name, fn); err != nil {
+			if err := fn(Stray{Kind: StrayUnindexed, Path: rel + "/" + name, Name: name, Size: info.Size(), info: info}); err != nil {
 				return err
 			}
 		}
@@ -279,6 +265,53 @@ func (s *Store) Strays(ctx context.Context, validName func(string) bool, fn func
 		}
 	}
 	return nil
+}
+
+// unindexedFile returns the NAR file name (at path) as it is now if no
+// index row names it and nothing in this process is writing or removing
+// it, else nil (nil too if it is gone). Most files found have their row: one look
+// at the index tells. A file without one is looked at again with the
+// registry of writers held (no writer starts on the name meanwhile), each
+// thing in the order that leaves no gap between them: a writer is
+// registered until its row is in; an eviction marks its names in
+// s.removing before its rows' deletion commits and unmarks them once the
+// files are removed (DeletePath and DropNAR record them in the same
+// transaction, and hold the registry until the files are gone); the file
+// is looked at last.
+func (s *Store) unindexedFile(name, path string) (fs.FileInfo, error) {
+	indexed := func() (bool, error) {
+		var ok bool
+		err := s.db.View(func(tx *bolt.Tx) error {
+			ok = tx.Bucket(bucketNAR).Get([]byte(name)) != nil || tx.Bucket(bucketEvicting).Get([]byte(name)) != nil
+			return nil
+		})
+		return ok, err
+	}
+	if ok, err := indexed(); ok || err != nil {
+		return nil, err
+	}
+	s.live.mu.Lock()
+	defer s.live.mu.Unlock()
+	if s.live.hasLocked(name) {
+		return nil, nil // renamed into place, its row about to be written
+	}
+	if ok, err := indexed(); ok || err != nil {
+		return nil, err
+	}
+	s.rmMu.Lock()
+	evicting := s.removing[name]
+	s.rmMu.Unlock()
+	if evicting {
+		return nil, nil
+	}
+	info, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, nil // removed meanwhile
+	case err != nil:
+		return nil, fmt.Errorf("stat %s: %w", path, err)
+	}
+	return info, nil
 }
 
 func (s *Store) strayFile(ctx context.Context, rel string, e fs.DirEntry, kind, name string, fn func(Stray) error) error {
