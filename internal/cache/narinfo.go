@@ -75,7 +75,14 @@ func (c *Cache) lookup(ctx context.Context, hash string) (lookedUp, error) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
 		defer cancel()
 		defer context.AfterFunc(c.ctx, cancel)()
-		return c.fetchNarInfo(ctx, hash)
+		got, err := c.fetchNarInfo(ctx, hash)
+		if err != nil && c.ctx.Err() != nil {
+			// Cut short by Close. Said to every caller of the flight: one
+			// may join it after Close returned (Close waits for this
+			// function, not for the flight to be forgotten).
+			err = fmt.Errorf("%w: %w", ErrClosed, err)
+		}
+		return got, err
 	})
 	select {
 	case res := <-ch:
