@@ -115,7 +115,7 @@ func (f *Fills) Claim(ctx context.Context, name string) (cache.Claim, error) {
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return cache.Claim{}, err
 		}
-		etag, err := f.b.CreateLease(ctx, key, f.body())
+		etag, err := f.take(ctx, key, func(ctx context.Context) (string, error) { return f.b.CreateLease(ctx, key, f.body()) })
 		if err == nil {
 			f.m.FleetLeases.WithLabelValues("taken").Inc()
 			return cache.Claim{Release: f.hold(key, etag, f.fillLost)}, nil
@@ -134,7 +134,7 @@ func (f *Fills) Claim(ctx context.Context, name string) (cache.Claim, error) {
 		if json.Unmarshal(data, &l) != nil || time.Now().After(l.Expires) {
 			// Its holder died (or wrote garbage): take it over, unless
 			// another proxy does first.
-			etag, err := f.b.ReplaceLease(ctx, key, f.body(), etag)
+			etag, err := f.take(ctx, key, func(ctx context.Context) (string, error) { return f.b.ReplaceLease(ctx, key, f.body(), etag) })
 			if err == nil {
 				f.m.FleetLeases.WithLabelValues("taken-over").Inc()
 				f.log.Warn("fleet: took over an expired fill lease", "nar", name, "from", l.Holder)
@@ -160,6 +160,28 @@ func (f *Fills) Claim(ctx context.Context, name string) (cache.Claim, error) {
 			return cache.Claim{}, ctx.Err()
 		}
 	}
+}
+
+// take runs write, which takes the lease key (a create or a takeover),
+// to its answer even if ctx ends first. A write given up on the wire may
+// still land, and a lease taken that way is nobody's: never renewed nor
+// released, it holds up every proxy's fill of the NAR for a TTL (a claim
+// whose deadline passed during its create left one after the holder's
+// release in TestOneHolder). A lease taken after ctx ended is deleted
+// again, and ctx's error returned.
+func (f *Fills) take(ctx context.Context, key string, write func(context.Context) (string, error)) (string, error) {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.opts.TTL/3)
+	defer cancel()
+	etag, err := write(wctx)
+	if err != nil || ctx.Err() == nil {
+		return etag, err
+	}
+	dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), f.opts.TTL/3)
+	defer dcancel()
+	if derr := f.b.DeleteLease(dctx, key); derr != nil {
+		f.log.Warn("fleet: releasing a lease taken after its caller left failed", "lease", key, "err", derr)
+	}
+	return "", ctx.Err()
 }
 
 // join streams name from the peer at base that is filling it.

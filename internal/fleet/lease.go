@@ -22,7 +22,7 @@ var ErrHeld = errors.New("fleet: lease held by another proxy")
 // ends when it is lost (another proxy took it over: this one looked dead)
 // or released. release deletes it.
 func (f *Fills) TryLease(ctx context.Context, name string) (held context.Context, release func(), err error) {
-	etag, err := f.b.CreateLease(ctx, name, f.body())
+	etag, err := f.take(ctx, name, func(ctx context.Context) (string, error) { return f.b.CreateLease(ctx, name, f.body()) })
 	if errors.Is(err, s3store.ErrConflict) {
 		data, cur, rerr := f.b.Lease(ctx, name)
 		if errors.Is(rerr, fs.ErrNotExist) {
@@ -36,7 +36,7 @@ func (f *Fills) TryLease(ctx context.Context, name string) (held context.Context
 		if json.Unmarshal(data, &l) == nil && time.Now().Before(l.Expires) {
 			return nil, nil, fmt.Errorf("%w: %s until %s", ErrHeld, l.Holder, l.Expires.Format(time.RFC3339))
 		}
-		etag, err = f.b.ReplaceLease(ctx, name, f.body(), cur)
+		etag, err = f.take(ctx, name, func(ctx context.Context) (string, error) { return f.b.ReplaceLease(ctx, name, f.body(), cur) })
 		if errors.Is(err, s3store.ErrConflict) {
 			return nil, nil, fmt.Errorf("%w: taken over by another proxy just now", ErrHeld)
 		}
