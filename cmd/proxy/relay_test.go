@@ -81,7 +81,9 @@ func TestRelayCommand(t *testing.T) {
 		}
 	}
 	log := stderr.Bytes()
-	for _, want := range []string{"relay: forwarded", "relay: LAN cache unreachable", "relay: answered itself"} {
+	// At info level too: each change of reachability says what the relay
+	// did since the last one.
+	for _, want := range []string{"relay: forwarded", "relay: LAN cache unreachable", "forwarded_before=1", "relay: answered itself"} {
 		if !bytes.Contains(log, []byte(want)) {
 			t.Errorf("log lacks %q:\n%s", want, log)
 		}

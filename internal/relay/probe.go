@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -138,7 +139,8 @@ func (r *Relay) probeOnce(ctx context.Context, c *lanCache) error {
 func (r *Relay) markUp(c *lanCache) {
 	if c.setUp(true) {
 		r.metrics.up.WithLabelValues(c.name).Set(1)
-		r.log.Info("relay: LAN cache reachable, forwarding", "cache", c.name)
+		fwd, self := r.tally.take()
+		r.log.Info("relay: LAN cache reachable, forwarding", "cache", c.name, "forwarded_before", fwd, "answered_itself_before", self)
 	}
 }
 
@@ -147,8 +149,22 @@ func (r *Relay) markUp(c *lanCache) {
 func (r *Relay) markDown(c *lanCache, err error) {
 	if c.setUp(false) {
 		r.metrics.up.WithLabelValues(c.name).Set(0)
-		r.log.Info("relay: LAN cache unreachable", "cache", c.name, "err", err)
+		fwd, self := r.tally.take()
+		r.log.Info("relay: LAN cache unreachable", "cache", c.name, "err", err, "forwarded_before", fwd, "answered_itself_before", self)
 		r.fwd.CloseIdleConnections()
 		c.wakeNow(false)
 	}
+}
+
+// tally counts the requests forwarded and answered by the relay itself
+// since a cache's reachability last changed: each change's log line says
+// what the relay did meanwhile, so the log shows it without a line per
+// request.
+type tally struct {
+	forwarded, self atomic.Int64
+}
+
+// take returns the counts and starts them again.
+func (t *tally) take() (forwarded, self int64) {
+	return t.forwarded.Swap(0), t.self.Swap(0)
 }

@@ -88,6 +88,7 @@ type Relay struct {
 	log        *slog.Logger
 	info       atomic.Pointer[[]byte]
 	metrics    relayMetrics
+	tally      tally
 	closeMu    sync.Once
 }
 

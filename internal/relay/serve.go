@@ -72,6 +72,7 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		switch err := r.forward(w, req, c, kind); {
 		case err == nil:
 			r.metrics.requests.WithLabelValues(kind, answerForwarded).Inc()
+			r.tally.forwarded.Add(1)
 			r.log.Debug("relay: forwarded", "path", req.URL.Path, "cache", c.name)
 			return
 		case errors.Is(err, errBroken):
@@ -87,6 +88,7 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			// upstreams are down): Nix treats a 5xx narinfo as a failure,
 			// a 404 as "ask elsewhere".
 			r.metrics.requests.WithLabelValues(kind, answerSelf).Inc()
+			r.tally.self.Add(1)
 			r.answerSelf(w, req, kind)
 			return
 		default:
@@ -95,6 +97,7 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 	}
 	r.metrics.requests.WithLabelValues(kind, answerSelf).Inc()
+	r.tally.self.Add(1)
 	r.log.Debug("relay: answered itself, no LAN cache reachable", "path", req.URL.Path)
 	r.answerSelf(w, req, kind)
 }
