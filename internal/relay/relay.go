@@ -89,7 +89,7 @@ type Relay struct {
 	info       atomic.Pointer[[]byte]
 	metrics    relayMetrics
 	tally      tally
-	closeMu    sync.Once
+	closeOnce  sync.Once
 }
 
 // lanCache is one configured cache and what the relay last learnt of it.
@@ -251,7 +251,7 @@ func (r *Relay) Reachable() string {
 
 // Close drops the relay's idle connections to the caches.
 func (r *Relay) Close() {
-	r.closeMu.Do(func() {
+	r.closeOnce.Do(func() {
 		r.fwd.CloseIdleConnections()
 		r.probe.CloseIdleConnections()
 	})
