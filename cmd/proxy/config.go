@@ -118,7 +118,7 @@ func newServeFlags(name string, cfg *serveConfig) *flag.FlagSet {
 	fs.Var(&cfg.pins, "pin", "`STORE_PATH` kept forever with its closure and prefetched at start, repeatable")
 	fs.IntVar(&cfg.prefetchConcurrency, "prefetch-concurrency", 4, "NAR downloads one prefetch job runs at once")
 	fs.IntVar(&cfg.fetchConnections, "fetch-connections", 4, "ranged connections that fetch one NAR of 64 MiB or more at once from an upstream that accepts ranges (1: one stream)")
-	fs.StringVar(&cfg.recompress, "recompress", "auto", "auto, zstd or off (`mode`): zstd serves NARs fetched as xz, bzip2 or none (64 KiB or more) as zstd, recompressed once in the background while the clients pause; auto is zstd on local disk, off with --storage s3://")
+	fs.StringVar(&cfg.recompress, "recompress", "auto", "auto, zstd or off (`mode`): zstd serves NARs of 64 KiB or more fetched as xz, bzip2 or none as zstd, recompressed once in the background while the clients pause; auto is zstd on local disk, off with --storage s3://")
 	fs.StringVar(&cfg.metricsListen, "metrics-listen", "", "also serve /metrics on this `address` (it is always on the main listener too)")
 	fs.StringVar(&cfg.pprofListen, "pprof-listen", "", "serve Go's profiles (/debug/pprof/) on this `address`, e.g. 127.0.0.1:6060; off by default")
 	fs.IntVar(&cfg.maxConnections, "max-connections", 4096, "client connections open at once; more wait in the kernel's queue (0: no bound)")

@@ -175,7 +175,7 @@
         type = "string";
         flag = "recompress";
         default = "`\"auto\"`";
-        description = "auto, zstd or off (mode): zstd serves NARs fetched as xz, bzip2 or none (64 KiB or more) as zstd, recompressed once in the background while the clients pause; auto is zstd on local disk, off with --storage s3://";
+        description = "auto, zstd or off (mode): zstd serves NARs of 64 KiB or more fetched as xz, bzip2 or none as zstd, recompressed once in the background while the clients pause; auto is zstd on local disk, off with --storage s3://";
       };
       keep-latest = {
         type = "list of strings";

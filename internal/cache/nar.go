@@ -116,7 +116,33 @@ func (c *Cache) serveStored(w http.ResponseWriter, r *http.Request, name string,
 	cw := &countingWriter{ResponseWriter: w}
 	http.ServeContent(cw, r, name, st.ModTime(), f)
 	c.metrics.ServedBytes.WithLabelValues("cache").Add(float64(cw.n))
+	c.countSaved(context.WithoutCancel(r.Context()), name, cw.n, st.Size())
 	return nil
+}
+
+// countSaved counts what a hit spared the upstream: served bytes of the
+// file name, of size bytes, in the upstream's file's size. A recompressed
+// NAR's zstd file is often larger than the xz file its upstream sends, so
+// counting the bytes served would claim more than the link was spared.
+// An upload spares no upstream anything; a row that does not say what the
+// upstream's file weighs counts nothing rather than a guess.
+func (c *Cache) countSaved(ctx context.Context, name string, served, size int64) {
+	if served <= 0 || size <= 0 {
+		return
+	}
+	src, err := c.store.NARSource(ctx, name)
+	if err != nil || src.Upstream == store.UploadedUpstream {
+		return
+	}
+	upstreamSize := size
+	if src.From != "" {
+		orig, err := c.store.NARSource(ctx, src.From)
+		if err != nil || orig.Size <= 0 {
+			return
+		}
+		upstreamSize = orig.Size
+	}
+	c.metrics.SavedBytes.Add(float64(served) * float64(upstreamSize) / float64(size))
 }
 
 // Downloads lists the NAR downloads in progress.

@@ -15,8 +15,8 @@ import (
 	"github.com/nix-community/go-nix/pkg/nixhash"
 )
 
-// Recompression. A NAR whose upstream file is xz or bzip2 (or none, from
-// recompress.MinNone) is first fetched and served as it is: the first
+// Recompression. A NAR whose upstream file is xz, bzip2 or none (from
+// recompress.MinNAR) is first fetched and served as it is: the first
 // clients stream it as fast as without this. Once it is committed, it is
 // recompressed beside them to a zstd file named from its NarHash
 // (recompress.Name), checked against NarHash/NarSize, committed, and the
@@ -215,16 +215,17 @@ func (c *Cache) writeZstd(ctx context.Context, orig, zname, compression string, 
 		in = &gatedReader{ctx: ctx, r: f, gate: g}
 	}
 	// Room first, as for a download (the zstd file counts toward the bound
-	// like any NAR file): its size is known only once it is written; the
-	// original's is a close estimate (zstd at its fastest level comes out
-	// about as large as xz, smaller than a NAR Worthwhile let through), and
-	// the reservation grows with the bytes written past it, so the bound
-	// counts every byte that lands. With no room, the NAR stays as it is.
+	// like any NAR file): its size is known only once it is written, so
+	// the room held is what it can take (recompress.Room: more than an xz
+	// original), and the reservation still grows with any byte written
+	// past it, so the bound counts every byte that lands. With no room,
+	// the NAR stays as it is.
 	info, err := f.Stat()
 	if err != nil {
 		return res, fmt.Errorf("stat %s: %w", orig, err)
 	}
-	grow, release, err := c.room.Reserve(ctx, info.Size())
+	need := recompress.Room(compression, info.Size(), int64(ni.NarSize))
+	grow, release, err := c.room.Reserve(ctx, need)
 	if err != nil {
 		if ctx.Err() != nil {
 			return res, ctx.Err()
@@ -242,7 +243,7 @@ func (c *Cache) writeZstd(ctx context.Context, orig, zname, compression string, 
 	}
 	defer wr.Cancel()
 	start := time.Now()
-	out := &growingWriter{w: wr, held: info.Size(), grow: grow}
+	out := &growingWriter{w: wr, held: need, grow: grow}
 	res, err = c.transcodeCounted(ctx, out, in, compression, ni)
 	if errors.Is(err, recompress.ErrWrite) {
 		writeErr = err

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -52,15 +54,19 @@ func (r *ledgerRoom) Reserve(_ context.Context, size int64) (func(int64), func(b
 }
 
 // TestRecompressReservesRoom: a recompression holds room for its zstd file
-// before writing it, as a download does: the original file's size, grown
-// past it if the zstd file is larger (random bytes: zstd adds its frame),
-// and released when it ends.
+// before writing it, as a download does: as much as the file will take, so
+// the bound makes room before the bytes land, even when the zstd file is
+// larger than the xz original (text: xz packs it tighter than zstd) or
+// than the NAR (random bytes: zstd adds its frame); released when it ends.
+// The room once held was the original's size, which the zstd file of a
+// text NAR overran by half.
 func TestRecompressReservesRoom(t *testing.T) {
 	for _, tt := range []struct {
 		name string
 		nar  []byte
 	}{
 		{"compressible", testNAR(t, 1<<20)},
+		{"text", goSources(t)},
 		{"random", fakeupstream.RandomBytes(1 << 20)},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -83,12 +89,16 @@ func TestRecompressReservesRoom(t *testing.T) {
 			room.mu.Lock()
 			defer room.mu.Unlock()
 			// The download's reservation, then the recompression's.
-			if len(room.asked) != 2 || room.asked[1] != int64(len(file)) {
-				t.Fatalf("reservations %v, want [FileSize, original's size %d]", room.asked, len(file))
+			if len(room.asked) != 2 || room.asked[0] != int64(len(file)) {
+				t.Fatalf("reservations %v, want [FileSize %d, the zstd file's room]", room.asked, len(file))
+			}
+			if room.asked[1] < int64(after.FileSize) {
+				t.Errorf("recompression asked room for %d bytes, its zstd file is %d (the xz original %d)", room.asked[1], after.FileSize, len(file))
 			}
 			if room.held[1] < int64(after.FileSize) {
 				t.Errorf("recompression held %d bytes, its zstd file is %d", room.held[1], after.FileSize)
 			}
+			t.Logf("xz %d B, zstd %d B, room asked %d B, NAR %d B", len(file), after.FileSize, room.asked[1], len(tt.nar))
 			if !room.freed[0] || !room.freed[1] {
 				t.Errorf("released %v, want both", room.freed)
 			}
@@ -214,4 +224,23 @@ func TestRecompressWriteFailure(t *testing.T) {
 	if n := testutil.ToFloat64(e.m.Recompressed.WithLabelValues("error")); n != 1 {
 		t.Errorf("recompressed error = %v, want 1", n)
 	}
+}
+
+// goSources is this package's Go files one after the other: text, which
+// xz packs tighter than zstd does.
+func goSources(t *testing.T) []byte {
+	t.Helper()
+	files, err := filepath.Glob("*.go")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no Go files here: %v", err)
+	}
+	var b bytes.Buffer
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Write(data)
+	}
+	return b.Bytes()
 }

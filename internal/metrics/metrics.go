@@ -24,6 +24,7 @@ type Metrics struct {
 	// Cache.
 	Lookups          *prometheus.CounterVec   // kind (narinfo, nar), result (hit, miss)
 	ServedBytes      *prometheus.CounterVec   // source (cache, upstream)
+	SavedBytes       prometheus.Counter       // upstream bytes hits spared
 	Downloads        prometheus.Gauge         // NAR downloads in flight
 	DownloadClients  prometheus.Gauge         // clients following those downloads
 	VerifyFailures   *prometheus.CounterVec   // check (signature, narinfo, size, hash)
@@ -86,6 +87,9 @@ func New(reg prometheus.Registerer) *Metrics {
 			"Narinfo and NAR requests, by whether the local cache had them (hit) or not (miss)."),
 		ServedBytes: b.counterVec("served_bytes_total", []string{"source"},
 			"NAR bytes sent to clients, by source: from disk (cache) or streamed while fetched (upstream)."),
+		SavedBytes: b.counter("upstream_bytes_saved_total",
+			"Upstream bytes the clients did not have to fetch: for each NAR served from disk, the size of the upstream's file "+
+				"(its compression: the xz file of a NAR recompressed to zstd), in proportion for a range; uploads count nothing."),
 		Downloads: b.gauge("downloads_in_flight",
 			"NAR downloads from upstreams in progress."),
 		DownloadClients: b.gauge("download_clients",

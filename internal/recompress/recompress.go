@@ -22,20 +22,38 @@ import (
 // names (NarHash or NarSize differ, or the file does not decode).
 var ErrMismatch = errors.New("recompress: NAR does not match its narinfo")
 
-// MinNone is the NarSize from which an uncompressed NAR is worth
-// compressing: below it the saving does not pay for a second file.
-const MinNone = 64 << 10
+// MinNAR is the NarSize from which a NAR is recompressed, whatever its
+// compression: below it the client's time saved does not pay for a second
+// file, a second index row and a transcode (a 176-byte xz NAR unpacks in
+// no time either way).
+const MinNAR = 64 << 10
 
 // Eligible reports whether a NAR file compressed as compression, holding a
 // NAR of narSize bytes, is recompressed to zstd.
 func Eligible(compression string, narSize int64) bool {
 	switch compression {
-	case "xz", "bzip2":
-		return true
-	case "none":
-		return narSize >= MinNone
+	case "xz", "bzip2", "none":
+		return narSize >= MinNAR
 	}
 	return false
+}
+
+// Room is the disk room to hold for the zstd file Transcode makes of a NAR
+// of narSize bytes kept as fileSize bytes compressed as compression, before
+// it is written: at least what it will take, so the disk bound makes room
+// for it first rather than finding it over the bound once written. zstd
+// never takes more than the NAR and its framing (a block that does not
+// shrink is stored raw); from xz or bzip2 it takes more than the original,
+// 1.2 to 1.5 times an xz file at Level (BenchmarkLevels), so twice the
+// original covers it without holding the NAR's whole size for a NAR xz
+// shrank tenfold. A file past it still counts as it grows (the caller
+// grows the reservation with the bytes written).
+func Room(compression string, fileSize, narSize int64) int64 {
+	bound := narSize + narSize/1024 + 1<<10
+	if compression == "none" || fileSize <= 0 {
+		return bound
+	}
+	return min(bound, 2*fileSize)
 }
 
 // Name is the zstd file's name for the NAR whose sha256 is narHash. It

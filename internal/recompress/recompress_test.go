@@ -108,10 +108,12 @@ func TestEligible(t *testing.T) {
 		narSize     int64
 		want        bool
 	}{
-		{"xz", 100, true},
-		{"bzip2", 100, true},
-		{"none", MinNone - 1, false},
-		{"none", MinNone, true},
+		{"xz", MinNAR - 1, false},
+		{"xz", MinNAR, true},
+		{"bzip2", MinNAR - 1, false},
+		{"bzip2", MinNAR, true},
+		{"none", MinNAR - 1, false},
+		{"none", MinNAR, true},
 		{"zstd", 1 << 30, false},
 		{"gzip", 1 << 30, false},
 	}
@@ -127,5 +129,27 @@ func TestName(t *testing.T) {
 	n := Name(sum[:])
 	if len(n) != 52+len(".nar.zst") || n != Name(sum[:]) {
 		t.Fatalf("Name = %q", n)
+	}
+}
+
+// TestRoom: the room held for a zstd file covers what zstd can make of
+// the NAR (its size plus framing) and, from xz or bzip2, twice the
+// original, whichever is less.
+func TestRoom(t *testing.T) {
+	tests := []struct {
+		compression       string
+		fileSize, narSize int64
+		want              int64
+	}{
+		{"none", 1 << 20, 1 << 20, 1<<20 + 1<<10 + 1<<10},
+		{"xz", 100 << 10, 1 << 20, 200 << 10},
+		{"bzip2", 100 << 10, 1 << 20, 200 << 10},
+		{"xz", 1 << 20, 1 << 20, 1<<20 + 1<<10 + 1<<10}, // random: the NAR's bound
+		{"xz", 0, 64 << 10, 64<<10 + 64 + 1<<10},        // FileSize unknown
+	}
+	for _, tt := range tests {
+		if got := Room(tt.compression, tt.fileSize, tt.narSize); got != tt.want {
+			t.Errorf("Room(%q, %d, %d) = %d, want %d", tt.compression, tt.fileSize, tt.narSize, got, tt.want)
+		}
 	}
 }

@@ -53,6 +53,9 @@ func readCounters(m *metrics.Metrics, s *Snapshot) map[string]*upstreamCounts {
 			s.Served.UpstreamBytes += n
 		}
 	})
+	each(m.SavedBytes, func(_ map[string]string, d *dto.Metric) {
+		s.Served.SavedBytes += int64(d.GetCounter().GetValue())
+	})
 	each(m.VerifyFailures, func(l map[string]string, d *dto.Metric) {
 		s.VerifyFailures[l["check"]] += int64(d.GetCounter().GetValue())
 	})

@@ -126,6 +126,10 @@ func (r Recompressed) CPUPerGiB() float64 {
 type Served struct {
 	CacheBytes    int64 `json:"cache_bytes"`    // from disk
 	UpstreamBytes int64 `json:"upstream_bytes"` // streamed while fetched
+	// SavedBytes is what the hits spared the upstreams: their files'
+	// sizes, in their compression (a zstd file served for an xz one
+	// counts the xz file), not the bytes sent from disk.
+	SavedBytes int64 `json:"saved_bytes"`
 }
 
 // Total is every NAR byte sent.

@@ -92,6 +92,7 @@ func busyConfig() Config {
 	m.Lookups.WithLabelValues("narinfo", "miss").Add(34)
 	m.ServedBytes.WithLabelValues("cache").Add(7 << 30)
 	m.ServedBytes.WithLabelValues("upstream").Add(1 << 30)
+	m.SavedBytes.Add(5 << 30) // recompressed hits: less than the 7 GiB sent
 	for range 30 {
 		m.UpstreamRequest(upA, "narinfo", "ok", 40*time.Millisecond)
 	}
@@ -177,7 +178,7 @@ func TestPage(t *testing.T) {
 		want: []string{
 			"<title>nix-cache-proxy · 87.5 % hits</title>",
 			"<b>140</b> of 160 NAR requests from disk", "narinfo: <b>97.2 %</b> of 1,234",
-			"7.0 GiB<small>from disk</small>", "<b>87.5 %</b> of 8.0 GiB served came from disk", "upstream 1.0 GiB",
+			"5.0 GiB<small>not fetched upstream</small>", "disk 7.0 GiB", "<b>87.5 %</b> of 8.0 GiB served came from disk", "upstream 1.0 GiB",
 			"42.0 GiB<small>cached</small>", "1,234<small>narinfos</small>",
 			"healthy", "38 ms", "120 ms", "bad signature: 1 · unusable narinfo: 0",
 			"600 MiB of 2.0 GiB · 29.2 %", "size not known yet",
