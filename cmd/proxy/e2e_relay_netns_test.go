@@ -256,3 +256,32 @@ func TestRelayDiscoversCache(t *testing.T) {
 		t.Errorf("relay with another key: %d, want 404 (the cache refused)", resp.StatusCode)
 	}
 }
+
+// TestRelayCacheDiesMidNAR: the cache's link goes down while Nix fetches
+// the image through the relay (the veth slowed so the fetch takes
+// seconds). Nix gets an error, not a short file: it moves on to its next
+// substituter and the closure it gets is whole.
+func TestRelayCacheDiesMidNAR(t *testing.T) {
+	n := newRelayLAN(t, 16<<20)
+	// 40 Mbit/s from the cache: the 16 MiB image takes about 3.5 s.
+	netnstest.Run(t, n.lan, "tc", "qdisc", "add", "dev", n.lanIf, "root", "tbf", "rate", "40mbit", "burst", "32kbit", "latency", "400ms")
+	forwarded := func() float64 {
+		var v float64
+		fmt.Sscan(strings.TrimPrefix(n.metric("nix_cache_proxy_relay_forwarded_bytes_total"), "nix_cache_proxy_relay_forwarded_bytes_total "), &v)
+		return v
+	}
+	before := forwarded()
+	done := make(chan error, 1)
+	go func() {
+		_, err := n.realise(n.relayURL, n.upstreamURL)
+		done <- err
+	}()
+	n.waitFor("a few MiB of the image forwarded", 60*time.Second, func() bool { return forwarded()-before > 4<<20 })
+	netnstest.Run(t, n.lan, "ip", "link", "set", n.lanIf, "down")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if m := n.metric(`nix_cache_proxy_relay_requests_total{answer="broken",kind="nar"}`); !strings.HasSuffix(m, " 1") {
+		t.Errorf("the cut NAR was not counted as broken: %q", m)
+	}
+}

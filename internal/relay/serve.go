@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Request kinds: the label values of the relay's metrics.
@@ -177,8 +178,7 @@ func (r *Relay) forward(w http.ResponseWriter, req *http.Request, c *lanCache, k
 	}
 	w.WriteHeader(resp.StatusCode)
 	body := &readErr{r: resp.Body}
-	n, _ := io.Copy(w, body)
-	r.metrics.bytes.Add(float64(n))
+	io.Copy(countingWriter{w, r.metrics.bytes}, body)
 	// A failed write is the client's leaving: nothing to tell it.
 	if body.err != nil && req.Context().Err() == nil {
 		return fmt.Errorf("%w: %w", errBroken, body.err)
@@ -198,5 +198,18 @@ func (e *readErr) Read(p []byte) (int, error) {
 	if err != nil && err != io.EOF {
 		e.err = err
 	}
+	return n, err
+}
+
+// countingWriter counts the bytes written as they go: a 2 GB NAR shows in
+// the forwarded bytes while it streams, not once it is done.
+type countingWriter struct {
+	w io.Writer
+	n prometheus.Counter
+}
+
+func (c countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(float64(n))
 	return n, err
 }
