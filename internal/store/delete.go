@@ -127,6 +127,10 @@ func (s *Store) DeletePath(ctx context.Context, hash string) (Deleted, error) {
 	if len(errs) > 0 {
 		return d, errors.Join(errs...) // the next Open removes them
 	}
+	// The records go only once the removals are durable (see schema.go).
+	if err := syncRemoved(s.files, d.NARs); err != nil {
+		return d, err
+	}
 	return d, s.db.Update(func(tx *bolt.Tx) error {
 		ev := tx.Bucket(bucketEvicting)
 		for _, name := range d.NARs {

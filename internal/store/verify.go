@@ -162,6 +162,9 @@ func (s *Store) DropNAR(ctx context.Context, name string, checked fs.FileInfo) e
 	if err := s.files.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("drop NAR %s: %w", name, err)
 	}
+	if err := syncRemoved(s.files, []string{name}); err != nil {
+		return fmt.Errorf("drop NAR %s: %w", name, err)
+	}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketEvicting).Delete([]byte(name))
 	})
