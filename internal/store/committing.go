@@ -19,7 +19,7 @@ var bucketCommitting = []byte("committing")
 
 // markCommitting records that name is about to be renamed into place.
 func (s *Store) markCommitting(name string) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.writes.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketCommitting).Put([]byte(name), nil)
 	})
 }

@@ -105,7 +105,7 @@ func (s *Store) indexNarInfo(ctx context.Context, hash string, text []byte, narN
 	for ref := range refHashes(text, hash) {
 		s.servedDays.mark(ref, today)
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.writes.update(func(tx *bolt.Tx) error {
 		if err := s.putNarInfo(tx, hash, text); err != nil {
 			return err
 		}
@@ -176,7 +176,7 @@ func (s *Store) PutAux(ctx context.Context, key string, body []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.writes.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketAux).Put([]byte(key), body)
 	})
 }

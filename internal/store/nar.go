@@ -273,7 +273,7 @@ func (s *Store) indexNAR(ctx context.Context, name string, size int64) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.writes.update(func(tx *bolt.Tx) error {
 		n := s.narRows(tx)
 		row := narRow{Size: size, Stored: time.Now().UTC(), Refill: refillOf(tx.Bucket(bucketNARSource).Get([]byte(name)))}
 		if err := n.put([]byte(name), row); err != nil {

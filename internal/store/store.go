@@ -48,9 +48,12 @@ var (
 
 // Store is the on-disk cache. It is safe for concurrent use.
 type Store struct {
-	dir   string
-	db    *bolt.DB
-	files NARFiles
+	dir string
+	db  *bolt.DB
+	// writes shares the write transactions of the fill path's concurrent
+	// writers (group commit, see groupCommit).
+	writes *groupCommit
+	files  NARFiles
 	// shared is nil for a node alone; with other nodes on the same
 	// storage, it is where their narinfos and NAR sources are found.
 	shared Shared
@@ -168,7 +171,7 @@ func OpenWith(dir string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	s := &Store{dir: dir, db: db, files: files, shared: opts.Shared, hot: newHotNarInfos(hotNarInfoBytes), present: opts.Present, now: now, accessed: opts.Accessed}
+	s := &Store{dir: dir, db: db, writes: &groupCommit{db: db}, files: files, shared: opts.Shared, hot: newHotNarInfos(hotNarInfoBytes), present: opts.Present, now: now, accessed: opts.Accessed}
 	s.servedDays.tick(now())
 	if err := s.loadNarInfoCount(); err != nil {
 		db.Close()
