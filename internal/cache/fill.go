@@ -284,6 +284,7 @@ func (c *Cache) fetchToStore(ctx context.Context, fl *flight, src store.NARSourc
 	if err := verifyNAR(src, size, hashed, sum, check); err != nil {
 		return n, err
 	}
+	fl.verify() // the clients' last byte goes now, the commit's fsyncs after
 	if err := wr.Commit(ctx); err != nil {
 		if ctx.Err() == nil {
 			writeErr = err

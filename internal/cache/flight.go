@@ -37,7 +37,8 @@ type partialOpener interface {
 }
 
 // flightState is where a flight stands. It only moves forward: fetching,
-// then streaming, then one of the ends; or fetching straight to an end.
+// then streaming, then (maybe) verified, then one of the ends; or fetching
+// straight to an end.
 type flightState int
 
 const (
@@ -45,6 +46,11 @@ const (
 	fetching flightState = iota
 	// streaming: the upstream answered; bytes land in the part file.
 	streaming
+	// verified: every byte landed and matched the narinfo; the fill is
+	// making the file durable and indexing it. Clients get the last byte
+	// now: the cache's durability is not theirs to wait for. Until the
+	// index names the file, those who ask stream it from the part file.
+	verified
 	// stored: the NAR is committed in the store (or was found there).
 	stored
 	// notKept: the NAR is not kept on disk (errNotKept): each client
@@ -57,7 +63,7 @@ const (
 func (s flightState) ended() bool { return s >= stored }
 
 func (s flightState) String() string {
-	return [...]string{"fetching", "streaming", "stored", "not-kept", "failed"}[s]
+	return [...]string{"fetching", "streaming", "verified", "stored", "not-kept", "failed"}[s]
 }
 
 func newFlight(name, upstream string) *flight {
@@ -83,6 +89,18 @@ func (f *flight) progress(n int64) {
 	f.written += n
 	f.signal()
 	f.mu.Unlock()
+}
+
+// verify records that every byte landed and was checked: the fill
+// commits next.
+func (f *flight) verify() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.state != streaming {
+		panic("cache: flight " + f.name + " verified when " + f.state.String())
+	}
+	f.state = verified
+	f.signal()
 }
 
 // finish records the outcome, once: err nil means the NAR is in the store,

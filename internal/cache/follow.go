@@ -11,6 +11,9 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 )
 
+// errAllSent ends serveFlight's watch once a verified NAR is all sent.
+var errAllSent = errors.New("cache: the whole verified NAR is sent")
+
 // serveFlight streams fl's NAR to w from disk: what has landed in the part
 // file so far, then each new chunk as it lands, until the fill ends. It
 // never asks the upstream itself, except for a NAR the fill does not keep,
@@ -65,7 +68,7 @@ func (c *Cache) serveFlight(w http.ResponseWriter, r *http.Request, fl *flight, 
 			f = pf
 		}
 		limit := v.written
-		if v.size > 0 && v.state != stored {
+		if v.size > 0 && v.state == streaming {
 			// Hold back the last byte until the fill has checked it out:
 			// with all Content-Length bytes sent, aborting the connection
 			// no longer tells the client the body is wrong.
@@ -86,8 +89,16 @@ func (c *Cache) serveFlight(w http.ResponseWriter, r *http.Request, fl *flight, 
 				fw.Flush()
 			}
 		}
+		if v.state == verified && started && sent == v.written {
+			// All of it, checked: done, without waiting for the commit
+			// (the connection's next request waits for this handler).
+			return errAllSent
+		}
 		return nil
 	})
+	if errors.Is(err, errAllSent) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}

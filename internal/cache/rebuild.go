@@ -146,7 +146,7 @@ func (r *flightReader) Read(p []byte) (int, error) {
 		switch v.state {
 		case notKept, failed:
 			return 0, fmt.Errorf("download of %s: %w", r.fl.name, v.err)
-		case streaming, stored:
+		case streaming, verified, stored:
 			if r.f == nil {
 				if err := r.open(v); err != nil {
 					return 0, err

@@ -94,6 +94,8 @@ func (e *roomEnv) narName(t *testing.T, it *fakeupstream.Item) string {
 type failingFiles struct {
 	*store.DirFiles
 	failAfter atomic.Int64
+	// commitGate, when set, holds each part's Commit until it is closed.
+	commitGate chan struct{}
 }
 
 func (f *failingFiles) Create(name string) (store.PartFile, error) {
@@ -101,12 +103,20 @@ func (f *failingFiles) Create(name string) (store.PartFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &failingPart{PartFile: p, limit: f.failAfter.Load()}, nil
+	return &failingPart{PartFile: p, limit: f.failAfter.Load(), gate: f.commitGate}, nil
 }
 
 type failingPart struct {
 	store.PartFile
 	limit, n int64
+	gate     chan struct{}
+}
+
+func (p *failingPart) Commit() (int64, error) {
+	if p.gate != nil {
+		<-p.gate
+	}
+	return p.PartFile.Commit()
 }
 
 func (p *failingPart) Write(b []byte) (int, error) {
