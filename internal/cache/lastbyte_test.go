@@ -13,6 +13,18 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 )
 
+// settle waits until c has no NAR download in flight: a client has its
+// last byte before the fill commits the NAR, so a test that looks at the
+// store after a GET waits for the commit.
+func settle(t testing.TB, c *Cache) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); len(c.Downloads()) > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("downloads still in flight after 10 s: %v", c.Downloads())
+		}
+	}
+}
+
 // TestLastByteBeforeCommit: once a NAR is all in and checked, its clients
 // get the last byte and their handlers return while the file is still
 // being made durable and indexed; who asks meanwhile streams it from the

@@ -77,6 +77,7 @@ func (e *roomEnv) get(t *testing.T, it *fakeupstream.Item) (*httptest.ResponseRe
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest(http.MethodGet, "/nar/"+ent.NARName, nil)
 	err = e.c.ServeNAR(rec, req, ent.NARName)
+	settle(t, e.c)
 	return rec, err
 }
 

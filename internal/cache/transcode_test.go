@@ -109,6 +109,7 @@ func (e *zstdEnv) get(t *testing.T, url string) []byte {
 	if err := e.c.ServeNAR(rec, httptest.NewRequest(http.MethodGet, "/"+url, nil), name); err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
+	settle(t, e.c)
 	if rec.Code != http.StatusOK {
 		t.Fatalf("GET %s: %d", url, rec.Code)
 	}

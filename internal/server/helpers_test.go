@@ -76,6 +76,18 @@ type proxy struct {
 	stopped bool
 }
 
+// settle waits until no NAR download is in flight: a client has its last
+// byte before the fill commits the NAR, so a test that expects the next
+// request to be a hit waits for the commit.
+func (p *proxy) settle() {
+	p.t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); len(p.cache.Downloads()) > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			p.t.Fatalf("downloads still in flight after 10 s: %v", p.cache.Downloads())
+		}
+	}
+}
+
 func newProxy(t testing.TB, cfg config) *proxy {
 	t.Helper()
 	if cfg.dir == "" {

@@ -187,10 +187,12 @@ func TestMetricsNARJoined(t *testing.T) {
 			t.Errorf("client: status %d, %d bytes, err %v", r.status, len(r.body), r.err)
 		}
 	}
-	// A client has its last byte a moment before its handler returns.
+	// A client has its last byte a moment before its handler returns,
+	// and before the fill commits the NAR.
 	eventually(t, "every NAR request is counted", func() bool {
 		return testutil.ToFloat64(m.Requests.WithLabelValues("nar", "200")) == clients
 	})
+	p.settle()
 	check(t,
 		want{"upstream_requests{nar,ok}", testutil.ToFloat64(m.UpstreamRequests.WithLabelValues(up, "nar", "ok")), 1},
 		want{"upstream fetch count (fake upstream)", float64(fu.Count(it.NARPath)), 1},

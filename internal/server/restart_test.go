@@ -64,6 +64,7 @@ func TestRestart(t *testing.T) {
 	if n := fu.Count(it.NARPath); n != 2 {
 		t.Errorf("upstream NAR requests: %d, want 2", n)
 	}
+	p.settle()
 	if r := p.get(nar); r.status != http.StatusOK || !bytes.Equal(r.body, file) || r.header.Get("ETag") == "" {
 		t.Errorf("hit after the refetch: %d, %d bytes", r.status, len(r.body))
 	}
