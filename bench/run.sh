@@ -42,6 +42,12 @@
 # off, and the proxy's CPU per recompressed GiB. It prints its own table:
 # its cache is xz, not this script's zstd closure and random image.
 #
+# The closure rows (issue #22): bench/closure.sh, run with the same binary
+# and --reps after the table above: `nix copy --from` of a closure of 1,500
+# small paths with references (xz, as cache.nixos.org's), cold and warm,
+# from ref, through nginx and through the proxy, in rotating order. It
+# prints its own table: its cache is xz, not this script's zstd closure.
+#
 # The narinfo-rounds rows: wrk -t1 -c32, then -t2 -c32, on one narinfo
 # (the image's), 2 rounds each with a warm download of the image (a NAR
 # hit) between them; requests/s and p99 per round. Both caches get the
@@ -55,23 +61,27 @@
 #
 #   bench/run.sh [--quick] [--reps N] [--image-mib N] [--small N] [--wrk-secs N]
 #                [--wan-mib-s N] [--proxy BINARY] [--only ROWS] [--own-cores] [--keep]
+#                [--base BINARY]
 #
 # --quick: 128 MiB image, 2 runs, 3 s of wrk: a few minutes, for iteration.
 # Default: 1 GiB image, 3 runs, 10 s of wrk: about 6 minutes on 2 cores.
 # --proxy: benchmark that binary instead of building ./cmd/proxy of this tree.
 # --only: a comma-separated subset of the rows, among cold, slow, wan,
-# wankill, restart, copy, narinfo, rounds, hits, recompress (default: all).
-# recompress adds about 4 minutes (256 MiB of libraries; 48 MiB with --quick).
+# wankill, restart, copy, narinfo, rounds, hits, recompress, closure (default:
+# all). recompress adds about 4 minutes (256 MiB of libraries; 48 MiB with
+# --quick); closure about 5 (1,500 paths built with Nix; 1,000 with --quick).
+# --base: the closure rows also measure that binary (say, main before a
+# change), in the same rotation.
 # Installs nginx, wrk, curl and nix-bin with apt-get when missing (as root).
 # Everything lives in one mktemp dir, removed at exit with every process it
 # started (--keep keeps the dir, for a look at the logs).
 set -euo pipefail
 
 image_mib=1024 reps=3 wrk_secs=10 small=49 keep=0 proxy_bin= wan_mib_s=24 only=all own_cores=0
-recompress_args=()
+recompress_args=() closure_args=()
 while [ $# -gt 0 ]; do
   case $1 in
-    --quick) image_mib=128 reps=2 wrk_secs=3 recompress_args=(--mib 48 --paths 4) ;;
+    --quick) image_mib=128 reps=2 wrk_secs=3 recompress_args=(--mib 48 --paths 4) closure_args=(--paths 1000) ;;
     --reps) reps=$2; shift ;;
     --image-mib) image_mib=$2; shift ;;
     --small) small=$2; shift ;;
@@ -81,6 +91,7 @@ while [ $# -gt 0 ]; do
     --keep) keep=1 ;;
     --own-cores) own_cores=1 ;;
     --proxy) proxy_bin=$(realpath "$2"); shift ;;
+    --base) closure_args+=(--base "$(realpath "$2")"); shift ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -125,6 +136,9 @@ PATH=$PATH:/usr/sbin
 # The recompress rows alone need none of the set-up below.
 if [ "$only" = recompress ]; then
   exec "$root/bench/recompress.sh" --reps "$reps" ${proxy_bin:+--proxy "$proxy_bin"} "${recompress_args[@]}"
+fi
+if [ "$only" = closure ]; then
+  exec "$root/bench/closure.sh" --reps "$reps" ${proxy_bin:+--proxy "$proxy_bin"} "${closure_args[@]}"
 fi
 
 # --- processes and cleanup -------------------------------------------------
@@ -800,4 +814,10 @@ if want recompress; then
   echo
   log "recompress rows: bench/recompress.sh --reps $reps ${recompress_args[*]}"
   "$root/bench/recompress.sh" --reps "$reps" --proxy "$work/nix-cache-proxy" "${recompress_args[@]}"
+fi
+
+if want closure; then
+  echo
+  log "closure rows: bench/closure.sh --reps $reps ${closure_args[*]}"
+  "$root/bench/closure.sh" --reps "$reps" --proxy "$work/nix-cache-proxy" "${closure_args[@]}"
 fi
