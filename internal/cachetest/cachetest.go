@@ -27,6 +27,18 @@ type Env struct {
 	Prefetch *prefetch.Manager
 }
 
+// Settle waits until the cache has no NAR download in flight: a client
+// has its last byte before the fill commits the NAR, so a test that looks
+// at the store or the disk after a GET waits for the commit.
+func (e *Env) Settle(t testing.TB) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); len(e.Cache.Downloads()) > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("downloads still in flight after 10 s: %v", e.Cache.Downloads())
+		}
+	}
+}
+
 // New assembles an Env whose pieces are closed when t ends. The miss log
 // flushes only when a test calls Flush (or at Close).
 func New(t testing.TB, opts prefetch.Options) *Env {

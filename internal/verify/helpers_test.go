@@ -51,6 +51,7 @@ func (e *env) fill(t *testing.T, p fakeupstream.Path) (*fakeupstream.Item, strin
 	if got := e.get(t, "/nar/"+entry.NARName); string(got) != string(it.File) {
 		t.Fatalf("first GET of %s: %d bytes, not the upstream's %d", entry.NARName, len(got), len(it.File))
 	}
+	e.Settle(t)
 	return it, entry.NARName
 }
 

@@ -129,6 +129,7 @@ func TestVerifyAndRepair(t *testing.T) {
 	if got := <-liveDone; !bytes.Equal(got, live.File) {
 		t.Errorf("the download verify ran beside got %d bytes, want %d", len(got), len(live.File))
 	}
+	e.Settle(t)
 	if st = e.run(t, verify.Request{}); !st.Sound() || st.Files != 5 {
 		t.Errorf("final pass: %+v", st)
 	}
