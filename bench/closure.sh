@@ -3,9 +3,10 @@
 # client, in one run: what a darwin-rebuild or nix develop after a flake
 # update substitutes (issue #22).
 #
-# It builds, with Nix, PATHS small store paths (1 to 60 KiB of random
-# base64 each; each refers to the one before it and to the one at half its
-# index, so the closure of the last is all of them), puts them in a signed
+# It builds, with Nix, PATHS small store paths (bench/closure.nix: 1 to 60
+# KiB of random base64 each; each refers to the one before it and to the one
+# at half its index; a root refers to the last and to a 1 KiB "image", so
+# its closure is PATHS + 2 paths), puts them in a signed
 # file:// binary cache with compression=xz (cache.nixos.org's), and serves
 # it with nginx as static files (ref). In front of ref: nginx proxy_cache
 # (as bench/run.sh configures it) and the proxy; with --base BINARY, also
@@ -63,29 +64,11 @@ log "building $npaths small paths and an xz binary cache of them"
 nix key generate-secret --key-name bench-1 >"$work/sk"
 nix key convert-secret-to-public <"$work/sk" >"$work/pk"
 pk=$(cat "$work/pk")
-cat >"$work/closure.nix" <<'EOF'
-{ nonce, n }:
-let
-  mk = name: script: builtins.derivation {
-    name = "closure-${name}";
-    system = builtins.currentSystem;
-    builder = "/bin/sh";
-    args = [ "-c" script ];
-    PATH = "/usr/bin:/bin";
-    inherit nonce;
-  };
-  # 1 to 60 KiB of random bytes, base64.
-  size = i: 1024 * (1 + (i * 37) - 60 * ((i * 37) / 60));
-  deps = i: if i == 0 then "" else "${builtins.elemAt smalls (i - 1)} ${builtins.elemAt smalls (i / 2)}";
-  smalls = builtins.genList (i:
-    mk "p${toString i}" "{ echo ${deps i}; head -c ${toString (size i)} /dev/urandom | base64; } > $out") n;
-in builtins.elemAt smalls (n - 1)
-EOF
 t0=$EPOCHREALTIME
 # fsync-metadata off: the build store is thrown away, and registering
 # 1,500 paths each with an fsync took most of the 12 minutes it took.
 out=$(NIX_CONFIG="$nixconf"$'fsync-metadata = false\n' nix build 2>>"$work/logs/build.err" --store "$work/store" --no-link --json --max-jobs 4 \
-  -f "$work/closure.nix" --argstr nonce "$RANDOM$RANDOM$$" --arg n "$npaths") ||
+  -f "$root/bench/closure.nix" --argstr nonce "$RANDOM$RANDOM$$" --arg n "$npaths" --arg imageBytes 1024 --arg maxKiB 60 root) ||
   { tail "$work/logs/build.err" >&2; die "nix build failed"; }
 top=$(grep -o '"out":"[^"]*"' <<<"$out" | cut -d'"' -f4)
 nix copy --store "$work/store" --to "file://$work/up?compression=xz&secret-key=$work/sk" "$top" 2>>"$work/logs/build.err"
