@@ -43,6 +43,7 @@ type stack struct {
 	verify     *verify.Manager
 	admin      *admin.Service
 	warms      *warm.Board // what warms found, per attribute
+	traffic    *upstream.Tally
 	keys       []narinfo.PublicKey
 	secretKey  *narinfo.SecretKey
 }
@@ -52,7 +53,8 @@ type stack struct {
 func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
-	group, err := newUpstreams(cfg, m, log)
+	traffic := new(upstream.Tally) // the status page's view of the upstreams
+	group, err := newUpstreams(cfg, upstream.Observers(m, traffic), log)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +99,7 @@ func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 		log.Info("index upgraded", "from_schema", u.From, "to_schema", u.To, "took", u.Took.Round(time.Millisecond), "nars", st.NARCount())
 	}
 	metrics.RegisterStore(reg, st)
-	s = &stack{registry: reg, metrics: m, upstreams: group, store: st, keys: keys, secretKey: secretKey, storage: cfg.storage}
+	s = &stack{registry: reg, metrics: m, upstreams: group, traffic: traffic, store: st, keys: keys, secretKey: secretKey, storage: cfg.storage}
 	s.misses = misslog.New(st, misslog.Options{Max: offWhenZero(cfg.missLogMax), Logger: log})
 	evictCfg := evict.Config{MaxSize: cfg.maxSize, MinFree: cfg.minFree, KeepLatest: cfg.keepRules, EvictUploads: cfg.evictUploads,
 		PruneAfter: offWhenZero(cfg.pruneAfter), Metrics: m, Logger: log}

@@ -25,6 +25,7 @@ func (s *stack) statusPage(log *slog.Logger) http.Handler {
 		Warms:     s.warms,
 		Bound:     bound,
 		Metrics:   s.metrics,
+		Traffic:   s.traffic,
 		Upstreams: names,
 		Storage:   s.storage,
 		CacheDir:  s.store.Dir(),

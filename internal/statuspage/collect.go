@@ -13,6 +13,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/warm"
 )
 
@@ -50,6 +51,12 @@ type Jobs interface {
 	List() []prefetch.Status
 }
 
+// Traffic is each upstream's requests since the start; *upstream.Tally
+// satisfies it.
+type Traffic interface {
+	Stats() []upstream.Stats
+}
+
 // Warms lists the flake attributes warmed since the start; *warm.Board
 // satisfies it.
 type Warms interface {
@@ -62,6 +69,7 @@ var (
 	_ Bound     = (*evict.Evictor)(nil)
 	_ Jobs      = (*prefetch.Manager)(nil)
 	_ Warms     = (*warm.Board)(nil)
+	_ Traffic   = (*upstream.Tally)(nil)
 	_ Source    = (*Collector)(nil)
 )
 
@@ -74,6 +82,8 @@ type Config struct {
 	Bound     Bound
 	// Metrics are read for the counters since start.
 	Metrics *metrics.Metrics
+	// Traffic gives the upstreams' requests, answers and breakers.
+	Traffic Traffic
 	// Upstreams are the configured upstreams' names (upstream.Client's
 	// String), in priority order: listed even before their first request.
 	Upstreams []string
@@ -139,11 +149,14 @@ func (c *Collector) Snapshot(ctx context.Context) (*Snapshot, error) {
 	if c.cfg.Storage != "" {
 		s.Storage = Storage{Backend: "s3", Location: c.cfg.Storage}
 	}
-	var counts map[string]*upstreamCounts
 	if m := c.cfg.Metrics; m != nil {
-		counts = readCounters(m, s)
+		readCounters(m, s)
 	}
-	s.Upstreams = c.upstreams(now, counts)
+	var traffic []upstream.Stats
+	if c.cfg.Traffic != nil {
+		traffic = c.cfg.Traffic.Stats()
+	}
+	s.Upstreams = c.upstreams(now, traffic)
 	if c.cfg.Degraded != nil {
 		if err := c.cfg.Degraded(); err != nil {
 			s.Degraded = err.Error()

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -12,25 +13,16 @@ import (
 // healthWindow is how far back an upstream's health looks.
 const healthWindow = 5 * time.Minute
 
-// upstreamCounts are one upstream's counters, summed over request kinds.
-type upstreamCounts struct {
-	ok, notFound, errors int64
-	latencySum           float64
-	latencyCount         uint64
-	fetched              int64
-	breaker              string
-}
-
 // sample is the upstreams' request and error counts at one moment.
 type sample struct {
 	at         time.Time
 	reqs, errs map[string]int64
 }
 
-// readCounters fills s's counters from m and returns the upstreams'. The
+// readCounters fills s's counters from m. The
 // metric vectors are read directly (not through a registry gather): the
 // page costs a few hundred label lookups, not a /metrics scrape.
-func readCounters(m *metrics.Metrics, s *Snapshot) map[string]*upstreamCounts {
+func readCounters(m *metrics.Metrics, s *Snapshot) {
 	each(m.Lookups, func(l map[string]string, d *dto.Metric) {
 		n := int64(d.GetCounter().GetValue())
 		switch l["kind"] + "/" + l["result"] {
@@ -91,42 +83,6 @@ func readCounters(m *metrics.Metrics, s *Snapshot) map[string]*upstreamCounts {
 	each(m.RecompressCPU, func(_ map[string]string, d *dto.Metric) {
 		s.Recompressed.CPUSeconds += d.GetCounter().GetValue()
 	})
-	ups := map[string]*upstreamCounts{}
-	get := func(name string) *upstreamCounts {
-		if ups[name] == nil {
-			ups[name] = &upstreamCounts{}
-		}
-		return ups[name]
-	}
-	each(m.UpstreamRequests, func(l map[string]string, d *dto.Metric) {
-		u, n := get(l["upstream"]), int64(d.GetCounter().GetValue())
-		switch l["outcome"] {
-		case "ok":
-			u.ok += n
-		case "not_found":
-			u.notFound += n
-		default:
-			u.errors += n
-		}
-	})
-	each(m.UpstreamDuration, func(l map[string]string, d *dto.Metric) {
-		u := get(l["upstream"])
-		u.latencySum += d.GetHistogram().GetSampleSum()
-		u.latencyCount += d.GetHistogram().GetSampleCount()
-	})
-	each(m.UpstreamBytes, func(l map[string]string, d *dto.Metric) {
-		get(l["upstream"]).fetched += int64(d.GetCounter().GetValue())
-	})
-	each(m.BreakerState, func(l map[string]string, d *dto.Metric) {
-		// The gauge's values are upstream.BreakerState's.
-		switch d.GetGauge().GetValue() {
-		case 1:
-			get(l["upstream"]).breaker = BreakerOpen
-		case 2:
-			get(l["upstream"]).breaker = BreakerHalfOpen
-		}
-	})
-	return ups
 }
 
 // each calls fn with the labels and value of every series c collects.
@@ -147,34 +103,36 @@ func each(c prometheus.Collector, fn func(labels map[string]string, d *dto.Metri
 }
 
 // upstreams lists the configured upstreams in priority order, then any
-// other the metrics name, with their counters and health.
-func (c *Collector) upstreams(now time.Time, counts map[string]*upstreamCounts) []Upstream {
+// other the traffic names, with their counters and health.
+func (c *Collector) upstreams(now time.Time, traffic []upstream.Stats) []Upstream {
+	counts := make(map[string]upstream.Stats, len(traffic))
 	names := slices.Clone(c.cfg.Upstreams)
-	var extra []string
-	for name := range counts {
-		if !slices.Contains(names, name) {
-			extra = append(extra, name)
+	for _, t := range traffic { // sorted by name
+		counts[t.Name] = t
+		if !slices.Contains(c.cfg.Upstreams, t.Name) {
+			names = append(names, t.Name)
 		}
 	}
-	slices.Sort(extra)
-	names = append(names, extra...)
 
 	cur := sample{at: now, reqs: map[string]int64{}, errs: map[string]int64{}}
-	for name, u := range counts {
-		cur.reqs[name], cur.errs[name] = u.ok+u.notFound+u.errors, u.errors
+	for name, t := range counts {
+		cur.reqs[name], cur.errs[name] = t.OK+t.NotFound+t.Errors, t.Errors
 	}
 	base := c.baseline(cur)
 
 	out := make([]Upstream, 0, len(names))
 	for _, name := range names {
 		u := Upstream{Name: name, Breaker: BreakerClosed}
-		if uc := counts[name]; uc != nil {
-			if uc.breaker != "" {
-				u.Breaker = uc.breaker
+		if t, ok := counts[name]; ok {
+			switch t.Breaker {
+			case upstream.BreakerOpen:
+				u.Breaker = BreakerOpen
+			case upstream.BreakerHalfOpen:
+				u.Breaker = BreakerHalfOpen
 			}
-			u.OK, u.NotFound, u.Errors, u.FetchedBytes = uc.ok, uc.notFound, uc.errors, uc.fetched
-			if uc.latencyCount > 0 {
-				u.MeanLatencySeconds = uc.latencySum / float64(uc.latencyCount)
+			u.OK, u.NotFound, u.Errors, u.FetchedBytes = t.OK, t.NotFound, t.Errors, t.FetchedBytes
+			if n := t.OK + t.NotFound + t.Errors; n > 0 {
+				u.MeanLatencySeconds = t.Latency.Seconds() / float64(n)
 			}
 		}
 		u.RecentRequests = max(0, cur.reqs[name]-base.reqs[name])

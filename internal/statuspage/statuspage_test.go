@@ -18,6 +18,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/warm"
 )
 
@@ -63,6 +64,9 @@ type fakeBound struct {
 func (f fakeBound) MaxSize() int64                                { return f.max }
 func (f fakeBound) Kept(context.Context) ([]evict.Variant, error) { return f.kept, nil }
 
+// traffic is cfg's upstream tally, for a test to count requests in.
+func traffic(cfg Config) *upstream.Tally { return cfg.Traffic.(*upstream.Tally) }
+
 // emptyConfig is a fresh cache that has served nothing.
 func emptyConfig() Config {
 	return Config{
@@ -70,6 +74,7 @@ func emptyConfig() Config {
 		Downloads: fakeDownloads(nil),
 		Jobs:      fakeJobs(nil),
 		Metrics:   metrics.Discard(),
+		Traffic:   new(upstream.Tally),
 		Upstreams: []string{upA, upB},
 		Started:   t0.Add(-time.Minute),
 		Version:   &Version{Module: "github.com/nix-cache-proxy/nix-cache-proxy", Version: "v1.2.3"},
@@ -94,13 +99,13 @@ func busyConfig() Config {
 	m.ServedBytes.WithLabelValues("upstream").Add(1 << 30)
 	m.SavedBytes.Add(5 << 30) // recompressed hits: less than the 7 GiB sent
 	for range 30 {
-		m.UpstreamRequest(upA, "narinfo", "ok", 40*time.Millisecond)
+		traffic(cfg).UpstreamRequest(upA, "narinfo", "ok", 40*time.Millisecond)
 	}
 	for range 4 {
-		m.UpstreamRequest(upA, "narinfo", "not_found", 20*time.Millisecond)
+		traffic(cfg).UpstreamRequest(upA, "narinfo", "not_found", 20*time.Millisecond)
 	}
-	m.UpstreamRequest(upB, "narinfo", "ok", 120*time.Millisecond)
-	m.UpstreamFetched(upA, 1<<30)
+	traffic(cfg).UpstreamRequest(upB, "narinfo", "ok", 120*time.Millisecond)
+	traffic(cfg).UpstreamFetched(upA, 1<<30)
 	m.VerifyFailures.WithLabelValues("signature").Inc()
 	m.Uploads.WithLabelValues("nar", "ok").Add(3)
 	m.Uploads.WithLabelValues("narinfo", "ok").Add(3)
@@ -140,10 +145,10 @@ func busyConfig() Config {
 func downConfig() Config {
 	cfg := emptyConfig()
 	for range 12 {
-		cfg.Metrics.UpstreamRequest(upA, "narinfo", "error", 2*time.Second)
+		traffic(cfg).UpstreamRequest(upA, "narinfo", "error", 2*time.Second)
 	}
-	cfg.Metrics.UpstreamRequest(upB, "narinfo", "ok", 50*time.Millisecond)
-	cfg.Metrics.UpstreamBreaker(upA, 1, true) // upstream.BreakerOpen
+	traffic(cfg).UpstreamRequest(upB, "narinfo", "ok", 50*time.Millisecond)
+	traffic(cfg).UpstreamBreaker(upA, 1, true) // upstream.BreakerOpen
 	cfg.Index.(*fakeIndex).missErr = errors.New("index <closed>")
 	return cfg
 }
@@ -363,14 +368,14 @@ func TestHealthWindow(t *testing.T) {
 		return s.Upstreams[0].Health
 	}
 	for range 5 {
-		cfg.Metrics.UpstreamRequest(upA, "narinfo", "error", time.Second)
+		traffic(cfg).UpstreamRequest(upA, "narinfo", "error", time.Second)
 	}
 	// First view, no history: judged since start.
 	if h := healthOf(); h != HealthDown {
 		t.Errorf("after errors: %s, want down", h)
 	}
 	now = now.Add(time.Minute)
-	cfg.Metrics.UpstreamRequest(upA, "narinfo", "ok", time.Millisecond)
+	traffic(cfg).UpstreamRequest(upA, "narinfo", "ok", time.Millisecond)
 	if h := healthOf(); h != HealthOK {
 		t.Errorf("after recovery: %s, want ok", h)
 	}
