@@ -44,8 +44,12 @@ type stack struct {
 	admin      *admin.Service
 	warms      *warm.Board // what warms found, per attribute
 	traffic    *upstream.Tally
-	keys       []narinfo.PublicKey
-	secretKey  *narinfo.SecretKey
+	// leases and bucket are the --storage bucket's fills and operations;
+	// nil for the cache dir.
+	leases    *fleet.Fills
+	bucket    *s3store.Bucket
+	keys      []narinfo.PublicKey
+	secretKey *narinfo.SecretKey
 }
 
 // openStack opens the cache dir for cfg, which check has passed. Close it
@@ -99,7 +103,7 @@ func openStack(cfg *serveConfig, log *slog.Logger) (s *stack, err error) {
 		log.Info("index upgraded", "from_schema", u.From, "to_schema", u.To, "took", u.Took.Round(time.Millisecond), "nars", st.NARCount())
 	}
 	metrics.RegisterStore(reg, st)
-	s = &stack{registry: reg, metrics: m, upstreams: group, traffic: traffic, store: st, keys: keys, secretKey: secretKey, storage: cfg.storage}
+	s = &stack{registry: reg, metrics: m, upstreams: group, traffic: traffic, leases: leases, bucket: bucket, store: st, keys: keys, secretKey: secretKey, storage: cfg.storage}
 	s.misses = misslog.New(st, misslog.Options{Max: offWhenZero(cfg.missLogMax), Logger: log})
 	evictCfg := evict.Config{MaxSize: cfg.maxSize, MinFree: cfg.minFree, KeepLatest: cfg.keepRules, EvictUploads: cfg.evictUploads,
 		PruneAfter: offWhenZero(cfg.pruneAfter), Metrics: m, Logger: log}

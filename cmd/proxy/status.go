@@ -18,7 +18,7 @@ func (s *stack) statusPage(log *slog.Logger) http.Handler {
 	if s.fleetEvict != nil {
 		bound = s.fleetEvict
 	}
-	src := statuspage.NewCollector(statuspage.Config{
+	cfg := statuspage.Config{
 		Index:     s.store,
 		Downloads: s.cache,
 		Jobs:      s.prefetch,
@@ -30,6 +30,10 @@ func (s *stack) statusPage(log *slog.Logger) http.Handler {
 		Storage:   s.storage,
 		CacheDir:  s.store.Dir(),
 		Degraded:  s.upstreams.Down,
-	})
+	}
+	if s.leases != nil { // --storage: a nil pointer would not be a nil interface
+		cfg.Fills, cfg.Bucket = s.leases, s.bucket
+	}
+	src := statuspage.NewCollector(cfg)
 	return statuspage.Handler(src, statuspage.Options{Logger: log})
 }

@@ -20,6 +20,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
@@ -62,6 +63,24 @@ type Fills struct {
 	opts   Options
 	m      *metrics.Metrics
 	log    *slog.Logger
+	stats  struct{ taken, takenOver, lost, joins, joinErrors atomic.Int64 }
+}
+
+// Stats are this proxy's part in the fleet's fills since New, as the
+// status page shows them.
+type Stats struct {
+	// LeasesTaken, LeasesTakenOver and LeasesLost count fill leases this
+	// proxy took, took over from a proxy whose lease expired, and lost.
+	LeasesTaken, LeasesTakenOver, LeasesLost int64
+	// Joins counts fills joined from a peer's download in progress,
+	// JoinErrors the peers that did not answer.
+	Joins, JoinErrors int64
+}
+
+// Stats returns the counts so far.
+func (f *Fills) Stats() Stats {
+	s := &f.stats
+	return Stats{s.taken.Load(), s.takenOver.Load(), s.lost.Load(), s.joins.Load(), s.joinErrors.Load()}
 }
 
 var _ cache.Fleet = (*Fills)(nil)
@@ -118,6 +137,7 @@ func (f *Fills) Claim(ctx context.Context, name string) (cache.Claim, error) {
 		etag, err := f.take(ctx, key, func(ctx context.Context) (string, error) { return f.b.CreateLease(ctx, key, f.body()) })
 		if err == nil {
 			f.m.FleetLeases.WithLabelValues("taken").Inc()
+			f.stats.taken.Add(1)
 			return cache.Claim{Release: f.hold(key, etag, f.fillLost)}, nil
 		}
 		if !errors.Is(err, s3store.ErrConflict) {
@@ -137,6 +157,7 @@ func (f *Fills) Claim(ctx context.Context, name string) (cache.Claim, error) {
 			etag, err := f.take(ctx, key, func(ctx context.Context) (string, error) { return f.b.ReplaceLease(ctx, key, f.body(), etag) })
 			if err == nil {
 				f.m.FleetLeases.WithLabelValues("taken-over").Inc()
+				f.stats.takenOver.Add(1)
 				f.log.Warn("fleet: took over an expired fill lease", "nar", name, "from", l.Holder)
 				return cache.Claim{Release: f.hold(key, etag, f.fillLost)}, nil
 			}
@@ -149,9 +170,11 @@ func (f *Fills) Claim(ctx context.Context, name string) (cache.Claim, error) {
 			claim, err := f.join(ctx, l.URL, name)
 			if err == nil {
 				f.m.FleetJoins.WithLabelValues("ok").Inc()
+				f.stats.joins.Add(1)
 				return claim, nil
 			}
 			f.m.FleetJoins.WithLabelValues("error").Inc()
+			f.stats.joinErrors.Add(1)
 			f.log.Debug("fleet: could not join a peer's fill", "nar", name, "peer", l.URL, "err", err)
 		}
 		select {
@@ -209,6 +232,7 @@ const FillPath = "/_/fill/"
 func (f *Fills) fillLost(key string) {
 	f.log.Warn("fleet: lost a fill lease to another proxy", "lease", key)
 	f.m.FleetLeases.WithLabelValues("lost").Inc()
+	f.stats.lost.Add(1)
 }
 
 // hold renews the lease key every TTL/3 until the returned release is

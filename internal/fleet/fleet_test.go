@@ -97,6 +97,10 @@ func TestTakeOver(t *testing.T) {
 	if d := time.Since(start); d < 500*time.Millisecond {
 		t.Errorf("took the lease over after %v, before it expired", d)
 	}
+	// The dead holder's URL refused each join until then.
+	if st := live.Stats(); st.LeasesTakenOver != 1 || st.LeasesTaken != 0 || st.Joins != 0 || st.JoinErrors == 0 {
+		t.Errorf("Stats = %+v, want one lease taken over after failed joins", st)
+	}
 	// Held past several TTLs by renewals: another proxy only waits.
 	other := New(openBucket(t, srv, bucket), Options{TTL: time.Second, Poll: 20 * time.Millisecond})
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 3*time.Second)

@@ -24,6 +24,7 @@ type Bucket struct {
 	spool    string // local dir for the copies that followers of a fill read
 	partSize int64
 	joinWait time.Duration
+	stats    *tally
 }
 
 // Options configure a Bucket. Zero values mean defaults.
@@ -84,6 +85,7 @@ func Open(ctx context.Context, loc Location, opts Options) (*Bucket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("s3 config: %w", err)
 	}
+	stats := new(tally)
 	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
 		if loc.Endpoint != "" {
 			o.BaseEndpoint = aws.String(loc.Scheme + "://" + loc.Endpoint)
@@ -94,14 +96,17 @@ func Open(ctx context.Context, loc Location, opts Options) (*Bucket, error) {
 		// servers refuse the SDK's default trailing checksums.
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
-		if opts.Observe != nil {
-			o.APIOptions = append(o.APIOptions, observe(opts.Observe))
-		}
+		o.APIOptions = append(o.APIOptions, observe(func(op, result string, d time.Duration) {
+			stats.add(result, d)
+			if opts.Observe != nil {
+				opts.Observe(op, result, d)
+			}
+		}))
 	})
 	if opts.JoinWait <= 0 {
 		opts.JoinWait = time.Minute
 	}
-	b := &Bucket{loc: loc, client: client, spool: opts.SpoolDir, partSize: opts.PartSize, joinWait: opts.JoinWait}
+	b := &Bucket{loc: loc, client: client, spool: opts.SpoolDir, partSize: opts.PartSize, joinWait: opts.JoinWait, stats: stats}
 	if _, err := client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(loc.Bucket)}); err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", loc, mapErr(err))
 	}

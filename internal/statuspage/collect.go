@@ -10,8 +10,10 @@ import (
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/evict"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/fleet"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/s3store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/warm"
@@ -57,6 +59,17 @@ type Traffic interface {
 	Stats() []upstream.Stats
 }
 
+// FleetFills is this proxy's part in the fleet's fills; *fleet.Fills
+// satisfies it.
+type FleetFills interface {
+	Stats() fleet.Stats
+}
+
+// Bucket is the --storage bucket's operations; *s3store.Bucket satisfies it.
+type Bucket interface {
+	Stats() s3store.Stats
+}
+
 // Warms lists the flake attributes warmed since the start; *warm.Board
 // satisfies it.
 type Warms interface {
@@ -64,13 +77,15 @@ type Warms interface {
 }
 
 var (
-	_ Index     = (*store.Store)(nil)
-	_ Downloads = (*cache.Cache)(nil)
-	_ Bound     = (*evict.Evictor)(nil)
-	_ Jobs      = (*prefetch.Manager)(nil)
-	_ Warms     = (*warm.Board)(nil)
-	_ Traffic   = (*upstream.Tally)(nil)
-	_ Source    = (*Collector)(nil)
+	_ Index      = (*store.Store)(nil)
+	_ Downloads  = (*cache.Cache)(nil)
+	_ Bound      = (*evict.Evictor)(nil)
+	_ Jobs       = (*prefetch.Manager)(nil)
+	_ Warms      = (*warm.Board)(nil)
+	_ Traffic    = (*upstream.Tally)(nil)
+	_ FleetFills = (*fleet.Fills)(nil)
+	_ Bucket     = (*s3store.Bucket)(nil)
+	_ Source     = (*Collector)(nil)
 )
 
 // Config says where a Collector reads. Nil parts are shown as empty.
@@ -84,6 +99,9 @@ type Config struct {
 	Metrics *metrics.Metrics
 	// Traffic gives the upstreams' requests, answers and breakers.
 	Traffic Traffic
+	// Fills and Bucket give the shared storage's counters (--storage).
+	Fills  FleetFills
+	Bucket Bucket
 	// Upstreams are the configured upstreams' names (upstream.Client's
 	// String), in priority order: listed even before their first request.
 	Upstreams []string
@@ -157,6 +175,7 @@ func (c *Collector) Snapshot(ctx context.Context) (*Snapshot, error) {
 		traffic = c.cfg.Traffic.Stats()
 	}
 	s.Upstreams = c.upstreams(now, traffic)
+	readFleet(c.cfg.Fills, c.cfg.Bucket, &s.Storage)
 	if c.cfg.Degraded != nil {
 		if err := c.cfg.Degraded(); err != nil {
 			s.Degraded = err.Error()
@@ -257,4 +276,21 @@ func buildVersion() Version {
 		}
 	}
 	return v
+}
+
+// readFleet fills st's counters of the shared bucket from fills and b
+// (either may be nil).
+func readFleet(fills FleetFills, b Bucket, st *Storage) {
+	if fills != nil {
+		f := fills.Stats()
+		st.LeasesTaken, st.LeasesTakenOver, st.LeasesLost = f.LeasesTaken, f.LeasesTakenOver, f.LeasesLost
+		st.Joins, st.JoinErrors = f.Joins, f.JoinErrors
+	}
+	if b != nil {
+		bs := b.Stats()
+		st.BucketRequests, st.BucketErrors = bs.Requests, bs.Errors
+		if bs.Requests > 0 {
+			st.BucketLatencySec = bs.Latency.Seconds() / float64(bs.Requests)
+		}
+	}
 }

@@ -57,7 +57,6 @@ func readCounters(m *metrics.Metrics, s *Snapshot) {
 	each(m.UploadBytes, func(_ map[string]string, d *dto.Metric) {
 		s.UploadBytes += int64(d.GetCounter().GetValue())
 	})
-	readFleet(m, &s.Storage)
 	each(m.Recompressed, func(l map[string]string, d *dto.Metric) {
 		n := int64(d.GetCounter().GetValue())
 		switch l["result"] {
@@ -176,44 +175,5 @@ func health(reqs, errs int64) string {
 		return HealthDown
 	default:
 		return HealthDegraded
-	}
-}
-
-// readFleet fills st's counters of the shared bucket.
-func readFleet(m *metrics.Metrics, st *Storage) {
-	each(m.FleetLeases, func(l map[string]string, d *dto.Metric) {
-		n := int64(d.GetCounter().GetValue())
-		switch l["event"] {
-		case "taken":
-			st.LeasesTaken += n
-		case "taken-over":
-			st.LeasesTakenOver += n
-		case "lost":
-			st.LeasesLost += n
-		}
-	})
-	each(m.FleetJoins, func(l map[string]string, d *dto.Metric) {
-		n := int64(d.GetCounter().GetValue())
-		if l["result"] == "ok" {
-			st.Joins += n
-		} else {
-			st.JoinErrors += n
-		}
-	})
-	each(m.BucketRequests, func(l map[string]string, d *dto.Metric) {
-		n := int64(d.GetCounter().GetValue())
-		st.BucketRequests += n
-		if l["result"] == "error" {
-			st.BucketErrors += n
-		}
-	})
-	var sum float64
-	var count uint64
-	each(m.BucketDuration, func(_ map[string]string, d *dto.Metric) {
-		sum += d.GetHistogram().GetSampleSum()
-		count += d.GetHistogram().GetSampleCount()
-	})
-	if count > 0 {
-		st.BucketLatencySec = sum / float64(count)
 	}
 }

@@ -15,8 +15,10 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/evict"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/fleet"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/s3store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/warm"
@@ -424,18 +426,21 @@ func TestFormat(t *testing.T) {
 	}
 }
 
+type fakeFills fleet.Stats
+
+func (f fakeFills) Stats() fleet.Stats { return fleet.Stats(f) }
+
+type fakeBucket s3store.Stats
+
+func (f fakeBucket) Stats() s3store.Stats { return s3store.Stats(f) }
+
 // TestSharedStorage: with an s3:// bucket the page shows this proxy's part
-// in the fleet, from the metrics; with the cache dir it shows no section.
+// in the fleet, from its fills and bucket; with the cache dir it shows no
+// section.
 func TestSharedStorage(t *testing.T) {
-	m := metrics.Discard()
-	m.FleetLeases.WithLabelValues("taken").Add(3)
-	m.FleetLeases.WithLabelValues("taken-over").Inc()
-	m.FleetJoins.WithLabelValues("ok").Add(5)
-	m.FleetJoins.WithLabelValues("error").Inc()
-	m.ObserveBucket("GetObject", "ok", 20*time.Millisecond)
-	m.ObserveBucket("GetObject", "not-found", 10*time.Millisecond)
-	m.ObserveBucket("PutObject", "error", 30*time.Millisecond)
-	cfg := Config{Metrics: m, Storage: "s3://cache/fleet?endpoint=s3.lan:7070&scheme=http", CacheDir: "/var/cache/x"}
+	fills := fakeFills{LeasesTaken: 3, LeasesTakenOver: 1, Joins: 5, JoinErrors: 1}
+	bucket := fakeBucket{Requests: 3, Errors: 1, Latency: 60 * time.Millisecond} // 20, 10 and 30 ms
+	cfg := Config{Metrics: metrics.Discard(), Fills: fills, Bucket: bucket, Storage: "s3://cache/fleet?endpoint=s3.lan:7070&scheme=http", CacheDir: "/var/cache/x"}
 	s, err := NewCollector(cfg).Snapshot(context.Background())
 	if err != nil {
 		t.Fatal(err)
