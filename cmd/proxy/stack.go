@@ -18,6 +18,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/s3store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upload"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/verify"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/warm"
@@ -46,8 +47,10 @@ type stack struct {
 	traffic    *upstream.Tally
 	// leases and bucket are the --storage bucket's fills and operations;
 	// nil for the cache dir.
-	leases    *fleet.Fills
-	bucket    *s3store.Bucket
+	leases *fleet.Fills
+	bucket *s3store.Bucket
+	// receiver takes uploads; nil when they are off (set by uploads).
+	receiver  *upload.Receiver
 	keys      []narinfo.PublicKey
 	secretKey *narinfo.SecretKey
 }

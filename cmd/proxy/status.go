@@ -34,6 +34,9 @@ func (s *stack) statusPage(log *slog.Logger) http.Handler {
 	if s.leases != nil { // --storage: a nil pointer would not be a nil interface
 		cfg.Fills, cfg.Bucket = s.leases, s.bucket
 	}
+	if s.receiver != nil {
+		cfg.Uploads = s.receiver
+	}
 	src := statuspage.NewCollector(cfg)
 	return statuspage.Handler(src, statuspage.Options{Logger: log})
 }

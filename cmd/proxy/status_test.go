@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,11 +21,16 @@ func TestStatusPage(t *testing.T) {
 	up := fakeupstream.New(t)
 	item := up.Add(fakeupstream.Path{Name: "hello-2.12", File: fakeupstream.RandomBytes(4096)})
 	addr := freeAddr(t)
+	tokenFile := filepath.Join(t.TempDir(), "write-token")
+	if err := os.WriteFile(tokenFile, []byte("0123456789abcdef0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"serve", "--listen", addr, "--cache-dir", t.TempDir(), "--upstream", up.URL(),
-			"--trusted-public-key", up.PublicKey().String(), "--miss-recheck", "0"}, io.Discard, new(bytes.Buffer))
+			"--trusted-public-key", up.PublicKey().String(), "--miss-recheck", "0", "--write-token-file", tokenFile},
+			io.Discard, new(bytes.Buffer))
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	base := "http://" + addr
@@ -39,6 +46,14 @@ func TestStatusPage(t *testing.T) {
 		t.Fatalf("narinfo: %v %v", resp, err)
 	}
 	resp.Body.Close()
+	// An upload the receiver refuses: the page counts it.
+	req, _ := http.NewRequest(http.MethodPut, base+"/"+fakeupstream.RandomHash()+".narinfo", strings.NewReader("not a narinfo"))
+	req.Header.Set("Authorization", "Bearer 0123456789abcdef0123")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("PUT of a bad narinfo: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 
 	// The miss log is written every second: wait for the page to list it.
 	var body []byte
@@ -77,11 +92,12 @@ func TestStatusPage(t *testing.T) {
 		Disk struct {
 			NarInfos int `json:"narinfos"`
 		} `json:"disk"`
+		Uploads map[string]int64 `json:"uploads"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&snap); err != nil {
 		t.Fatal(err)
 	}
-	if snap.Lookups.NarInfoMisses != 1 || snap.Disk.NarInfos != 1 {
+	if snap.Lookups.NarInfoMisses != 1 || snap.Disk.NarInfos != 1 || snap.Uploads["rejected"] != 1 {
 		t.Errorf("JSON snapshot: %+v", snap)
 	}
 }

@@ -29,5 +29,6 @@ func (s *stack) uploads(cfg *serveConfig, log *slog.Logger) (*server.UploadConfi
 	if err != nil {
 		return nil, nil, err
 	}
+	s.receiver = rcv
 	return &server.UploadConfig{Uploads: rcv, Token: cfg.writeToken, MaxNARSize: cfg.uploadMaxSize}, rcv.Close, nil
 }

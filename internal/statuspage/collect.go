@@ -3,6 +3,7 @@ package statuspage
 import (
 	"cmp"
 	"context"
+	"maps"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/s3store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upload"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/warm"
 )
@@ -59,6 +61,11 @@ type Traffic interface {
 	Stats() []upstream.Stats
 }
 
+// Uploads is what `nix copy --to` sent; *upload.Receiver satisfies it.
+type Uploads interface {
+	Stats() upload.Stats
+}
+
 // FleetFills is this proxy's part in the fleet's fills; *fleet.Fills
 // satisfies it.
 type FleetFills interface {
@@ -85,6 +92,7 @@ var (
 	_ Traffic    = (*upstream.Tally)(nil)
 	_ FleetFills = (*fleet.Fills)(nil)
 	_ Bucket     = (*s3store.Bucket)(nil)
+	_ Uploads    = (*upload.Receiver)(nil)
 	_ Source     = (*Collector)(nil)
 )
 
@@ -99,6 +107,8 @@ type Config struct {
 	Metrics *metrics.Metrics
 	// Traffic gives the upstreams' requests, answers and breakers.
 	Traffic Traffic
+	// Uploads gives the uploads' counters; nil when uploads are off.
+	Uploads Uploads
 	// Fills and Bucket give the shared storage's counters (--storage).
 	Fills  FleetFills
 	Bucket Bucket
@@ -176,6 +186,11 @@ func (c *Collector) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	s.Upstreams = c.upstreams(now, traffic)
 	readFleet(c.cfg.Fills, c.cfg.Bucket, &s.Storage)
+	if c.cfg.Uploads != nil {
+		u := c.cfg.Uploads.Stats()
+		maps.Copy(s.Uploads, u.Outcomes)
+		s.UploadBytes = u.Bytes
+	}
 	if c.cfg.Degraded != nil {
 		if err := c.cfg.Degraded(); err != nil {
 			s.Degraded = err.Error()

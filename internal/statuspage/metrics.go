@@ -51,12 +51,6 @@ func readCounters(m *metrics.Metrics, s *Snapshot) {
 	each(m.VerifyFailures, func(l map[string]string, d *dto.Metric) {
 		s.VerifyFailures[l["check"]] += int64(d.GetCounter().GetValue())
 	})
-	each(m.Uploads, func(l map[string]string, d *dto.Metric) {
-		s.Uploads[l["outcome"]] += int64(d.GetCounter().GetValue())
-	})
-	each(m.UploadBytes, func(_ map[string]string, d *dto.Metric) {
-		s.UploadBytes += int64(d.GetCounter().GetValue())
-	})
 	each(m.Recompressed, func(l map[string]string, d *dto.Metric) {
 		n := int64(d.GetCounter().GetValue())
 		switch l["result"] {

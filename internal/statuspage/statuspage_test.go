@@ -20,6 +20,7 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/s3store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upload"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/warm"
 )
@@ -109,10 +110,7 @@ func busyConfig() Config {
 	traffic(cfg).UpstreamRequest(upB, "narinfo", "ok", 120*time.Millisecond)
 	traffic(cfg).UpstreamFetched(upA, 1<<30)
 	m.VerifyFailures.WithLabelValues("signature").Inc()
-	m.Uploads.WithLabelValues("nar", "ok").Add(3)
-	m.Uploads.WithLabelValues("narinfo", "ok").Add(3)
-	m.Uploads.WithLabelValues("narinfo", "rejected").Inc()
-	m.UploadBytes.WithLabelValues("nar").Add(2 << 30)
+	cfg.Uploads = fakeUploads{Outcomes: map[string]int64{"ok": 3 + 3, "rejected": 1}, Bytes: 2 << 30} // NARs and narinfos
 	m.Recompressed.WithLabelValues("done").Add(12)
 	m.RecompressBytes.WithLabelValues("in").Add(1 << 30)
 	m.RecompressBytes.WithLabelValues("out").Add(2 << 30)
@@ -425,6 +423,10 @@ func TestFormat(t *testing.T) {
 		t.Error(diff)
 	}
 }
+
+type fakeUploads upload.Stats
+
+func (f fakeUploads) Stats() upload.Stats { return upload.Stats(f) }
 
 type fakeFills fleet.Stats
 

@@ -96,6 +96,7 @@ func (r *Receiver) observe(kind string, exists bool, err error, n int64) {
 	case err != nil:
 		outcome = "error"
 	}
+	r.stats.add(outcome, n)
 	r.opts.Observe(kind, outcome, n)
 }
 

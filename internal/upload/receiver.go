@@ -93,6 +93,8 @@ type Receiver struct {
 
 	stop chan struct{}
 	done chan struct{}
+
+	stats tally
 }
 
 // New returns a Receiver and starts the sweeper of unclaimed NARs.
