@@ -98,6 +98,9 @@ func TestLogUpstreamFetches(t *testing.T) {
 	eventually(t, "the corrupt NAR's request is logged", func() bool {
 		return len(logs.find(t, "request", map[string]any{"path": corruptNAR})) == 1
 	})
+	// A fill logs its "upstream NAR" line once the NAR is committed,
+	// after its client had the last byte.
+	p.settle()
 
 	id := logs.requestID(t, "/"+it.Hash+".narinfo")
 	if n := len(logs.find(t, "upstream narinfo", map[string]any{
