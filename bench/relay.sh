@@ -18,7 +18,10 @@
 #   onlan    the same closure, the LAN cache warm: through the relay vs
 #            straight from the cache (goal <= 1.05x).
 #   nar      the image NAR with curl: through the relay vs straight from
-#            the cache, MiB/s (goal >= 0.9x).
+#            the cache, MiB/s (goal >= 0.9x); and the image and the
+#            closure again with the cache's side of the veth at 1 Gbit/s
+#            (tc tbf), a wired LAN's speed: unshaped, the veth measures
+#            the CPU of the copy, not a network.
 #   rejoin   the cache's link down until the relay answers 404, then up:
 #            time to the first narinfo lookup forwarded (goal <= 5 s); and
 #            the same with packets dropped then let through (no change for
@@ -204,6 +207,34 @@ for i in $(seq "$reps"); do
 done
 loads[nar]=$(load)
 
+# The veth has no bandwidth of its own: the rows above measure the CPU a
+# copy costs. A LAN has one: the same with the cache's side of the veth at
+# 1 Gbit/s (tc tbf), the wired LAN's speed.
+log "on the LAN at 1 Gbit/s: the image NAR through the relay vs straight from the cache"
+in_lan tc qdisc add dev veth-lan root tbf rate 1gbit burst 256kbit latency 50ms
+for i in $(seq "$reps"); do
+  if [ $((i % 2)) = 1 ]; then
+    rec nargbit.cache "$(mibs "$cache_url/$image_url")"
+    rec nargbit.relay "$(mibs "$relay_url/$image_url")"
+  else
+    rec nargbit.relay "$(mibs "$relay_url/$image_url")"
+    rec nargbit.cache "$(mibs "$cache_url/$image_url")"
+  fi
+done
+loads[nargbit]=$(load)
+log "on the LAN at 1 Gbit/s: the closure through the relay vs straight from the cache"
+for i in $(seq "$reps"); do
+  if [ $((i % 2)) = 1 ]; then
+    rec onlangbit.cache "$(realise "$cache_url")"
+    rec onlangbit.relay "$(realise "$relay_url")"
+  else
+    rec onlangbit.relay "$(realise "$relay_url")"
+    rec onlangbit.cache "$(realise "$cache_url")"
+  fi
+done
+loads[onlangbit]=$(load)
+in_lan tc qdisc del dev veth-lan root
+
 log "the relay idle on the LAN for 30 s"
 ticks() { awk '{print $14 + $15}' "/proc/$relay_pid/stat"; }
 c0=$(ticks) t0=$EPOCHREALTIME
@@ -274,6 +305,10 @@ row "onlan: straight from the cache" s onlan.cache "" onlan
 row "onlan: through the relay" s onlan.relay onlan.cache onlan
 row "nar: straight from the cache" MiB/s nar.cache "" nar
 row "nar: through the relay" MiB/s nar.relay nar.cache nar
+row "nar at 1 Gbit/s: straight from the cache" MiB/s nargbit.cache "" nargbit
+row "nar at 1 Gbit/s: through the relay" MiB/s nargbit.relay nargbit.cache nargbit
+row "onlan at 1 Gbit/s: straight from the cache" s onlangbit.cache "" onlangbit
+row "onlan at 1 Gbit/s: through the relay" s onlangbit.relay onlangbit.cache onlangbit
 row "rejoin: link up to first forward" s rejoin.link "" rejoin
 row "rejoin: drop lifted to first forward" s rejoin.drop "" rejoin
 printf '%-44s %8s %-6s %-16s %-6s %s\n' "rss: relay VmRSS at the end" "$rss" MiB "" "" "" "rss: relay VmHWM" "$hwm" MiB "" "" "" "idle: relay CPU, 30 s on the LAN" "$cpu_idle" "%" "" "" "${loads[idle]}"
