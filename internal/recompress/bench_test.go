@@ -37,7 +37,7 @@ func libsNAR(b *testing.B, n int) (nar, xzFile []byte) {
 	if buf.Len() < n/2 {
 		b.Skip("not enough shared libraries in /usr/lib/x86_64-linux-gnu")
 	}
-	cmd := exec.Command("xz", "-6", "-c")
+	cmd := exec.Command("xz", "-6", "-T1", "-c")
 	cmd.Stdin = bytes.NewReader(buf.Bytes())
 	out, err := cmd.Output()
 	if err != nil {

@@ -44,9 +44,9 @@ func Eligible(compression string, narSize int64) bool {
 // for it first rather than finding it over the bound once written. zstd
 // never takes more than the NAR and its framing (a block that does not
 // shrink is stored raw); from xz or bzip2 it takes more than the original,
-// 1.2 to 1.5 times an xz file at Level (BenchmarkLevels), so twice the
+// 1.26 to 1.40 times an xz file at Level (BenchmarkLevels), so twice the
 // original covers it without holding the NAR's whole size for a NAR xz
-// shrank tenfold. A file past it still counts as it grows (the caller
+// shrank fivefold. A file past it still counts as it grows (the caller
 // grows the reservation with the bytes written).
 func Room(compression string, fileSize, narSize int64) int64 {
 	bound := narSize + narSize/1024 + 1<<10
@@ -75,18 +75,27 @@ type Result struct {
 // the NAR inside to w as zstd. It returns ErrMismatch if the NAR is not
 // narHash/narSize; then what was written to w must be thrown away.
 //
-// It runs on the calling goroutine alone, at zstd's fastest level: chosen
-// by CPU per GiB (BenchmarkTranscode, on shared libraries: the xz decode
-// costs ~45 CPU s/GiB whatever the encoder; on top of it the fastest level
-// adds ~5, the default ~25 and more concurrency a little more, for files
-// 30 % against 28 % of the NAR). The recompression runs in the background
-// while the proxy serves, so CPU is what it must spare; one goroutine
-// leaves the other cores to the clients. The output depends on the input
-// alone (TestTranscodeDeterministic): a rebuilt file is the same bytes.
+// It runs on the calling goroutine alone, at Level. The output depends on
+// the input alone (TestTranscodeDeterministic): a rebuilt file is the same
+// bytes (an upgrade that changes Level changes them: rebuildToStore then
+// describes the new file).
 func Transcode(ctx context.Context, w io.Writer, r io.Reader, compression string, narHash []byte, narSize int64) (Result, error) {
 	return transcode(ctx, w, r, compression, narHash, narSize,
-		zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedFastest))
+		zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(Level))
 }
+
+// Level is the zstd level of the recompression: the better one (about
+// zstd -7), chosen by what the client pays to fetch and unpack a NAR and
+// by the disk it takes (BenchmarkLevels, BENCHMARKS.md): against xz -6 its
+// files are 1.40 times as large on shared libraries and 1.26 on source
+// text (the fastest level's 1.61 and 1.48, 13-15 % more disk and LAN
+// bytes), unpacked for 0.8-1.0 CPU s per GiB of NAR like every level
+// (xz: 9-11), for 34-43 CPU s per GiB of recompression against 24-27 at
+// the fastest. The best level saves 8 % more bytes for 2.2-2.4 times the CPU
+// and unpacks slower (1.25 s per GiB). The recompression runs one at a
+// time in the background while clients pause, so CPU is what it can
+// spend; one goroutine leaves the other cores to the clients.
+const Level = zstd.SpeedBetterCompression
 
 // transcode is Transcode with the encoder's options, for the benchmarks.
 func transcode(ctx context.Context, w io.Writer, r io.Reader, compression string, narHash []byte, narSize int64, opts ...zstd.EOption) (Result, error) {

@@ -20,7 +20,8 @@ const (
 
 // Worthwhile reports whether the uncompressed NAR file f, of size bytes, is
 // worth recompressing: samples spread over it must shrink to worthRatio %
-// or less at the level Transcode uses. A NAR of random or already
+// or less at zstd's fastest level (Level shrinks them at least as much,
+// for several times the CPU). A NAR of random or already
 // compressed bytes (an encrypted or compressed disk image) would take a
 // core from the clients for a whole transcode and save nothing. It reads
 // at most worthSamples × worthSample bytes and leaves f at its start. The
