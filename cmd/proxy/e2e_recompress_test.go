@@ -13,6 +13,7 @@ import (
 
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/narinfo"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/nixtest"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/recompress"
 )
 
 // TestEndToEndRecompress copies a closure whose small paths the upstream
@@ -35,9 +36,9 @@ func TestEndToEndRecompress(t *testing.T) {
 	}
 	copyThrough(t, "first client", p.url, cache.PublicKey, c)
 
-	xz := 0
+	xz, small := 0, 0
 	for hash, ni := range before {
-		if ni.Compression != "xz" {
+		if ni.Compression != "xz" || ni.NarSize < recompress.MinNAR {
 			continue
 		}
 		xz++
@@ -52,7 +53,19 @@ func TestEndToEndRecompress(t *testing.T) {
 		}
 	}
 	if xz == 0 {
-		t.Fatal("no xz path in the closure: nothing was recompressed")
+		t.Fatal("no xz path of 64 KiB or more in the closure: nothing was recompressed")
+	}
+	// The small ones stay as they are, whatever their compression.
+	for hash, ni := range before {
+		if ni.Compression == "xz" && ni.NarSize < recompress.MinNAR {
+			small++
+			if after := getNarInfo(t, p.url, hash); after.Compression != "xz" || after.URL != ni.URL {
+				t.Errorf("%s: a %d-byte xz NAR became %s %s: below recompress.MinNAR nothing is recompressed", hash, ni.NarSize, after.Compression, after.URL)
+			}
+		}
+	}
+	if small == 0 {
+		t.Error("no small xz path in the closure: the floor went untested")
 	}
 	copyThrough(t, "after recompression", p.url, cache.PublicKey, c)
 	body := mustRead(t, must(http.Get(p.url+"/metrics")))
@@ -66,7 +79,7 @@ func TestEndToEndRecompress(t *testing.T) {
 	p.terminate(t)
 	zstd := make(map[string]*narinfo.Info)
 	for hash, ni := range before {
-		if ni.Compression == "xz" {
+		if ni.Compression == "xz" && ni.NarSize >= recompress.MinNAR {
 			zstd[hash] = nil
 		}
 	}

@@ -37,7 +37,9 @@ type Cache struct {
 }
 
 // closureExpr builds six paths: a chain root → top → left → base, a diamond
-// top → {left, right} → base, and root → image. Every derivation carries
+// top → {left, right} → base, and root → image. base holds 108 KiB of text,
+// past recompress.MinNAR, so the proxy recompresses it; the other small
+// paths stay below. Every derivation carries
 // the nonce, so each BuildClosure gets new store paths even on a machine that
 // ran the tests before.
 const closureExpr = `{ nonce, imageSize }:
@@ -51,7 +53,7 @@ let
     inherit nonce;
   };
 in rec {
-  base = mk "base" "echo base $nonce > $out";
+  base = mk "base" "echo base $nonce > $out; seq 1 20000 >> $out";
   left = mk "left" "echo left ${base} > $out";
   right = mk "right" "echo right ${base} > $out";
   top = mk "top" "echo top ${left} ${right} > $out";
@@ -60,7 +62,8 @@ in rec {
 }
 `
 
-// BuildClosure builds a closure of five small text paths and one path
+// BuildClosure builds a closure of five text paths (four of a few bytes,
+// one of 108 KiB) and one path
 // holding imageSize random bytes with real nix, then copies it into a new
 // binary cache signed by a fresh key named test-cache-1. The small paths go
 // in xz-compressed and the image and root zstd-compressed (xz takes about
