@@ -593,3 +593,12 @@ func TestArchitectureListsBuckets(t *testing.T) {
 		t.Errorf("%d buckets and keys found in internal/store: the pattern is stale", n)
 	}
 }
+
+// TestREADMELength: the README stays a guide of a few screens (issue 21);
+// reference material goes to docs/.
+func TestREADMELength(t *testing.T) {
+	const max = 250
+	if n := strings.Count(readFile(t, "../README.md"), "\n"); n > max {
+		t.Errorf("README.md has %d lines, more than %d: move the reference material to docs/", n, max)
+	}
+}
