@@ -24,7 +24,7 @@ func (s *stack) statusPage(log *slog.Logger) http.Handler {
 		Jobs:      s.prefetch,
 		Warms:     s.warms,
 		Bound:     bound,
-		Metrics:   s.metrics,
+		Counters:  s.cache,
 		Traffic:   s.traffic,
 		Upstreams: names,
 		Storage:   s.storage,

@@ -191,6 +191,7 @@ type Cache struct {
 	fleet     Fleet
 	metrics   *metrics.Metrics
 	hits      prometheus.Counter // narinfo hits: resolved once, not per request
+	stats     stats              // the same counts for Stats
 	lookups   singleflight.Group
 	// recompress: see transcode.go; transcodes runs each once.
 	recompress      bool

@@ -49,6 +49,7 @@ func (c *Cache) fill(fl *flight, src store.NARSource, id uint64) {
 		case errors.As(err, &verr):
 			outcome = "verify-failed"
 			c.metrics.VerifyFailures.WithLabelValues(verr.check).Inc()
+			c.stats.verifyFailed(verr.check)
 			if src.Hash != "" && src.From == "" {
 				// The miss log says why the path is still not served.
 				c.misses.Record(store.MissEvent{Hash: src.Hash, Outcome: refusedOutcome(verr.check), Reason: Reason(err),

@@ -80,6 +80,7 @@ func (c *Cache) serveFlight(w http.ResponseWriter, r *http.Request, fl *flight, 
 			n, err := io.CopyN(w, f, limit-sent)
 			sent += n
 			served.Add(float64(n))
+			c.stats.servedUpstream.Add(n)
 			if err != nil {
 				return fmt.Errorf("%w: %w", ErrAborted, err)
 			}

@@ -53,12 +53,14 @@ func (c *Cache) ServeNAR(w http.ResponseWriter, r *http.Request, name string) er
 	if err == nil {
 		defer f.Close()
 		c.metrics.Lookups.WithLabelValues("nar", "hit").Inc()
+		c.stats.narHits.Add(1)
 		return c.serveStored(w, r, name, f)
 	}
 	if !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
 	c.metrics.Lookups.WithLabelValues("nar", "miss").Inc()
+	c.stats.narMisses.Add(1)
 	src, err := c.narSource(ctx, name)
 	if err != nil {
 		return err
@@ -116,6 +118,7 @@ func (c *Cache) serveStored(w http.ResponseWriter, r *http.Request, name string,
 	cw := &countingWriter{ResponseWriter: w}
 	http.ServeContent(cw, r, name, st.ModTime(), f)
 	c.metrics.ServedBytes.WithLabelValues("cache").Add(float64(cw.n))
+	c.stats.servedCache.Add(cw.n)
 	c.countSaved(context.WithoutCancel(r.Context()), name, cw.n, st.Size())
 	return nil
 }
@@ -142,7 +145,9 @@ func (c *Cache) countSaved(ctx context.Context, name string, served, size int64)
 		}
 		upstreamSize = orig.Size
 	}
-	c.metrics.SavedBytes.Add(float64(served) * float64(upstreamSize) / float64(size))
+	saved := float64(served) * float64(upstreamSize) / float64(size)
+	c.metrics.SavedBytes.Add(saved)
+	c.stats.addSaved(saved)
 }
 
 // Downloads lists the NAR downloads in progress.

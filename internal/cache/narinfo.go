@@ -28,10 +28,12 @@ func (c *Cache) NarInfo(ctx context.Context, hash string) ([]byte, error) {
 	if !errors.Is(err, store.ErrNotFound) {
 		if err == nil {
 			c.hits.Inc()
+			c.stats.narinfoHits.Add(1)
 		}
 		return text, err
 	}
 	c.metrics.Lookups.WithLabelValues("narinfo", "miss").Inc()
+	c.stats.narinfoMisses.Add(1)
 	var got lookedUp
 	if err = c.remembered(hash); err == nil {
 		got, err = c.lookup(ctx, hash)
@@ -143,10 +145,12 @@ func (c *Cache) fetchNarInfo(ctx context.Context, hash string) (lookedUp, error)
 		_, _, _, err := c.admit(u, hash, body)
 		if errors.Is(err, narinfo.ErrUntrusted) {
 			c.metrics.VerifyFailures.WithLabelValues("signature").Inc()
+			c.stats.verifyFailed("signature")
 			c.log.Warn("narinfo refused: no trusted signature", id, "hash", hash, "upstream", u.String(), "err", err)
 		} else if err != nil {
 			// Unparsable, another path's, or its URL on another host.
 			c.metrics.VerifyFailures.WithLabelValues("narinfo").Inc()
+			c.stats.verifyFailed("narinfo")
 			c.log.Warn("narinfo refused", id, "hash", hash, "upstream", u.String(), "err", err)
 		}
 		if err != nil {
@@ -259,6 +263,7 @@ func (c *Cache) StoredNarInfo(ctx context.Context, hash string) ([]byte, error) 
 	switch {
 	case err == nil:
 		c.hits.Inc()
+		c.stats.narinfoHits.Add(1)
 		return text, nil
 	case errors.Is(err, store.ErrNotFound):
 		return nil, ErrNotFound

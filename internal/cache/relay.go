@@ -88,6 +88,7 @@ func (c *Cache) relayVerified(w io.Writer, prefix, body io.Reader, src store.NAR
 		return n, fmt.Errorf("%w: %w", ErrAborted, err)
 	}
 	c.metrics.ServedBytes.WithLabelValues("upstream").Add(float64(len(last)))
+	c.stats.servedUpstream.Add(int64(len(last)))
 	return n, nil
 }
 
@@ -114,6 +115,7 @@ func (c *Cache) copyHeldBack(w io.Writer, body io.Reader, sink io.Writer, n, siz
 				return n, nil, fmt.Errorf("%w: %w", ErrAborted, err)
 			}
 			served.Add(float64(len(last) + k - 1))
+			c.stats.servedUpstream.Add(int64(len(last) + k - 1))
 			last = append(last[:0], buf[k-1])
 		}
 		if rerr == io.EOF {

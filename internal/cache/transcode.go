@@ -253,6 +253,7 @@ func (c *Cache) writeZstd(ctx context.Context, orig, zname, compression string, 
 	}
 	if err := wr.Commit(ctx); err != nil {
 		c.metrics.Recompressed.WithLabelValues("error").Inc()
+		c.stats.recErrors.Add(1)
 		writeErr = err
 		return res, err
 	}
@@ -271,15 +272,20 @@ func (c *Cache) transcodeCounted(ctx context.Context, w io.Writer, r io.Reader, 
 	runtime.LockOSThread()
 	cpu := threadCPU()
 	res, err := recompress.Transcode(ctx, w, r, compression, ni.NarHash.Digest(), int64(ni.NarSize))
-	c.metrics.RecompressCPU.Add((threadCPU() - cpu).Seconds())
+	spent := threadCPU() - cpu
+	c.metrics.RecompressCPU.Add(spent.Seconds())
+	c.stats.recCPU.Add(int64(spent))
 	runtime.UnlockOSThread()
 	switch {
 	case errors.Is(err, recompress.ErrMismatch):
 		c.metrics.Recompressed.WithLabelValues("mismatch").Inc()
 		c.metrics.VerifyFailures.WithLabelValues("hash").Inc()
+		c.stats.recMismatch.Add(1)
+		c.stats.verifyFailed("hash")
 		c.log.Warn("recompress", "store_path", ni.StorePath, "outcome", "mismatch", "err", err)
 	case err != nil:
 		c.metrics.Recompressed.WithLabelValues("error").Inc()
+		c.stats.recErrors.Add(1)
 	}
 	return res, err
 }
@@ -289,6 +295,9 @@ func (c *Cache) recompressed(res recompress.Result) {
 	c.metrics.Recompressed.WithLabelValues("done").Inc()
 	c.metrics.RecompressBytes.WithLabelValues("in").Add(float64(res.In))
 	c.metrics.RecompressBytes.WithLabelValues("out").Add(float64(res.Out))
+	c.stats.recDone.Add(1)
+	c.stats.recIn.Add(res.In)
+	c.stats.recOut.Add(res.Out)
 }
 
 // compressionOf reads an original file's compression from its name

@@ -277,6 +277,12 @@ func TestRecompress(t *testing.T) {
 			if in := testutil.ToFloat64(e.m.RecompressBytes.WithLabelValues("in")); in != float64(len(tt.file)) {
 				t.Fatalf("bytes in = %v, want %d", in, len(tt.file))
 			}
+			// Stats, which the status page reads, count the same.
+			st := e.c.Stats()
+			if st.Recompressed != 1 || st.RecompressInBytes != int64(len(tt.file)) ||
+				float64(st.RecompressOutBytes) != testutil.ToFloat64(e.m.RecompressBytes.WithLabelValues("out")) {
+				t.Fatalf("Stats = %+v, want what the metrics say", st)
+			}
 		})
 	}
 }
@@ -313,6 +319,10 @@ func TestRecompressMismatchNotKept(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(e.m.Recompressed.WithLabelValues("mismatch")); got < 1 {
 		t.Fatalf("mismatch count %v", got)
+	}
+	if st := e.c.Stats(); float64(st.RecompressMismatches) != testutil.ToFloat64(e.m.Recompressed.WithLabelValues("mismatch")) ||
+		float64(st.VerifyFailures["hash"]) != testutil.ToFloat64(e.m.VerifyFailures.WithLabelValues("hash")) {
+		t.Fatalf("Stats = %+v, want what the metrics say", st)
 	}
 }
 

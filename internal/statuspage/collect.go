@@ -12,7 +12,6 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/evict"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/fleet"
-	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/s3store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
@@ -61,6 +60,12 @@ type Traffic interface {
 	Stats() []upstream.Stats
 }
 
+// Counters are the cache's lookups, bytes served, refusals and
+// recompressions; *cache.Cache satisfies it.
+type Counters interface {
+	Stats() cache.Stats
+}
+
 // Uploads is what `nix copy --to` sent; *upload.Receiver satisfies it.
 type Uploads interface {
 	Stats() upload.Stats
@@ -93,6 +98,7 @@ var (
 	_ FleetFills = (*fleet.Fills)(nil)
 	_ Bucket     = (*s3store.Bucket)(nil)
 	_ Uploads    = (*upload.Receiver)(nil)
+	_ Counters   = (*cache.Cache)(nil)
 	_ Source     = (*Collector)(nil)
 )
 
@@ -103,8 +109,8 @@ type Config struct {
 	Jobs      Jobs
 	Warms     Warms
 	Bound     Bound
-	// Metrics are read for the counters since start.
-	Metrics *metrics.Metrics
+	// Counters gives the cache's counters since start.
+	Counters Counters
 	// Traffic gives the upstreams' requests, answers and breakers.
 	Traffic Traffic
 	// Uploads gives the uploads' counters; nil when uploads are off.
@@ -177,8 +183,8 @@ func (c *Collector) Snapshot(ctx context.Context) (*Snapshot, error) {
 	if c.cfg.Storage != "" {
 		s.Storage = Storage{Backend: "s3", Location: c.cfg.Storage}
 	}
-	if m := c.cfg.Metrics; m != nil {
-		readCounters(m, s)
+	if c.cfg.Counters != nil {
+		readCounters(c.cfg.Counters.Stats(), s)
 	}
 	var traffic []upstream.Stats
 	if c.cfg.Traffic != nil {

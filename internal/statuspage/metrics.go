@@ -1,13 +1,12 @@
 package statuspage
 
 import (
+	"maps"
 	"slices"
 	"time"
 
-	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
+	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/upstream"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 )
 
 // healthWindow is how far back an upstream's health looks.
@@ -19,80 +18,17 @@ type sample struct {
 	reqs, errs map[string]int64
 }
 
-// readCounters fills s's counters from m. The
-// metric vectors are read directly (not through a registry gather): the
-// page costs a few hundred label lookups, not a /metrics scrape.
-func readCounters(m *metrics.Metrics, s *Snapshot) {
-	each(m.Lookups, func(l map[string]string, d *dto.Metric) {
-		n := int64(d.GetCounter().GetValue())
-		switch l["kind"] + "/" + l["result"] {
-		case "narinfo/hit":
-			s.Lookups.NarInfoHits += n
-		case "narinfo/miss":
-			s.Lookups.NarInfoMisses += n
-		case "nar/hit":
-			s.Lookups.NARHits += n
-		case "nar/miss":
-			s.Lookups.NARMisses += n
-		}
-	})
-	each(m.ServedBytes, func(l map[string]string, d *dto.Metric) {
-		n := int64(d.GetCounter().GetValue())
-		switch l["source"] {
-		case "cache":
-			s.Served.CacheBytes += n
-		case "upstream":
-			s.Served.UpstreamBytes += n
-		}
-	})
-	each(m.SavedBytes, func(_ map[string]string, d *dto.Metric) {
-		s.Served.SavedBytes += int64(d.GetCounter().GetValue())
-	})
-	each(m.VerifyFailures, func(l map[string]string, d *dto.Metric) {
-		s.VerifyFailures[l["check"]] += int64(d.GetCounter().GetValue())
-	})
-	each(m.Recompressed, func(l map[string]string, d *dto.Metric) {
-		n := int64(d.GetCounter().GetValue())
-		switch l["result"] {
-		case "done":
-			s.Recompressed.NARs += n
-		case "mismatch":
-			s.Recompressed.Mismatches += n
-		case "incompressible", "no-room":
-			// Left as they are on purpose (no room: the disk bound's
-			// call, shown on the disk card): no failure.
-		default:
-			s.Recompressed.Errors += n
-		}
-	})
-	each(m.RecompressBytes, func(l map[string]string, d *dto.Metric) {
-		n := int64(d.GetCounter().GetValue())
-		if l["direction"] == "in" {
-			s.Recompressed.InBytes += n
-		} else {
-			s.Recompressed.OutBytes += n
-		}
-	})
-	each(m.RecompressCPU, func(_ map[string]string, d *dto.Metric) {
-		s.Recompressed.CPUSeconds += d.GetCounter().GetValue()
-	})
-}
-
-// each calls fn with the labels and value of every series c collects.
-func each(c prometheus.Collector, fn func(labels map[string]string, d *dto.Metric)) {
-	ch := make(chan prometheus.Metric)
-	go func() { c.Collect(ch); close(ch) }()
-	for m := range ch {
-		var d dto.Metric
-		if m.Write(&d) != nil {
-			continue
-		}
-		labels := make(map[string]string, len(d.GetLabel()))
-		for _, lp := range d.GetLabel() {
-			labels[lp.GetName()] = lp.GetValue()
-		}
-		fn(labels, &d)
-	}
+// readCounters fills s's counters of the cache since its start.
+func readCounters(st cache.Stats, s *Snapshot) {
+	s.Lookups.NarInfoHits, s.Lookups.NarInfoMisses = st.NarInfoHits, st.NarInfoMisses
+	s.Lookups.NARHits, s.Lookups.NARMisses = st.NARHits, st.NARMisses
+	s.Served.CacheBytes, s.Served.UpstreamBytes, s.Served.SavedBytes = st.ServedCacheBytes, st.ServedUpstreamBytes, st.SavedBytes
+	maps.Copy(s.VerifyFailures, st.VerifyFailures)
+	// NARs left as they are on purpose (incompressible; no room, the disk
+	// bound's call shown on the disk card) are no failure.
+	s.Recompressed.NARs, s.Recompressed.Mismatches, s.Recompressed.Errors = st.Recompressed, st.RecompressMismatches, st.RecompressErrors
+	s.Recompressed.InBytes, s.Recompressed.OutBytes = st.RecompressInBytes, st.RecompressOutBytes
+	s.Recompressed.CPUSeconds = st.RecompressCPU.Seconds()
 }
 
 // upstreams lists the configured upstreams in priority order, then any

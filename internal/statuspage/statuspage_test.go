@@ -16,7 +16,6 @@ import (
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/cache"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/evict"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/fleet"
-	"github.com/nix-cache-proxy/nix-cache-proxy/internal/metrics"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/prefetch"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/s3store"
 	"github.com/nix-cache-proxy/nix-cache-proxy/internal/store"
@@ -76,7 +75,7 @@ func emptyConfig() Config {
 		Index:     &fakeIndex{free: 400 << 30, total: 500 << 30},
 		Downloads: fakeDownloads(nil),
 		Jobs:      fakeJobs(nil),
-		Metrics:   metrics.Discard(),
+		Counters:  &fakeCounters{VerifyFailures: map[string]int64{"signature": 0, "narinfo": 0, "size": 0, "hash": 0}},
 		Traffic:   new(upstream.Tally),
 		Upstreams: []string{upA, upB},
 		Started:   t0.Add(-time.Minute),
@@ -93,14 +92,10 @@ func (f fakeWarms) List() []warm.Status { return f }
 func busyConfig() Config {
 	cfg := emptyConfig()
 	cfg.Started = t0.Add(-3*time.Hour - 12*time.Minute)
-	m := cfg.Metrics
-	m.Lookups.WithLabelValues("nar", "hit").Add(140)
-	m.Lookups.WithLabelValues("nar", "miss").Add(20)
-	m.Lookups.WithLabelValues("narinfo", "hit").Add(1200)
-	m.Lookups.WithLabelValues("narinfo", "miss").Add(34)
-	m.ServedBytes.WithLabelValues("cache").Add(7 << 30)
-	m.ServedBytes.WithLabelValues("upstream").Add(1 << 30)
-	m.SavedBytes.Add(5 << 30) // recompressed hits: less than the 7 GiB sent
+	m := cfg.Counters.(*fakeCounters)
+	m.NARHits, m.NARMisses, m.NarInfoHits, m.NarInfoMisses = 140, 20, 1200, 34
+	m.ServedCacheBytes, m.ServedUpstreamBytes = 7<<30, 1<<30
+	m.SavedBytes = 5 << 30 // recompressed hits: less than the 7 GiB sent
 	for range 30 {
 		traffic(cfg).UpstreamRequest(upA, "narinfo", "ok", 40*time.Millisecond)
 	}
@@ -109,12 +104,9 @@ func busyConfig() Config {
 	}
 	traffic(cfg).UpstreamRequest(upB, "narinfo", "ok", 120*time.Millisecond)
 	traffic(cfg).UpstreamFetched(upA, 1<<30)
-	m.VerifyFailures.WithLabelValues("signature").Inc()
+	m.VerifyFailures["signature"]++
 	cfg.Uploads = fakeUploads{Outcomes: map[string]int64{"ok": 3 + 3, "rejected": 1}, Bytes: 2 << 30} // NARs and narinfos
-	m.Recompressed.WithLabelValues("done").Add(12)
-	m.RecompressBytes.WithLabelValues("in").Add(1 << 30)
-	m.RecompressBytes.WithLabelValues("out").Add(2 << 30)
-	m.RecompressCPU.Add(30)
+	m.Recompressed, m.RecompressInBytes, m.RecompressOutBytes, m.RecompressCPU = 12, 1<<30, 2<<30, 30*time.Second
 	cfg.Index = &fakeIndex{
 		stats: store.Stats{NarInfos: 1234, NARs: 456, NARBytes: 42 << 30},
 		free:  120 << 30, total: 500 << 30,
@@ -424,6 +416,10 @@ func TestFormat(t *testing.T) {
 	}
 }
 
+type fakeCounters cache.Stats
+
+func (f *fakeCounters) Stats() cache.Stats { return cache.Stats(*f) }
+
 type fakeUploads upload.Stats
 
 func (f fakeUploads) Stats() upload.Stats { return upload.Stats(f) }
@@ -442,7 +438,7 @@ func (f fakeBucket) Stats() s3store.Stats { return s3store.Stats(f) }
 func TestSharedStorage(t *testing.T) {
 	fills := fakeFills{LeasesTaken: 3, LeasesTakenOver: 1, Joins: 5, JoinErrors: 1}
 	bucket := fakeBucket{Requests: 3, Errors: 1, Latency: 60 * time.Millisecond} // 20, 10 and 30 ms
-	cfg := Config{Metrics: metrics.Discard(), Fills: fills, Bucket: bucket, Storage: "s3://cache/fleet?endpoint=s3.lan:7070&scheme=http", CacheDir: "/var/cache/x"}
+	cfg := Config{Fills: fills, Bucket: bucket, Storage: "s3://cache/fleet?endpoint=s3.lan:7070&scheme=http", CacheDir: "/var/cache/x"}
 	s, err := NewCollector(cfg).Snapshot(context.Background())
 	if err != nil {
 		t.Fatal(err)
