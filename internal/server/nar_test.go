@@ -43,6 +43,7 @@ func TestNARColdThenHit(t *testing.T) {
 	if ct := cold.header.Get("Content-Type"); ct != "application/x-nix-nar" {
 		t.Errorf("cold GET Content-Type %q", ct)
 	}
+	p.settle() // the client has its last byte before the commit
 
 	hit := p.get(nar)
 	if hit.status != http.StatusOK || !bytes.Equal(hit.body, file) {
