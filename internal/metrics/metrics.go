@@ -153,7 +153,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(append(b, collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))...)
-	// Pre-create the series alerts and the status page read, so they are 0
+	// Pre-create the series alerts and dashboards read, so they are 0
 	// rather than absent before the first event.
 	for _, kind := range []string{"narinfo", "nar"} {
 		for _, result := range []string{"hit", "miss"} {
