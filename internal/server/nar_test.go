@@ -45,6 +45,7 @@ func TestNARColdThenHit(t *testing.T) {
 	}
 	p.settle() // the client has its last byte before the commit
 
+	p.settle() // the cold client's last byte came before the commit
 	hit := p.get(nar)
 	if hit.status != http.StatusOK || !bytes.Equal(hit.body, file) {
 		t.Fatalf("hit: %d, %d bytes", hit.status, len(hit.body))
@@ -325,6 +326,7 @@ func TestNARClientLeaves(t *testing.T) {
 	if r.err != nil || !bytes.Equal(r.body, file) {
 		t.Fatalf("second client: %d bytes, err %v", len(r.body), r.err)
 	}
+	p.settle()
 	if hit := p.get(nar); hit.status != http.StatusOK || !bytes.Equal(hit.body, file) || hit.header.Get("ETag") == "" {
 		t.Errorf("hit: %d, %d bytes, ETag %q", hit.status, len(hit.body), hit.header.Get("ETag"))
 	}
