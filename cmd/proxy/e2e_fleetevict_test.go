@@ -184,8 +184,13 @@ func TestFleetEviction(t *testing.T) {
 	if got := up.Count(items[gone].NARPath); got != 2 {
 		t.Errorf("the upstream served p%d's NAR %d times, want 2 (the fill, the refill)", gone, got)
 	}
-	if !inBucket(urls[gone]) {
-		t.Errorf("p%d was not stored again by its refill", gone)
+	// The refill is stored once every byte is in and checked, after its
+	// client had the last byte.
+	for deadline := time.Now().Add(20 * time.Second); !inBucket(urls[gone]); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("p%d was not stored again by its refill", gone)
+			break
+		}
 	}
 	// Only A evicts; B and C never tried the lease.
 	for name, p := range map[string]*proxyProcess{"A": a, "B": b, "C": c} {
