@@ -44,7 +44,7 @@ func (n *node) ino() uint64 { return n.StableAttr().Ino }
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if flags&syscall.O_TRUNC == 0 {
 		fh, ff, errno := n.LoopbackNode.Open(ctx, flags)
-		return n.wrap(fh, n.ino()), ff, errno
+		return n.wrap(fh, n.ino()), ff | keepCache, errno
 	}
 	if errno := n.pc.begin(); errno != 0 {
 		return nil, 0, errno
@@ -56,7 +56,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if errno == 0 {
 		n.pc.wrote(n.ino(), 0, st.Size)
 	}
-	return n.wrap(fh, n.ino()), ff, errno
+	return n.wrap(fh, n.ino()), ff | keepCache, errno
 }
 
 func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
@@ -69,8 +69,19 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	return ch, n.wrap(fh, ch.StableAttr().Ino), ff, 0
+	return ch, n.wrap(fh, ch.StableAttr().Ino), ff | keepCache, 0
 }
+
+// keepCache asks the kernel to keep a file's cached pages when it is
+// opened. Every byte reaches the backing file through this mount, so the
+// page cache is never older than the file; but dropping it is not safe: a
+// page dropped while a write into it is on its way to the backing file
+// (the kernel copies the bytes into the page, then sends them) is read
+// back from the file without them, zeros past the old end, and stays so.
+// A download's follower opening its part file then streamed those zeros
+// (issue 22). ExplicitDataCacheControl (Mount) stops the other drop, on
+// a changed mtime or size.
+const keepCache = fuse.FOPEN_KEEP_CACHE
 
 func (n *node) wrap(fh fs.FileHandle, ino uint64) fs.FileHandle {
 	lf, ok := fh.(*fs.LoopbackFile)

@@ -102,7 +102,9 @@ func Mount(live, state, mnt string) (*FS, error) {
 	opts := &fs.Options{
 		EntryTimeout: &sec,
 		AttrTimeout:  &sec,
-		MountOptions: fuse.MountOptions{DirectMount: true, FsName: "powercut", Name: "powercut"},
+		MountOptions: fuse.MountOptions{DirectMount: true, FsName: "powercut", Name: "powercut",
+			// See keepCache.
+			ExplicitDataCacheControl: true},
 	}
 	p.server, err = fs.Mount(mnt, &node{LoopbackNode: root.(*fs.LoopbackNode), pc: p}, opts)
 	if err != nil {
