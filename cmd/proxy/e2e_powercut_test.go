@@ -105,7 +105,7 @@ func TestPowerCut(t *testing.T) {
 		<-p.done
 		res := w.wait()
 		for _, bad := range res.wrong {
-			wrongBody(t, fmt.Sprintf("cut %d", round), bad)
+			t.Errorf("cut %d: %s", round, bad)
 		}
 		for _, it := range res.acked {
 			acked[it.Hash] = it
@@ -170,7 +170,7 @@ func checkAfterCut(t *testing.T, bin, url string, paths []*fakeupstream.Item, ac
 	}
 	for _, it := range paths {
 		if err := checkServed(url, it, true); err != nil {
-			wrongBody(t, "after a cut", err)
+			t.Error(err)
 		}
 	}
 	for _, it := range acked {
@@ -178,27 +178,6 @@ func checkAfterCut(t *testing.T, bin, url string, paths []*fakeupstream.Item, ac
 			t.Errorf("acknowledged upload: %v", err)
 		}
 	}
-}
-
-// errWrongBody is a whole NAR body, served with 200, that does not match
-// its narinfo's FileHash.
-var errWrongBody = errors.New("does not match the narinfo's FileHash")
-
-// wrongBody reports err. Open (issue 22): now and then, under this test's
-// load, a freshly filled NAR among the closure's largest (64-128 KiB)
-// reaches a client whole but with other bytes, though the proxy logged
-// the fill as checked and verify --deep finds the disk sound; the seeds
-// that showed it did not replay it. It is a serving fault, not a loss
-// across a cut, so until it is found it fails bench/powercut.sh
-// (NIX_CACHE_PROXY_POWERCUT_STRICT=1) and is logged in the default run;
-// every other check here stays an error.
-func wrongBody(t *testing.T, when string, err error) {
-	t.Helper()
-	if errors.Is(err, errWrongBody) && os.Getenv("NIX_CACHE_PROXY_POWERCUT_STRICT") == "" {
-		t.Logf("OPEN (issue 22, not a power-cut loss): %s: %v", when, err)
-		return
-	}
-	t.Errorf("%s: %v", when, err)
 }
 
 // checkServed fetches it's narinfo and the NAR it names; the NAR must
@@ -227,7 +206,7 @@ func checkServed(url string, it *fakeupstream.Item, must bool) error {
 		return fmt.Errorf("%s: its narinfo names %s, which answers %d", it.StorePath, ni.URL, status)
 	}
 	if sum := sha256.Sum256(file); ni.FileHash == nil || !bytes.Equal(sum[:], ni.FileHash.Digest()) {
-		return fmt.Errorf("%s: %s (%d bytes) %w", it.StorePath, ni.URL, len(file), errWrongBody)
+		return fmt.Errorf("%s: %s (%d bytes) does not match the narinfo's FileHash", it.StorePath, ni.URL, len(file))
 	}
 	nar, err := unpackNAR(file, ni.Compression)
 	if err != nil || !bytes.Equal(nar, it.File) {
@@ -282,7 +261,7 @@ type powerCutWorkload struct {
 }
 
 type powerCutResult struct {
-	wrong []error
+	wrong []string
 	acked []*fakeupstream.Item
 }
 
@@ -360,7 +339,7 @@ func (w *powerCutWorkload) download(it *fakeupstream.Item) bool {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.res.wrong = append(w.res.wrong, err)
+	w.res.wrong = append(w.res.wrong, err.Error())
 	return true
 }
 
