@@ -128,10 +128,7 @@ func TestWalk(t *testing.T) {
 			fixName := func(ps []string) []string {
 				var o []string
 				for _, p := range ps {
-					if strings.HasSuffix(p, ".out") {
-						p = strings.TrimSuffix(p, ".out")
-					}
-					o = append(o, p)
+					o = append(o, strings.TrimSuffix(p, ".out"))
 				}
 				return o
 			}
